@@ -1,0 +1,194 @@
+"""The codec: causal encoder -> residual vector quantizer -> causal decoder with an inverse-STFT head.
+
+Every convolution looks only at the past, so the decoder runs one frame at a time with a small
+cached state (`Codec.start` / `Codec.decode_step`) and produces the same samples as decoding the
+whole sequence at once. Both paths go through the same `Decoder.forward`: decoding a sequence is
+streaming from a zero state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from vector_quantize_pytorch import ResidualVQ
+
+from .config import CodecConfig
+
+
+class CausalBlock(nn.Module):
+    """ConvNeXt block on [B, T, D] whose depthwise convolution sees only the past."""
+
+    def __init__(self, dim: int, kernel: int):
+        super().__init__()
+        self.context = kernel - 1
+        self.depthwise = nn.Conv1d(dim, dim, kernel, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.expand = nn.Linear(dim, 3 * dim)
+        self.project = nn.Linear(3 * dim, dim)
+        self.scale = nn.Parameter(torch.full((dim,), 0.1))
+
+    def forward(self, x: torch.Tensor, past: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [B, T, D]; past: the last `context` inputs [B, D, context]. Returns output and new past."""
+        seq = torch.cat([past, x.transpose(1, 2)], dim=2)
+        h = self.depthwise(seq).transpose(1, 2)
+        h = self.project(F.gelu(self.expand(self.norm(h))))
+        return x + self.scale * h, seq[:, :, seq.shape[2] - self.context:]
+
+
+class Encoder(nn.Module):
+    """Causal STFT front end (frame t sees audio up to the end of frame t) + blocks -> latent per frame."""
+
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        self.hop, self.n_fft = cfg.hop, cfg.enc_n_fft
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        self.proj = nn.Linear(self.n_fft // 2 + 1, cfg.enc_dim)
+        self.blocks = nn.ModuleList(CausalBlock(cfg.enc_dim, cfg.kernel) for _ in range(cfg.enc_blocks))
+        self.norm = nn.LayerNorm(cfg.enc_dim)
+        self.out = nn.Linear(cfg.enc_dim, cfg.latent_dim)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        frames = audio.shape[-1] // self.hop
+        audio = F.pad(audio[:, : frames * self.hop], (self.n_fft - self.hop, 0))
+        windows = audio.unfold(-1, self.n_fft, self.hop) * self.window
+        x = self.proj(torch.log(torch.fft.rfft(windows).abs() + 1e-4))
+        for block in self.blocks:
+            x, _ = block(x, x.new_zeros(x.shape[0], x.shape[2], block.context))
+        return self.out(self.norm(x))
+
+
+class ISTFTHead(nn.Module):
+    """Predicts magnitude and phase per step, inverse FFT, window, overlap-add (Vocos-style).
+
+    Step t's window starts at sample t*hop, so after step t the samples [t*hop, (t+1)*hop) are
+    complete: no look-ahead. The unfinished overlap is carried in `tail`.
+    """
+
+    def __init__(self, dim: int, n_fft: int, hop: int):
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.out = nn.Linear(dim, n_fft + 2)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def forward(self, x: torch.Tensor, tail: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, steps = x.shape[0], x.shape[1]
+        log_mag, phase = self.out(x).chunk(2, dim=-1)
+        mag = torch.exp(log_mag.clamp(max=6.0))
+        frames = torch.fft.irfft(torch.complex(mag * torch.cos(phase), mag * torch.sin(phase)), n=self.n_fft)
+        frames = frames * self.window  # [B, steps, n_fft]
+        length = steps * self.hop
+        out = F.pad(tail, (0, length))
+        for i in range(self.n_fft // self.hop):
+            part = frames[:, :, i * self.hop:(i + 1) * self.hop].reshape(batch, length)
+            out[:, i * self.hop:i * self.hop + length] += part
+        return out[:, :length], out[:, length:]
+
+
+@dataclass
+class DecoderState:
+    """Everything the decoder remembers between frames: fixed size, never grows."""
+
+    block_past: list[torch.Tensor]
+    up_past: list[torch.Tensor]
+    tail: torch.Tensor
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.inp = nn.Linear(cfg.latent_dim, cfg.dec_dim)
+        self.blocks = nn.ModuleList(CausalBlock(cfg.dec_dim, cfg.kernel) for _ in range(cfg.dec_blocks))
+        self.norm = nn.LayerNorm(cfg.dec_dim)
+        self.up = nn.Linear(cfg.dec_dim, cfg.upsample * cfg.up_dim)  # one frame -> `upsample` steps
+        self.up_blocks = nn.ModuleList(CausalBlock(cfg.up_dim, cfg.kernel) for _ in range(cfg.up_blocks))
+        self.up_norm = nn.LayerNorm(cfg.up_dim)
+        self.head = ISTFTHead(cfg.up_dim, cfg.head_n_fft, cfg.head_hop)
+
+    def start(self, batch: int = 1) -> DecoderState:
+        p = self.inp.weight
+        return DecoderState(
+            [p.new_zeros(batch, self.cfg.dec_dim, b.context) for b in self.blocks],
+            [p.new_zeros(batch, self.cfg.up_dim, b.context) for b in self.up_blocks],
+            p.new_zeros(batch, self.head.n_fft - self.head.hop),
+        )
+
+    def forward(self, latent: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """latent [B, T, latent_dim] -> audio [B, T*hop], continuing from `state`."""
+        batch, frames = latent.shape[0], latent.shape[1]
+        x = self.inp(latent)
+        block_past = []
+        for block, past in zip(self.blocks, state.block_past):
+            x, past = block(x, past)
+            block_past.append(past)
+        x = self.up(self.norm(x)).reshape(batch, frames * self.cfg.upsample, self.cfg.up_dim)
+        up_past = []
+        for block, past in zip(self.up_blocks, state.up_past):
+            x, past = block(x, past)
+            up_past.append(past)
+        audio, tail = self.head(self.up_norm(x), state.tail)
+        return audio, DecoderState(block_past, up_past, tail)
+
+
+class Codec(nn.Module):
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.quantizer = ResidualVQ(
+            dim=cfg.latent_dim,
+            num_quantizers=cfg.levels,
+            codebook_size=cfg.codebook_size,
+            decay=cfg.ema_decay,
+            commitment_weight=cfg.commitment,
+            kmeans_init=True,
+            kmeans_iters=10,
+            threshold_ema_dead_code=2,
+            quantize_dropout=True,
+        )
+        self.decoder = Decoder(cfg)
+
+    def forward(self, audio: torch.Tensor, quantizer_dropout: bool = False):
+        """Training pass: audio [B, n] -> (reconstruction [B, T*hop], codes [B, T, L], commitment loss)."""
+        self.quantizer.quantize_dropout = quantizer_dropout and self.cfg.levels > 1
+        latent = self.encoder(audio)
+        with torch.autocast(audio.device.type, enabled=False):  # the quantizer stays in float32
+            quantized, codes, commit = self.quantizer(latent.float())
+        recon, _ = self.decoder(quantized, self.decoder.start(audio.shape[0]))
+        return recon, codes, commit.sum()
+
+    @torch.no_grad()
+    def encode(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio [B, n] -> codes [B, n // hop, levels]. Call in eval mode."""
+        self.quantizer.quantize_dropout = False
+        _, codes, _ = self.quantizer(self.encoder(audio))
+        return codes
+
+    def codebooks(self) -> torch.Tensor:
+        """[levels, codebook_size, latent_dim]."""
+        return self.quantizer.codebooks
+
+    def latent(self, codes: torch.Tensor, levels: int | None = None) -> torch.Tensor:
+        """Sum of the codebook vectors of the first `levels` levels (-1 = absent): codes [..., L] -> [..., latent_dim]."""
+        books = self.codebooks()
+        levels = self.cfg.levels if levels is None else levels
+        out = 0
+        for level in range(levels):
+            c = codes[..., level]
+            out = out + books[level][c.clamp_min(0)] * (c >= 0).unsqueeze(-1)
+        return out
+
+    def decode(self, codes: torch.Tensor, levels: int | None = None) -> torch.Tensor:
+        """codes [B, T, L] -> audio [B, T*hop], decoding only the coarse `levels`."""
+        audio, _ = self.decoder(self.latent(codes, levels), self.decoder.start(codes.shape[0]))
+        return audio
+
+    def start(self, batch: int = 1) -> DecoderState:
+        return self.decoder.start(batch)
+
+    def decode_step(self, codes: torch.Tensor, state: DecoderState, levels: int | None = None):
+        """One frame: codes [B, L] -> (audio [B, hop], new state)."""
+        audio, state = self.decoder(self.latent(codes[:, None, :], levels), state)
+        return audio, state

@@ -1,0 +1,326 @@
+"""The prior: an autoregressive model over code frames, steerable by world and descriptors.
+
+A temporal model (GRU, or a small transformer with a rolling key/value cache) reads the previous
+frame's codes plus the conditioning and yields one vector per frame; per-level heads then pick the
+frame's codes coarse to fine, each head seeing the levels already chosen.
+
+Live use is one frame at a time:
+
+    state = prior.start(seed=1)
+    codes, state = prior.step(state, Controls(temperature=0.9, world_weights=[1, 0]))
+
+The state has a fixed size, so a set can run for hours without memory growth.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import PriorConfig
+
+HISTORY = 256  # frames of past codes kept for freeze/loop (5 s at 50 frames/s)
+
+
+@dataclass
+class Controls:
+    """What a performer steers, applied inside `Prior.step`."""
+
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    guidance: float = 1.0  # classifier-free guidance scale; 1 = plain conditional
+    world_weights: Sequence[float] | None = None  # None = no world (unconditioned)
+    descriptors: Sequence[float | None] = (None, None, None)  # held target 0..1, or None = free
+    levels: int | None = None  # sample only the coarse levels (None = all)
+    mutate: float = 0.0  # chance each sampled code is replaced by a random one
+    freeze: bool = False  # hold: loop the last `loop` frames
+    loop: int = 8
+    lock: int = 0  # coarse levels taken from the current cue passage
+
+
+@dataclass
+class PriorState:
+    memory: list[torch.Tensor]  # row 0 conditional, row 1 unconditional (for guidance)
+    prev: torch.Tensor  # [L] codes of the last frame, -1 = nothing yet
+    history: torch.Tensor  # [HISTORY, L] ring of past frames
+    written: int
+    generator: torch.Generator
+    steps: int = 0  # frames processed by the temporal model (transformer positions)
+    cue: torch.Tensor | None = None  # [frames, L] passage used by lock
+    cue_pos: int = 0
+    frozen: torch.Tensor | None = None  # [n, L] the loop being held
+    frozen_pos: int = 0
+
+    def recent(self, n: int) -> torch.Tensor:
+        n = max(1, min(n, self.written, HISTORY))
+        idx = [(self.written - n + i) % HISTORY for i in range(n)]
+        return self.history[idx]
+
+
+class AlibiAttention(nn.Module):
+    """Causal self-attention over a sliding window, with ALiBi distance penalties.
+
+    ALiBi depends only on the distance between frames, so a rolling cache needs no positions
+    that grow without bound.
+    """
+
+    def __init__(self, dim: int, heads: int, context: int):
+        super().__init__()
+        self.heads, self.context = heads, context
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        slopes = torch.tensor([2 ** (-8 * (i + 1) / heads) for i in range(heads)])
+        self.register_buffer("slopes", slopes, persistent=False)
+
+    def _split(self, x):
+        b, t, d = x.shape
+        return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        q, k, v = (self._split(p) for p in self.qkv(x).chunk(3, dim=-1))
+        pos = torch.arange(t, device=x.device)
+        dist = pos[:, None] - pos[None, :]
+        bias = -self.slopes[:, None, None] * dist.clamp_min(0)
+        bias = bias.masked_fill((dist < 0) | (dist >= self.context), float("-inf"))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.out(y.transpose(1, 2).reshape(x.shape))
+
+    def step(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, step: int) -> torch.Tensor:
+        """x [B, 1, D]; keys/values [B, H, context, hd] ring buffers updated in place."""
+        q, k, v = (self._split(p) for p in self.qkv(x).chunk(3, dim=-1))
+        slot = step % self.context
+        keys[:, :, slot] = k[:, :, 0]
+        values[:, :, slot] = v[:, :, 0]
+        # distance of each slot from now; slots never written are masked out
+        ages = (slot - torch.arange(self.context, device=x.device)) % self.context
+        bias = -self.slopes[:, None, None] * ages.to(x.dtype)
+        bias = bias.masked_fill(ages > step, float("-inf"))
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias)
+        return self.out(y.transpose(1, 2).reshape(x.shape))
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, cfg: PriorConfig):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
+        self.attn = AlibiAttention(cfg.dim, cfg.heads, cfg.context)
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, 4 * cfg.dim), nn.GELU(), nn.Linear(4 * cfg.dim, cfg.dim))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+    def step(self, x, keys, values, step):
+        x = x + self.attn.step(self.norm1(x), keys, values, step)
+        return x + self.mlp(self.norm2(x))
+
+
+class Prior(nn.Module):
+    def __init__(self, cfg: PriorConfig, levels: int, codebook_size: int):
+        super().__init__()
+        self.cfg, self.levels, self.codebook_size = cfg, levels, codebook_size
+        self.code_embed = nn.ModuleList(nn.Embedding(codebook_size, cfg.dim) for _ in range(levels))
+        self.start_frame = nn.Parameter(torch.zeros(cfg.dim))
+        self.world_embed = nn.Embedding(cfg.worlds + 1, cfg.dim)  # last row: no world
+        self.descriptor_proj = nn.Linear(2 * cfg.descriptors, cfg.dim)  # (value * held, held)
+        self.drop = nn.Dropout(cfg.dropout)
+        if cfg.kind == "gru":
+            self.gru = nn.GRU(cfg.dim, cfg.dim, cfg.layers, batch_first=True)
+        elif cfg.kind == "transformer":
+            self.layers = nn.ModuleList(TransformerLayer(cfg) for _ in range(cfg.layers))
+        else:
+            raise ValueError(f"unknown prior kind '{cfg.kind}' (gru or transformer)")
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.head_embed = nn.ModuleList(nn.Embedding(codebook_size, cfg.dim) for _ in range(levels - 1))
+        self.heads = nn.ModuleList(
+            nn.Sequential(nn.Linear(cfg.dim, cfg.head_hidden), nn.GELU(), nn.Linear(cfg.head_hidden, codebook_size))
+            for _ in range(levels)
+        )
+
+    # -- shared pieces ---------------------------------------------------------------------------
+
+    def embed_frames(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [..., L] (-1 = level absent) -> [..., dim]."""
+        out = 0
+        for level, table in enumerate(self.code_embed):
+            c = codes[..., level]
+            out = out + table(c.clamp_min(0)) * (c >= 0).unsqueeze(-1)
+        return out
+
+    def condition(self, world_weights: torch.Tensor, descriptors: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+        """world_weights [B, worlds+1] (rows sum to 1; last column = no world); descriptors, held [B, ..., 3]."""
+        world = world_weights @ self.world_embed.weight
+        desc = self.descriptor_proj(torch.cat([descriptors * held, held], dim=-1))
+        if desc.dim() == 3:
+            world = world[:, None]
+        return world + desc
+
+    def level_logits(self, h: torch.Tensor, chosen: torch.Tensor, level: int) -> torch.Tensor:
+        """Logits of `level` given the temporal output h [..., dim] and the chosen coarser codes [..., >=level]."""
+        x = h
+        for j in range(level):
+            x = x + self.head_embed[j](chosen[..., j])
+        return self.heads[level](x)
+
+    # -- training: whole sequences ---------------------------------------------------------------
+
+    def forward(self, codes: torch.Tensor, world_weights: torch.Tensor, descriptors: torch.Tensor,
+                held: torch.Tensor, input_levels: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits [B, T, L, K] for codes [B, T, L].
+
+        descriptors/held [B, T, 3] are the targets for each predicted frame. `input_levels` [B]
+        optionally hides fine levels of the input frames, as happens live when fewer levels are
+        sampled.
+        """
+        b, t, _ = codes.shape
+        prev = codes[:, :-1]
+        if input_levels is not None:
+            keep = torch.arange(self.levels, device=codes.device) < input_levels[:, None, None]
+            prev = prev.masked_fill(~keep, -1)
+        x = torch.cat([self.start_frame.expand(b, 1, -1), self.embed_frames(prev)], dim=1)
+        x = self.drop(x + self.condition(world_weights, descriptors, held))
+        h = self.norm(self._temporal(x))
+        return torch.stack([self.level_logits(h, codes, level) for level in range(self.levels)], dim=2)
+
+    def _temporal(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.kind == "gru":
+            return self.gru(x)[0]
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    # -- live: one frame at a time ---------------------------------------------------------------
+
+    def start(self, seed: int = 0) -> PriorState:
+        p = self.start_frame
+        if self.cfg.kind == "gru":
+            memory = [p.new_zeros(self.cfg.layers, 2, self.cfg.dim)]
+        else:
+            hd = self.cfg.dim // self.cfg.heads
+            shape = (self.cfg.layers, 2, self.cfg.heads, self.cfg.context, hd)
+            memory = [p.new_zeros(shape), p.new_zeros(shape)]
+        gen = torch.Generator(device=p.device)
+        gen.manual_seed(int(seed))
+        return PriorState(memory, torch.full((self.levels,), -1, dtype=torch.long, device=p.device),
+                          torch.zeros(HISTORY, self.levels, dtype=torch.long, device=p.device), 0, gen)
+
+    def _controls_condition(self, controls: Controls) -> torch.Tensor:
+        """[2, dim]: row 0 with the performer's conditioning, row 1 unconditioned."""
+        p = self.start_frame
+        weights = torch.zeros(2, self.cfg.worlds + 1, device=p.device)
+        weights[1, -1] = 1.0
+        ww = controls.world_weights
+        total = sum(max(0.0, float(w)) for w in ww) if ww is not None else 0.0
+        if total > 0:
+            for i, w in enumerate(list(ww)[: self.cfg.worlds]):
+                weights[0, i] = max(0.0, float(w)) / total
+        else:
+            weights[0, -1] = 1.0
+        values = torch.zeros(2, self.cfg.descriptors, device=p.device)
+        held = torch.zeros(2, self.cfg.descriptors, device=p.device)
+        for i, v in enumerate(list(controls.descriptors)[: self.cfg.descriptors]):
+            if v is not None:
+                values[0, i] = min(1.0, max(0.0, float(v)))
+                held[0, i] = 1.0
+        return self.condition(weights, values, held)
+
+    def _advance(self, state: PriorState, cond: torch.Tensor) -> torch.Tensor:
+        """Feed the previous frame through the temporal model; returns h [2, dim] and updates memory."""
+        if state.steps == 0:
+            x = self.start_frame.expand(2, -1)
+        else:
+            x = self.embed_frames(state.prev).expand(2, -1)
+        x = (x + cond)[:, None]
+        if self.cfg.kind == "gru":
+            y, hidden = self.gru(x, state.memory[0])
+            state.memory[0] = hidden
+        else:
+            keys, values = state.memory
+            for i, layer in enumerate(self.layers):
+                x = layer.step(x, keys[i], values[i], state.steps)
+            y = x
+        state.steps += 1
+        return self.norm(y[:, 0])
+
+    def _remember(self, state: PriorState, codes: torch.Tensor) -> None:
+        state.history[state.written % HISTORY] = codes
+        state.written += 1
+        state.prev = codes
+
+    @torch.no_grad()
+    def step(self, state: PriorState, controls: Controls) -> tuple[torch.Tensor, PriorState]:
+        """Choose the next frame's codes [L] (levels not sampled are -1)."""
+        if controls.freeze:
+            if state.frozen is None:
+                state.frozen, state.frozen_pos = state.recent(controls.loop).clone(), 0
+            codes = state.frozen[state.frozen_pos % state.frozen.shape[0]]
+            state.frozen_pos += 1
+            return codes, state
+        state.frozen = None
+
+        h = self._advance(state, self._controls_condition(controls))
+        levels = self.levels if controls.levels is None else max(1, min(self.levels, int(controls.levels)))
+        lock = min(int(controls.lock), levels) if state.cue is not None else 0
+        codes = torch.full((self.levels,), -1, dtype=torch.long, device=h.device)
+        if lock:
+            codes[:lock] = state.cue[state.cue_pos % state.cue.shape[0], :lock]
+            state.cue_pos += 1
+        guided = controls.guidance != 1.0
+        for level in range(lock, levels):
+            rows = h if guided else h[:1]
+            logits = self.level_logits(rows, codes.expand(rows.shape[0], -1), level)
+            if guided:
+                logits = logits[1] + controls.guidance * (logits[0] - logits[1])
+            else:
+                logits = logits[0]
+            codes[level] = sample(logits, controls, state.generator)
+        self._remember(state, codes)
+        return codes, state
+
+    @torch.no_grad()
+    def step_logprobs(self, state: PriorState, codes: torch.Tensor, controls: Controls):
+        """Teacher-forced step: log-probabilities [L, K] of the next frame, then advance with `codes`."""
+        h = self._advance(state, self._controls_condition(controls))[:1]
+        logits = torch.stack([self.level_logits(h, codes[None], level)[0] for level in range(self.levels)])
+        self._remember(state, codes)
+        return torch.log_softmax(logits, dim=-1), state
+
+    @torch.no_grad()
+    def jump(self, state: PriorState, passage: torch.Tensor, frame: int = 0, controls: Controls | None = None,
+             warmup: int = 16) -> PriorState:
+        """Prime the state from a training passage [frames, L] so generation continues from `frame`."""
+        fresh = self.start(0)
+        fresh.generator = state.generator
+        frame = max(0, min(int(frame), passage.shape[0] - 1))
+        cond = self._controls_condition(controls or Controls())
+        for codes in passage[max(0, frame - warmup): frame + 1]:
+            self._advance(fresh, cond)
+            self._remember(fresh, codes.to(fresh.prev.device).long())
+        fresh.cue, fresh.cue_pos = passage.long(), frame + 1
+        return fresh
+
+
+def sample(logits: torch.Tensor, controls: Controls, generator: torch.Generator) -> torch.Tensor:
+    """One code from logits [K] with temperature, top-k, top-p and mutation."""
+    k = logits.shape[-1]
+    if controls.mutate > 0 and torch.rand((), generator=generator, device=logits.device) < controls.mutate:
+        return torch.randint(k, (), generator=generator, device=logits.device)
+    if controls.temperature <= 1e-4:
+        return logits.argmax()
+    logits = logits / controls.temperature
+    if 0 < controls.top_k < k:
+        kth = torch.topk(logits, int(controls.top_k)).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if controls.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        drop = probs.cumsum(-1) - probs > controls.top_p  # keep the smallest set reaching top_p
+        logits = logits.masked_fill(drop.scatter(0, order, drop), float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)[0]
