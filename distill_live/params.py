@@ -1,0 +1,198 @@
+"""The parameter registry: the one list of everything a performer can steer.
+
+OSC addresses, the OSCQuery tree, MIDI map targets, score files, the README table and the patch
+tests all come from here. Control threads only *validate and submit* messages (`submit` is
+thread-safe and never blocks); the generator thread drains them at each frame boundary
+(`apply_due`), so the generator owns the values and never waits for a lock a control thread holds.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+import queue
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .descriptors import DESCRIPTORS
+
+PREFIX = "/distill"
+
+
+class ParamError(ValueError):
+    """A control message that cannot be applied; the message is one readable sentence."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One address. `types` is the OSC type signature the address takes:
+
+    "f" float, "i" int, "b" on/off (int 0/1), "s" string, "f*" any number of floats,
+    "i,f?" an int and an optional float, "" no argument (a trigger).
+    """
+
+    name: str  # the address below /distill, e.g. "gain", "world/bells"
+    types: str
+    default: Any
+    description: str
+    lo: float | None = None
+    hi: float | None = None
+    smooth: float = 0.0  # seconds of smoothing the generator applies to a continuous value
+    stored: bool = True  # False for commands (cue, reset, ...) that happen once and hold no value
+
+    @property
+    def address(self) -> str:
+        return f"{PREFIX}/{self.name}"
+
+
+def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: int) -> list[Param]:
+    """Every control of a model with these worlds, levels, codebook size and cue count."""
+    last_cue = max(0, cues - 1)
+    params = [
+        Param("play", "b", 0, "start (1) or stop (0) with a short fade"),
+        Param("gain", "f", 1.0, "output gain", 0.0, 2.0, smooth=0.05),
+        Param("temperature", "f", 1.0, "sampling temperature: lower is safer, higher is wilder", 0.0, 2.0),
+        Param("topk", "i", 0, "sample only among the k likeliest codes (0 = off)", 0, codebook_size),
+        Param("topp", "f", 1.0, "sample only among the likeliest codes covering this probability (1 = off)", 0.01, 1.0),
+        Param("guidance", "f", 1.0, "how strongly world and descriptors steer (1 = plain, >1 = stronger)", 0.0, 5.0),
+        Param("mix", "f*", None, "all world weights at once, in manifest order"),
+    ]
+    params += [Param(f"world/{w}", "f", 0.0, f"weight of world '{w}' (weights are normalised; all 0 = no world)",
+                     0.0, 1.0, smooth=0.1) for w in worlds]
+    for d in DESCRIPTORS:
+        params.append(Param(f"descriptor/{d}", "f", 0.5, f"hold {d} at this target (0..1 of the training range)",
+                            0.0, 1.0, smooth=0.1))
+        params.append(Param(f"descriptor/{d}/free", "", None, f"release {d}: the model chooses it", stored=False))
+    params += [
+        Param("cue", "i,f?", None, "jump to training passage i, with an optional crossfade in seconds",
+              0, last_cue, stored=False),
+        Param("freeze", "b", 0, "hold: loop the last frames (1) or continue (0)"),
+        Param("loop", "i", 8, "loop length in frames while frozen", 1, 256),
+        Param("levels", "i", levels, "decode only this many coarse levels", 1, levels),
+        Param("lock", "i", 0, "take this many coarse levels from the current cue; the prior fills the rest", 0, levels),
+        Param("mutate", "f", 0.0, "chance of replacing a sampled code at random", 0.0, 1.0),
+        Param("seed", "i", 0, "reseed the random generator", 0, 2**31 - 1),
+        Param("reset", "", None, "clear the prior's memory and start fresh", stored=False),
+        Param("model", "s", None, "hot-swap to another model file (in the models folder)", stored=False),
+    ]
+    return params
+
+
+class ParamRegistry:
+    def __init__(self, worlds: Sequence[str], levels: int, codebook_size: int, cues: int):
+        self.worlds = list(worlds)
+        self.params = {p.address: p for p in build_params(worlds, levels, codebook_size, cues)}
+        self.values: dict[str, Any] = {a: p.default for a, p in self.params.items() if p.stored and p.default is not None}
+        self.held = {d: False for d in DESCRIPTORS}
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending: list[tuple[float, int, str, tuple]] = []  # generator-side heap of timed messages
+        self._order = 0
+
+    def __contains__(self, address: str) -> bool:
+        return address in self.params
+
+    # -- any thread ------------------------------------------------------------------------------
+
+    def validate(self, address: str, args: Sequence[Any]) -> tuple[tuple, list[str]]:
+        """Check and coerce one message. Returns (args, notes about clamping); raises ParamError."""
+        p = self.params.get(address)
+        if p is None:
+            raise ParamError(f"unknown address {address}")
+        notes: list[str] = []
+        args = list(args)
+        for a in args:
+            if isinstance(a, float) and not math.isfinite(a):
+                raise ParamError(f"{address} refused: {a} is not a finite number")
+        if p.types == "":
+            return (), notes
+        if p.types == "s":
+            if len(args) != 1 or not isinstance(args[0], str):
+                raise ParamError(f"{address} takes one string, got {_show(args)}")
+            return (args[0],), notes
+        if p.types == "f*":
+            if len(args) != len(self.worlds) or not all(_is_number(a) for a in args):
+                raise ParamError(f"{address} takes {len(self.worlds)} numbers (one per world), got {_show(args)}")
+            out = []
+            for a in args:
+                v = min(1.0, max(0.0, float(a)))
+                if v != float(a):
+                    notes.append(f"{address}: {a} clamped to {v}")
+                out.append(v)
+            return tuple(out), notes
+        if p.types == "i,f?":
+            if not 1 <= len(args) <= 2 or not all(_is_number(a) for a in args):
+                raise ParamError(f"{address} takes a passage number and an optional crossfade, got {_show(args)}")
+            i = self._clamp(p, int(round(float(args[0]))), notes)
+            fade = min(10.0, max(0.0, float(args[1]))) if len(args) == 2 else 0.05
+            return (i, fade), notes
+        if len(args) != 1 or not _is_number(args[0]):
+            raise ParamError(f"{address} takes one number, got {_show(args)}")
+        v = float(args[0])
+        if p.types == "b":
+            return (1 if v >= 0.5 else 0,), notes
+        if p.types == "i":
+            return (int(self._clamp(p, int(round(v)), notes)),), notes
+        return (float(self._clamp(p, v, notes)),), notes
+
+    @staticmethod
+    def _clamp(p: Param, v, notes: list[str]):
+        lo = p.lo if p.lo is not None else v
+        hi = p.hi if p.hi is not None else v
+        c = min(hi, max(lo, v))
+        if c != v:
+            notes.append(f"{p.address}: {v} is out of range {p.lo:g}..{p.hi:g}, clamped to {c:g}")
+        return c
+
+    def submit(self, address: str, args: Sequence[Any] = (), at: float | None = None) -> list[str]:
+        """Validate and queue a message for the generator; `at` is engine time in seconds (None = now)."""
+        args, notes = self.validate(address, args)
+        self._inbox.put((at, address, args))
+        return notes
+
+    # -- the generator thread --------------------------------------------------------------------
+
+    def apply_due(self, now: float) -> list[tuple[str, tuple]]:
+        """Apply every message due by engine time `now`. Returns the applied (address, args) in order,
+        so the caller can act on commands and report changes."""
+        while True:
+            try:
+                at, address, args = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            self._order += 1
+            heapq.heappush(self._pending, (now if at is None else at, self._order, address, args))
+        applied = []
+        while self._pending and self._pending[0][0] <= now:
+            _, _, address, args = heapq.heappop(self._pending)
+            self._store(address, args)
+            applied.append((address, args))
+        return applied
+
+    def _store(self, address: str, args: tuple) -> None:
+        name = address[len(PREFIX) + 1:]
+        if name == "mix":
+            for w, v in zip(self.worlds, args):
+                self.values[f"{PREFIX}/world/{w}"] = v
+        elif name.startswith("descriptor/"):
+            d = name.split("/")[1]
+            self.held[d] = not name.endswith("/free")
+            if self.held[d]:
+                self.values[address] = args[0]
+        elif self.params[address].stored:
+            self.values[address] = args[0]
+
+    def get(self, name: str) -> Any:
+        return self.values[f"{PREFIX}/{name}"]
+
+    def world_weights(self) -> list[float]:
+        return [self.values[f"{PREFIX}/world/{w}"] for w in self.worlds]
+
+    def descriptor_targets(self) -> list[float | None]:
+        return [self.values[f"{PREFIX}/descriptor/{d}"] if self.held[d] else None for d in DESCRIPTORS]
+
+
+def _is_number(a: Any) -> bool:
+    return isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(float(a))
+
+
+def _show(args: Sequence[Any]) -> str:
+    return "nothing" if not args else " ".join(repr(a) for a in args)
