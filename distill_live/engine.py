@@ -11,6 +11,7 @@ queued is latency.
 """
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import deque
@@ -55,14 +56,25 @@ class Engine:
         self.ring = RingBuffer(self.hop * 64)
         self.telemetry = Telemetry(self.hop / self.sample_rate)
         self.level = 0.0  # recent peak of the output, for meters
+        self.changes: queue.SimpleQueue = queue.SimpleQueue()  # (address, args) applied, for /distill/state
         self._running = False
         self._thread: threading.Thread | None = None
 
     # -- generator thread ------------------------------------------------------------------------
 
+    def queued_seconds(self) -> float:
+        return self.ring.available() / self.sample_rate
+
+    def time_of(self, wall: float) -> float:
+        """Engine time (what `ParamRegistry.submit(at=...)` takes) of the frame heard at wall-clock `wall`
+        (time.time() seconds), so a timed bundle lands on the frame that plays at its timetag."""
+        return self.player.time - self.queued_seconds() + (wall - time.time())
+
     def generate_one(self) -> None:
         t0 = time.perf_counter()
         frame = self.player.next_frame()
+        for change in self.player.applied:
+            self.changes.put(change)
         self.telemetry.compute.append(time.perf_counter() - t0)
         self.telemetry.frames += 1
         self.level = float(np.abs(frame).max())

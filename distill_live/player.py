@@ -57,6 +57,7 @@ class Player:
         self.gain = float(self.registry.get("gain"))
         self.last_codes = torch.full((model.config.codec.levels,), -1, dtype=torch.long)
         self.model_requests: list[str] = []  # /model paths for the engine to load off this thread
+        self.applied: list[tuple[str, tuple]] = []  # messages applied at the last frame
         self._ramp = np.linspace(0.0, 1.0, self.hop, endpoint=False, dtype=np.float32) + 1.0 / self.hop
 
     @property
@@ -110,7 +111,7 @@ class Player:
     @torch.inference_mode()
     def next_frame(self) -> np.ndarray:
         """Produce the next `hop` samples (float32 mono)."""
-        applied = self.registry.apply_due(self.time)
+        self.applied = applied = self.registry.apply_due(self.time)
         controls = self.controls()
         for address, args in applied:
             self._command(address, args, controls)
