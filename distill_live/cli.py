@@ -1,0 +1,39 @@
+"""`distill-live`: inspect, render and play models.
+
+Each subcommand lives in its own module with `register(subparsers)`; this file only routes.
+A user error (bad file, bad score, no device) ends with one sentence on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = ["distill_live.commands.info", "distill_live.commands.render"]
+
+
+class UserError(Exception):
+    """Something the user can fix; printed as one line, no traceback."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="distill-live", description="Play distill models live, or render them.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    args = parser.parse_args(argv)
+    from .modelfile import ModelFileError
+    from .params import ParamError
+    from .score import ScoreError
+
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        return 130
+    except (UserError, ModelFileError, ParamError, ScoreError) as e:
+        print(f"distill-live: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

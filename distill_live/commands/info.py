@@ -1,0 +1,31 @@
+"""`distill-live info MODEL [--json]`: what is inside a model file."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..modelfile import load_model
+
+
+def register(sub) -> None:
+    p = sub.add_parser("info", help="show what is inside a .distill model file")
+    p.add_argument("model", help="a .distill file")
+    p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    info = load_model(args.model).info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{args.model}: distill model, format {info['format_version']}")
+    print(f"  audio     {info['sample_rate']} Hz, hop {info['hop']} ({info['frame_rate']:g} frames/s), "
+          f"{info['levels']} levels x {info['codebook_size']} codes = {info['bitrate'] / 1000:.1f} kbit/s")
+    print(f"  prior     {info['prior'] or 'none (codec only)'}")
+    print(f"  worlds    {', '.join(info['worlds']) or '-'}")
+    print(f"  cues      {info['cues']} passages from {info['files']} files")
+    for h in info["health"] or []:
+        print(f"  level {h['level']}   utilisation {h['utilization']:.0%}  perplexity {h['perplexity']:.1f}  "
+              f"dead {h['dead']}")
+    return 0
