@@ -148,6 +148,12 @@ class ParamRegistry:
         self._inbox.put((at, address, args))
         return notes
 
+    def submit_validated(self, messages: Sequence[tuple[str, tuple]], at: float | None = None) -> None:
+        """Queue messages that `validate` already accepted, as one unit: the generator applies them all at
+        the same frame (an OSC bundle is atomic). Pass only what `validate` returned."""
+        if messages:
+            self._inbox.put((at, None, tuple(messages)))
+
     # -- the generator thread --------------------------------------------------------------------
 
     def apply_due(self, now: float) -> list[tuple[str, tuple]]:
@@ -158,8 +164,9 @@ class ParamRegistry:
                 at, address, args = self._inbox.get_nowait()
             except queue.Empty:
                 break
-            self._order += 1
-            heapq.heappush(self._pending, (now if at is None else at, self._order, address, args))
+            for address, args in (args if address is None else ((address, args),)):  # None: a batch
+                self._order += 1
+                heapq.heappush(self._pending, (now if at is None else at, self._order, address, args))
         applied = []
         while self._pending and self._pending[0][0] <= now:
             _, _, address, args = heapq.heappop(self._pending)
