@@ -1,0 +1,373 @@
+"""`distill-train`: fit a codec and a steerable prior to a folder of sounds, write one .distill file.
+
+A user error (missing folder, unusable data, bad flag, unreadable model) ends with one line on
+stderr and exit code 2; Ctrl-C or SIGTERM saves a checkpoint and ends with exit code 130.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+PROG = "distill-train"
+
+# (codec steps, prior steps) when --steps / --prior-steps are not given
+DEFAULT_STEPS = {"tiny": (400, 300), "small": (20000, 6000), "default": (60000, 20000)}
+CODEC_BATCH, PRIOR_BATCH = 8, 16
+CODEC_LR, PRIOR_LR = 5e-4, 1e-3
+
+EPILOG = """\
+forms:
+  distill-train DATA_DIR -o MODEL.distill
+      train the codec, then the prior (--stages codec,prior, the default); a codec-only model is
+      written to MODEL.distill as soon as the codec is done, then replaced by codec + prior.
+  distill-train DATA_DIR -o MODEL.distill --stages codec
+      the codec only.
+  distill-train --stages prior DATA_DIR -o NEW.distill --codec MODEL.distill
+      a new prior on the codec of an existing model (the data may differ: new worlds, new cues).
+      Without --codec, the codec of -o itself is reused when that file exists.
+  distill-train DATA_DIR -o MODEL.distill --resume
+      continue after Ctrl-C from the checkpoints in the run directory; with the same flags the
+      result equals an uninterrupted run.
+
+DATA_DIR: audio files (wav flac aif aiff ogg mp3), searched recursively; each subfolder is a world
+(no subfolders: each file is its own world).
+
+dataset-adaptive defaults (when the flags are not given): codebook size 64 / 128 / 256 and EMA decay
+0.8 / 0.9 / 0.95 for up to 20 / up to 100 / more than 100 usable files.
+
+run directory (default MODEL.distill.run/): checkpoint-codec.safetensors, checkpoint-prior.safetensors,
+report-codec.png, report-prior.png, previews/*.wav.
+"""
+
+
+class ArgumentError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        raise ArgumentError(f"{message} (see {PROG} --help)")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be more than 0")
+    return value
+
+
+def decay(text: str) -> float:
+    value = positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"'{text}' must be between 0 and 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog=PROG, description="Train a distill model (codec + steerable prior) on a folder of sounds.",
+               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", metavar="DATA_DIR", help="folder of sounds (subfolders are worlds)")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.distill", help="model file to write")
+    p.add_argument("--preset", choices=["tiny", "small", "default"], default=None,
+                   help="model size: tiny (16 kHz, tests), small (24 kHz, laptops), default (48 kHz); "
+                        "default: default")
+    p.add_argument("--stages", default="codec,prior", help="codec, prior or codec,prior (default)")
+    p.add_argument("--codec", metavar="MODEL.distill", help="with --stages prior: the model whose codec to reuse")
+    p.add_argument("--steps", type=positive_int, help="codec training steps (default per preset: "
+                   + ", ".join(f"{k} {v[0]}" for k, v in DEFAULT_STEPS.items()) + ")")
+    p.add_argument("--prior-steps", type=positive_int, help="prior training steps, at most (early stopping may "
+                   "end sooner; default per preset: " + ", ".join(f"{k} {v[1]}" for k, v in DEFAULT_STEPS.items())
+                   + ")")
+    p.add_argument("--codec-minutes", type=positive_float, help="stop the codec stage after this much training "
+                   "time (the learning-rate schedule follows the budget; resume is then not bit-exact)")
+    p.add_argument("--prior-minutes", type=positive_float, help="the same for the prior stage")
+    p.add_argument("--sample-rate", type=positive_int, help="model sample rate (default: the preset's); the "
+                   "frame rate stays the preset's")
+    p.add_argument("--levels", type=positive_int, help="residual quantizer levels (default: the preset's)")
+    p.add_argument("--codebook-size", type=positive_int, help="codes per level (default: dataset-adaptive)")
+    p.add_argument("--ema-decay", type=decay, help="codebook EMA decay (default: dataset-adaptive)")
+    p.add_argument("--prior-kind", choices=["gru", "transformer"], default="gru", help="temporal model of the "
+                   "prior (default gru)")
+    p.add_argument("--batch-size", type=positive_int, help=f"batch size of both stages (default: codec "
+                   f"{CODEC_BATCH} crops, prior {PRIOR_BATCH} sequences)")
+    p.add_argument("--lr", type=positive_float, help=f"peak learning rate of both stages (default: codec "
+                   f"{CODEC_LR:g}, prior {PRIOR_LR:g})")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoints in the run directory")
+    p.add_argument("--run-dir", metavar="DIR", help="checkpoints, reports and previews (default MODEL.distill.run)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=200, help="steps between checkpoints "
+                   "(default 200)")
+    p.add_argument("--eval-every", type=positive_int, default=200, help="steps between held-out evaluations and "
+                   "codebook health checks (default 200)")
+    p.add_argument("--patience", type=positive_int, default=6, help="prior: evaluations without improvement "
+                   "before stopping early (default 6)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar; only warnings and the result")
+    return p
+
+
+def adaptive(files: int) -> tuple[int, float]:
+    """Codebook size and EMA decay for a collection of `files` usable files."""
+    if files <= 20:
+        return 64, 0.8
+    if files <= 100:
+        return 128, 0.9
+    return 256, 0.95
+
+
+def fingerprint(config, dataset, seed: int, batch_size: int, lr: float) -> str:
+    """What must not change between a run and its resumption."""
+    blob = json.dumps({"config": config.to_dict(), "files": [(c.path, c.split, len(c.audio)) for c in dataset.clips],
+                       "seed": seed, "batch_size": batch_size, "lr": lr}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _downsample(rows: list, key: str, n: int = 40) -> list:
+    points = [[r["step"], round(r[key], 5)] for r in rows if key in r]
+    if len(points) <= n:
+        return points
+    idx = sorted({round(i * (len(points) - 1) / (n - 1)) for i in range(n)})
+    return [points[i] for i in idx]
+
+
+def check(args) -> list[str]:
+    """The checks that need nothing heavy imported: a typo is answered at once. Returns the stages."""
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    if not stages or any(s not in ("codec", "prior") for s in stages) or len(set(stages)) != len(stages):
+        raise ArgumentError(f"--stages takes codec, prior or codec,prior, not '{args.stages}'")
+    if args.codec and "codec" in stages:
+        raise ArgumentError("--codec reuses an existing codec: use it with --stages prior")
+    data = Path(args.data)
+    if not data.exists():
+        raise ArgumentError(f"data folder '{data}' does not exist")
+    if not data.is_dir():
+        raise ArgumentError(f"'{data}' is not a folder (give the folder that holds your sounds)")
+    output = Path(args.output)
+    if output.is_dir():
+        raise ArgumentError(f"output '{output}' is a folder; give a file name such as model.distill")
+    if "codec" not in stages:
+        source = Path(args.codec) if args.codec else output
+        if not source.exists():
+            raise ArgumentError(f"codec model '{source}' does not exist" if args.codec else
+                                "--stages prior needs a codec: add --codec MODEL.distill (an existing model), or "
+                                "point -o at an existing model to give it a new prior")
+    return stages
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        check(args)
+    except ArgumentError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    from distill_live.modelfile import ModelFileError
+
+    from .data import DatasetError
+    from .loop import Interrupted, TrainError
+
+    try:
+        return train(args)
+    except Interrupted as e:
+        again = argv + ([] if "--resume" in argv else ["--resume"])
+        print(f"{PROG}: stopped at step {e.step} of the {e.stage} stage; checkpoint saved in {e.checkpoint}. "
+              f"Resume with: {shlex.join([PROG, *again])}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; the checkpoints in the run directory are kept (run the same command with "
+              f"--resume to continue from the last one)", file=sys.stderr)
+        return 130
+    except (TrainError, DatasetError, ModelFileError, ArgumentError) as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def train(args) -> int:
+    import torch
+    from loguru import logger
+
+    logger.disable("vector_quantize_pytorch")  # k-means warns about duplicate points on tiny data
+
+    from distill_live.config import preset
+    from distill_live.modelfile import DistillModel, load_model, save_model
+
+    from .codec_stage import CROP_FRAMES, CodecStage, extract_codes
+    from .data import load_dataset
+    from .health import code_counts, codebook_health, collapse_warnings
+    from .loop import Settings, TrainError, pick_device, run, seed_everything
+    from .prior_stage import PriorStage
+
+    stages = check(args)
+    data, output = Path(args.data), Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(args.run_dir) if args.run_dir else output.with_name(output.name + ".run")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = pick_device(args.device)
+    quiet = args.quiet
+
+    def log(line: str) -> None:
+        if not quiet:
+            print(line, file=sys.stderr)
+
+    def warn(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    if not args.resume:
+        stale = [p.name for p in (run_dir / "checkpoint-codec.safetensors", run_dir / "checkpoint-prior.safetensors")
+                 if p.exists() and ("codec" in stages or p.name.endswith("prior.safetensors"))]
+        if stale:
+            log(f"{run_dir}: starting over ({', '.join(stale)} will be replaced; --resume would continue it)")
+
+    started = time.time()
+    preset_name = args.preset or "default"
+    meta_training = {"preset": preset_name, "seed": args.seed, "device": str(device), "stages": stages}
+
+    # -- the codec: trained here, or taken from an existing model ---------------------------------
+    if "codec" in stages:
+        config = preset(preset_name)
+        c = config.codec
+        if args.sample_rate:
+            frame_rate = c.sample_rate / c.hop
+            step = 4 * c.upsample  # the iSTFT head needs hop divisible by upsample, n_fft = 4 * head hop
+            c.hop = max(step, round(args.sample_rate / frame_rate / step) * step)
+            c.sample_rate = args.sample_rate
+        if args.levels:
+            c.levels = args.levels
+        dataset = load_dataset(data, c.sample_rate, c.hop, crop_frames=CROP_FRAMES, seed=args.seed, log=warn)
+        files = len({clip.path for clip in dataset.clips})
+        size, ema = adaptive(files)
+        c.codebook_size = args.codebook_size or size
+        c.ema_decay = args.ema_decay or ema
+        meta_training.update(files=files, codebook_size=c.codebook_size, ema_decay=c.ema_decay,
+                             codebook_size_from="flag" if args.codebook_size else f"dataset-adaptive ({files} files)",
+                             ema_decay_from="flag" if args.ema_decay else f"dataset-adaptive ({files} files)")
+        log(f"{data}: {files} usable files at {c.sample_rate} Hz ({dataset.seconds():.1f} s, {len(dataset.clips)} clips, "
+            f"{len(dataset.valid())} held out), {len(dataset.worlds)} worlds: {', '.join(dataset.worlds)}; "
+            f"{c.levels} levels x {c.codebook_size} codes, EMA decay {c.ema_decay:g}")
+        steps = args.steps or DEFAULT_STEPS[preset_name][0]
+        batch, lr = args.batch_size or CODEC_BATCH, args.lr or CODEC_LR
+        settings = Settings(steps=steps, batch_size=batch, lr=lr, checkpoint_every=args.checkpoint_every,
+                            eval_every=args.eval_every, quiet=quiet,
+                            time_budget_s=args.codec_minutes * 60 if args.codec_minutes else None)
+        seed_everything(args.seed)
+        stage = CodecStage(c, dataset, batch, args.seed, device, run_dir)
+        result = run(stage, settings, run_dir / "checkpoint-codec.safetensors", resume=args.resume, log=log,
+                     fingerprint=fingerprint(config, dataset, args.seed, batch, lr))
+        codec = stage.codec.eval()
+        valid = result.history["valid"]
+        codec_history = {
+            "steps": result.step, "planned_steps": steps, "steps_per_s": round(result.steps_per_s, 3),
+            "wall_s": round(result.wall_s, 1), "batch_size": batch, "lr": lr, "crop_frames": CROP_FRAMES,
+            "train_loss_end": round(result.history["train"][-1]["loss"], 5) if result.history["train"] else None,
+            "valid_loss_start": round(valid[0]["valid"], 5) if valid else None,
+            "valid_loss_end": round(valid[-1]["valid"], 5) if valid else None,
+            "valid_stft_end": round(valid[-1]["stft"], 5) if valid else None,
+            "valid_mel_end": round(valid[-1]["mel"], 5) if valid else None,
+            "valid_source": stage.valid_source, "valid_curve": _downsample(valid, "valid"),
+            "stopped": "time budget" if result.stopped_early else "done",
+        }
+        cues = extract_codes(codec, dataset.clips, device)
+        health = codebook_health(code_counts(cues, c.levels, c.codebook_size))
+        for line in collapse_warnings(health):
+            warn(line)
+        config.prior.kind = args.prior_kind
+        config.prior.worlds = len(dataset.worlds)
+        meta = {"manifest": dataset.manifest(), "descriptor_stats": dataset.stats.to_dict(), "health": health,
+                "history": {"codec": codec_history, "wall_s": round(time.time() - started, 1)},
+                "training": meta_training}
+        save_model(output, DistillModel(config, codec, None, cues, meta))
+        log(f"codec: held-out loss {codec_history['valid_loss_start']} -> {codec_history['valid_loss_end']}; "
+            f"utilisation per level {' '.join(format(h['utilization'], '.0%') for h in health)}; "
+            f"wrote {output} (codec only)")
+    else:
+        source = Path(args.codec) if args.codec else output
+        model = load_model(source, device=str(device))
+        config = model.config
+        c = config.codec
+        if args.preset:  # the prior's size from the preset asked for; the codec stays as it is
+            config.prior = preset(args.preset).prior
+        config.prior.kind = args.prior_kind
+        dataset = load_dataset(data, c.sample_rate, c.hop, crop_frames=CROP_FRAMES, seed=args.seed, log=warn)
+        config.prior.worlds = len(dataset.worlds)
+        codec = model.codec.eval()
+        cues = extract_codes(codec, dataset.clips, device)
+        health = codebook_health(code_counts(cues, c.levels, c.codebook_size))
+        meta_training.update(model.meta.get("training", {}), codec_from=str(source), stages=stages,
+                             seed=args.seed, device=str(device))
+        meta = {"manifest": dataset.manifest(), "descriptor_stats": dataset.stats.to_dict(), "health": health,
+                "history": {"codec": model.meta.get("history", {}).get("codec", {})}, "training": meta_training}
+        log(f"reusing the codec of {source}; {data}: {len(dataset.clips)} clips at {c.sample_rate} Hz, "
+            f"{len(dataset.worlds)} worlds: {', '.join(dataset.worlds)}")
+
+    if "prior" not in stages:
+        print(f"wrote {output}: codec only, {len(cues)} cues, {len(dataset.worlds)} worlds (run dir {run_dir})")
+        return 0
+
+    # -- the prior --------------------------------------------------------------------------------
+    steps = args.prior_steps or DEFAULT_STEPS[preset_name][1]
+    batch, lr = args.batch_size or PRIOR_BATCH, args.lr or PRIOR_LR
+    seq_frames = 64 if preset_name == "tiny" else 128
+    settings = Settings(steps=steps, batch_size=batch, lr=lr, checkpoint_every=args.checkpoint_every,
+                        eval_every=args.eval_every, quiet=quiet,
+                        time_budget_s=args.prior_minutes * 60 if args.prior_minutes else None)
+    seed_everything(args.seed + 1)
+    stage = PriorStage(config, codec, cues, dataset, batch, seq_frames, args.seed + 1, device, run_dir,
+                       patience=args.patience)
+    codec_fp = hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes()
+                                       for v in codec.state_dict().values())).hexdigest()[:16]
+    result = run(stage, settings, run_dir / "checkpoint-prior.safetensors", resume=args.resume, log=log,
+                 fingerprint=fingerprint(config, dataset, args.seed, batch, lr) + codec_fp)
+    prior = stage.prior.eval()
+    valid = result.history["valid"]
+    best = next((r for r in valid if r["step"] == stage.best_step), valid[-1] if valid else None)
+    kept = best if stage.early_stopping and best else (valid[-1] if valid else None)
+    memo = stage.memorisation()
+    levels = config.codec.levels
+    prior_history = {
+        "kind": config.prior.kind, "steps": result.step, "planned_steps": steps,
+        "steps_per_s": round(result.steps_per_s, 3), "wall_s": round(result.wall_s, 1), "batch_size": batch,
+        "lr": lr, "sequence_frames": seq_frames,
+        "train_loss_end": round(result.history["train"][-1]["loss"], 5) if result.history["train"] else None,
+        "valid_loss_start": round(valid[0]["valid"], 5) if valid else None,
+        "valid_loss_end": round(kept["valid"], 5) if kept else None,
+        "valid_loss_per_level": [round(kept[f"level{i}"], 5) for i in range(levels)] if kept else None,
+        "best_step": kept["step"] if kept else None, "stopped_early": result.stopped_early,
+        "valid_source": stage.valid_source, "valid_curve": _downsample(valid, "valid"), "memorisation": memo,
+    }
+    meta["history"]["prior"] = prior_history
+    meta["history"]["wall_s"] = round(time.time() - started, 1)
+    save_model(output, DistillModel(config, codec, prior, cues, meta))
+    whole = memo["whole_frames"]
+    log(f"prior: held-out loss {prior_history['valid_loss_start']} -> {prior_history['valid_loss_end']} "
+        f"(step {prior_history['best_step']}); memorisation: longest copied run {whole['longest_copy_frames']} "
+        f"frames, {whole['ngram8_overlap']:.0%} of 8-frame n-grams found in training")
+    print(f"wrote {output}: codec + {config.prior.kind} prior, {len(cues)} cues, {len(dataset.worlds)} worlds "
+          f"(run dir {run_dir})")
+    return 0

@@ -1,0 +1,220 @@
+"""Prior stage: fit the steerable autoregressive prior to the code sequences of the training audio.
+
+Training examples are random crops of the code sequences (extracted once, in eval mode), each with
+its clip's world (dropped to "no world" with probability world_dropout), its per-frame descriptors
+(each dropped independently with descriptor_dropout; held ones get a little jitter so the prior
+tolerates targets a performer sets by hand) and, on about a fifth of the batches, fine input
+levels hidden as when fewer levels are sampled live. Loss: cross-entropy per level. Held-out loss
+is measured on whole held-out sequences with world and descriptors given; training stops early
+when it has not improved for `patience` evaluations, and the best weights are kept.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from distill_live.config import ModelConfig
+from distill_live.prior import Controls, Prior
+
+from .health import memorisation
+from .loop import Stage
+from .report import prior_report, write_wav
+
+INPUT_LEVELS_SHARE = 0.2  # batches trained with fine input levels hidden
+DESCRIPTOR_JITTER = 0.02
+VALID_MAX_FRAMES = 512
+PREVIEW_SECONDS = 10.0
+MEMORISATION_FRAMES = 1000
+MEMORISATION_SEED = 1
+
+
+def align(descriptors: np.ndarray, frames: int) -> np.ndarray:
+    """Descriptor frames [n, 3] -> exactly `frames` rows (cut, or the last row repeated)."""
+    d = np.asarray(descriptors, dtype=np.float32)[:frames]
+    if len(d) < frames:
+        last = d[-1:] if len(d) else np.full((1, 3), 0.5, np.float32)
+        d = np.concatenate([d, np.repeat(last, frames - len(d), axis=0)])
+    return d
+
+
+class PriorStage(Stage):
+    name = "prior"
+
+    def __init__(self, config: ModelConfig, codec, codes: list[torch.Tensor], dataset, batch_size: int,
+                 seq_frames: int, seed: int, device: torch.device, run_dir: Path, patience: int = 6):
+        self.config, self.codec, self.device, self.run_dir = config, codec, device, run_dir
+        self.cfg = config.prior
+        self.levels, self.size = config.codec.levels, config.codec.codebook_size
+        self.frame_rate = config.codec.frame_rate
+        self.batch_size, self.seq_frames, self.patience = batch_size, seq_frames, patience
+        self.prior = Prior(self.cfg, self.levels, self.size).to(device)
+        self.worlds = len(dataset.worlds)
+        items = [(code, align(clip.descriptors, len(code)), clip.world, clip.split)
+                 for code, clip in zip(codes, dataset.clips)]
+        self.train_items = [i for i in items if i[3] == "train"]
+        valid = [i for i in items if i[3] == "valid"]
+        self.valid_source = "held-out clips" if valid else "training clips (nothing could be held out)"
+        self.early_stopping = bool(valid)
+        self.valid_items = valid or self.train_items
+        frames = np.array([len(i[0]) for i in self.train_items], dtype=np.float64)
+        self.weights = frames / frames.sum()
+        self.rng = np.random.default_rng(seed)
+        self.best_loss, self.best_step, self.bad_evals = float("inf"), 0, 0
+        self.best: dict[str, torch.Tensor] | None = None
+        self.last_valid: dict = {}
+
+    def modules(self):
+        return {"prior": self.prior}
+
+    # -- batches ----------------------------------------------------------------------------------
+
+    def batch(self):
+        """codes [B, T, L], world weights [B, W+1], descriptors [B, T, 3], held [B, T, 3], mask [B, T], input_levels."""
+        b, t, rng = self.batch_size, self.seq_frames, self.rng
+        codes = torch.zeros(b, t, self.levels, dtype=torch.long)
+        desc = torch.zeros(b, t, 3)
+        held = torch.zeros(b, t, 3)
+        mask = torch.zeros(b, t, dtype=torch.bool)
+        weights = torch.zeros(b, self.worlds + 1)
+        which = rng.choice(len(self.train_items), size=b, p=self.weights)
+        for row, i in enumerate(which):
+            code, d, world, _ = self.train_items[i]
+            n = min(t, len(code))
+            start = int(rng.integers(0, len(code) - n + 1))
+            codes[row, :n] = code[start:start + n]
+            desc[row, :n] = torch.from_numpy(d[start:start + n])
+            mask[row, :n] = True
+            keep = rng.random(3) >= self.cfg.descriptor_dropout
+            held[row, :n] = torch.from_numpy(keep.astype(np.float32))
+            weights[row, self.worlds if rng.random() < self.cfg.world_dropout else world] = 1.0
+        jitter = torch.from_numpy(rng.normal(0.0, DESCRIPTOR_JITTER, size=(b, t, 3)).astype(np.float32))
+        desc = (desc + jitter).clamp(0.0, 1.0)
+        input_levels = None
+        if self.levels > 1 and rng.random() < INPUT_LEVELS_SHARE:
+            input_levels = torch.from_numpy(rng.integers(1, self.levels, size=b)).long()
+        return codes, weights, desc, held, mask, input_levels
+
+    def _loss(self, codes, weights, desc, held, mask, input_levels=None):
+        d = self.device
+        logits = self.prior(codes.to(d), weights.to(d), desc.to(d), held.to(d),
+                            None if input_levels is None else input_levels.to(d))
+        ce = F.cross_entropy(logits.reshape(-1, self.size), codes.to(d).reshape(-1), reduction="none")
+        ce = ce.view(*codes.shape)  # [B, T, L]
+        m = mask.to(d).unsqueeze(-1).float()
+        per_level = (ce * m).sum(dim=(0, 1)) / m.sum(dim=(0, 1)).clamp_min(1.0)
+        return per_level.mean(), per_level
+
+    def train_step(self, step: int):
+        self.prior.train()
+        loss, per_level = self._loss(*self.batch())
+        return loss, {f"level{i}": v for i, v in enumerate(per_level.tolist())}
+
+    # -- evaluation, early stopping ---------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, step: int) -> dict:
+        self.prior.eval()
+        totals = torch.zeros(self.levels)
+        count = 0.0
+        for code, d, world, _ in self.valid_items:
+            n = min(len(code), VALID_MAX_FRAMES)
+            weights = torch.zeros(1, self.worlds + 1)
+            weights[0, world] = 1.0
+            _, per_level = self._loss(code[None, :n], weights, torch.from_numpy(d[None, :n]),
+                                      torch.ones(1, n, 3), torch.ones(1, n, dtype=torch.bool))
+            totals += per_level.cpu() * n
+            count += n
+        self.prior.train()
+        per_level = totals / max(count, 1.0)
+        valid = float(per_level.mean())
+        if valid < self.best_loss - 1e-4:
+            self.best_loss, self.best_step, self.bad_evals = valid, step, 0
+            self.best = {k: v.detach().clone() for k, v in self.prior.state_dict().items()}
+        else:
+            self.bad_evals += 1
+        self.last_valid = {"valid": valid, **{f"level{i}": float(v) for i, v in enumerate(per_level)}}
+        return dict(self.last_valid)
+
+    def should_stop(self) -> bool:
+        return self.early_stopping and self.bad_evals >= self.patience
+
+    def finish(self) -> None:
+        """Keep the weights with the best held-out loss."""
+        if self.best is not None and self.early_stopping:
+            self.prior.load_state_dict(self.best)
+
+    # -- generation, previews, report -------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, frames: int, seed: int = 1, controls: Controls | None = None) -> torch.Tensor:
+        was_training = self.prior.training
+        self.prior.eval()
+        state = self.prior.start(seed=seed)
+        out = []
+        for _ in range(frames):
+            codes, state = self.prior.step(state, controls or Controls())
+            out.append(codes.cpu().clone())
+        self.prior.train(was_training)
+        return torch.stack(out)
+
+    @torch.no_grad()
+    def on_checkpoint(self, step: int, history: dict, final: bool) -> None:
+        preview = int(PREVIEW_SECONDS * self.frame_rate)
+        if final:  # the long generation for the memorisation figure also gives the preview
+            self.final_generation = self.generate(max(preview, MEMORISATION_FRAMES), seed=MEMORISATION_SEED)
+            generated = self.final_generation[:preview]
+        else:
+            generated = self.generate(preview, seed=MEMORISATION_SEED)
+        previews = self.run_dir / "previews"
+        previews.mkdir(parents=True, exist_ok=True)
+        self.codec.eval()
+        audio = self.codec.decode(generated[None].to(self.device))[0].cpu().numpy()
+        write_wav(previews / "prior-generated.wav", audio, self.config.codec.sample_rate)
+        prior_report(self.run_dir / "report-prior.png", history, self.levels, generated, self.size, self.frame_rate,
+                     f"prior ({self.cfg.kind}), step {step}{' (final)' if final else ''}: "
+                     f"{self.worlds} worlds, {self.levels} levels x {self.size} codes")
+
+    def memorisation(self) -> dict:
+        """How much of a long generation copies the training sequences verbatim."""
+        training = [i[0] for i in self.train_items]
+        generated = getattr(self, "final_generation", None)
+        if generated is None:
+            generated = self.generate(MEMORISATION_FRAMES, seed=MEMORISATION_SEED)
+        generated = generated[:MEMORISATION_FRAMES]
+        out = {"generated_frames": MEMORISATION_FRAMES, "training_frames": int(sum(len(t) for t in training)),
+               "whole_frames": memorisation(generated, training),
+               "level0": memorisation(generated, training, level0_only=True)}
+        held_out = [i[0] for i in self.valid_items if i[3] == "valid"]
+        if held_out:  # yardstick: how much real but unseen audio of this collection "copies" the training set
+            real = torch.cat(held_out)[:MEMORISATION_FRAMES]
+            out["held_out_reference"] = {"whole_frames": memorisation(real, training),
+                                         "level0": memorisation(real, training, level0_only=True)}
+        return out
+
+    # -- checkpoint state -------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        best = self.best_loss if np.isfinite(self.best_loss) else None
+        return {"rng": self.rng.bit_generator.state, "best_loss": best, "best_step": self.best_step,
+                "bad_evals": self.bad_evals, "has_best": self.best is not None, "last_valid": self.last_valid}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        best = state["best_loss"]
+        self.best_loss = float("inf") if best is None else best
+        self.best_step, self.bad_evals = state["best_step"], state["bad_evals"]
+        self.last_valid = state.get("last_valid", {})
+        if not state["has_best"]:
+            self.best = None
+
+    def extra_tensors(self) -> dict:
+        if self.best is None:
+            return {}
+        return {f"best.{k}": v for k, v in self.best.items()}
+
+    def load_extra_tensors(self, tensors: dict) -> None:
+        best = {k[5:]: v.to(self.device) for k, v in tensors.items() if k.startswith("best.")}
+        self.best = best or None

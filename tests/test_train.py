@@ -1,0 +1,276 @@
+"""Training through the real CLI (`python -m distill_train`) on synthetic sounds written to disk.
+
+One uninterrupted `tiny` run of both stages is the reference; a second run with the same flags is
+interrupted by real signals (SIGINT in the codec stage, SIGTERM in the prior stage) and resumed
+each time, and must end with the same weights.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+from distill_live.modelfile import load_model
+from distill_train.health import code_counts, codebook_health, collapse_warnings, memorisation
+
+ROOT = Path(__file__).resolve().parents[1]
+SR = 16000
+FLAGS = ["--preset", "tiny", "--steps", "40", "--prior-steps", "40", "--batch-size", "4", "--eval-every", "20",
+         "--checkpoint-every", "20", "--seed", "3", "--quiet"]
+
+
+def bells(seconds: float, pitch: float, rng) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    out = np.zeros_like(t)
+    for start in np.arange(0, seconds, 0.6):  # a strike every 0.6 s
+        u = np.clip(t - start, 0, None)
+        on = t >= start
+        for ratio, decay in ((1.0, 3.0), (2.76, 5.0), (5.4, 8.0)):
+            f = pitch * ratio * (1 + 0.01 * rng.standard_normal())
+            out += on * np.sin(2 * np.pi * f * u) * np.exp(-decay * u) / ratio
+    return 0.3 * out
+
+
+def filtered_noise(seconds: float, cutoff: float, rng) -> np.ndarray:
+    n = int(seconds * SR)
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1 / SR)
+    spectrum *= 1 / (1 + (freqs / cutoff) ** 4)
+    x = np.fft.irfft(spectrum, n)
+    t = np.arange(n) / SR
+    return 0.3 * x / np.abs(x).max() * (0.6 + 0.4 * np.sin(2 * np.pi * 1.3 * t))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sounds")
+    rng = np.random.default_rng(0)
+    (root / "bells").mkdir()
+    (root / "noise").mkdir()
+    for i in range(3):
+        sf.write(root / "bells" / f"bell{i}.wav", bells(2.4, 330 * 2 ** (i / 4), rng).astype(np.float32), SR)
+        sf.write(root / "noise" / f"hiss{i}.flac", filtered_noise(2.4, 500 * 2 ** i, rng).astype(np.float32), SR)
+    return root
+
+
+def train(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "distill_train", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=kw.get("timeout", 300))
+
+
+def interrupt_when(path: Path, args: list, sig: int) -> subprocess.CompletedProcess:
+    """Start a training run, send `sig` once `path` (a checkpoint) exists, and wait for the exit."""
+    proc = subprocess.Popen([sys.executable, "-m", "distill_train", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.monotonic() + 240
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if proc.poll() is None:
+        os.kill(proc.pid, sig)
+    out, err = proc.communicate(timeout=240)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reference") / "model.distill"
+    r = train(data, "-o", out, *FLAGS)
+    assert r.returncode == 0, r.stderr
+    assert "wrote" in r.stdout
+    return out
+
+
+# -- a whole run ------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_tiny_run_learns_and_writes_a_complete_model(reference):
+    model = load_model(reference)
+    history = model.meta["history"]
+    codec, prior = history["codec"], history["prior"]
+    assert codec["steps"] == 40
+    assert codec["valid_loss_end"] < codec["valid_loss_start"], codec
+    assert prior["valid_loss_end"] < prior["valid_loss_start"], prior
+    assert len(prior["valid_loss_per_level"]) == model.config.codec.levels
+    health = model.meta["health"]
+    assert len(health) == model.config.codec.levels
+    assert all(h["utilization"] > 0 for h in health), health
+    # the model can be played: prior, worlds and one cue per manifest entry
+    assert model.prior is not None and model.config.prior.kind == "gru"
+    assert model.worlds == ["bells", "noise"] and model.config.prior.worlds == 2
+    files = model.meta["manifest"]["files"]
+    assert len(model.cues) == len(files) == 6
+    hop = model.config.codec.hop
+    for cue, entry in zip(model.cues, files):
+        assert cue.shape == (round(entry["seconds"] * SR) // hop, model.config.codec.levels)
+    assert {"lo", "hi"} <= set(model.meta["descriptor_stats"]["brightness"])
+    memo = prior["memorisation"]
+    assert memo["whole_frames"]["longest_copy_frames"] >= 0
+    assert 0.0 <= memo["whole_frames"]["ngram8_overlap"] <= 1.0
+    assert "level0" in memo
+    # the run directory
+    run = reference.with_name(reference.name + ".run")
+    for name in ("checkpoint-codec.safetensors", "checkpoint-prior.safetensors", "report-codec.png",
+                 "report-prior.png"):
+        assert (run / name).stat().st_size > 0, name
+    previews = sorted(p.name for p in (run / "previews").iterdir())
+    assert any(p.endswith("-original.wav") for p in previews)
+    assert any(p.endswith("-reconstruction.wav") for p in previews)
+    audio, rate = sf.read(run / "previews" / next(p for p in previews if p.endswith("-reconstruction.wav")))
+    assert rate == SR and np.abs(audio).max() > 0
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
+
+
+def test_checkpoints_hold_no_pickle(reference):
+    run = reference.with_name(reference.name + ".run")
+    for name in ("checkpoint-codec.safetensors", "checkpoint-prior.safetensors"):
+        tensors = load_file(run / name)  # safetensors: plain tensors, nothing executable
+        assert any(k.startswith("model.") for k in tensors)
+        assert any(k.startswith("optim.") for k in tensors)
+        assert tensors["rng.torch"].dtype == torch.uint8
+
+
+# -- interrupt and resume ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(data, reference, tmp_path):
+    out = tmp_path / "model.distill"
+    run = tmp_path / "model.distill.run"
+    args = [data, "-o", out, *FLAGS]
+
+    r = interrupt_when(run / "checkpoint-codec.safetensors", args, signal.SIGINT)
+    assert r.returncode == 130, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert "Traceback" not in r.stderr
+    assert "--resume" in lines[-1] and "codec" in lines[-1]
+    assert not out.exists()  # stopped inside the codec stage
+
+    r = interrupt_when(run / "checkpoint-prior.safetensors", args + ["--resume"], signal.SIGTERM)
+    assert r.returncode == 130, r.stderr
+    assert "Traceback" not in r.stderr and "prior" in r.stderr.strip().splitlines()[-1]
+    assert load_model(out).prior is None  # the codec-only model was written on the way
+
+    r = train(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+
+    want, got = load_file(reference), load_file(out)
+    assert want.keys() == got.keys()
+    for key in want:
+        assert torch.allclose(want[key].double(), got[key].double(), atol=1e-6, rtol=0), key
+
+
+# -- the prior alone, on an existing codec ----------------------------------------------------------
+
+@pytest.mark.slow
+def test_new_prior_on_an_existing_codec(data, reference, tmp_path):
+    out = tmp_path / "new.distill"
+    r = train("--stages", "prior", data, "-o", out, "--codec", reference, "--prior-kind", "transformer",
+              "--preset", "tiny", "--prior-steps", "20", "--eval-every", "10", "--checkpoint-every", "100",
+              "--batch-size", "4", "--quiet")
+    assert r.returncode == 0, r.stderr
+    old, new = load_model(reference), load_model(out)
+    assert new.config.prior.kind == "transformer"
+    for key, value in old.codec.state_dict().items():
+        assert torch.equal(value, new.codec.state_dict()[key]), key
+    assert len(new.cues) == len(old.cues)
+    for a, b in zip(old.cues, new.cues):
+        assert torch.equal(a, b)
+    assert new.meta["history"]["codec"] == old.meta["history"]["codec"]
+    assert new.meta["history"]["prior"]["steps"] <= 20
+
+
+# -- user errors: one line, exit 2 ------------------------------------------------------------------
+
+BAD_CASES = ["missing", "empty", "not-a-folder", "bad-flag", "bad-stages", "no-codec", "bad-codec", "silent"]
+
+
+def bad_args(case: str, tmp_path: Path) -> list:
+    out = tmp_path / "m.distill"
+    if case == "missing":
+        return [tmp_path / "nowhere", "-o", out]
+    if case == "empty":
+        (tmp_path / "empty").mkdir()
+        return [tmp_path / "empty", "-o", out]
+    if case == "not-a-folder":
+        (tmp_path / "file.wav").write_bytes(b"RIFF")
+        return [tmp_path / "file.wav", "-o", out]
+    if case == "bad-flag":
+        return [tmp_path, "-o", out, "--steps", "zero"]
+    if case == "bad-stages":
+        return [tmp_path, "-o", out, "--stages", "codec,decoder"]
+    if case == "no-codec":
+        return ["--stages", "prior", tmp_path, "-o", out]
+    if case == "bad-codec":
+        (tmp_path / "junk.distill").write_bytes(b"\x00" * 64)
+        return ["--stages", "prior", tmp_path, "-o", out, "--codec", tmp_path / "junk.distill"]
+    (tmp_path / "quiet").mkdir()
+    sf.write(tmp_path / "quiet" / "a.wav", np.zeros(SR, np.float32), SR)
+    return [tmp_path / "quiet", "-o", out, "--preset", "tiny"]
+
+
+def check_one_line(code: int, stderr: str, case: str, out: Path) -> None:
+    assert code == 2, stderr
+    lines = [l for l in stderr.splitlines() if l.strip()]
+    assert lines and lines[-1].startswith("distill-train: "), stderr
+    assert "Traceback" not in stderr
+    if case == "silent":  # the silent file is named on its own "skipped" line first
+        assert len(lines) == 2 and lines[0].startswith("skipped"), stderr
+    else:
+        assert len(lines) == 1, stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_input_ends_with_one_line_and_exit_2(case, tmp_path, capsys):
+    from distill_train.cli import main
+
+    code = main([str(a) for a in bad_args(case, tmp_path)])
+    check_one_line(code, capsys.readouterr().err, case, tmp_path / "m.distill")
+
+
+@pytest.mark.parametrize("case", ["missing", "bad-codec"])
+def test_bad_input_through_the_console_entry(case, tmp_path):
+    r = train(*bad_args(case, tmp_path))
+    check_one_line(r.returncode, r.stderr, case, tmp_path / "m.distill")
+
+
+def test_help_documents_the_forms():
+    r = train("--help")
+    assert r.returncode == 0
+    for text in ("--stages prior", "--codec", "--resume", "--preset", "checkpoint-codec.safetensors"):
+        assert text in r.stdout
+
+
+# -- the figures, directly --------------------------------------------------------------------------
+
+def test_memorisation_finds_the_longest_copied_run():
+    gen = torch.Generator().manual_seed(0)
+    train_a = torch.randint(50, (200, 3), generator=gen)
+    train_b = torch.randint(50, (100, 3), generator=gen)
+    fresh = torch.randint(50, (300, 3), generator=gen) + 100  # codes never seen in training
+    generated = torch.cat([fresh[:40], train_a[10:35], fresh[40:80], train_b[5:17], fresh[80:]])
+    m = memorisation(generated, [train_a, train_b])
+    assert m["longest_copy_frames"] == 25
+    # 8-grams fully inside the copied runs: (25 - 7) + (12 - 7)
+    assert m["ngram8_overlap"] == pytest.approx((18 + 5) / (len(generated) - 7), abs=1e-4)
+    level0 = memorisation(generated, [train_a, train_b], level0_only=True)
+    assert level0["longest_copy_frames"] >= 25
+
+
+def test_codebook_health_and_collapse_warning():
+    codes = torch.zeros(100, 2, dtype=torch.long)
+    codes[:, 1] = torch.arange(100) % 32  # level 1 uses every code evenly
+    health = codebook_health(code_counts([codes], 2, 32))
+    assert health[0] == {"level": 0, "utilization": round(1 / 32, 4), "perplexity": 1.0, "dead": 31}
+    assert health[1]["utilization"] == 1.0 and health[1]["dead"] == 0
+    assert health[1]["perplexity"] == pytest.approx(32, rel=0.01)
+    warnings = collapse_warnings(health)
+    assert len(warnings) == 1 and "level 0" in warnings[0]
