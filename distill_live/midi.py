@@ -1,0 +1,346 @@
+"""MIDI input: open ports, read them on one thread, and steer the engine through a map.
+
+    controller ──► rtmidi port ──► MIDI thread: parse (mido) ─► Mapper ─► registry.submit_validated
+                                                  │
+                                                  └─ clock ticks ─► MidiClock (tempo, beats)
+
+Ports come from python-rtmidi on the ALSA sequencer or JACK MIDI; messages are parsed with mido.
+The ports are *polled* by our own thread every millisecond instead of using rtmidi callbacks:
+under JACK, rtmidi calls its callback from JACK's real-time process thread, and a Python
+callback there would have to take the GIL in the middle of the audio cycle. Polling keeps all
+Python off that thread; rtmidi still timestamps each message when it arrives, so clock timing
+stays accurate.
+
+The MIDI thread only translates and submits to the registry (thread-safe, never blocks): it never
+touches torch, the generator or the audio callback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+from .cli import UserError
+from .midiclock import MidiClock
+from .midimap import MidiMap, MidiMapError, Mapper, load_map, shipped_maps
+from .modelfile import atomic_write
+
+VIRTUAL_NAME = "distill"  # the port other programs connect to
+POLL = 0.001  # seconds between looks at the ports when nothing came in
+LEARN_FILE = "distill-midi.toml"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("MIDI")
+    g.add_argument("--midi-in", action="append", default=[], metavar="NAME",
+                   help="open the MIDI input whose name starts with NAME (repeat for several inputs)")
+    g.add_argument("--midi-virtual", action="store_true",
+                   help=f"also create an input named '{VIRTUAL_NAME}' that other programs connect to "
+                        "(done anyway when no --midi-in is given)")
+    g.add_argument("--midi-api", choices=["auto", "alsa", "jack", "off"], default="auto",
+                   help="MIDI system: the ALSA sequencer, JACK MIDI, or off (default: ALSA if present, else JACK)")
+    g.add_argument("--midi-channel", type=int, action="append", default=[], metavar="N",
+                   help="listen only to MIDI channel N, 1-16 (repeat for several)")
+    g.add_argument("--midi-map", metavar="FILE",
+                   help="MIDI mapping file (TOML), or a shipped map: " + ", ".join(shipped_maps()) +
+                        " (default: generic)")
+    g.add_argument("--learn", action="append", default=[], metavar="PARAM",
+                   help="bind the next CC moved to PARAM (repeat to learn several, in order); the map is "
+                        f"saved to the --midi-map file, or ./{LEARN_FILE}")
+    g.add_argument("--midi-quantize", choices=["off", "beat", "bar"], default="off",
+                   help="with an incoming MIDI clock, hold cue jumps and freezes until the next beat or bar")
+
+
+# -- which MIDI system -----------------------------------------------------------------------------
+
+
+@contextmanager
+def _quiet_stderr():
+    """libjack and alsa-lib print to stderr when there is no server; keep that off the console."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _rtmidi():
+    import rtmidi
+
+    return rtmidi
+
+
+def _api_id(api: str) -> int:
+    rtmidi = _rtmidi()
+    return {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK}.get(api, rtmidi.API_UNSPECIFIED)
+
+
+def _jack_running() -> bool:
+    rtmidi = _rtmidi()
+    if rtmidi.API_UNIX_JACK not in rtmidi.get_compiled_api():
+        return False
+    with _quiet_stderr():
+        try:
+            probe = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="distill-probe")
+        except rtmidi.RtMidiError:
+            return False
+    probe.delete()
+    return True
+
+
+def choose_api(requested: str | None = "auto") -> tuple[str | None, str]:
+    """("alsa" | "jack" | "native", "") or (None, one sentence saying why MIDI is off)."""
+    requested = requested or "auto"
+    if requested == "off":
+        return None, "MIDI is off (--midi-api off)."
+    try:
+        _rtmidi()
+    except ImportError:
+        return None, "MIDI is off: python-rtmidi is not installed (pip install python-rtmidi); playing on without it."
+    has_alsa = os.path.exists("/dev/snd/seq")
+    if requested == "alsa":
+        return ("alsa", "") if has_alsa else (
+            None, "MIDI is off: --midi-api alsa needs the ALSA sequencer (/dev/snd/seq), which this machine "
+                  "does not have; playing on without MIDI.")
+    if requested == "jack":
+        return ("jack", "") if _jack_running() else (
+            None, "MIDI is off: --midi-api jack needs a running JACK server; playing on without MIDI.")
+    if not sys.platform.startswith("linux"):
+        return "native", ""  # CoreMIDI or Windows MM: rtmidi's default
+    if has_alsa:
+        return "alsa", ""
+    if _jack_running():
+        return "jack", ""
+    return None, ("MIDI is off: this machine has no MIDI system (no ALSA sequencer at /dev/snd/seq and no "
+                  "JACK server running); playing on without MIDI.")
+
+
+def _open_in(api: str, client: str):
+    rtmidi = _rtmidi()
+    with _quiet_stderr():
+        port = rtmidi.MidiIn(_api_id(api), name=client, queue_size_limit=4096)
+    port.ignore_types(sysex=True, timing=False, active_sense=True)  # keep clock, drop sysex and sensing
+    return port
+
+
+def list_ports(api: str | None = None) -> list[str]:
+    """Names of the MIDI inputs that can be opened (what `--midi-in` matches against)."""
+    chosen, _ = choose_api(api)
+    if chosen is None:
+        return []
+    try:
+        port = _open_in(chosen, "distill-list")
+    except _rtmidi().RtMidiError:
+        return []
+    try:
+        return list(port.get_ports())
+    finally:
+        port.delete()
+
+
+def match_port(prefix: str, names: list[str]) -> str | None:
+    """The input called `prefix`, else the first whose name starts with it (ignoring case)."""
+    if prefix in names:
+        return prefix
+    return next((n for n in names if n.lower().startswith(prefix.lower())), None)
+
+
+# -- the running MIDI control ----------------------------------------------------------------------
+
+
+class MidiControl:
+    """Open MIDI inputs feeding one engine through one map."""
+
+    def __init__(self, engine, mapper: Mapper, api: str, log: Callable[[str], None] = print,
+                 channels: tuple[int, ...] = (), learn_path: str | Path | None = None):
+        self.engine = engine
+        self.registry = engine.registry
+        self.mapper = mapper
+        self.api = api
+        self.log = log
+        self.channels = frozenset(channels)  # 0-15; empty = all
+        self.learn_path = learn_path
+        self.ports: list[tuple[str, object]] = []  # (what it listens to, rtmidi.MidiIn)
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._save_pending = False
+        self.last_scheduled: tuple[float, list[str]] | None = None  # engine time and addresses of the
+        mapper.on_learn = self._learned                                # latest quantised (beat-held) batch
+
+    # -- ports -----------------------------------------------------------------------------------
+
+    def open_virtual(self, name: str = VIRTUAL_NAME) -> str:
+        port = _open_in(self.api, name)
+        try:
+            port.open_virtual_port(name)
+        except _rtmidi().RtMidiError as e:
+            port.delete()
+            raise UserError(f"cannot create the MIDI input '{name}' on {self.api}: {e}")
+        self.ports.append((f"{name} (virtual)", port))
+        return name
+
+    def open(self, prefix: str) -> str:
+        port = _open_in(self.api, "distill-in")
+        names = port.get_ports()
+        name = match_port(prefix, names)
+        if name is None:
+            port.delete()
+            raise UserError(f"no MIDI input starts with '{prefix}' (inputs: {', '.join(names) or 'none'})")
+        try:
+            port.open_port(names.index(name), "in")
+        except _rtmidi().RtMidiError as e:
+            port.delete()
+            raise UserError(f"cannot open the MIDI input '{name}': {e}")
+        self.ports.append((name, port))
+        return name
+
+    # -- the MIDI thread -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name="distill-midi", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import mido
+
+        while self._running:
+            busy = False
+            for _, port in self.ports:
+                batch = []
+                while (item := port.get_message()) is not None:
+                    batch.append(item)
+                if not batch:
+                    continue
+                busy = True
+                # rtmidi gives each message's delay after the one before; the last arrived about now.
+                times = [time.monotonic()] * len(batch)
+                for i in range(len(batch) - 1, 0, -1):
+                    times[i - 1] = times[i] - batch[i][1]
+                for (data, _), t in zip(batch, times):
+                    try:
+                        msg = mido.Message.from_bytes(data)
+                    except ValueError:
+                        continue  # a broken message: nothing to do
+                    self.dispatch(msg, t)
+            if self._save_pending:
+                self._save_pending = False
+                self._autosave()
+            if not busy:
+                time.sleep(POLL)
+
+    def dispatch(self, msg, t: float) -> None:
+        """Translate one message heard at `t` (time.monotonic()) and submit the result."""
+        if self.channels and getattr(msg, "channel", None) not in (None, *self.channels):
+            return
+        try:
+            out = self.mapper.handle(msg, t)
+            # What one message does (a key: gain, cue and play) lands on one frame, as one batch.
+            for at in dict.fromkeys(at for _, _, at in out):
+                batch = [(address, args) for address, args, when in out if when == at]
+                if at is not None:
+                    at = self.engine_time(at)
+                    self.last_scheduled = (at, [address for address, _ in batch])
+                self.registry.submit_validated(batch, at=at)
+        except Exception as e:  # never let one odd message stop MIDI
+            self.log(f"MIDI: ignored {msg.type} ({e})")
+
+    def engine_time(self, t: float) -> float:
+        """Engine time (what `submit(at=...)` takes) of the moment `t` on time.monotonic()."""
+        return self.engine.time_of(time.time() + (t - time.monotonic()))
+
+    # -- learn, save, tempo ----------------------------------------------------------------------
+
+    def learn(self, address: str) -> None:
+        """Bind the next CC moved to this parameter (raises MidiMapError for an unknown one)."""
+        address = self.mapper.learn(address)
+        self.log(f"MIDI learn: move a control to bind it to {address}")
+
+    def _learned(self, message: str) -> None:
+        self.log(f"MIDI {message}")
+        if self.learn_path is not None:
+            self._save_pending = True  # saved by the MIDI thread after this message, outside the map lock
+
+    def _autosave(self) -> None:
+        try:
+            self.save(self.learn_path)
+            self.log(f"MIDI map saved to {self.learn_path}")
+        except MidiMapError as e:
+            self.log(str(e))
+
+    def save(self, path: str | Path) -> None:
+        """Write the current map (with anything learned) as TOML, atomically. Comments are not kept."""
+        path = Path(path).expanduser()
+        text = self.mapper.save_text()
+        try:
+            atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        except OSError as e:
+            raise MidiMapError(f"cannot write midi map '{path}': {e.strerror}")
+
+    def tempo(self) -> float | None:
+        """Beats per minute of the incoming MIDI clock, or None without one."""
+        return self.mapper.clock.tempo(time.monotonic())
+
+    def close(self) -> None:
+        self._running = False
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=1)
+        for _, port in self.ports:
+            port.close_port()
+            port.delete()
+        self.ports = []
+
+
+def start_midi(engine, args: argparse.Namespace, log: Callable[[str], None] = print) -> MidiControl | None:
+    """Open MIDI as the command line asks. Returns None (after one log line) when there is no MIDI
+    system; raises MidiMapError / UserError (one sentence) for a bad map, channel or port name."""
+    channels = tuple(getattr(args, "midi_channel", None) or ())
+    for c in channels:
+        if not 1 <= c <= 16:
+            raise UserError(f"--midi-channel {c}: MIDI channels are 1 to 16")
+    learn = list(getattr(args, "learn", None) or ())
+    map_name = getattr(args, "midi_map", None)
+    learn_path = None
+    if learn:
+        learn_path = Path(map_name) if map_name and map_name not in shipped_maps() else Path(LEARN_FILE)
+    try:
+        midimap = load_map(map_name or "generic", engine.registry)
+    except MidiMapError:
+        if not (learn and map_name and not Path(map_name).exists() and map_name not in shipped_maps()):
+            raise
+        midimap = MidiMap(source=map_name)  # --learn into a new file: start from an empty map
+
+    api, reason = choose_api(getattr(args, "midi_api", "auto"))
+    if api is None:
+        log(reason)
+        return None
+    if midimap.idle:
+        log(f"midi map '{midimap.name or midimap.source}': {len(midimap.idle)} controls do nothing with this "
+            f"model, e.g. {midimap.idle[0]}")
+
+    mapper = Mapper(midimap, engine.registry, MidiClock(), getattr(args, "midi_quantize", "off") or "off")
+    control = MidiControl(engine, mapper, api, log, tuple(c - 1 for c in channels), learn_path)
+    inputs = list(getattr(args, "midi_in", None) or ())
+    try:
+        if getattr(args, "midi_virtual", False) or not inputs:
+            control.open_virtual()
+        for prefix in inputs:
+            control.open(prefix)
+        for param in learn:
+            control.learn(param)
+    except BaseException:
+        control.close()
+        raise
+    control.start()
+    log(f"MIDI ({api}): listening to {', '.join(name for name, _ in control.ports)} "
+        f"with map '{midimap.name or midimap.source}'")
+    return control
