@@ -1,4 +1,5 @@
-"""`distill-live render MODEL -o OUT.wav --seconds S [--seed N] [--score FILE] [--set NAME=VALUE ...]`."""
+"""`distill-live render MODEL -o OUT.wav --seconds S [--seed N] [--score FILE] [--set NAME=VALUE ...]
+[--midi-file FILE.mid [--midi-map MAP.toml]]`."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,10 @@ def register(sub) -> None:
     p.add_argument("--score", help="text file of timed control messages: '<seconds> <address> <args...>' per line")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="set a control from the start, e.g. --set temperature=0.8 --set world/bells=1")
+    p.add_argument("--midi-file", metavar="FILE.mid",
+                   help="play a standard MIDI file as the control score, through --midi-map")
+    p.add_argument("--midi-map", metavar="MAP.toml",
+                   help="MIDI mapping file, or a shipped map name (default: generic); see docs/midi.md")
     p.add_argument("--sample-rate", type=int, default=48000,
                    help="file sample rate (default 48000; the model's rate is resampled with soxr if different)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (1 is fastest at batch 1)")
@@ -43,6 +48,13 @@ def run(args: argparse.Namespace) -> int:
     messages = parse_set(args.set, registry)
     if args.score:
         messages += load_score(args.score, registry)
+    if args.midi_file:
+        from ..midimap import load_map, midi_file_messages
+
+        midimap = load_map(args.midi_map or "generic", registry)
+        messages += midi_file_messages(args.midi_file, midimap, registry, earlier=messages)
+    elif args.midi_map:
+        raise UserError("--midi-map is used with --midi-file FILE.mid (live, give it to serve)")
     audio = render(model, args.seconds, seed=args.seed, messages=messages, registry=registry)
     rate = model.config.codec.sample_rate
     if args.sample_rate != rate:
