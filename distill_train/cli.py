@@ -33,7 +33,8 @@ forms:
       Without --codec, the codec of -o itself is reused when that file exists.
   distill-train DATA_DIR -o MODEL.distill --resume
       continue after Ctrl-C from the checkpoints in the run directory; with the same flags the
-      result equals an uninterrupted run.
+      result equals an uninterrupted run. An unfinished checkpoint is never overwritten silently:
+      without --resume, a run stops and asks for --resume or --restart.
 
 DATA_DIR: audio files (wav flac aif aiff ogg mp3), searched recursively; each subfolder is a world
 (no subfolders: each file is its own world).
@@ -114,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in the run directory")
+    p.add_argument("--restart", action="store_true", help="start over even though the run directory holds an "
+                   "unfinished checkpoint")
     p.add_argument("--run-dir", metavar="DIR", help="checkpoints, reports and previews (default MODEL.distill.run)")
     p.add_argument("--checkpoint-every", type=positive_int, default=200, help="steps between checkpoints "
                    "(default 200)")
@@ -154,6 +157,8 @@ def check(args) -> list[str]:
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     if not stages or any(s not in ("codec", "prior") for s in stages) or len(set(stages)) != len(stages):
         raise ArgumentError(f"--stages takes codec, prior or codec,prior, not '{args.stages}'")
+    if args.resume and args.restart:
+        raise ArgumentError("--resume continues a run and --restart starts it over: give one of them")
     if args.codec and "codec" in stages:
         raise ArgumentError("--codec reuses an existing codec: use it with --stages prior")
     data = Path(args.data)
@@ -171,6 +176,17 @@ def check(args) -> list[str]:
                                 "--stages prior needs a codec: add --codec MODEL.distill (an existing model), or "
                                 "point -o at an existing model to give it a new prior")
     return stages
+
+
+def checkpoint_summary(path: Path) -> dict | None:
+    """The JSON metadata of a checkpoint, or None when it cannot be read."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            return json.loads((f.metadata() or {})["distill_checkpoint"])
+    except Exception:
+        return None
 
 
 def _sigterm(signum, frame):
@@ -226,9 +242,7 @@ def train(args) -> int:
 
     stages = check(args)
     data, output = Path(args.data), Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     run_dir = Path(args.run_dir) if args.run_dir else output.with_name(output.name + ".run")
-    run_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(args.device)
     quiet = args.quiet
 
@@ -239,11 +253,18 @@ def train(args) -> int:
     def warn(line: str) -> None:
         print(line, file=sys.stderr)
 
-    if not args.resume:
-        stale = [p.name for p in (run_dir / "checkpoint-codec.safetensors", run_dir / "checkpoint-prior.safetensors")
+    if not args.resume:  # a fresh run: checkpoints of the stages it runs (and of those after them) are stale
+        stale = [p for p in (run_dir / "checkpoint-codec.safetensors", run_dir / "checkpoint-prior.safetensors")
                  if p.exists() and ("codec" in stages or p.name.endswith("prior.safetensors"))]
+        for p in stale:
+            meta = checkpoint_summary(p)
+            if meta is not None and not meta.get("finished") and not args.restart:
+                raise TrainError(f"{p} holds an unfinished {meta.get('stage', '')} run (step {meta.get('step')}): "
+                                 f"add --resume to continue it, or --restart to start over")
         if stale:
-            log(f"{run_dir}: starting over ({', '.join(stale)} will be replaced; --resume would continue it)")
+            log(f"{run_dir}: starting over, removing {', '.join(p.name for p in stale)}")
+            for p in stale:
+                p.unlink()
 
     started = time.time()
     preset_name = args.preset or "default"
@@ -276,6 +297,8 @@ def train(args) -> int:
         settings = Settings(steps=steps, batch_size=batch, lr=lr, checkpoint_every=args.checkpoint_every,
                             eval_every=args.eval_every, quiet=quiet,
                             time_budget_s=args.codec_minutes * 60 if args.codec_minutes else None)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(args.seed)
         stage = CodecStage(c, dataset, batch, args.seed, device, run_dir)
         result = run(stage, settings, run_dir / "checkpoint-codec.safetensors", resume=args.resume, log=log,
@@ -311,6 +334,9 @@ def train(args) -> int:
         model = load_model(source, device=str(device))
         config = model.config
         c = config.codec
+        preset_name = args.preset or model.meta.get("training", {}).get("preset", "default")
+        if preset_name not in DEFAULT_STEPS:
+            preset_name = "default"
         if args.preset:  # the prior's size from the preset asked for; the codec stays as it is
             config.prior = preset(args.preset).prior
         config.prior.kind = args.prior_kind
@@ -320,7 +346,7 @@ def train(args) -> int:
         cues = extract_codes(codec, dataset.clips, device)
         health = codebook_health(code_counts(cues, c.levels, c.codebook_size))
         meta_training.update(model.meta.get("training", {}), codec_from=str(source), stages=stages,
-                             seed=args.seed, device=str(device))
+                             seed=args.seed, device=str(device), preset=preset_name)
         meta = {"manifest": dataset.manifest(), "descriptor_stats": dataset.stats.to_dict(), "health": health,
                 "history": {"codec": model.meta.get("history", {}).get("codec", {})}, "training": meta_training}
         log(f"reusing the codec of {source}; {data}: {len(dataset.clips)} clips at {c.sample_rate} Hz, "
@@ -331,6 +357,8 @@ def train(args) -> int:
         return 0
 
     # -- the prior --------------------------------------------------------------------------------
+    output.parent.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     steps = args.prior_steps or DEFAULT_STEPS[preset_name][1]
     batch, lr = args.batch_size or PRIOR_BATCH, args.lr or PRIOR_LR
     seq_frames = 64 if preset_name == "tiny" else 128

@@ -141,7 +141,7 @@ def test_checkpoints_hold_no_pickle(reference):
 # -- interrupt and resume ---------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(data, reference, tmp_path):
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(data, reference, tmp_path, capsys):
     out = tmp_path / "model.distill"
     run = tmp_path / "model.distill.run"
     args = [data, "-o", out, *FLAGS]
@@ -152,6 +152,13 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(data, referenc
     assert "Traceback" not in r.stderr
     assert "--resume" in lines[-1] and "codec" in lines[-1]
     assert not out.exists()  # stopped inside the codec stage
+
+    # an unfinished checkpoint is not overwritten by a run that forgot --resume
+    from distill_train.cli import main
+
+    assert main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume" in err[0] and "--restart" in err[0]
 
     r = interrupt_when(run / "checkpoint-prior.safetensors", args + ["--resume"], signal.SIGTERM)
     assert r.returncode == 130, r.stderr
