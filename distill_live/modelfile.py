@@ -6,7 +6,10 @@ sentence instead of a traceback or a huge allocation.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import math
 import os
 import struct
 import tempfile
@@ -24,6 +27,16 @@ FORMAT_VERSION = 1
 MODEL_TYPE = "distill"
 MAX_HEADER = 64 * 1024 * 1024
 DTYPE_SIZES = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "U8": 1, "BOOL": 1, "F64": 8, "I8": 1}
+TORCH_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",
+                torch.int32: "I32", torch.int16: "I16", torch.uint8: "U8", torch.bool: "BOOL", torch.float64: "F64",
+                torch.int8: "I8"}
+CUE_DTYPES = {"I16", "I32", "I64", "U8", "I8"}
+# Config numbers that make Python objects (blocks, layers, quantizer levels) rather than tensors: the
+# tensors are checked against the file before anything real is built, but a loop of a billion modules
+# would hang before that check could run.
+CONFIG_COUNTS = {"enc_blocks", "dec_blocks", "up_blocks", "levels", "layers", "heads", "upsample", "kernel"}
+MAX_COUNT = 256
+MAX_INT = 1 << 24
 
 
 class ModelFileError(Exception):
@@ -72,6 +85,9 @@ def atomic_write(path: str | Path, write) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files only their owner can read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -87,23 +103,78 @@ def save_model(path: str | Path, model: DistillModel) -> None:
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     meta = dict(model.meta, format_version=FORMAT_VERSION, model_type=MODEL_TYPE,
                 config=model.config.to_dict(), has_prior=model.prior is not None, cues=len(model.cues))
+    meta.pop("checksum", None)
+    meta["checksum"] = _checksum(tensors, meta)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"distill": json.dumps(meta)}))
+
+
+def _checksum(tensors: dict[str, torch.Tensor], meta: dict) -> str:
+    """sha256 over every tensor (name, dtype, shape, bytes) and the metadata, so any damage is noticed."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}:{TORCH_DTYPES.get(t.dtype, t.dtype)}:{list(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True).encode())
+    return "sha256:" + h.hexdigest()
+
+
+def _short(value, n: int = 60) -> str:
+    """A value from a file, cut to fit in a one-line message."""
+    text = value if isinstance(value, str) else repr(value)
+    text = text.replace("\n", " ").replace("\r", " ")
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _json(text):
+    """json.loads, with every way it can fail (deep nesting, 5000-digit numbers) as ValueError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply")
+
+
+def _check_config(path: Path, d) -> ModelConfig:
+    """A ModelConfig from the file's JSON, every field of the right type and of a sane size."""
+    if not isinstance(d, dict) or not all(isinstance(d.get(k, {}), dict) for k in ("codec", "prior")):
+        raise ModelFileError(f"'{path}' has an invalid configuration (not a table of codec and prior settings)")
+    try:
+        config = ModelConfig.from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise ModelFileError(f"'{path}' has an invalid configuration: {_short(str(e), 120)}")
+    for part in (config.codec, config.prior):
+        for f in dataclasses.fields(part):
+            value, default = getattr(part, f.name), f.default
+            if isinstance(default, bool) or not isinstance(default, (int, float, str)):
+                continue
+            ok = type(value) is type(default) or (isinstance(default, float) and type(value) is int)
+            if ok and isinstance(default, int):
+                ok = 0 < value <= (MAX_COUNT if f.name in CONFIG_COUNTS else MAX_INT)
+            elif ok and isinstance(default, float):
+                ok = math.isfinite(value) and value >= 0
+            if not ok:
+                raise ModelFileError(f"'{path}' has an invalid configuration: {f.name} = {_short(value)}")
+    return config
 
 
 def _read_header(path: Path) -> tuple[dict, dict]:
     """Validate the safetensors header without loading tensors. Returns (tensor entries, distill metadata)."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) < 8:
-            raise ModelFileError(f"'{path}' is too short to be a model file ({size} bytes)")
-        (header_len,) = struct.unpack("<Q", raw)
-        if header_len > min(MAX_HEADER, size - 8):
-            raise ModelFileError(f"'{path}' is not a distill model file or is truncated (bad header length)")
-        try:
-            header = json.loads(f.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise ModelFileError(f"'{path}' is not a distill model file or is damaged (header is not valid JSON)")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise ModelFileError(f"'{path}' is too short to be a model file ({size} bytes)")
+            (header_len,) = struct.unpack("<Q", raw)
+            if header_len > min(MAX_HEADER, size - 8):
+                raise ModelFileError(f"'{path}' is not a distill model file or is truncated (bad header length)")
+            text = f.read(header_len)
+    except OSError as e:
+        raise ModelFileError(f"model file '{path}' cannot be read ({e.strerror or type(e).__name__})")
+    try:
+        header = _json(text)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ModelFileError(f"'{path}' is not a distill model file or is damaged (header is not valid JSON)")
     if not isinstance(header, dict) or not isinstance(header.get("__metadata__"), dict):
         raise ModelFileError(f"'{path}' is a safetensors file without distill metadata, not a distill model")
     data_size = size - 8 - header_len
@@ -114,20 +185,24 @@ def _read_header(path: Path) -> tuple[dict, dict]:
             dtype, shape, (start, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
             count = 1
             for n in shape:
-                count *= int(n)
-            ok = dtype in DTYPE_SIZES and 0 <= start <= end <= data_size and (end - start) == count * DTYPE_SIZES[dtype]
+                if type(n) is not int or n < 0:
+                    raise ValueError(n)
+                count *= n
+            ok = type(start) is int and type(end) is int and dtype in DTYPE_SIZES and 0 <= start <= end <= data_size and (end - start) == count * DTYPE_SIZES[dtype]
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
-            raise ModelFileError(f"'{path}' is damaged or truncated: tensor '{name}' does not fit in the file")
+            raise ModelFileError(f"'{path}' is damaged or truncated: tensor '{_short(name)}' does not fit in the file")
     try:
-        meta = json.loads(header["__metadata__"]["distill"])
-    except (KeyError, TypeError, json.JSONDecodeError):
+        meta = _json(header["__metadata__"]["distill"])
+    except (KeyError, TypeError, ValueError):
         raise ModelFileError(f"'{path}' is a safetensors file without distill metadata, not a distill model")
-    if not isinstance(meta, dict) or meta.get("model_type") != MODEL_TYPE:
-        raise ModelFileError(f"'{path}' is not a distill model file (model type {meta.get('model_type')!r})")
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"'{path}' is not a distill model file (its metadata is not a table)")
+    if meta.get("model_type") != MODEL_TYPE:
+        raise ModelFileError(f"'{path}' is not a distill model file (model type {_short(meta.get('model_type'))})")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version < 1:
+    if type(version) is not int or version < 1:
         raise ModelFileError(f"'{path}' has no valid format version")
     if version > FORMAT_VERSION:
         raise ModelFileError(f"'{path}' was written by a newer distill (format {version}; this one reads up to "
@@ -135,34 +210,77 @@ def _read_header(path: Path) -> tuple[dict, dict]:
     return header, meta
 
 
+def _modules(path: Path, config: ModelConfig, has_prior: bool, device: str | None):
+    """Codec and prior for `config`; on the meta device when `device` is None (shapes only, no memory)."""
+    try:
+        with torch.device(device or "meta"):
+            codec = Codec(config.codec)
+            prior = Prior(config.prior, config.codec.levels, config.codec.codebook_size) if has_prior else None
+    except Exception as e:  # a config that passed the type checks can still be inconsistent (hop, heads...)
+        raise ModelFileError(f"'{path}' has an invalid configuration ({type(e).__name__}: "
+                             f"{_short(str(e) or 'cannot build the model', 120)})")
+    return codec, prior
+
+
 def load_model(path: str | Path, device: str = "cpu") -> DistillModel:
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"'{path}' is a folder, not a model file")
     if not path.is_file():
-        raise ModelFileError(f"model file '{path}' does not exist")
+        raise ModelFileError(f"model file '{path}' does not exist" if not path.exists() else
+                             f"'{path}' is not a regular file, not a model file")
     header, meta = _read_header(path)
-    try:
-        config = ModelConfig.from_dict(meta["config"])
-        codec = Codec(config.codec)
-        prior = Prior(config.prior, config.codec.levels, config.codec.codebook_size) if meta.get("has_prior") else None
-    except (KeyError, TypeError, ValueError) as e:
-        raise ModelFileError(f"'{path}' has an invalid configuration: {e}")
-    expected = {f"codec.{k}": v.shape for k, v in codec.state_dict().items()}
+    config = _check_config(path, meta.get("config"))
+    has_prior, n_cues = meta.get("has_prior"), meta.get("cues", 0)
+    if type(has_prior) is not bool:
+        raise ModelFileError(f"'{path}' is damaged: it does not say whether it holds a prior")
+    if type(n_cues) is not int or not 0 <= n_cues <= len(header):
+        raise ModelFileError(f"'{path}' is damaged: its cue count {_short(n_cues, 20)} does not match its tensors")
+    # every tensor's name, shape and dtype, checked against modules built on the meta device: no memory
+    # is taken before the file is known to hold exactly what the configuration needs
+    codec, prior = _modules(path, config, has_prior, None)
+    expected = {f"codec.{k}": v for k, v in codec.state_dict().items()}
     if prior is not None:
-        expected.update({f"prior.{k}": v.shape for k, v in prior.state_dict().items()})
-    expected.update({f"cues.{i}": None for i in range(int(meta.get("cues", 0)))})
-    for name, shape in expected.items():
+        expected.update({f"prior.{k}": v for k, v in prior.state_dict().items()})
+    for name, value in expected.items():
         if name not in header:
             raise ModelFileError(f"'{path}' is incomplete: tensor '{name}' is missing")
-        if shape is not None and list(header[name]["shape"]) != list(shape):
+        if list(header[name]["shape"]) != list(value.shape):
             raise ModelFileError(f"'{path}' does not match its configuration: tensor '{name}' has shape "
-                                 f"{header[name]['shape']}, expected {list(shape)}")
+                                 f"{_short(header[name]['shape'])}, expected {list(value.shape)}")
+        if header[name]["dtype"] != TORCH_DTYPES.get(value.dtype):
+            raise ModelFileError(f"'{path}' does not match its configuration: tensor '{name}' is "
+                                 f"{_short(header[name]['dtype'])}, expected {TORCH_DTYPES.get(value.dtype)}")
+    for i in range(n_cues):
+        entry = header.get(f"cues.{i}")
+        if entry is None:
+            raise ModelFileError(f"'{path}' is incomplete: tensor 'cues.{i}' is missing")
+        if entry["dtype"] not in CUE_DTYPES or len(entry["shape"]) != 2 or entry["shape"][1] != config.codec.levels:
+            raise ModelFileError(f"'{path}' is damaged: cue {i} is not a table of codes ({_short(entry['dtype'])}, shape "
+                                 f"{_short(entry['shape'])})")
+    unknown = sorted(set(header) - set(expected) - {f"cues.{i}" for i in range(n_cues)} - {"__metadata__"})
+    if unknown:
+        raise ModelFileError(f"'{path}' holds tensors this version of distill does not know ('{_short(unknown[0])}')")
+    unbuffered = sum(b.numel() * b.element_size() for m in (codec, prior) if m is not None for b in m.buffers())
+    if unbuffered > MAX_HEADER:  # buffers rebuilt from the configuration (windows), not stored in the file
+        raise ModelFileError(f"'{path}' has an invalid configuration (it would need {unbuffered / 2 ** 30:.1f} GiB "
+                             f"of working buffers)")
+
     try:
-        tensors = load_file(path, device=device)
+        tensors = load_file(path, device="cpu")
     except Exception as e:  # safetensors reports damage in many ways; all mean the same to a user
         raise ModelFileError(f"'{path}' is damaged and cannot be read ({type(e).__name__})")
     for t in tensors.values():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise ModelFileError(f"'{path}' is damaged: it contains NaN or infinite weights")
+    levels, size = config.codec.levels, config.codec.codebook_size
+    for i in range(n_cues):
+        cue = tensors[f"cues.{i}"]
+        if cue.numel() and (cue.min() < 0 or cue.max() >= size):
+            raise ModelFileError(f"'{path}' is damaged: cue {i} holds codes outside the codebook")
+    if "checksum" in meta and meta["checksum"] != _checksum(tensors, meta):
+        raise ModelFileError(f"'{path}' is damaged: its contents do not match the checksum written with it")
+    codec, prior = _modules(path, config, has_prior, "cpu")
     try:
         codec.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("codec.")})
         if prior is not None:
@@ -172,9 +290,5 @@ def load_model(path: str | Path, device: str = "cpu") -> DistillModel:
     codec.to(device).eval()
     if prior is not None:
         prior.to(device).eval()
-    cues = [tensors[f"cues.{i}"].long() for i in range(int(meta.get("cues", 0)))]
-    levels, size = config.codec.levels, config.codec.codebook_size
-    for i, cue in enumerate(cues):
-        if cue.dim() != 2 or cue.shape[1] != levels or (cue.numel() and (cue.min() < 0 or cue.max() >= size)):
-            raise ModelFileError(f"'{path}' is damaged: cue {i} holds codes outside the codebook")
+    cues = [tensors[f"cues.{i}"].long() for i in range(n_cues)]
     return DistillModel(config, codec, prior, cues, meta)
