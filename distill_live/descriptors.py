@@ -39,7 +39,7 @@ def frame_descriptors(audio: np.ndarray, hop: int, sample_rate: int) -> np.ndarr
         x = windows[a:a + _CHUNK]
         # Hann-weighted mean square: the plain RMS for steady sounds, smooth across frames
         mean_square = (x * x * hann).sum(-1) / hann.sum()
-        out[a:a + _CHUNK, 0] = 10 * np.log10(np.maximum(mean_square, 10 ** (FLOOR_DB / 10)))
+        out[a:a + _CHUNK, 0] = np.maximum(10 * np.log10(np.maximum(mean_square, 10 ** (FLOOR_DB / 10))), FLOOR_DB)
         magnitude = np.abs(np.fft.rfft(x * hann, axis=-1))
         out[a:a + _CHUNK, 1] = (magnitude * freqs).sum(-1) / (magnitude.sum(-1) + _EPS)
         power = magnitude * magnitude
