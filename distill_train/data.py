@@ -7,9 +7,11 @@ Rules, in the order a file meets them:
 - Each file is decoded with soundfile, mixed to mono, resampled with soxr to the model rate,
   trimmed of leading and trailing silence (10 ms windows more than 60 dB below the file's
   loudest window), set to -20 dBFS RMS and then turned down if needed so no peak exceeds 0.99.
-- A file that cannot be used is skipped with one log line saying why: unreadable or corrupt,
-  a format this libsndfile cannot read, empty, zero length, NaN/inf samples, or silent (no
-  sample above -60 dBFS).
+- A file that cannot be used is skipped with one log line saying why: not a regular file
+  (a broken link, a pipe), unreadable or corrupt, a format this libsndfile cannot read, empty,
+  zero length, a sample rate outside 4 kHz .. 384 kHz, more than 32 channels, more than 2 GiB
+  once decoded, NaN/inf samples, or silent (no sample above -60 dBFS). The header is read
+  first, so such a file is refused before it is decoded or resampled.
 - Files shorter than one training crop are zero-padded at the end, never dropped: most short
   files are one-shots (hits, plucks) that really do end in silence, and repeating them would
   invent a rhythm and a click at the seam.
@@ -46,6 +48,9 @@ TRIM_DB = 60.0  # trimmed edges are this far below the file's loudest 10 ms
 TARGET_DBFS = -20.0  # RMS level every file is set to
 PEAK = 0.99
 MIN_VALID_FILES = 4  # below this, validation takes the tail of each file instead of whole files
+MIN_RATE, MAX_RATE = 4000, 384000  # Hz; outside this a file's rate is a damaged header, not a recording
+MAX_CHANNELS = 32  # mixed down to mono; more is a multitrack or ambisonic session, not one sound
+MAX_DECODED_BYTES = 2 * 2 ** 30  # float32, all channels, before the mix-down
 
 
 class DatasetError(Exception):
@@ -118,13 +123,27 @@ def prepare(path: Path, sample_rate: int) -> np.ndarray | str:
     fmt = AUDIO_FORMATS[path.suffix.lower()]
     if fmt not in sf.available_formats():
         return f"unsupported format: this libsndfile ({sf.__libsndfile_version__}) cannot read {fmt}"
+    if not path.is_file():  # is_file follows links: a broken link, a pipe or a device ends here
+        return "not a regular file (a broken link, a pipe or a device)"
     if path.stat().st_size == 0:
         return "empty file (0 bytes)"
+    unreadable = f"unreadable: corrupt, or not a {fmt} encoding libsndfile can decode"
     try:
-        audio, rate = sf.read(path, dtype="float32", always_2d=True)
+        info = sf.info(str(path))
     except (sf.SoundFileError, RuntimeError, OSError, ValueError):
         # libsndfile's own message is often misleading here ("file does not exist"), so it is left out
-        return f"unreadable: corrupt, or not a {fmt} encoding libsndfile can decode"
+        return unreadable
+    if not MIN_RATE <= info.samplerate <= MAX_RATE:
+        return f"sample rate {info.samplerate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz (a damaged header?)"
+    if info.channels > MAX_CHANNELS:
+        return f"{info.channels} channels, more than the {MAX_CHANNELS} mixed down to mono: export a mono or stereo mix"
+    if info.frames * info.channels * 4 > MAX_DECODED_BYTES:
+        return (f"too large to decode at once ({info.frames * info.channels * 4 / 2 ** 30:.1f} GiB as float32): "
+                f"split it into shorter files")
+    try:
+        audio, rate = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError, MemoryError):
+        return unreadable
     if len(audio) == 0:
         return "zero length (no audio frames)"
     if not np.isfinite(audio).all():
