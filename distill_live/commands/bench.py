@@ -1,0 +1,143 @@
+"""`distill-live bench MODEL [--seconds S] [--threads N] [--set NAME=VALUE ...] [--json]`: how fast the engine runs.
+
+Runs the same frame loop as `render` and `serve` (`Player.next_frame`, playing, so the prior and the
+decoder really run) flat out, without a sound card, and reports the real-time factor and the frame
+time percentiles. The audio callback needs each frame within one frame period, so p99 is the figure
+that decides whether a machine can play a model without dropouts, not the mean.
+
+MODEL is a .distill file, or `preset:NAME` (tiny, small, default) for a model of that shape with
+random weights: speed depends only on the shape, so no trained model is needed to benchmark one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import numpy as np
+import torch
+
+from ..cli import UserError
+from ..codec import Codec
+from ..config import PRESETS, preset
+from ..modelfile import DistillModel, load_model
+from ..params import PREFIX
+from ..player import Player, registry_for
+from ..prior import Prior
+from ..score import parse_set
+
+WARMUP_FRAMES = 50  # first frames allocate and fill caches; the play fade-in also ends within them
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="measure how fast a model runs (real-time factor, frame time percentiles)")
+    p.add_argument("model", help="a .distill file, or preset:NAME (tiny, small, default) for random weights")
+    p.add_argument("--seconds", type=float, default=10.0, help="seconds of audio to generate (default 10)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1, as render and serve)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a control first, e.g. --set world/world0=1 --set guidance=2 (steering costs time)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
+    p.set_defaults(func=run)
+
+
+def random_model(name: str, seed: int = 0) -> DistillModel:
+    """A model of preset `name`'s shape with random weights, codebooks included (they start at zero
+    until k-means runs on a first training batch, which would make every code decode alike)."""
+    if name not in PRESETS:
+        raise UserError(f"unknown preset '{name}': use preset:{', preset:'.join(PRESETS)}")
+    cfg = preset(name)
+    torch.manual_seed(seed)
+    codec = Codec(cfg.codec)
+    with torch.no_grad():
+        for key, value in codec.quantizer.state_dict().items():
+            if key.endswith("_codebook.embed"):
+                value.normal_()
+    prior = Prior(cfg.prior, cfg.codec.levels, cfg.codec.codebook_size)
+    worlds = [f"world{i}" for i in range(cfg.prior.worlds)]
+    return DistillModel(cfg, codec.eval(), prior.eval(), [], {"manifest": {"worlds": worlds}})
+
+
+def _timed(fn, times: list[float]):
+    """Wrap `fn` so each call's duration lands in `times` (costs well under a microsecond)."""
+    clock = time.perf_counter
+
+    def wrapper(*args, **kwargs):
+        t0 = clock()
+        out = fn(*args, **kwargs)
+        times.append(clock() - t0)
+        return out
+
+    return wrapper
+
+
+def bench(model: DistillModel, seconds: float, threads: int, seed: int = 0, settings: list[str] = ()) -> dict:
+    """Generate `seconds` of audio flat out after a warm-up; returns the figures `bench` prints."""
+    torch.set_num_threads(threads)
+    registry = registry_for(model)
+    for at, address, args in parse_set(list(settings), registry):
+        registry.submit(address, args, at=at)
+    registry.submit(f"{PREFIX}/play", [1], at=0.0)
+    player = Player(model, registry, seed)
+    period = model.config.codec.hop / model.config.codec.sample_rate
+    for _ in range(WARMUP_FRAMES):
+        player.next_frame()
+
+    prior_times: list[float] = []
+    decoder_times: list[float] = []
+    model.prior.step = _timed(model.prior.step, prior_times)  # instance attributes shadow the methods
+    model.codec.decode_step = _timed(model.codec.decode_step, decoder_times)
+    frames = max(1, math.ceil(seconds * model.config.codec.frame_rate))
+    times = np.empty(frames)
+    clock = time.perf_counter
+    try:
+        for i in range(frames):
+            t0 = clock()
+            player.next_frame()
+            times[i] = clock() - t0
+    finally:
+        del model.prior.step, model.codec.decode_step
+    p50, p99 = np.percentile(times, [50, 99])
+    ms = lambda s: round(float(s) * 1000, 3)  # noqa: E731
+    return {
+        "rtf": round(float(period / p50), 2),
+        "frame_ms_p50": ms(p50),
+        "frame_ms_p99": ms(p99),
+        "frame_ms_max": ms(times.max()),
+        "frame_period_ms": ms(period),
+        "prior_ms_p50": ms(np.median(prior_times)),
+        "decoder_ms_p50": ms(np.median(decoder_times)),
+        "threads": torch.get_num_threads(),
+        "frames": frames,
+        "sample_rate": model.config.codec.sample_rate,
+        "hop": model.config.codec.hop,
+        "prior": model.config.prior.kind,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.seconds > 0:
+        raise UserError("--seconds must be more than 0")
+    if args.threads < 1:
+        raise UserError("--threads must be 1 or more")
+    if args.model.startswith("preset:"):
+        model = random_model(args.model[len("preset:"):], args.seed)
+    else:
+        model = load_model(args.model)
+        if model.prior is None:
+            raise UserError(f"'{args.model}' has only a codec; train a prior first (distill-train --stages prior)")
+    result = {"model": args.model, **bench(model, args.seconds, args.threads, args.seed, args.set)}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    budget = result["frame_period_ms"]
+    print(f"{args.model}: {result['sample_rate']} Hz, hop {result['hop']} ({budget:g} ms frames), "
+          f"{result['prior']} prior, {result['threads']} thread{'s' if result['threads'] > 1 else ''}, "
+          f"{result['frames']} frames")
+    print(f"  rtf             {result['rtf']:8.2f}   frame period / median frame time (>= 1 plays in real time)")
+    print(f"  frame ms p50    {result['frame_ms_p50']:8.3f}   prior {result['prior_ms_p50']:.3f} + "
+          f"decoder {result['decoder_ms_p50']:.3f}")
+    print(f"  frame ms p99    {result['frame_ms_p99']:8.3f}   {result['frame_ms_p99'] / budget:.0%} of the frame period")
+    print(f"  frame ms max    {result['frame_ms_max']:8.3f}")
+    return 0

@@ -1,0 +1,64 @@
+"""`distill-live bench` through the real CLI: the figures it prints are present, positive and consistent."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from distill_live.commands.bench import random_model
+from distill_live.modelfile import save_model
+
+KEYS = {"rtf", "frame_ms_p50", "frame_ms_p99", "frame_ms_max", "frame_period_ms", "prior_ms_p50", "decoder_ms_p50",
+        "threads", "frames", "sample_rate", "hop", "model", "prior"}
+
+
+def live(*args):
+    return subprocess.run([sys.executable, "-m", "distill_live", *map(str, args)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def check_figures(out: dict, threads: int) -> None:
+    assert KEYS <= set(out)
+    assert out["threads"] == threads
+    assert out["frame_period_ms"] == pytest.approx(20.0)  # every preset runs 20 ms frames
+    assert out["frames"] == 50  # 1 s at 50 frames/s
+    for key in ("rtf", "frame_ms_p50", "frame_ms_p99", "frame_ms_max", "prior_ms_p50", "decoder_ms_p50"):
+        assert out[key] > 0, key
+    assert out["frame_ms_p50"] <= out["frame_ms_p99"] <= out["frame_ms_max"]
+    assert out["rtf"] == pytest.approx(out["frame_period_ms"] / out["frame_ms_p50"], rel=0.02)
+    # the frame is the prior step plus the decoder step plus a little bookkeeping
+    assert out["prior_ms_p50"] + out["decoder_ms_p50"] <= 1.5 * out["frame_ms_p50"]
+
+
+def test_bench_preset_json():
+    r = live("bench", "preset:tiny", "--seconds", 1, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["model"] == "preset:tiny" and out["sample_rate"] == 16000
+    check_figures(out, threads=1)
+
+
+def test_bench_model_file_table_and_json(tmp_path):
+    path = tmp_path / "m.distill"
+    save_model(path, random_model("tiny"))
+    r = live("bench", path, "--seconds", 1, "--threads", 2, "--set", "world/world0=1", "--set", "guidance=2",
+             "--json")
+    assert r.returncode == 0, r.stderr
+    check_figures(json.loads(r.stdout), threads=2)
+    r = live("bench", path, "--seconds", 1)
+    assert r.returncode == 0, r.stderr
+    assert "rtf" in r.stdout and "p99" in r.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["preset:huge"], "unknown preset"),
+    (["preset:tiny", "--seconds", "0"], "--seconds"),
+    (["missing.distill"], "does not exist"),
+])
+def test_bench_errors_are_one_sentence(args, words, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "distill_live", "bench", *args], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120)
+    assert r.returncode == 2
+    assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1
