@@ -10,6 +10,13 @@ Live use is one frame at a time:
     codes, state = prior.step(state, Controls(temperature=0.9, world_weights=[1, 0]))
 
 The state has a fixed size, so a set can run for hours without memory growth.
+
+At batch 1 a frame is a few MFLOP, so live speed is decided by how many tensor operations a step
+issues, not by their size: `step` reuses the conditioning while the controls do not change, feeds
+the GRU through one fused cell call, adds each chosen code's head embedding once instead of
+re-summing all coarser levels per level, and samples without `torch.multinomial`'s checks (see
+`sample`). `forward` (training) and `level_logits` are the plain definitions;
+tests/test_fast_step.py checks that `step` samples exactly what they give.
 """
 from __future__ import annotations
 
@@ -55,6 +62,7 @@ class PriorState:
     cue_pos: int = 0
     frozen: torch.Tensor | None = None  # [n, L] the loop being held
     frozen_pos: int = 0
+    condition: tuple | None = None  # (controls key, [2, dim] tensor): reused while the controls stay the same
 
     def recent(self, n: int) -> torch.Tensor:
         n = max(1, min(n, self.written, HISTORY))
@@ -212,41 +220,56 @@ class Prior(nn.Module):
 
     def _controls_condition(self, controls: Controls) -> torch.Tensor:
         """[2, dim]: row 0 with the performer's conditioning, row 1 unconditioned."""
-        p = self.start_frame
-        weights = torch.zeros(2, self.cfg.worlds + 1, device=p.device)
-        weights[1, -1] = 1.0
+        worlds, count = self.cfg.worlds, self.cfg.descriptors
+        weights = [[0.0] * (worlds + 1), [0.0] * worlds + [1.0]]
         ww = controls.world_weights
         total = sum(max(0.0, float(w)) for w in ww) if ww is not None else 0.0
         if total > 0:
-            for i, w in enumerate(list(ww)[: self.cfg.worlds]):
-                weights[0, i] = max(0.0, float(w)) / total
+            for i, w in enumerate(list(ww)[:worlds]):
+                weights[0][i] = max(0.0, float(w)) / total
         else:
-            weights[0, -1] = 1.0
-        values = torch.zeros(2, self.cfg.descriptors, device=p.device)
-        held = torch.zeros(2, self.cfg.descriptors, device=p.device)
-        for i, v in enumerate(list(controls.descriptors)[: self.cfg.descriptors]):
+            weights[0][-1] = 1.0
+        values, held = [[0.0] * count, [0.0] * count], [[0.0] * count, [0.0] * count]
+        for i, v in enumerate(list(controls.descriptors)[:count]):
             if v is not None:
-                values[0, i] = min(1.0, max(0.0, float(v)))
-                held[0, i] = 1.0
-        return self.condition(weights, values, held)
+                values[0][i] = min(1.0, max(0.0, float(v)))
+                held[0][i] = 1.0
+        device = self.start_frame.device
+        return self.condition(*(torch.tensor(t, device=device) for t in (weights, values, held)))
+
+    def _state_condition(self, state: PriorState, controls: Controls) -> torch.Tensor:
+        """`_controls_condition`, recomputed only when the conditioning controls change."""
+        ww = controls.world_weights
+        key = (None if ww is None else tuple(ww), tuple(controls.descriptors))
+        if state.condition is None or state.condition[0] != key:
+            state.condition = (key, self._controls_condition(controls))
+        return state.condition[1]
+
+    def _embed_prev(self, state: PriorState) -> torch.Tensor:
+        """`embed_frames(state.prev)` [dim] with one row read per present level, added in the same order."""
+        x = None
+        for table, c in zip(self.code_embed, state.prev.tolist()):
+            if c >= 0:
+                x = table.weight[c] if x is None else x + table.weight[c]
+        return self.start_frame.new_zeros(self.cfg.dim) if x is None else x
 
     def _advance(self, state: PriorState, cond: torch.Tensor) -> torch.Tensor:
         """Feed the previous frame through the temporal model; returns h [2, dim] and updates memory."""
-        if state.steps == 0:
-            x = self.start_frame.expand(2, -1)
-        else:
-            x = self.embed_frames(state.prev).expand(2, -1)
-        x = (x + cond)[:, None]
-        if self.cfg.kind == "gru":
-            y, hidden = self.gru(x, state.memory[0])
-            state.memory[0] = hidden
+        x = (self.start_frame if state.steps == 0 else self._embed_prev(state)) + cond  # [2, dim]
+        if self.cfg.kind == "gru":  # nn.GRU's arithmetic, one fused cell call per layer
+            hidden = []
+            for layer, weights in enumerate(self.gru.all_weights):
+                x = torch.gru_cell(x, state.memory[0][layer], *weights)
+                hidden.append(x)
+            state.memory[0] = torch.stack(hidden)
         else:
             keys, values = state.memory
+            x = x[:, None]
             for i, layer in enumerate(self.layers):
                 x = layer.step(x, keys[i], values[i], state.steps)
-            y = x
+            x = x[:, 0]
         state.steps += 1
-        return self.norm(y[:, 0])
+        return F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
 
     def _remember(self, state: PriorState, codes: torch.Tensor) -> None:
         state.history[state.written % HISTORY] = codes
@@ -264,22 +287,26 @@ class Prior(nn.Module):
             return codes, state
         state.frozen = None
 
-        h = self._advance(state, self._controls_condition(controls))
+        h = self._advance(state, self._state_condition(state, controls))
         levels = self.levels if controls.levels is None else max(1, min(self.levels, int(controls.levels)))
         lock = min(int(controls.lock), levels) if state.cue is not None else 0
-        codes = torch.full((self.levels,), -1, dtype=torch.long, device=h.device)
+        chosen = [-1] * self.levels
         if lock:
-            codes[:lock] = state.cue[state.cue_pos % state.cue.shape[0], :lock]
+            chosen[:lock] = state.cue[state.cue_pos % state.cue.shape[0], :lock].tolist()
             state.cue_pos += 1
         guided = controls.guidance != 1.0
-        for level in range(lock, levels):
-            rows = h if guided else h[:1]
-            logits = self.level_logits(rows, codes.expand(rows.shape[0], -1), level)
-            if guided:
-                logits = logits[1] + controls.guidance * (logits[0] - logits[1])
-            else:
-                logits = logits[0]
-            codes[level] = sample(logits, controls, state.generator)
+        # level_logits(h, chosen, level) = heads[level](h + sum of head_embed[j][chosen[j]], j < level):
+        # the running sum x grows by one embedding per level, added in the same order.
+        x = h if guided else h[:1]
+        for level in range(levels):
+            if level >= lock:
+                head = self.heads[level]
+                logits = F.linear(F.gelu(F.linear(x, head[0].weight, head[0].bias)), head[2].weight, head[2].bias)
+                logits = logits[1] + controls.guidance * (logits[0] - logits[1]) if guided else logits[0]
+                chosen[level] = int(sample(logits, controls, state.generator))
+            if level + 1 < levels:
+                x = x + self.head_embed[level].weight[chosen[level]]
+        codes = torch.tensor(chosen, dtype=torch.long, device=h.device)
         self._remember(state, codes)
         return codes, state
 
@@ -307,7 +334,13 @@ class Prior(nn.Module):
 
 
 def sample(logits: torch.Tensor, controls: Controls, generator: torch.Generator) -> torch.Tensor:
-    """One code from logits [K] with temperature, top-k, top-p and mutation."""
+    """One code from logits [K] with temperature, top-k, top-p and mutation.
+
+    The last line is what `torch.multinomial(probs, 1, generator=generator)` computes (the
+    exponential race: argmax of p / q with q ~ Exp(1), drawn from the same generator), without its
+    validity checks, which cost several synchronising reductions per call. tests/test_fast_step.py
+    checks that the draws are identical.
+    """
     k = logits.shape[-1]
     if controls.mutate > 0 and torch.rand((), generator=generator, device=logits.device) < controls.mutate:
         return torch.randint(k, (), generator=generator, device=logits.device)
@@ -323,4 +356,4 @@ def sample(logits: torch.Tensor, controls: Controls, generator: torch.Generator)
         drop = probs.cumsum(-1) - probs > controls.top_p  # keep the smallest set reaching top_p
         logits = logits.masked_fill(drop.scatter(0, order, drop), float("-inf"))
     probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator)[0]
+    return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax()

@@ -1,0 +1,149 @@
+"""The live step functions are rearranged for speed at batch 1 (distill_live/codec.py `Decoder.step`,
+distill_live/prior.py `Prior.step` and `sample`); these tests hold them to the plain definitions.
+
+tests/test_streaming.py already checks decode_step against whole-sequence decoding and the prior's
+teacher-forced step against its training forward pass; here: absent levels in the decoder, and the
+prior's sampling (incremental head sums, reused conditioning, the multinomial shortcut) against a
+straightforward reference that draws from the same generator.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distill_live.codec import Codec
+from distill_live.config import preset
+from distill_live.prior import Controls, Prior, sample
+
+
+def random_codec(name: str) -> Codec:
+    torch.manual_seed(0)
+    codec = Codec(preset(name).codec)
+    with torch.no_grad():
+        for key, value in codec.quantizer.state_dict().items():
+            if key.endswith("_codebook.embed"):
+                value.normal_()
+    return codec.eval()
+
+
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_decode_step_with_absent_levels_equals_whole_sequence(name):
+    """Codes of -1 (levels the prior did not sample) contribute nothing, as in `Codec.latent`."""
+    codec = random_codec(name)
+    cfg = codec.cfg
+    frames = 30
+    gen = torch.Generator().manual_seed(5)
+    codes = torch.randint(cfg.codebook_size, (1, frames, cfg.levels), generator=gen)
+    coarse = torch.randint(1, cfg.levels + 1, (frames,), generator=gen)  # levels present per frame
+    codes[0, torch.arange(cfg.levels)[None, :] >= coarse[:, None]] = -1
+    with torch.inference_mode():
+        whole = codec.decode(codes)
+        stepped = _steps(codec, codes)
+    scale = whole.abs().max().item()
+    assert torch.allclose(stepped, whole, atol=1e-5 * max(1.0, scale), rtol=1e-4)
+
+
+def _steps(codec: Codec, codes: torch.Tensor) -> torch.Tensor:
+    state, parts = codec.start(codes.shape[0]), []
+    for t in range(codes.shape[1]):
+        audio, state = codec.decode_step(codes[:, t], state)
+        parts.append(audio)
+    return torch.cat(parts, dim=1)
+
+
+def test_decode_step_table_follows_new_codebooks():
+    """The codebook table is copied per stream, so a stream started after training sees the new codebooks."""
+    codec = random_codec("tiny")
+    codes = torch.zeros(1, 4, codec.cfg.levels, dtype=torch.long)
+    with torch.no_grad():
+        before = _steps(codec, codes)
+        for layer in codec.quantizer.layers:
+            layer._codebook.embed.data.mul_(2.0)  # how the quantizer's EMA writes them: no version bump
+        after = _steps(codec, codes)
+        assert torch.allclose(after, codec.decode(codes), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(before, after)
+
+
+def test_sample_draws_what_multinomial_draws():
+    gen_a, gen_b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    logits = torch.randn(50, 256, generator=torch.Generator().manual_seed(4)) * 3
+    for row in logits:
+        ours = sample(row, Controls(temperature=0.8), gen_a)
+        theirs = torch.multinomial(torch.softmax(row / 0.8, dim=-1), 1, generator=gen_b)[0]
+        assert int(ours) == int(theirs)
+
+
+def reference_step(prior: Prior, state, controls: Controls) -> torch.Tensor:
+    """`Prior.step` written the plain way: full conditioning every frame, `level_logits` per level,
+    `torch.multinomial` for the draw."""
+    h = prior._advance(state, prior._controls_condition(controls))
+    levels = prior.levels if controls.levels is None else max(1, min(prior.levels, int(controls.levels)))
+    lock = min(int(controls.lock), levels) if state.cue is not None else 0
+    codes = torch.full((prior.levels,), -1, dtype=torch.long)
+    if lock:
+        codes[:lock] = state.cue[state.cue_pos % state.cue.shape[0], :lock]
+        state.cue_pos += 1
+    guided = controls.guidance != 1.0
+    for level in range(lock, levels):
+        rows = h if guided else h[:1]
+        logits = prior.level_logits(rows, codes.expand(rows.shape[0], -1), level)
+        logits = logits[1] + controls.guidance * (logits[0] - logits[1]) if guided else logits[0]
+        if controls.mutate > 0 and torch.rand((), generator=state.generator) < controls.mutate:
+            codes[level] = torch.randint(logits.shape[-1], (), generator=state.generator)
+            continue
+        if controls.temperature <= 1e-4:
+            codes[level] = logits.argmax()
+            continue
+        logits = logits / controls.temperature
+        if 0 < controls.top_k < logits.shape[-1]:
+            kth = torch.topk(logits, int(controls.top_k)).values[-1]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if controls.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True)
+            probs = torch.softmax(sorted_logits, dim=-1)
+            drop = probs.cumsum(-1) - probs > controls.top_p
+            logits = logits.masked_fill(drop.scatter(0, order, drop), float("-inf"))
+        codes[level] = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=state.generator)[0]
+    prior._remember(state, codes)
+    return codes
+
+
+CONTROLS = [
+    Controls(),
+    Controls(temperature=0.7, world_weights=[0.0, 1.0], descriptors=(0.3, None, 0.8)),
+    Controls(guidance=2.5, world_weights=[1.0, 0.5]),
+    Controls(top_k=5, top_p=0.9, temperature=1.3, descriptors=(None, 0.1, None)),
+    Controls(levels=2, mutate=0.2),
+    Controls(temperature=0.0, lock=2),
+]
+
+
+@pytest.mark.parametrize("kind", ["gru", "transformer"])
+@pytest.mark.parametrize("controls", CONTROLS, ids=range(len(CONTROLS)))
+def test_prior_step_samples_what_the_plain_definition_samples(kind, controls):
+    cfg = preset("tiny")
+    cfg.prior.kind, cfg.prior.worlds = kind, 2
+    torch.manual_seed(0)
+    prior = Prior(cfg.prior, cfg.codec.levels, cfg.codec.codebook_size).eval()
+    cue = torch.randint(cfg.codec.codebook_size, (12, cfg.codec.levels), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        fast, plain = prior.jump(prior.start(seed=7), cue, 3), prior.jump(prior.start(seed=7), cue, 3)
+        for t in range(30):
+            ours, fast = prior.step(fast, controls)
+            theirs = reference_step(prior, plain, controls)
+            assert torch.equal(ours, theirs), f"frame {t}: {ours.tolist()} != {theirs.tolist()}"
+
+
+def test_prior_step_follows_changing_controls():
+    """The conditioning is reused only while the controls stay the same."""
+    cfg = preset("tiny")
+    cfg.prior.worlds = 2
+    torch.manual_seed(0)
+    prior = Prior(cfg.prior, cfg.codec.levels, cfg.codec.codebook_size).eval()
+    fast, plain = prior.start(seed=2), prior.start(seed=2)
+    with torch.inference_mode():
+        for t in range(40):
+            controls = Controls(world_weights=[t / 40, 1 - t / 40] if t % 10 < 7 else None,
+                                descriptors=(None if t < 20 else 0.5, None, t / 40))
+            ours, fast = prior.step(fast, controls)
+            assert torch.equal(ours, reference_step(prior, plain, controls)), f"frame {t}"
