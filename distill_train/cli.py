@@ -189,6 +189,30 @@ def checkpoint_summary(path: Path) -> dict | None:
         return None
 
 
+def remove_stale_temporaries(run_dir: Path, output: Path, log) -> None:
+    """Temporary files a killed run left behind (every file is written to a temporary name, then renamed)."""
+    stale = [*run_dir.glob(".*.tmp"), *run_dir.glob("previews/.*.tmp"), *output.parent.glob(f".{output.name}.*.tmp")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log(f"removed {len(stale)} unfinished temporary file(s) left by a run that was killed")
+
+
+def write_model(output: Path, model) -> None:
+    """save_model, with a full or read-only disk said in one sentence."""
+    from distill_live.modelfile import save_model
+
+    from .loop import WRITE_ERRORS, TrainError, write_error
+
+    existed = output.exists()
+    try:
+        save_model(output, model)
+    except WRITE_ERRORS as e:
+        raise TrainError(f"could not write the model '{output}' ({write_error(e)}); "
+                         f"{'the previous file there is untouched' if existed else 'nothing was written'} and the "
+                         f"checkpoints are kept, so free some space and run again with --resume")
+
+
 def _sigterm(signum, frame):
     raise KeyboardInterrupt
 
@@ -202,10 +226,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
     previous = signal.signal(signal.SIGTERM, _sigterm)
-    from distill_live.modelfile import ModelFileError
+    try:  # these import torch (seconds): a Ctrl-C or SIGTERM meanwhile is a stop, not a traceback
+        from distill_live.modelfile import ModelFileError
 
-    from .data import DatasetError
-    from .loop import Interrupted, TrainError
+        from .data import DatasetError
+        from .loop import Interrupted, TrainError
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted before training started; nothing was written", file=sys.stderr)
+        signal.signal(signal.SIGTERM, previous)
+        return 130
 
     try:
         return train(args)
@@ -232,7 +261,7 @@ def train(args) -> int:
     logger.disable("vector_quantize_pytorch")  # k-means warns about duplicate points on tiny data
 
     from distill_live.config import preset
-    from distill_live.modelfile import DistillModel, load_model, save_model
+    from distill_live.modelfile import DistillModel, load_model
 
     from .codec_stage import CROP_FRAMES, CodecStage, extract_codes
     from .data import load_dataset
@@ -266,6 +295,7 @@ def train(args) -> int:
             for p in stale:
                 p.unlink()
 
+    remove_stale_temporaries(run_dir, output, log)
     started = time.time()
     preset_name = args.preset or "default"
     meta_training = {"preset": preset_name, "seed": args.seed, "device": str(device), "stages": stages}
@@ -325,7 +355,7 @@ def train(args) -> int:
         meta = {"manifest": dataset.manifest(), "descriptor_stats": dataset.stats.to_dict(), "health": health,
                 "history": {"codec": codec_history, "wall_s": round(time.time() - started, 1)},
                 "training": meta_training}
-        save_model(output, DistillModel(config, codec, None, cues, meta))
+        write_model(output, DistillModel(config, codec, None, cues, meta))
         log(f"codec: held-out loss {codec_history['valid_loss_start']} -> {codec_history['valid_loss_end']}; "
             f"utilisation per level {' '.join(format(h['utilization'], '.0%') for h in health)}; "
             f"wrote {output} (codec only)")
@@ -391,7 +421,7 @@ def train(args) -> int:
     }
     meta["history"]["prior"] = prior_history
     meta["history"]["wall_s"] = round(time.time() - started, 1)
-    save_model(output, DistillModel(config, codec, prior, cues, meta))
+    write_model(output, DistillModel(config, codec, prior, cues, meta))
     whole = memo["whole_frames"]
     log(f"prior: held-out loss {prior_history['valid_loss_start']} -> {prior_history['valid_loss_end']} "
         f"(step {prior_history['best_step']}); memorisation: longest copied run {whole['longest_copy_frames']} "

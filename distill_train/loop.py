@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import signal
 import sys
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import soundfile as sf
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -214,6 +216,17 @@ def save_checkpoint(path: Path, stage: Stage, optimizer: torch.optim.Optimizer, 
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"distill_checkpoint": blob}))
 
 
+def write_error(e: BaseException) -> str:
+    """The reason a file could not be written, from an OSError or safetensors' wrapped I/O error."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    match = re.search(r"I/O error: (.+?)(?: \(os error \d+\))?$", str(e))
+    return match.group(1) if match else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+WRITE_ERRORS = (OSError, SafetensorError, sf.SoundFileError)  # what writing a full or read-only disk raises
+
+
 def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """(metadata, tensors) of a checkpoint, or TrainError saying it cannot be used."""
     try:
@@ -302,8 +315,19 @@ def run(stage: Stage, settings: Settings, checkpoint: Path, *, resume: bool, log
                 "stopped_early": stopped_early, "settings": asdict(settings), "fingerprint": fingerprint}
 
     def checkpoint_now(final: bool) -> None:
-        save_checkpoint(checkpoint, stage, optimizer, info(final))
-        stage.on_checkpoint(step, history, final)
+        existed = checkpoint.exists()
+        try:
+            save_checkpoint(checkpoint, stage, optimizer, info(final))
+        except WRITE_ERRORS as e:  # the temporary file is gone and the previous checkpoint untouched
+            after = ("the previous checkpoint there is intact, so free some space and run again with --resume"
+                     if existed else "no checkpoint was saved yet, so free some space and run again")
+            raise TrainError(f"could not write checkpoint '{checkpoint}' at step {step} ({write_error(e)}); {after}")
+        try:
+            stage.on_checkpoint(step, history, final)
+        except WRITE_ERRORS as e:
+            raise TrainError(f"could not write the previews and report of step {step} in '{checkpoint.parent}' "
+                             f"({write_error(e)}); the checkpoint was saved, so free some space and run again "
+                             f"with --resume")
 
     total = settings.steps
     evaluated_at = history["valid"][-1]["step"] if history["valid"] else -1
@@ -380,4 +404,6 @@ def run(stage: Stage, settings: Settings, checkpoint: Path, *, resume: bool, log
         history["events"].append({"step": step, "event": "stopped early" if stopped_early else "done"})
         stage.finish()
         checkpoint_now(final=True)
+    if signals.requested:  # it came during the final evaluation or checkpoint: the stage is saved, stop here
+        raise Interrupted(stage.name, step, checkpoint)
     return Result(step, history, elapsed, step / elapsed if elapsed > 0 else 0.0, stopped_early)
