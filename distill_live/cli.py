@@ -9,7 +9,8 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["distill_live.commands.info", "distill_live.commands.render"]
+COMMANDS = ["distill_live.commands.info", "distill_live.commands.render", "distill_live.commands.serve",
+            "distill_live.commands.devices", "distill_live.commands.bench"]
 
 
 class UserError(Exception):

@@ -2,26 +2,34 @@
 
     control threads ──submit──► ParamRegistry ──apply_due──► Player (generator thread)
                                                                    │ one frame per step
-                                                                   ▼
-                                         sound card callback ◄── RingBuffer
+                                                                   ▼ (resampled if the card
+                                         sound card callback ◄── RingBuffer   needs another rate)
 
 The callback only copies from the ring (and counts underruns). Everything heavy happens in the
-generator thread, which keeps the ring at `target_frames` frames and never more: whatever is
-queued is latency.
+generator thread, which keeps the ring one sound card block plus `buffer_ms` ahead and never more:
+whatever is queued is latency. It works in chunks of a quarter frame (see player.py), so the
+ring can stay that short while the model still computes whole frames. Model files asked for over OSC (`/distill/model`) are loaded by a third thread
+so the generator never waits on a disk.
 """
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 import numpy as np
+import torch
 
-from .modelfile import DistillModel
+from .modelfile import DistillModel, ModelFileError, load_model
 from .params import ParamRegistry
-from .player import Player
+from .player import Player, Voice
+from .prior import Controls
 from .ringbuffer import RingBuffer
+
+log = logging.getLogger("distill.engine")
 
 
 class Telemetry:
@@ -32,6 +40,7 @@ class Telemetry:
         self.compute = deque(maxlen=window)  # seconds per frame, recent window
         self.underruns = 0
         self.frames = 0
+        self.faults = 0  # frames the generator could not make (silence instead)
 
     def summary(self) -> dict:
         times = np.array(self.compute) if self.compute else np.zeros(1)
@@ -39,6 +48,7 @@ class Telemetry:
         return {
             "frames": self.frames,
             "underruns": self.underruns,
+            "faults": self.faults,
             "frame_ms_p50": round(p50 * 1000, 3),
             "frame_ms_p99": round(p99 * 1000, 3),
             "rtf": round(self.frame_period / max(p50, 1e-9), 2),
@@ -46,21 +56,40 @@ class Telemetry:
 
 
 class Engine:
+    """One model playing into a ring buffer at `device_rate` (the model's rate unless the card
+    needs another). `models_dir` confines `/distill/model` paths (default: no hot-swap)."""
+
     def __init__(self, model: DistillModel, registry: ParamRegistry | None = None, seed: int = 0,
-                 target_frames: int = 2):
+                 buffer_ms: float = 10.0, device_rate: int | None = None, models_dir: str | Path | None = None):
         self.player = Player(model, registry, seed)
         self.registry = self.player.registry
         c = model.config.codec
-        self.sample_rate, self.hop = c.sample_rate, c.hop
-        self.target = target_frames * self.hop
-        self.ring = RingBuffer(self.hop * 64)
-        self.telemetry = Telemetry(self.hop / self.sample_rate)
+        self.model_rate, self.hop = c.sample_rate, c.hop
+        self.sample_rate = device_rate or c.sample_rate  # rate of the ring and the card
+        self._resampler = None
+        if self.sample_rate != self.model_rate:
+            import soxr
+
+            self._resampler = soxr.ResampleStream(self.model_rate, self.sample_rate, 1, dtype="float32", quality="HQ")
+        self.frame_samples = round(self.hop * self.sample_rate / self.model_rate)  # one frame at the card's rate
+        self.target = round(buffer_ms / 1000 * self.sample_rate)  # samples ready beyond one card block
+        self.block = 0  # samples the card took at its last callback
+        self.ring = RingBuffer(self.frame_samples * 64 + self.target)
+        self.telemetry = Telemetry(self.hop / self.model_rate)
         self.level = 0.0  # recent peak of the output, for meters
+        self.output_latency = 0.0  # seconds the sound card adds after the callback (set by serve)
         self.changes: queue.SimpleQueue = queue.SimpleQueue()  # (address, args) applied, for /distill/state
+        self.errors: queue.SimpleQueue = queue.SimpleQueue()  # one-line sentences for /distill/error
+        self.models_dir = Path(models_dir).resolve() if models_dir else None
+        self._load_requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._loaded: queue.SimpleQueue = queue.SimpleQueue()
         self._running = False
         self._thread: threading.Thread | None = None
+        self._loader: threading.Thread | None = None
+        self._last_fault = 0.0
+        self._frame_time = 0.0  # seconds spent on the current frame's chunks so far
 
-    # -- generator thread ------------------------------------------------------------------------
+    # -- any thread ------------------------------------------------------------------------------
 
     def queued_seconds(self) -> float:
         return self.ring.available() / self.sample_rate
@@ -70,39 +99,128 @@ class Engine:
         (time.time() seconds), so a timed bundle lands on the frame that plays at its timetag."""
         return self.player.time - self.queued_seconds() + (wall - time.time())
 
+    def latency_ms(self) -> float:
+        """Control-to-sound estimate for play, stop and gain: a message waits for the next chunk, then
+        everything queued in the ring and the card plays first. What steers the prior (worlds,
+        descriptors, temperature...) waits up to one frame more, for the next frame."""
+        return 1000.0 * (self.player.chunk / self.model_rate + self.queued_seconds() + self.output_latency)
+
+    def report(self, sentence: str) -> None:
+        log.warning(sentence)
+        self.errors.put(sentence)
+
+    # -- generator thread ------------------------------------------------------------------------
+
     def generate_one(self) -> None:
+        """Make one chunk and queue it for the card."""
+        self._swap_if_loaded()
+        frames_before = self.player.frames
         t0 = time.perf_counter()
-        frame = self.player.next_frame()
+        try:
+            frame = self.player.next_chunk()
+        except Exception as e:  # never let a bad frame stop the music: play silence and say so
+            frame = np.zeros(self.player.chunk, np.float32)
+            self.player.samples += self.player.chunk
+            self.player.pos = self.player.hop
+            self.telemetry.faults += 1
+            if time.monotonic() - self._last_fault > 5.0:
+                self._last_fault = time.monotonic()
+                self.report(f"the generator failed and plays silence until it recovers: {type(e).__name__}: {e}")
         for change in self.player.applied:
             self.changes.put(change)
-        self.telemetry.compute.append(time.perf_counter() - t0)
-        self.telemetry.frames += 1
-        self.level = float(np.abs(frame).max())
+        while self.player.model_requests:
+            self._load_requests.put(self.player.model_requests.pop(0))
+        if self._resampler is not None:
+            frame = self._resampler.resample_chunk(frame)
+        spent = time.perf_counter() - t0
+        if self.player.frames != frames_before:  # this chunk began a frame: the last one is complete
+            if self._frame_time:
+                self.telemetry.compute.append(self._frame_time)
+            self._frame_time = 0.0
+            self.telemetry.frames += 1
+        self._frame_time += spent
+        self.level = float(np.abs(frame).max()) if len(frame) else 0.0
         self.ring.write(frame)
 
     def _run(self) -> None:
-        idle = self.hop / self.sample_rate / 8
+        idle = self.player.chunk / self.model_rate / 4
         while self._running:
-            if self.ring.available() < self.target:
+            if self.ring.available() < self.block + self.target:
                 self.generate_one()
             else:
                 time.sleep(idle)
 
+    def _swap_if_loaded(self) -> None:
+        try:
+            model = self._loaded.get_nowait()
+        except queue.Empty:
+            return
+        self.player.swap_model(model)
+
+    # -- model loader thread ---------------------------------------------------------------------
+
+    def _load_loop(self) -> None:
+        while self._running:
+            try:
+                name = self._load_requests.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                model = self.load_compatible(name)
+            except (ModelFileError, ValueError) as e:
+                self.report(str(e))
+                continue
+            self._loaded.put(model)
+            log.info("swapped to model %s", name)
+
+    def load_compatible(self, name: str) -> DistillModel:
+        """Load `name` from the models folder for a hot-swap; one-sentence ValueError if it cannot be."""
+        if self.models_dir is None:
+            raise ValueError(f"/distill/model {name} refused: start serve with --models-dir to allow hot-swaps")
+        path = (self.models_dir / name).resolve()
+        if not path.is_relative_to(self.models_dir):
+            raise ValueError(f"/distill/model {name} refused: only files inside {self.models_dir} can be loaded")
+        model = load_model(path)
+        old = self.player.model
+        if model.prior is None:
+            raise ValueError(f"/distill/model {name} refused: it has only a codec")
+        oc, nc = old.config.codec, model.config.codec
+        if (model.worlds, nc.levels, nc.codebook_size, len(model.cues), nc.sample_rate) != \
+                (old.worlds, oc.levels, oc.codebook_size, len(old.cues), oc.sample_rate):
+            raise ValueError(f"/distill/model {name} refused: its worlds, levels, cues or sample rate differ "
+                             "from the playing model's (restart serve to play it)")
+        return model
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def warm_up(self, frames: int = 5) -> None:
+        """Run a few throwaway frames: torch's first calls are many times slower than the rest, and
+        they must not happen while the sound card waits."""
+        scratch = Voice.start(self.player.model, 0)
+        with torch.inference_mode():
+            for _ in range(frames):
+                scratch.step(Controls())
+
     def start(self) -> None:
-        while self.ring.available() < self.target:  # prefill so the first callback has audio
+        self.warm_up()
+        while self.ring.available() < self.target:  # prefill so the first callback has something
             self.generate_one()
         self._running = True
         self._thread = threading.Thread(target=self._run, name="distill-generator", daemon=True)
+        self._loader = threading.Thread(target=self._load_loop, name="distill-loader", daemon=True)
         self._thread.start()
+        self._loader.start()
 
     def stop(self) -> None:
         self._running = False
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        for t in (self._thread, self._loader):
+            if t is not None:
+                t.join(timeout=2)
 
     # -- audio callback side ---------------------------------------------------------------------
 
     def callback(self, outdata: np.ndarray, frames: int, time_info, status) -> None:
         """sounddevice output callback: copy from the ring, nothing else."""
+        self.block = frames
         if self.ring.read_into(outdata) < frames:
             self.telemetry.underruns += 1

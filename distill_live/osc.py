@@ -459,6 +459,8 @@ LAYER_ROWS = [
                              "per parameter, then `/distill/namespace/end <count>`"),
     (REPLY, "[i]", "1..65535", "", "send replies to this port on the sender's host (no argument: back to "
                                    "`--reply`, else the last sender)"),
+    (f"{PREFIX}/midi/learn", "s", "", "", "bind the next MIDI control moved to this parameter (e.g. `gain`)"),
+    (f"{PREFIX}/midi/save", "s", "", "", "write the MIDI map, with what was learned, to this file"),
 ]
 
 REPLY_ROWS = [

@@ -1,8 +1,11 @@
-"""The Player turns parameters into audio, one frame at a time.
+"""The Player turns parameters into audio, one chunk (a quarter frame) at a time.
 
 It is the heart of both `render` (offline, as fast as possible) and `serve` (the generator thread
-feeding the ring buffer): apply the control messages due at this frame, smooth continuous values,
-run one prior step and one decoder step, then apply the play/stop fade, gain and any crossfade.
+feeding the ring buffer). The model makes a whole frame at once (one prior step, one decoder
+step, any crossfade between voices), but control messages are applied every chunk, and the
+play/stop fade and the gain are applied per chunk too: so starting, stopping and gain answer
+within a chunk (5 ms), and a start from silence does not wait for the next frame boundary, while
+what steers the prior (worlds, descriptors, temperature...) takes effect with the next frame.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from .params import PREFIX, ParamRegistry
 from .prior import Controls, PriorState
 
 PLAY_FADE = 0.05  # seconds: start/stop fade
+CHUNKS = 4  # chunks per frame: how often controls are applied
 
 
 def registry_for(model: DistillModel) -> ParamRegistry:
@@ -48,8 +52,11 @@ class Player:
             raise ValueError("this model has only a codec; train a prior (distill-train --stages prior) to play it")
         self.registry = registry or registry_for(model)
         self.hop = model.config.codec.hop
+        self.sample_rate = model.config.codec.sample_rate
         self.frame_rate = model.config.codec.frame_rate
-        self.frames = 0
+        self.chunk = self.hop // CHUNKS if self.hop % CHUNKS == 0 else self.hop
+        self.frames = 0  # model frames made (silent ones included)
+        self.samples = 0  # samples played
         self.voice = Voice.start(model, seed)
         self.fading: tuple[Voice, int, int] | None = None  # old voice, frames left, fade length
         self.smoothed: dict[str, float] = {}
@@ -57,8 +64,12 @@ class Player:
         self.gain = float(self.registry.get("gain"))
         self.last_codes = torch.full((model.config.codec.levels,), -1, dtype=torch.long)
         self.model_requests: list[str] = []  # /model paths for the engine to load off this thread
-        self.applied: list[tuple[str, tuple]] = []  # messages applied at the last frame
-        self._ramp = np.linspace(0.0, 1.0, self.hop, endpoint=False, dtype=np.float32) + 1.0 / self.hop
+        self.applied: list[tuple[str, tuple]] = []  # messages applied at the last chunk
+        self.raw = np.zeros(self.hop, np.float32)  # the current frame, before fade and gain
+        self.pos = self.hop  # where the next chunk starts in `raw`; hop = a new frame is needed
+        self.raw_silent = True  # `raw` was not computed (stopped)
+        self._frame_ramp = np.linspace(0.0, 1.0, self.hop, endpoint=False, dtype=np.float32) + 1.0 / self.hop
+        self._ramp = np.linspace(0.0, 1.0, self.chunk, endpoint=False, dtype=np.float32) + 1.0 / self.chunk
 
     @property
     def model(self) -> DistillModel:
@@ -66,21 +77,23 @@ class Player:
 
     @property
     def time(self) -> float:
-        return self.frames / self.frame_rate
+        return self.samples / self.sample_rate
 
-    def _smooth(self, address: str, target: float) -> float:
+    def _smooth(self, address: str, target: float, rate: float) -> float:
         tau = self.registry.params[address].smooth
         current = self.smoothed.get(address, target)
         if tau > 0:
-            current += (target - current) * (1.0 - math.exp(-1.0 / (tau * self.frame_rate)))
+            current += (target - current) * (1.0 - math.exp(-1.0 / (tau * rate)))
+            if abs(target - current) < 1e-6:  # arrive, so gain 0 is digital silence
+                current = target
         self.smoothed[address] = current
         return current
 
     def controls(self) -> Controls:
-        r = self.registry
-        weights = [self._smooth(f"{PREFIX}/world/{w}", v) for w, v in zip(r.worlds, r.world_weights())]
+        r, rate = self.registry, self.frame_rate
+        weights = [self._smooth(f"{PREFIX}/world/{w}", v, rate) for w, v in zip(r.worlds, r.world_weights())]
         targets = r.descriptor_targets()
-        descriptors = [None if t is None else self._smooth(f"{PREFIX}/descriptor/{d}", t)
+        descriptors = [None if t is None else self._smooth(f"{PREFIX}/descriptor/{d}", t, rate)
                        for d, t in zip(self.registry.held, targets)]
         return Controls(
             temperature=r.get("temperature"), top_k=r.get("topk"), top_p=r.get("topp"), guidance=r.get("guidance"),
@@ -93,12 +106,12 @@ class Player:
         self.fading = (self.voice, frames, frames)
         self.voice = voice
 
-    def _command(self, address: str, args: tuple, controls: Controls) -> None:
+    def _command(self, address: str, args: tuple) -> None:
         name = address[len(PREFIX) + 1:]
         model = self.voice.model
         if name == "cue":
             index, fade = args
-            fresh = Voice(model, model.prior.jump(self.voice.prior_state, model.cues[index], 0, controls),
+            fresh = Voice(model, model.prior.jump(self.voice.prior_state, model.cues[index], 0, self.controls()),
                           model.codec.start(1))
             self.crossfade_to(fresh, fade)
         elif name == "reset":
@@ -108,33 +121,59 @@ class Player:
         elif name == "model":
             self.model_requests.append(args[0])
 
-    @torch.inference_mode()
-    def next_frame(self) -> np.ndarray:
-        """Produce the next `hop` samples (float32 mono)."""
-        self.applied = applied = self.registry.apply_due(self.time)
-        controls = self.controls()
-        for address, args in applied:
-            self._command(address, args, controls)
+    def _next_raw_frame(self, playing: bool) -> None:
+        """Make the next frame of the model (or a silent one, without computing, when stopped)."""
         self.frames += 1
-
-        start_env = self.envelope
-        target = 1.0 if self.registry.get("play") else 0.0
-        step = 1.0 / max(1.0, PLAY_FADE * self.frame_rate)
-        self.envelope = min(target, start_env + step) if target > start_env else max(target, start_env - step)
-        start_gain, self.gain = self.gain, self._smooth(f"{PREFIX}/gain", self.registry.get("gain"))
-        if start_env == 0.0 and self.envelope == 0.0:
-            return np.zeros(self.hop, dtype=np.float32)  # stopped: no compute at all
-
+        self.pos = 0
+        if not playing:
+            self.raw[:] = 0.0
+            self.raw_silent = True
+            return
+        controls = self.controls()
         audio, self.last_codes = self.voice.step(controls)
         if self.fading is not None:
             old, left, total = self.fading
             old_audio, _ = old.step(controls)
-            mix = (total - left + self._ramp) / total  # 0 -> 1 across the fade
+            mix = (total - left + self._frame_ramp) / total  # 0 -> 1 across the fade
             audio = old_audio * (1.0 - mix) + audio * mix
             self.fading = (old, left - 1, total) if left > 1 else None
+        self.raw[:] = audio
+        self.raw_silent = False
+
+    @torch.inference_mode()
+    def next_chunk(self) -> np.ndarray:
+        """Produce the next `chunk` samples (float32 mono)."""
+        self.applied = applied = self.registry.apply_due(self.time)
+        for address, args in applied:
+            self._command(address, args)
+        playing = bool(self.registry.get("play"))
+        if self.pos >= self.hop or (playing and self.raw_silent):
+            # a new frame at the frame boundary, or at once when starting from silence
+            self._next_raw_frame(playing or self.envelope > 0.0)
+
+        start_env = self.envelope
+        step = self.chunk / max(1.0, PLAY_FADE * self.sample_rate)
+        target = 1.0 if playing else 0.0
+        self.envelope = min(target, start_env + step) if target > start_env else max(target, start_env - step)
+        start_gain = self.gain
+        self.gain = self._smooth(f"{PREFIX}/gain", self.registry.get("gain"), self.sample_rate / self.chunk)
+        raw = self.raw[self.pos:self.pos + self.chunk]
+        self.pos += self.chunk
+        self.samples += self.chunk
+        if start_env == 0.0 and self.envelope == 0.0:
+            return np.zeros(self.chunk, dtype=np.float32)
         env = start_env + (self.envelope - start_env) * self._ramp
         gain = start_gain + (self.gain - start_gain) * self._ramp
-        return (audio * env * gain).astype(np.float32, copy=False)
+        return (raw * env * gain).astype(np.float32)
+
+    def next_frame(self) -> np.ndarray:
+        """Produce the next `hop` samples: `CHUNKS` chunks (what render and bench use)."""
+        chunks, applied = [], []
+        for _ in range(self.hop // self.chunk):
+            chunks.append(self.next_chunk())
+            applied += self.applied
+        self.applied = applied
+        return np.concatenate(chunks)
 
     def swap_model(self, model: DistillModel, seconds: float = 0.1) -> None:
         """Hot-swap to an already loaded model with a crossfade (call from the generator thread)."""

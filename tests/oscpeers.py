@@ -38,9 +38,9 @@ def tiny_model(seed: int = 0) -> DistillModel:
 class PacedEngine:
     """An Engine whose ring is drained at real-time pace by a thread standing in for the sound card."""
 
-    def __init__(self, model: DistillModel, seed: int = 0, target_frames: int = 3, keep_seconds: float = 20.0):
+    def __init__(self, model: DistillModel, seed: int = 0, buffer_ms: float = 60.0, keep_seconds: float = 20.0):
         torch.set_num_threads(1)  # 2 shared cores: intra-op threads make a frame 10-50x slower under load
-        self.engine = Engine(model, seed=seed, target_frames=target_frames)
+        self.engine = Engine(model, seed=seed, buffer_ms=buffer_ms)
         self.hop, self.rate = self.engine.hop, self.engine.sample_rate
         self.period = self.hop / self.rate
         self.blocks: list[tuple[float, np.ndarray]] = []  # (wall time played, samples)

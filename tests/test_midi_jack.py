@@ -144,7 +144,7 @@ class Card(threading.Thread):
 
 @pytest.fixture()
 def engine(model):
-    engine = Engine(model, seed=0, target_frames=6)  # 120 ms of slack: the test machine is shared
+    engine = Engine(model, seed=0, buffer_ms=120)  # 120 ms of slack: the test machine is shared
     engine.start()
     card = Card(engine)
     card.start()
@@ -351,10 +351,11 @@ def test_clock_tempo_and_a_quantised_cue_within_one_frame(engine, patchbay, map_
         assert addresses == ["/distill/gain", "/distill/cue", "/distill/play"]
         # The quantiser predicted beat 4 from the ticks before the key (14 ticks earlier).
         assert abs(scheduled - beat) < frame, (scheduled, beat)
-        # The engine starts playing exactly at the first frame boundary at or after that time.
+        # The engine starts playing exactly at the first chunk (a quarter frame) at or after that time.
         assert wait_for(lambda: card.heard[:card.consumed].any())
         start = card.engine_time(np.flatnonzero(card.heard[:card.consumed])[0])
-        assert start // frame == math.ceil(scheduled / frame - 1e-9), (start, scheduled)
+        chunk = engine.player.chunk / engine.sample_rate
+        assert round(start / chunk) == math.ceil(scheduled / chunk - 1e-9), (start, scheduled)
     finally:
         drums.wait(timeout=10)
         control.close()

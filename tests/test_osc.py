@@ -35,7 +35,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def rig(model):
-    card = PacedEngine(model, target_frames=4).start()
+    card = PacedEngine(model, buffer_ms=80).start()
     listener = Listener()
     server = OscServer(card.engine, port=0, tcp_port=0, reply=("127.0.0.1", listener.port))
     client = SimpleUDPClient("127.0.0.1", server.port)
@@ -295,7 +295,7 @@ def test_immediate_and_past_bundles_apply_now_and_a_bundle_is_atomic(model):
         while not engine.player.applied:
             engine.generate_one()
             frames += 1
-            assert frames < 50
+            assert frames < 400
         assert sorted(a for a, _ in engine.player.applied) == [f"{P}/loop", f"{P}/seed"]
     finally:
         server.close()

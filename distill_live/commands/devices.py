@@ -1,0 +1,40 @@
+"""`distill-live devices [--json]`: the sound cards and MIDI ports serve can use."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..soundcard import NoSoundCard, output_devices
+
+
+def register(sub) -> None:
+    p = sub.add_parser("devices", help="list the output devices and MIDI inputs serve can use")
+    p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        audio, audio_problem = output_devices(), None
+    except NoSoundCard as e:
+        audio, audio_problem = [], str(e)
+    from ..midi import choose_api, list_ports
+
+    api, midi_problem = choose_api("auto")
+    ports = list_ports(api) if api else []
+    if args.json:
+        print(json.dumps({"audio": audio, "audio_problem": audio_problem, "midi_api": api, "midi_inputs": ports,
+                          "midi_problem": None if api else midi_problem}, indent=2))
+        return 0
+    print("audio outputs (serve --device INDEX or NAME):")
+    for d in audio:
+        print(f"  {d['index']:>3}  {d['name']}  [{d['hostapi']}]  {d['channels']} ch, {d['rate']} Hz, "
+              f"{d['latency_ms']} ms")
+    if not audio:
+        print(f"  none: {audio_problem or 'no sound card found'}")
+    print(f"MIDI inputs (serve --midi-in NAME){f' via {api}' if api else ''}:")
+    for name in ports:
+        print(f"  {name}")
+    if not ports:
+        print(f"  none{': ' + midi_problem if not api else ''}")
+    return 0

@@ -1,0 +1,193 @@
+"""`distill-live serve MODEL`: play a model live on the sound card, steered by OSC and MIDI.
+
+The main thread only starts things, prints where to connect, watches the sound card and, at
+--verbose, logs the engine's telemetry once a second. Ctrl-C (or SIGTERM) fades out and stops.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from .. import midi, osc
+from ..cli import UserError
+from ..engine import Engine
+from ..modelfile import load_model
+from ..params import PREFIX
+from ..player import PLAY_FADE, registry_for
+from ..score import parse_set
+from ..soundcard import FileOutput, NoSoundCard, SoundCard, choose_device, device_rate
+
+log = logging.getLogger("distill.serve")
+
+
+def _latency(text: str) -> str | float:
+    if text in ("low", "high"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'low', 'high' or a number of seconds") from None
+    if not 0 < value < 2:
+        raise argparse.ArgumentTypeError(f"--latency {text}: give seconds between 0 and 2, e.g. 0.01")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="play a model live on the sound card, steered over OSC and MIDI",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", help="a .distill file")
+    g = p.add_argument_group("audio")
+    g.add_argument("--device", help="output device: index or name (see `distill-live devices`); "
+                                    "default: JACK if a JACK server runs, else the system default")
+    g.add_argument("--output", metavar="FILE.wav", help="no sound card: record to this file in real time")
+    g.add_argument("--channels", type=int, choices=[1, 2], default=2, help="the mono model on 1 or 2 channels")
+    g.add_argument("--blocksize", type=int, default=0,
+                   help="frames per audio callback (0 = whatever the device prefers, usually lowest latency)")
+    g.add_argument("--latency", type=_latency, default="low", help="PortAudio latency: low, high or seconds")
+    g.add_argument("--sample-rate", type=int, help="ask the device for this rate (default: the model's, "
+                                                   "else the device's; resampled in the generator thread)")
+    g.add_argument("--buffer-ms", type=float, default=None,
+                   help="audio kept ready beyond one sound card block: less = lower latency, more = safer "
+                        "on a busy machine (default 10; 100 with --output)")
+    g.add_argument("--threads", type=int, default=1, help="CPU threads for torch (1 is fastest for one voice)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stopped", action="store_true", help="start silent; /distill/play 1 starts")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a control at start, e.g. --set world/bells=1 --set temperature=0.8")
+    p.add_argument("--models-dir", help="folder /distill/model may load models from (default: the model's folder)")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log telemetry once a second")
+    osc.add_arguments(p)
+    midi.add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum, frame):
+        stop.set()
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="distill-live: %(message)s")
+    if args.buffer_ms is None:
+        args.buffer_ms = 100.0 if args.output else 10.0
+    if not 0 <= args.buffer_ms <= 1000:
+        raise UserError("--buffer-ms must be between 0 and 1000")
+    if args.blocksize < 0:
+        raise UserError("--blocksize must be 0 (automatic) or more")
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model)
+    if model.prior is None:
+        raise UserError(f"'{args.model}' has only a codec; train a prior first (distill-train --stages prior)")
+    registry = registry_for(model)
+    for _, address, values in parse_set(args.set, registry):
+        registry.submit(address, values)
+    if not args.stopped:
+        registry.submit(f"{PREFIX}/play", [1])
+    model_rate = model.config.codec.sample_rate
+
+    if args.output:
+        if Path(args.output).suffix.lower() not in (".wav", ".flac"):
+            raise UserError(f"cannot record to '{args.output}': use a .wav or .flac file name")
+        device, rate = None, args.sample_rate or model_rate
+    else:
+        try:
+            device = choose_device(args.device)
+            rate = device_rate(device, model_rate, args.sample_rate)
+        except NoSoundCard as e:
+            raise UserError(str(e)) from None
+
+    models_dir = Path(args.models_dir or Path(args.model).resolve().parent)
+    engine = Engine(model, registry, seed=args.seed, buffer_ms=args.buffer_ms, device_rate=rate,
+                    models_dir=models_dir)
+    if args.output:
+        sink = FileOutput(engine, args.output, args.channels, engine.frame_samples)
+        where = f"recording to {args.output}"
+    else:
+        sink = SoundCard(engine, device, min(args.channels, device["channels"]), args.blocksize, args.latency)
+        where = f"on '{device['name']}' ({device['hostapi']})"
+
+    control = midi_control = None
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    engine.start()
+    try:
+        try:
+            sink.open()
+        except Exception as e:
+            raise UserError(f"cannot open the sound card '{device['name']}': {e}; try another --device, or "
+                            "--output FILE.wav") from None
+        resampled = f", resampled to {rate} Hz" if rate != model_rate else ""
+        print(f"distill-live: playing {args.model} {where} at {model_rate} Hz{resampled}"
+              f"{' (stopped: send /distill/play 1)' if args.stopped else ''}", flush=True)
+        try:
+            control = osc.start_control(engine, args)
+        except (osc.OscConfigError, OSError) as e:
+            raise UserError(str(e)) from None
+        midi_control = midi.start_midi(engine, args, log=lambda line: print(f"distill-live: {line}", flush=True))
+        if control.osc is not None:
+            _midi_over_osc(control.osc, midi_control)
+        print("distill-live: open a patch from patches/ (Max, SuperCollider, Pure Data); Ctrl-C stops", flush=True)
+        _main_loop(engine, sink, stop, args, midi_control)
+        # fade out: stop playing and let the fade reach the card before closing it
+        engine.registry.submit(f"{PREFIX}/play", [0])
+        time.sleep(PLAY_FADE + engine.queued_seconds() + engine.output_latency + 0.05)
+    finally:
+        for part in (midi_control, control, sink):
+            if part is not None:
+                part.close()
+        engine.stop()
+    summary = engine.telemetry.summary()
+    print(f"distill-live: stopped after {summary['frames']} frames, {summary['underruns']} underruns", flush=True)
+    return 0
+
+
+def _main_loop(engine: Engine, sink, stop: threading.Event, args, midi_control) -> None:
+    end = time.monotonic() + args.seconds if args.seconds else None
+    next_log = time.monotonic() + 1.0
+    while not stop.is_set() and (end is None or time.monotonic() < end):
+        stop.wait(0.1)
+        sink.check()
+        if args.verbose and time.monotonic() >= next_log:
+            next_log += 1.0
+            s = engine.telemetry.summary()
+            tempo = midi_control.tempo() if midi_control is not None else None
+            log.info("rtf %.1f  frame %.2f/%.2f ms (p50/p99)  buffer %.0f ms  latency %.0f ms  underruns %d%s",
+                     s["rtf"], s["frame_ms_p50"], s["frame_ms_p99"], 1000 * engine.queued_seconds(),
+                     engine.latency_ms(), s["underruns"], f"  tempo {tempo:.1f} bpm" if tempo else "")
+
+
+def _midi_over_osc(server: osc.OscServer, midi_control) -> None:
+    """/distill/midi/learn <param> and /distill/midi/save <file> on the OSC server."""
+    from ..midimap import MidiMapError
+
+    def learn(args: list) -> None:
+        if midi_control is None:
+            raise ValueError(f"{PREFIX}/midi/learn refused: MIDI is off")
+        if len(args) != 1 or not isinstance(args[0], str):
+            raise ValueError(f"{PREFIX}/midi/learn takes one parameter name, e.g. gain")
+        try:
+            midi_control.learn(args[0])
+        except MidiMapError as e:
+            raise ValueError(str(e)) from None
+
+    def save(args: list) -> None:
+        if midi_control is None:
+            raise ValueError(f"{PREFIX}/midi/save refused: MIDI is off")
+        if len(args) != 1 or not isinstance(args[0], str):
+            raise ValueError(f"{PREFIX}/midi/save takes one file name")
+        try:
+            midi_control.save(args[0])
+        except MidiMapError as e:
+            raise ValueError(str(e)) from None
+
+    server.handlers[f"{PREFIX}/midi/learn"] = learn
+    server.handlers[f"{PREFIX}/midi/save"] = save

@@ -1,0 +1,163 @@
+"""Where the engine's ring buffer goes: a PortAudio output stream, or a file written in real time.
+
+Both drain the ring through `Engine.callback`, the only code that runs on the audio thread. The
+stream is watched from the main thread: if the device disappears or PortAudio aborts the stream,
+`SoundCard.check()` says so once and reopens it when the device is back.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("distill.soundcard")
+
+JACK = "JACK Audio Connection Kit"
+
+
+class NoSoundCard(Exception):
+    """No usable output device; the message is one sentence saying what to do instead."""
+
+
+def _sd():
+    try:
+        import sounddevice as sd
+    except OSError as e:  # the PortAudio library itself is missing
+        raise NoSoundCard(f"PortAudio is not installed ({e}); install libportaudio2, or record to a file "
+                          "with --output FILE.wav") from None
+    return sd
+
+
+def output_devices() -> list[dict]:
+    """Every device that can play, with its index, name, host API, channels and default rate."""
+    sd = _sd()
+    apis = sd.query_hostapis()
+    return [dict(index=i, name=d["name"], hostapi=apis[d["hostapi"]]["name"], channels=d["max_output_channels"],
+                 rate=int(d["default_samplerate"]), latency_ms=round(1000 * d["default_low_output_latency"], 1))
+            for i, d in enumerate(sd.query_devices()) if d["max_output_channels"] > 0]
+
+
+def choose_device(wanted: str | None) -> dict:
+    """The device by index or by (case-insensitive) name prefix or substring; JACK first, then the
+    default output, when nothing is asked for."""
+    devices = output_devices()
+    if not devices:
+        raise NoSoundCard("no sound card found: record to a file with --output FILE.wav, or start a JACK "
+                          "server (e.g. `jackd -d dummy` on a headless machine)")
+    if wanted is None:
+        sd = _sd()
+        jack = [d for d in devices if d["hostapi"] == JACK]
+        if jack:
+            return jack[0]
+        default = sd.default.device[1]
+        return next((d for d in devices if d["index"] == default), devices[0])
+    if wanted.isdigit():
+        hit = [d for d in devices if d["index"] == int(wanted)]
+    else:
+        low = wanted.lower()
+        hit = [d for d in devices if d["name"].lower().startswith(low)] or \
+              [d for d in devices if low in d["name"].lower()]
+    if not hit:
+        names = ", ".join(f"{d['index']}: {d['name']}" for d in devices)
+        raise NoSoundCard(f"no output device matches '{wanted}'; the devices are {names}")
+    return hit[0]
+
+
+def device_rate(device: dict, model_rate: int, asked: int | None) -> int:
+    """The model's rate if the device runs it (no resampling), else what was asked, else the device's."""
+    sd = _sd()
+    for rate in ([asked] if asked else []) + [model_rate, device["rate"]]:
+        try:
+            sd.check_output_settings(device=device["index"], samplerate=rate, channels=1, dtype="float32")
+            return rate
+        except Exception:
+            continue
+    raise NoSoundCard(f"output device '{device['name']}' accepts none of the rates {asked or ''} {model_rate} "
+                      f"{device['rate']} Hz")
+
+
+class SoundCard:
+    """A PortAudio output stream draining `engine.callback`, reopened if it dies."""
+
+    def __init__(self, engine, device: dict, channels: int, blocksize: int, latency: str | float):
+        self.engine, self.device = engine, device
+        self.channels, self.blocksize, self.latency = channels, blocksize, latency
+        self.stream = None
+        self.failures = 0
+        self._said = False
+
+    def open(self) -> None:
+        sd = _sd()
+        self.stream = sd.OutputStream(device=self.device["index"], samplerate=self.engine.sample_rate,
+                                      blocksize=self.blocksize, channels=self.channels, dtype="float32",
+                                      latency=self.latency, callback=self.engine.callback)
+        self.stream.start()
+        self.engine.output_latency = float(self.stream.latency)
+        self._said = False
+
+    def check(self) -> None:
+        """From the main loop: if the stream died (device gone, stream aborted), say so and reopen it."""
+        if self.stream is not None and self.stream.active:
+            return
+        if not self._said:
+            self.engine.report(f"the sound card '{self.device['name']}' stopped; trying to reopen it")
+            self._said = True
+        self.failures += 1
+        try:
+            if self.stream is not None:
+                self.stream.close(ignore_errors=True)
+            self.open()
+            log.warning("sound card '%s' is playing again", self.device["name"])
+        except Exception:
+            self.stream = None
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close(ignore_errors=True)
+
+
+class FileOutput:
+    """Drains the engine in real time into a sound file, for machines with no sound card.
+
+    The file is written under a temporary name and renamed when playing stops, so a half-written
+    recording never takes the place of a finished one."""
+
+    def __init__(self, engine, path: str | Path, channels: int, block: int):
+        import soundfile as sf
+
+        self.engine, self.path, self.channels, self.block = engine, Path(path), channels, block
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.part")
+        fmt = "FLAC" if self.path.suffix.lower() == ".flac" else "WAV"
+        self.file = sf.SoundFile(self.tmp, "w", samplerate=engine.sample_rate, channels=channels, format=fmt,
+                                 subtype="PCM_24")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="distill-file-output", daemon=True)
+
+    def open(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        buf = np.zeros((self.block, self.channels), np.float32)
+        period = self.block / self.engine.sample_rate
+        start, k = time.monotonic(), 0
+        while not self._stop.is_set():
+            delay = start + k * period - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.engine.callback(buf, self.block, None, None)
+            self.file.write(buf)
+            k += 1
+
+    def check(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        self.file.close()
+        self.tmp.replace(self.path)

@@ -1,0 +1,161 @@
+"""`distill-live serve` end to end: the real engine plays through PortAudio into a private JACK server
+(dummy driver) and a JACK client records what it plays."""
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+from pythonosc.udp_client import SimpleUDPClient
+
+from distill_live.modelfile import load_model
+from jackaudio import JackCapture
+from oscpeers import Listener, wait_for
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(model, *args, env=None) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "distill_live", "serve", str(model), "--osc-port", str(port),
+                             "--no-oscquery", "--midi-api", "off", *map(str, args)],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, port
+
+
+def finish(proc, timeout=60) -> tuple[str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"serve did not stop in {timeout}s\n{out}\n{err}")
+    assert proc.returncode == 0, f"serve failed ({proc.returncode}):\n{out}\n{err}"
+    return out, err
+
+
+def underruns(stdout: str) -> int:
+    m = re.search(r"stopped after (\d+) frames, (\d+) underruns", stdout)
+    assert m, stdout
+    return int(m.group(2))
+
+
+def steps(x: np.ndarray) -> np.ndarray:
+    """Sample-to-sample jumps: a click is a jump far above what the signal does on its own."""
+    return np.abs(np.diff(x))
+
+
+def rumble_cue(model_path) -> int:
+    files = load_model(model_path).meta["manifest"]["files"]
+    return next(i for i, f in enumerate(files) if f["world"] == "rumble")
+
+
+def test_plays_into_jack_without_underruns_and_fades_out_at_stop(jack_server, trained_model):
+    with JackCapture(jack_server.name, channels=2, seconds=5.0, trigger_level=1e-4) as cap:
+        proc, _ = serve(trained_model, "--seconds", 3, "--set", "world/rumble=1", env=jack_server.env)
+        try:
+            assert cap.connect("PortAudio", min_ports=2, timeout=60) == ["PortAudio:out_0", "PortAudio:out_1"]
+            audio = cap.wait(timeout=60)
+        finally:
+            out, err = finish(proc)
+    assert underruns(out) == 0, out + err
+    assert "resampled to 48000 Hz" in out  # the tiny model runs at 16 kHz, the JACK server at 48 kHz
+    left, right = audio[:, 0], audio[:, 1]
+    np.testing.assert_array_equal(left, right)  # the mono model on both channels
+    rate = jack_server.sample_rate
+    sounding = np.flatnonzero(np.abs(left) > 1e-4)
+    played = (sounding[-1] - sounding[0]) / rate
+    assert 2.0 < played < 4.5, played  # about --seconds of sound, then silence
+    body = left[sounding[0] + rate // 2: sounding[-1] - rate // 5]
+    assert np.sqrt(np.mean(body ** 2)) > 1e-3, "the engine should be audible"
+    # stop fades out (50 ms): the last 10 ms of sound are much quieter than the 100 ms before the fade
+    end = sounding[-1]
+    tail = np.abs(left[end - rate // 100: end + 1]).max()
+    before = np.abs(left[end - rate * 15 // 100: end - rate * 5 // 100]).max()
+    assert tail < 0.4 * before, (tail, before)
+
+
+def test_cue_jump_and_model_hot_swap_do_not_click(jack_server, trained_model, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(trained_model, models / "a.distill")
+    shutil.copy(trained_model, models / "b.distill")
+    cue = rumble_cue(trained_model)
+    listener = Listener()
+    rate = jack_server.sample_rate
+    try:
+        with JackCapture(jack_server.name, channels=1, seconds=5.0, trigger_level=1e-4) as cap:
+            proc, port = serve(models / "a.distill", "--seconds", 8, "--set", "world/rumble=1",
+                               "--reply", f"127.0.0.1:{listener.port}", env=jack_server.env)
+            try:
+                cap.connect("PortAudio", timeout=60)
+                client = SimpleUDPClient("127.0.0.1", port)
+                wait_for(lambda: cap.recorded > 1.5 * rate, 30, "1.5 s of sound")
+                client.send_message("/distill/cue", [cue, 0.1])
+                wait_for(lambda: cap.recorded > 3.0 * rate, 30, "3 s of sound")
+                client.send_message("/distill/model", "b.distill")
+                client.send_message("/distill/model", "../a.distill")  # outside the models folder: refused
+                audio = cap.wait(timeout=60)[:, 0]
+                error = wait_for(lambda: listener.of("/distill/error"), 10, "an /distill/error for ../a.distill")
+            finally:
+                out, err = finish(proc)
+    finally:
+        listener.close()
+    assert "swapped to model b.distill" in err, err
+    assert "only files inside" in error[0][0] and len(error) == 1, error
+    assert underruns(out) == 0, out + err
+    calm = steps(audio[int(0.2 * rate): int(1.4 * rate)]).max()
+    events = steps(audio[int(1.4 * rate): int(4.8 * rate)]).max()
+    # a hard cut between two independent rumbles jumps by about their amplitude, many times `calm`
+    assert events < 4 * calm, (events, calm)
+    assert np.sqrt(np.mean(audio[int(3.5 * rate):] ** 2)) > 1e-3, "the swapped-in model plays"
+
+
+def test_records_to_a_file_without_a_sound_card(trained_model, tmp_path):
+    out_file = tmp_path / "take.wav"
+    proc, port = serve(trained_model, "--output", out_file, "--seconds", 2)
+    out, err = finish(proc)
+    audio, rate = sf.read(out_file)
+    assert rate == 16000 and sf.info(out_file).subtype == "PCM_24"
+    assert 1.7 < len(audio) / rate < 2.6, len(audio) / rate  # recorded in real time
+    assert np.abs(audio).max() > 1e-3
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_unknown_device_is_one_sentence(jack_server, trained_model):
+    proc, _ = serve(trained_model, "--device", "no-such-card", "--seconds", 1, env=jack_server.env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "no output device matches 'no-such-card'" in lines[0] and "system" in lines[0], err
+
+
+def test_no_sound_card_says_what_to_do(trained_model):
+    env = dict(__import__("os").environ, JACK_DEFAULT_SERVER="distill-no-such-server", JACK_NO_START_SERVER="1")
+    probe = subprocess.run([sys.executable, "-m", "distill_live", "devices", "--json"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr
+    if __import__("json").loads(probe.stdout)["audio"]:
+        pytest.skip("this machine has a sound card, so the no-sound-card sentence cannot be shown")
+    proc, _ = serve(trained_model, "--seconds", 1, env=env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "no sound card found" in lines[0] and "--output FILE.wav" in lines[0], err
+
+
+def test_bad_flags_are_one_sentence(trained_model):
+    for args, words in ((["--buffer-ms", "-1"], "--buffer-ms"), (["--output", "x.mp3"], ".wav or .flac")):
+        proc, _ = serve(trained_model, *args)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2 and words in err and "Traceback" not in err, err
