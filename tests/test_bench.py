@@ -10,7 +10,7 @@ import pytest
 from distill_live.commands.bench import random_model
 from distill_live.modelfile import save_model
 
-KEYS = {"rtf", "frame_ms_p50", "frame_ms_p99", "frame_ms_max", "frame_period_ms", "prior_ms_p50", "decoder_ms_p50",
+KEYS = {"rtf", "frame_ms_p50", "frame_ms_p99", "frame_ms_max", "frame_period_ms", "frame_cpu_ms_p50", "prior_ms_p50", "decoder_ms_p50",
         "threads", "frames", "sample_rate", "hop", "model", "prior"}
 
 
@@ -19,15 +19,16 @@ def live(*args):
                           timeout=120)
 
 
-def check_figures(out: dict, threads: int) -> None:
+def check_figures(out: dict, threads: int, frames: int = 50) -> None:
     assert KEYS <= set(out)
     assert out["threads"] == threads
     assert out["frame_period_ms"] == pytest.approx(20.0)  # every preset runs 20 ms frames
-    assert out["frames"] == 50  # 1 s at 50 frames/s
-    for key in ("rtf", "frame_ms_p50", "frame_ms_p99", "frame_ms_max", "prior_ms_p50", "decoder_ms_p50"):
+    assert out["frames"] == frames  # 50 frames/s
+    for key in ("rtf", "frame_ms_p50", "frame_ms_p99", "frame_ms_max", "frame_cpu_ms_p50", "prior_ms_p50",
+                "decoder_ms_p50"):
         assert out[key] > 0, key
     assert out["frame_ms_p50"] <= out["frame_ms_p99"] <= out["frame_ms_max"]
-    assert out["rtf"] == pytest.approx(out["frame_period_ms"] / out["frame_ms_p50"], rel=0.02)
+    assert out["rtf"] == pytest.approx(out["frame_period_ms"] / out["frame_ms_p50"], rel=0.01)
     # the frame is the prior step plus the decoder step plus a little bookkeeping
     assert out["prior_ms_p50"] + out["decoder_ms_p50"] <= 1.5 * out["frame_ms_p50"]
 
@@ -43,10 +44,11 @@ def test_bench_preset_json():
 def test_bench_model_file_table_and_json(tmp_path):
     path = tmp_path / "m.distill"
     save_model(path, random_model("tiny"))
-    r = live("bench", path, "--seconds", 1, "--threads", 2, "--set", "world/world0=1", "--set", "guidance=2",
+    # two threads on a busy two-core machine can take 100 ms a frame (every op waits for both threads)
+    r = live("bench", path, "--seconds", 0.2, "--threads", 2, "--set", "world/world0=1", "--set", "guidance=2",
              "--json")
     assert r.returncode == 0, r.stderr
-    check_figures(json.loads(r.stdout), threads=2)
+    check_figures(json.loads(r.stdout), threads=2, frames=10)
     r = live("bench", path, "--seconds", 1)
     assert r.returncode == 0, r.stderr
     assert "rtf" in r.stdout and "p99" in r.stdout
