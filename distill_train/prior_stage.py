@@ -7,6 +7,14 @@ tolerates targets a performer sets by hand) and, on about a fifth of the batches
 levels hidden as when fewer levels are sampled live. Loss: cross-entropy per level. Held-out loss
 is measured on whole held-out sequences with world and descriptors given; training stops early
 when it has not improved for `patience` evaluations, and the best weights are kept.
+
+The first evaluation (step 1, before the warm-up has moved anything) is the untrained prior's: it is
+the baseline, never a candidate. Only held-out losses below it count as improvements. On a small
+collection the held-out clips may share too little with the training clips for any learning to
+lower their loss (a bell at a pitch the training set lacks has codes the training set lacks): the
+loss then rises from the first step on, and keeping the "best" weights would ship the untrained
+prior, which plays noise and ignores every control. In that case nothing stops early and the final
+weights are kept, with a warning.
 """
 from __future__ import annotations
 
@@ -63,6 +71,7 @@ class PriorStage(Stage):
         self.weights = frames / frames.sum()
         self.rng = np.random.default_rng(seed)
         self.best_loss, self.best_step, self.bad_evals = float("inf"), 0, 0
+        self.baseline_loss: float | None = None  # held-out loss of the untrained prior (first evaluation)
         self.best: dict[str, torch.Tensor] | None = None
         self.last_valid: dict = {}
 
@@ -130,10 +139,12 @@ class PriorStage(Stage):
         self.prior.train()
         per_level = totals / max(count, 1.0)
         valid = float(per_level.mean())
-        if valid < self.best_loss - 1e-4:
+        if self.baseline_loss is None:  # the untrained prior: the yardstick, never kept
+            self.baseline_loss = valid
+        elif valid < min(self.best_loss, self.baseline_loss) - 1e-4:
             self.best_loss, self.best_step, self.bad_evals = valid, step, 0
             self.best = {k: v.detach().clone() for k, v in self.prior.state_dict().items()}
-        else:
+        elif self.best is not None:  # patience runs only once the held-out loss has said something
             self.bad_evals += 1
         self.last_valid = {"valid": valid, **{f"level{i}": float(v) for i, v in enumerate(per_level)}}
         return dict(self.last_valid)
@@ -142,9 +153,13 @@ class PriorStage(Stage):
         return self.early_stopping and self.bad_evals >= self.patience
 
     def finish(self) -> None:
-        """Keep the weights with the best held-out loss."""
+        """Keep the weights with the best held-out loss, or the final ones when it never improved."""
         if self.best is not None and self.early_stopping:
             self.prior.load_state_dict(self.best)
+        elif self.early_stopping and self.baseline_loss is not None and self.last_valid:
+            self.say(f"prior: the held-out loss never went below the untrained prior's ({self.baseline_loss:.3f}); "
+                     f"the held-out clips share too little with the training clips to judge, so the final weights "
+                     f"are kept (more or more varied sounds help the prior generalise)")
 
     # -- generation, previews, report -------------------------------------------------------------
 
@@ -199,7 +214,8 @@ class PriorStage(Stage):
     def state_dict(self) -> dict:
         best = self.best_loss if np.isfinite(self.best_loss) else None
         return {"rng": self.rng.bit_generator.state, "best_loss": best, "best_step": self.best_step,
-                "bad_evals": self.bad_evals, "has_best": self.best is not None, "last_valid": self.last_valid}
+                "bad_evals": self.bad_evals, "has_best": self.best is not None, "last_valid": self.last_valid,
+                "baseline_loss": self.baseline_loss}
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
@@ -207,6 +223,7 @@ class PriorStage(Stage):
         self.best_loss = float("inf") if best is None else best
         self.best_step, self.bad_evals = state["best_step"], state["bad_evals"]
         self.last_valid = state.get("last_valid", {})
+        self.baseline_loss = state.get("baseline_loss")
         if not state["has_best"]:
             self.best = None
 
