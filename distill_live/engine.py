@@ -27,6 +27,7 @@ from .modelfile import DistillModel, ModelFileError, load_model
 from .params import ParamRegistry
 from .player import Player, Voice
 from .prior import Controls
+from .resample import StreamResampler
 from .ringbuffer import RingBuffer
 
 log = logging.getLogger("distill.engine")
@@ -66,11 +67,8 @@ class Engine:
         c = model.config.codec
         self.model_rate, self.hop = c.sample_rate, c.hop
         self.sample_rate = device_rate or c.sample_rate  # rate of the ring and the card
-        self._resampler = None
-        if self.sample_rate != self.model_rate:
-            import soxr
-
-            self._resampler = soxr.ResampleStream(self.model_rate, self.sample_rate, 1, dtype="float32", quality="HQ")
+        self._resampler = StreamResampler(self.model_rate, self.sample_rate) if self.sample_rate != self.model_rate \
+            else None
         self.frame_samples = round(self.hop * self.sample_rate / self.model_rate)  # one frame at the card's rate
         self.target = round(buffer_ms / 1000 * self.sample_rate)  # samples ready beyond one card block
         self.block = 0  # samples the card took at its last callback
@@ -131,7 +129,7 @@ class Engine:
         while self.player.model_requests:
             self._load_requests.put(self.player.model_requests.pop(0))
         if self._resampler is not None:
-            frame = self._resampler.resample_chunk(frame)
+            frame = self._resampler.process(frame)
         spent = time.perf_counter() - t0
         if self.player.frames != frames_before:  # this chunk began a frame: the last one is complete
             if self._frame_time:
