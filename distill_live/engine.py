@@ -72,6 +72,7 @@ class Engine:
         self.frame_samples = round(self.hop * self.sample_rate / self.model_rate)  # one frame at the card's rate
         self.target = round(buffer_ms / 1000 * self.sample_rate)  # samples ready beyond one card block
         self.block = 0  # samples the card took at its last callback
+        self.lead_in = 0
         self.ring = RingBuffer(self.frame_samples * 64 + self.target)
         self.telemetry = Telemetry(self.hop / self.model_rate)
         self.level = 0.0  # recent peak of the output, for meters
@@ -141,6 +142,8 @@ class Engine:
         self.ring.write(frame)
 
     def _run(self) -> None:
+        self.warm_up()  # in this thread: torch's first calls in a new thread are slow too
+        self._ready.set()
         idle = self.player.chunk / self.model_rate / 4
         while self._running:
             if self.ring.available() < self.block + self.target:
@@ -200,14 +203,18 @@ class Engine:
                 scratch.step(Controls())
 
     def start(self) -> None:
-        self.warm_up()
-        while self.ring.available() < self.target:  # prefill so the first callback has something
-            self.generate_one()
+        # 100 ms of silence first: the card's block size is known only at its first callback, some
+        # cards call back in a burst at start, and this cushion drains away by itself (the
+        # generator fills only below the target)
+        self.lead_in = self.sample_rate // 10  # samples the card plays before the engine's time 0
+        self.ring.write(np.zeros(self.lead_in, np.float32))
         self._running = True
+        self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="distill-generator", daemon=True)
         self._loader = threading.Thread(target=self._load_loop, name="distill-loader", daemon=True)
         self._thread.start()
         self._loader.start()
+        self._ready.wait(30)
 
     def stop(self) -> None:
         self._running = False

@@ -138,8 +138,10 @@ class Card(threading.Thread):
         return round((monotonic - self.t0) * self.sr)
 
     def engine_time(self, card_sample: int) -> float:
-        """Engine time of a card sample: the silence of underruns before it does not count."""
-        return (card_sample - sum(n for at, n in self.underruns if at < card_sample)) / self.sr
+        """Engine time of a card sample: the engine's start-up silence and the silence of underruns
+        before it do not count."""
+        missing = sum(n for at, n in self.underruns if at < card_sample)
+        return (card_sample - self.engine.lead_in - missing) / self.sr
 
 
 @pytest.fixture()

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,16 +61,21 @@ def rumble_cue(model_path) -> int:
     return next(i for i, f in enumerate(files) if f["world"] == "rumble")
 
 
-def test_plays_into_jack_without_underruns_and_fades_out_at_stop(jack_server, trained_model):
+DEMO = Path(__file__).resolve().parent.parent / "demo" / "demo.distill"
+
+
+def test_quick_start_plays_the_demo_into_jack_without_underruns_and_fades_out_at_stop(jack_server):
+    """The README's first command, `distill-live serve demo/demo.distill`, with a JACK server as the card."""
     with JackCapture(jack_server.name, channels=2, seconds=5.0, trigger_level=1e-4) as cap:
-        proc, _ = serve(trained_model, "--seconds", 3, "--set", "world/rumble=1", env=jack_server.env)
+        proc, _ = serve(DEMO, "--seconds", 3, env=jack_server.env)
         try:
             assert cap.connect("PortAudio", min_ports=2, timeout=60) == ["PortAudio:out_0", "PortAudio:out_1"]
             audio = cap.wait(timeout=60)
         finally:
             out, err = finish(proc)
     assert underruns(out) == 0, out + err
-    assert "resampled to 48000 Hz" in out  # the tiny model runs at 16 kHz, the JACK server at 48 kHz
+    assert "resampled to 48000 Hz" in out  # the demo runs at 16 kHz, the JACK server at 48 kHz
+    assert "OSC on udp://127.0.0.1:" in err
     left, right = audio[:, 0], audio[:, 1]
     np.testing.assert_array_equal(left, right)  # the mono model on both channels
     rate = jack_server.sample_rate
