@@ -160,7 +160,7 @@ def main() -> None:
         model, model_name = load_model(args.model), os.path.basename(args.model)
     else:
         model, model_name = tiny_model(), "tiny preset, random weights"
-    engine = Engine(model, target_frames=3)
+    engine = Engine(model, buffer_ms=60)
     sink = Sink()
     server = OscServer(engine, port=0, reply=None if args.no_replies else ("127.0.0.1", sink.port))
     engine.registry.submit("/distill/play", [1])

@@ -72,6 +72,7 @@ class DistillModel:
             "files": len(self.meta.get("manifest", {}).get("files", [])),
             "seconds": self.meta.get("manifest", {}).get("seconds"),
             "descriptor_stats": self.meta.get("descriptor_stats"),
+            "memorisation": self.meta.get("history", {}).get("prior", {}).get("memorisation"),
             "config": self.config.to_dict(),
         }
 

@@ -25,6 +25,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"  prior     {info['prior'] or 'none (codec only)'}")
     print(f"  worlds    {', '.join(info['worlds']) or '-'}")
     print(f"  cues      {info['cues']} passages from {info['files']} files")
+    memo = info["memorisation"]
+    if memo:
+        copy = memo["whole_frames"]["longest_copy_frames"]
+        print(f"  copying   a {memo['generated_frames']}-frame generation copies at most {copy} frame"
+              f"{'s' if copy != 1 else ''} of the training codes in a row (level 0: "
+              f"{memo['level0']['longest_copy_frames']})")
     for h in info["health"] or []:
         print(f"  level {h['level']}   utilisation {h['utilization']:.0%}  perplexity {h['perplexity']:.1f}  "
               f"dead {h['dead']}")

@@ -135,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
         midi_control = midi.start_midi(engine, args, log=lambda line: print(f"distill-live: {line}", flush=True))
         if control.osc is not None:
             _midi_over_osc(control.osc, midi_control)
-        print("distill-live: open a patch from patches/ (Max, SuperCollider, Pure Data); Ctrl-C stops", flush=True)
+        print("distill-live: now open patches/max/distill.maxpat, patches/supercollider/Distill.scd or "
+              "patches/puredata/distill.pd (see patches/README.md); Ctrl-C stops", flush=True)
         _main_loop(engine, sink, stop, args, midi_control)
         # fade out: stop playing and let the fade reach the card before closing it
         engine.registry.submit(f"{PREFIX}/play", [0])
