@@ -29,6 +29,7 @@ from .cli import UserError
 from .midiclock import MidiClock
 from .midimap import MidiMap, MidiMapError, Mapper, load_map, shipped_maps
 from .modelfile import atomic_write
+from .params import PREFIX
 
 VIRTUAL_NAME = "distill"  # the port other programs connect to
 POLL = 0.001  # seconds between looks at the ports when nothing came in
@@ -344,3 +345,29 @@ def start_midi(engine, args: argparse.Namespace, log: Callable[[str], None] = pr
     log(f"MIDI ({api}): listening to {', '.join(name for name, _ in control.ports)} "
         f"with map '{midimap.name or midimap.source}'")
     return control
+
+
+def osc_handlers(control: MidiControl | None) -> dict[str, Callable[[list], None]]:
+    """`/distill/midi/learn <param>` and `/distill/midi/save <file>` for the OSC server (each raises
+    ValueError with one sentence to refuse)."""
+    def learn(args: list) -> None:
+        if control is None:
+            raise ValueError(f"{PREFIX}/midi/learn refused: MIDI is off")
+        if len(args) != 1 or not isinstance(args[0], str):
+            raise ValueError(f"{PREFIX}/midi/learn takes one parameter name, e.g. gain")
+        try:
+            control.learn(args[0])
+        except MidiMapError as e:
+            raise ValueError(str(e)) from None
+
+    def save(args: list) -> None:
+        if control is None:
+            raise ValueError(f"{PREFIX}/midi/save refused: MIDI is off")
+        if len(args) != 1 or not isinstance(args[0], str):
+            raise ValueError(f"{PREFIX}/midi/save takes one file name")
+        try:
+            control.save(args[0])
+        except MidiMapError as e:
+            raise ValueError(str(e)) from None
+
+    return {f"{PREFIX}/midi/learn": learn, f"{PREFIX}/midi/save": save}

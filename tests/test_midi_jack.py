@@ -289,6 +289,33 @@ def test_midi_learn_round_trips_through_a_saved_map(engine, tester, patchbay, tm
     assert again.keyboard is not None  # the rest of the generic map came along
 
 
+def test_learn_and_save_over_osc(engine, tester, patchbay, tmp_path):
+    from pythonosc.udp_client import SimpleUDPClient
+
+    from distill_live.midi import osc_handlers
+    from distill_live.osc import OscServer
+
+    control = start_midi(engine, midi_args(), log=lambda line: None)
+    server = OscServer(engine, port=0, feedback=False)
+    server.handlers.update(osc_handlers(control))
+    try:
+        connect(patchbay)
+        osc = SimpleUDPClient("127.0.0.1", server.port)
+        osc.send_message("/distill/midi/learn", "topp")
+        assert wait_for(lambda: control.mapper.learning == ["topp"])
+        tester.send(mido.Message("control_change", channel=2, control=40, value=9))
+        assert wait_for(lambda: control.mapper.learning == [])
+        saved = tmp_path / "over-osc.toml"
+        osc.send_message("/distill/midi/save", str(saved))
+        assert wait_for(lambda: saved.exists())
+        osc.send_message("/distill/midi/learn", "no-such-param")
+        assert wait_for(lambda: server.counters.refused == 1)
+    finally:
+        server.close()
+        control.close()
+    assert {"cc": 40, "channel": 3, "param": "topp", "takeover": "pickup"} in tomllib.loads(saved.read_text())["cc"]
+
+
 def test_learn_mode_from_the_command_line_writes_the_map(engine, tester, patchbay, tmp_path):
     new = tmp_path / "mine.toml"
     logs = []

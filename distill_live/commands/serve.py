@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(str(e)) from None
         midi_control = midi.start_midi(engine, args, log=lambda line: print(f"distill-live: {line}", flush=True))
         if control.osc is not None:
-            _midi_over_osc(control.osc, midi_control)
+            control.osc.handlers.update(midi.osc_handlers(midi_control))
         print("distill-live: now open patches/max/distill.maxpat, patches/supercollider/Distill.scd or "
               "patches/puredata/distill.pd (see patches/README.md); Ctrl-C stops", flush=True)
         _main_loop(engine, sink, stop, args, midi_control)
@@ -164,31 +164,3 @@ def _main_loop(engine: Engine, sink, stop: threading.Event, args, midi_control) 
             log.info("rtf %.1f  frame %.2f/%.2f ms (p50/p99)  buffer %.0f ms  latency %.0f ms  underruns %d%s",
                      s["rtf"], s["frame_ms_p50"], s["frame_ms_p99"], 1000 * engine.queued_seconds(),
                      engine.latency_ms(), s["underruns"], f"  tempo {tempo:.1f} bpm" if tempo else "")
-
-
-def _midi_over_osc(server: osc.OscServer, midi_control) -> None:
-    """/distill/midi/learn <param> and /distill/midi/save <file> on the OSC server."""
-    from ..midimap import MidiMapError
-
-    def learn(args: list) -> None:
-        if midi_control is None:
-            raise ValueError(f"{PREFIX}/midi/learn refused: MIDI is off")
-        if len(args) != 1 or not isinstance(args[0], str):
-            raise ValueError(f"{PREFIX}/midi/learn takes one parameter name, e.g. gain")
-        try:
-            midi_control.learn(args[0])
-        except MidiMapError as e:
-            raise ValueError(str(e)) from None
-
-    def save(args: list) -> None:
-        if midi_control is None:
-            raise ValueError(f"{PREFIX}/midi/save refused: MIDI is off")
-        if len(args) != 1 or not isinstance(args[0], str):
-            raise ValueError(f"{PREFIX}/midi/save takes one file name")
-        try:
-            midi_control.save(args[0])
-        except MidiMapError as e:
-            raise ValueError(str(e)) from None
-
-    server.handlers[f"{PREFIX}/midi/learn"] = learn
-    server.handlers[f"{PREFIX}/midi/save"] = save
