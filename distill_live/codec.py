@@ -9,6 +9,7 @@ that the two agree.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -83,6 +84,16 @@ class ISTFTHead(nn.Module):
 
     Step t's window starts at sample t*hop, so after step t the samples [t*hop, (t+1)*hop) are
     complete: no look-ahead. The unfinished overlap is carried in `tail`.
+
+    The predicted phase is relative to absolute time, not to the start of each step's window: the
+    head adds the advance 2*pi*k*(t*hop)/n_fft of bin k at step t before the inverse FFT. Without
+    it, a steady sound needs a phase that turns by a different amount per bin from one step to the
+    next (a quarter turn per bin index at hop = n_fft/4): a decoder whose features change slowly
+    (the same latent drives several steps) predicts nearly the same phase at neighbouring steps, so
+    their overlapping windows cancel in every bin whose index is not a multiple of n_fft/hop, and
+    the output comes out quiet and dull whatever the codes. With the advance, a steady partial has a
+    steady predicted phase. The advance repeats every `period` steps; `start` is the step index
+    modulo `period` (carried in the decoder state).
     """
 
     def __init__(self, dim: int, n_fft: int, hop: int):
@@ -90,10 +101,22 @@ class ISTFTHead(nn.Module):
         self.n_fft, self.hop = n_fft, hop
         self.out = nn.Linear(dim, n_fft + 2)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.period = n_fft // math.gcd(n_fft, hop)
+        bins = torch.arange(n_fft // 2 + 1, dtype=torch.float64)
+        shift = (torch.arange(self.period, dtype=torch.float64)[:, None] * hop) % n_fft
+        advance = (2 * math.pi * bins[None] * shift / n_fft) % (2 * math.pi)
+        self.register_buffer("advance", advance.float(), persistent=False)  # [period, bins]
 
-    def forward(self, x: torch.Tensor, tail: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _phase_advance(self, steps: int, start: int) -> torch.Tensor:
+        if steps == 1:
+            return self.advance[start % self.period]
+        index = (torch.arange(steps, device=self.advance.device) + start) % self.period
+        return self.advance[index]  # [steps, bins]
+
+    def forward(self, x: torch.Tensor, tail: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         batch, steps = x.shape[0], x.shape[1]
         log_mag, phase = self.out(x).chunk(2, dim=-1)
+        phase = phase + self._phase_advance(steps, start)
         mag = torch.exp(log_mag.clamp(max=6.0))
         frames = torch.fft.irfft(torch.complex(mag * torch.cos(phase), mag * torch.sin(phase)), n=self.n_fft)
         frames = frames * self.window  # [B, steps, n_fft]
@@ -104,11 +127,11 @@ class ISTFTHead(nn.Module):
             out[:, i * self.hop:i * self.hop + length] += part
         return out[:, :length], out[:, length:]
 
-    def step(self, x: torch.Tensor, tail: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, x: torch.Tensor, tail: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """`forward` with fewer operations, for streaming: polar form in one call, overlap-add as one fold."""
         steps = x.shape[1]
         log_mag, phase = F.linear(x, self.out.weight, self.out.bias).chunk(2, dim=-1)
-        spec = torch.polar(torch.exp(log_mag.clamp(max=6.0)), phase)
+        spec = torch.polar(torch.exp(log_mag.clamp(max=6.0)), phase + self._phase_advance(steps, start))
         frames = torch.fft.irfft(spec, n=self.n_fft) * self.window  # [B, steps, n_fft]
         length = steps * self.hop
         out = F.fold(frames.transpose(1, 2), (1, length + tail.shape[1]), (1, self.n_fft), stride=(1, self.hop))
@@ -126,6 +149,8 @@ class DecoderState:
     tail: torch.Tensor
     # codebooks as one lookup table, copied once per stream by `Codec.start` (see `Codec.latent_table`)
     table: torch.Tensor | None = None
+    # head steps decoded so far, modulo the head's phase-advance period (see `ISTFTHead`)
+    head_step: int = 0
 
 
 class Decoder(nn.Module):
@@ -161,8 +186,9 @@ class Decoder(nn.Module):
         for block, past in zip(self.up_blocks, state.up_past):
             x, past = block(x, past)
             up_past.append(past)
-        audio, tail = self.head(self.up_norm(x), state.tail)
-        return audio, DecoderState(block_past, up_past, tail)
+        audio, tail = self.head(self.up_norm(x), state.tail, state.head_step)
+        head_step = (state.head_step + x.shape[1]) % self.head.period
+        return audio, DecoderState(block_past, up_past, tail, state.table, head_step)
 
     def step(self, latent: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """One frame, latent [B, latent_dim] -> audio [B, hop]: `forward` for T = 1 in fewer operations.
@@ -186,8 +212,9 @@ class Decoder(nn.Module):
             x, past = block.step(x, past)
             up_past.append(past)
         x = F.layer_norm(x, self.up_norm.normalized_shape, self.up_norm.weight, self.up_norm.bias, self.up_norm.eps)
-        audio, tail = self.head.step(x, state.tail)
-        return audio, DecoderState(block_past, up_past, tail, state.table)
+        audio, tail = self.head.step(x, state.tail, state.head_step)
+        head_step = (state.head_step + x.shape[1]) % self.head.period
+        return audio, DecoderState(block_past, up_past, tail, state.table, head_step)
 
 
 class Codec(nn.Module):
