@@ -1,6 +1,6 @@
 """Quality benchmark on a real collection: the sonic-pi-samples Debian package (recorded sounds).
 
-Trains the `small` preset (codec, then prior) for a fixed wall-clock budget on this machine, or
+Trains the `small` preset (or `--preset`) (codec, then prior) for a fixed wall-clock budget on this machine, or
 takes a model you already trained, then prints JSON with:
 
 - codec: held-out multi-resolution STFT distance and log-mel L1, bitrate, steps/s, codebook use;
@@ -79,10 +79,10 @@ def frechet(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * np.sqrt(np.clip(cross, 0, None)).sum())
 
 
-def train(data: Path, out: Path, codec_minutes: float, prior_minutes: float) -> tuple[Path, float]:
+def train(data: Path, out: Path, preset: str, codec_minutes: float, prior_minutes: float) -> tuple[Path, float]:
     model = out / "model.distill"
     t0 = time.time()
-    cmd = [sys.executable, "-m", "distill_train", str(data), "-o", str(model), "--preset", "small",
+    cmd = [sys.executable, "-m", "distill_train", str(data), "-o", str(model), "--preset", preset,
            "--codec-minutes", str(codec_minutes), "--prior-minutes", str(prior_minutes), "--steps", "1000000",
            "--prior-steps", "1000000"]
     print(" ".join(cmd), file=sys.stderr)
@@ -146,6 +146,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="measure this model instead of training one")
     p.add_argument("--out", default="runs/bench", help="where the collection links and the model go")
+    p.add_argument("--preset", default="small", choices=["tiny", "small", "default"])
     p.add_argument("--codec-minutes", type=float, default=20)
     p.add_argument("--prior-minutes", type=float, default=10)
     p.add_argument("--seconds", type=float, default=60, help="seconds of generated audio to compare")
@@ -156,7 +157,7 @@ def main() -> None:
     if args.model:
         model = Path(args.model)
     else:
-        model, wall = train(data, out, args.codec_minutes, args.prior_minutes)
+        model, wall = train(data, out, args.preset, args.codec_minutes, args.prior_minutes)
         result["train_wall_minutes"] = round(wall / 60, 1)
     result.update(measure(model, data, args.seconds))
     print(json.dumps(result, indent=2))

@@ -77,6 +77,7 @@ class Engine:
         self.telemetry = Telemetry(self.hop / self.model_rate)
         self.level = 0.0  # recent peak of the output, for meters
         self.output_latency = 0.0  # seconds the sound card adds after the callback (set by serve)
+        self.tempo = None  # a callable giving the MIDI clock's bpm, or None (set by serve)
         self.changes: queue.SimpleQueue = queue.SimpleQueue()  # (address, args) applied, for /distill/state
         self.errors: queue.SimpleQueue = queue.SimpleQueue()  # one-line sentences for /distill/error
         self.models_dir = Path(models_dir).resolve() if models_dir else None

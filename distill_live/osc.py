@@ -26,7 +26,7 @@ the last sender):
     /distill/namespace/end <count>          after the namespace
     /distill/meter <peak>                   output level, 0..1+, ~30/s
     /distill/codes <int...>                 the current frame's codes, coarse to fine, ~30/s
-    /distill/stats <rtf> <buffer_ms> <underruns> <latency_ms>   once a second
+    /distill/stats <rtf> <buffer_ms> <underruns> <latency_ms> <tempo_bpm>   once a second
     /distill/error <one line>               anything refused or clamped
 """
 from __future__ import annotations
@@ -468,7 +468,8 @@ REPLY_ROWS = [
                                   "within 10 ms are sent as the latest"),
     (f"{PREFIX}/meter", "f", f"output peak, about {METER_RATE:g} per second"),
     (f"{PREFIX}/codes", "i…", "the current frame's codes, coarse to fine, at the meter rate (-1: a level not decoded)"),
-    (f"{PREFIX}/stats", "f f i f", "real-time factor, buffer depth ms, underruns, latency ms; once a second"),
+    (f"{PREFIX}/stats", "f f i f f", "real-time factor, buffer depth ms, underruns, latency ms, MIDI clock tempo "
+                                    "in bpm (0: no clock); once a second"),
     (f"{PREFIX}/error", "s", f"one line for anything refused or clamped (at most {ERRORS_PER_SECOND} per second)"),
 ]
 
@@ -997,8 +998,8 @@ class OscServer:
             except Exception as e:  # a reply problem must never stop feedback or anything else
                 self._warn("tx", f"OSC reply problem: {_first_line(e)}")
 
-    def stats(self) -> tuple[float, float, int, float]:
-        """(rtf, buffer depth ms, underruns, latency ms) as /distill/stats sends them."""
+    def stats(self) -> tuple[float, float, int, float, float]:
+        """(rtf, buffer depth ms, underruns, latency ms, tempo bpm or 0) as /distill/stats sends them."""
         e = self.engine
         summary = {}
         for _ in range(5):
@@ -1013,7 +1014,10 @@ class OscServer:
             latency_ms = float(latency())
         else:  # a message waits up to one frame for the next boundary, then everything queued plays first
             latency_ms = buffer_ms + 1000.0 * e.hop / e.sample_rate
-        return (float(summary.get("rtf", 0.0)), float(buffer_ms), int(summary.get("underruns", 0)), float(latency_ms))
+        tempo = getattr(e, "tempo", None)
+        bpm = (tempo() if callable(tempo) else None) or 0.0
+        return (float(summary.get("rtf", 0.0)), float(buffer_ms), int(summary.get("underruns", 0)), float(latency_ms),
+                float(bpm))
 
     def _send_changes(self) -> None:
         latest: dict[str, tuple] = {}

@@ -32,6 +32,7 @@ from distill_live.config import preset
 from distill_live.engine import Engine
 from distill_live.midi import add_arguments, list_ports, start_midi
 from distill_live.midimap import load_map
+from distill_live.osc import OscServer
 from distill_live.modelfile import DistillModel
 from distill_live.player import render
 from distill_live.prior import Prior
@@ -375,6 +376,12 @@ def test_clock_tempo_and_a_quantised_cue_within_one_frame(engine, patchbay, map_
         # it delivers MIDI up to ~20 ms late in drifting bursts (measured), so the live estimate gets a
         # looser bound (2.5 %) than the exact ones in test_midiclock.py.
         assert control.tempo() == pytest.approx(120.0, abs=3.0)
+        engine.tempo = control.tempo  # as serve wires it: the tempo shows in /distill/stats
+        server = OscServer(engine, port=0, feedback=False)
+        try:
+            assert server.stats()[4] == pytest.approx(120.0, abs=3.0)
+        finally:
+            server.close()
         beat = card.engine_time(card.sample_at(clock.time_of_tick(72)))  # engine time of beat 4
         scheduled, addresses = control.last_scheduled
         assert addresses == ["/distill/gain", "/distill/cue", "/distill/play"]

@@ -133,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         except (osc.OscConfigError, OSError) as e:
             raise UserError(str(e)) from None
         midi_control = midi.start_midi(engine, args, log=lambda line: print(f"distill-live: {line}", flush=True))
+        if midi_control is not None:
+            engine.tempo = midi_control.tempo  # shown in /distill/stats
         if control.osc is not None:
             control.osc.handlers.update(midi.osc_handlers(midi_control))
         print("distill-live: now open patches/max/distill.maxpat, patches/supercollider/Distill.scd or "
