@@ -579,6 +579,7 @@ class OscServer:
             raise
         self.handlers: dict[str, Callable[[list], None]] = {}  # extra addresses (e.g. /distill/midi/learn);
         #   a handler runs on the receive thread, must be quick, and raises ValueError(sentence) to refuse
+        self._dumps: list[int] = []  # /distill/dump requests: the engine's sample count when each came
         self.runtime_reply: tuple | None = None  # set by /distill/reply
         self.last_sender: tuple | None = None  # ("udp", addr) or ("tcp", _Tcp)
         self._tcp_clients: dict[socket.socket, _Tcp] = {}
@@ -824,8 +825,8 @@ class OscServer:
             self.counters.messages += len(batch)
 
     def _dispatch(self, address: str, args: list, due: float | None, source: tuple, batches: dict) -> None:
-        if address == DUMP:
-            self._queue_many(dump_messages(self.engine.registry), None)
+        if address == DUMP:  # answered once the generator has applied what came before it
+            self._dumps.append(self.engine.player.samples)
             return
         if address == NAMESPACE:
             self._queue_many(namespace_messages(self.engine.registry), None)
@@ -973,6 +974,10 @@ class OscServer:
                 self._warn("tx", f"OSC reply problem: {_first_line(e)}")
             try:
                 self._send_changes()
+                while self._dumps and self.engine.player.samples > self._dumps[0]:
+                    self._dumps.pop(0)
+                    for address, args in dump_messages(self.engine.registry):
+                        self._send(None, address, args)
                 for _ in range(100):
                     try:
                         self._error(None, self.engine.errors.get_nowait())
