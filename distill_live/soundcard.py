@@ -88,6 +88,7 @@ class SoundCard:
         self.stream = None
         self.failures = 0
         self._said = False
+        self._retry_at = 0.0
 
     def open(self) -> None:
         sd = _sd()
@@ -105,10 +106,17 @@ class SoundCard:
         if not self._said:
             self.engine.report(f"the sound card '{self.device['name']}' stopped; trying to reopen it")
             self._said = True
+        if time.monotonic() < self._retry_at:  # PortAudio prints a line per failed open: not 10 a second
+            return
+        self._retry_at = time.monotonic() + 1.0
         self.failures += 1
+        if self.stream is not None:
+            # closing a stream whose JACK server died blocks forever in Pa_CloseStream (PortAudio 19.6
+            # waits for a process callback that never comes): let a spare thread wait for it, not serve
+            dead, self.stream = self.stream, None
+            threading.Thread(target=dead.close, kwargs={"ignore_errors": True}, name="distill-close-stream",
+                             daemon=True).start()
         try:
-            if self.stream is not None:
-                self.stream.close(ignore_errors=True)
             self.open()
             log.warning("sound card '%s' is playing again", self.device["name"])
         except Exception:
