@@ -106,6 +106,9 @@ class SoundCard:
         if not self._said:
             self.engine.report(f"the sound card '{self.device['name']}' stopped; trying to reopen it")
             self._said = True
+        # no callback drains the ring now: throw its audio away here, so the generator keeps running
+        # and controls, replies and dumps go on while the card is gone
+        self.engine.ring.read = self.engine.ring.written
         if time.monotonic() < self._retry_at:  # PortAudio prints a line per failed open: not 10 a second
             return
         self._retry_at = time.monotonic() + 1.0

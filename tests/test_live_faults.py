@@ -61,12 +61,16 @@ def test_the_sound_card_disappearing_is_one_line_and_serve_keeps_answering(tmp_p
         assert "sound card" in errors[0][0] and "stopped" in errors[0][0], errors
         time.sleep(2.5)  # a few reopen attempts
         assert proc.poll() is None, "serve died with the sound card"
-        # OSC still answers. (Controls and /distill/dump wait: the generator applies them per chunk and
-        # makes no chunks while nothing drains the ring; they apply if the card comes back.)
+        # OSC still answers
         from distill_live.osc import build_message
 
         listener.sock.sendto(build_message("/distill/namespace", []), ("127.0.0.1", port))  # answers its sender
         wait_for(lambda: listener.of("/distill/namespace/end"), 10, "OSC answers without a sound card")
+        # controls still apply with no card: the generator runs on, its audio thrown away
+        listener.sock.sendto(build_message("/distill/temperature", [0.42]), ("127.0.0.1", port))
+        listener.sock.sendto(build_message("/distill/dump", []), ("127.0.0.1", port))
+        wait_for(lambda: any(m[:1] == ["/distill/temperature"] and abs(m[1] - 0.42) < 1e-6
+                             for m in listener.of("/distill/state")), 10, "the temperature applied without a card")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
