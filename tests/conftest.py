@@ -160,7 +160,7 @@ def _rumble(rng, seconds: float, sr: int) -> "np.ndarray":
 
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory) -> Path:
-    """A `tiny` model trained by the real CLI on two worlds: bright bells and dark rumble (about 30 s)."""
+    """A `tiny` model trained by the real CLI on two worlds: bright bells and dark rumble (a minute or two)."""
     import numpy as np
     import soundfile as sf
 
@@ -172,7 +172,7 @@ def trained_model(tmp_path_factory) -> Path:
             sf.write(root / "data" / world / f"{world}{i}.wav", make(rng, 3.0, 16000), 16000)
     model = root / "models" / "trained.distill"
     r = subprocess.run([sys.executable, "-m", "distill_train", root / "data", "-o", model, "--preset", "tiny",
-                        "--steps", "400", "--prior-steps", "300", "--seed", "0", "--quiet"],
+                        "--steps", "600", "--prior-steps", "500", "--seed", "0", "--quiet"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     return model
