@@ -73,7 +73,11 @@ class Encoder(nn.Module):
         frames = audio.shape[-1] // self.hop
         audio = F.pad(audio[:, : frames * self.hop], (self.n_fft - self.hop, 0))
         windows = audio.unfold(-1, self.n_fft, self.hop) * self.window
-        x = self.proj(torch.log(torch.fft.rfft(windows).abs() + 1e-4))
+        # log(1 + |X| / 1e-4) / 4: an empty bin is 0, not log(1e-4) = -9.2. With the plain log, every
+        # empty bin added the same large constant to the projection, which (after the norms) drowned
+        # out the few bins that tell one sound from another: a fresh codec could not tell a bright
+        # clip from a dark one and learnt one average spectrum for both.
+        x = self.proj(torch.log1p(torch.fft.rfft(windows).abs() * 1e4) * 0.25)
         for block in self.blocks:
             x, _ = block(x, x.new_zeros(x.shape[0], x.shape[2], block.context))
         return self.out(self.norm(x))

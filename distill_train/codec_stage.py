@@ -1,6 +1,7 @@
 """Codec stage: fit the streaming RVQ codec to the performer's sounds.
 
-Losses: multi-resolution STFT distance + multi-scale log-mel L1 + commitment. Quantizer dropout
+Losses: multi-resolution STFT distance + multi-scale log-mel L1 (log floors relative to each
+target crop's peak) + per-frame level L1 + commitment. Quantizer dropout
 on a seeded share of the batches; k-means initialisation happens inside the quantizer on the
 first real batch. Held-out loss is measured on whole held-out clips in eval mode; codebook health
 is checked at every evaluation, with a warning when a level collapses.
@@ -14,7 +15,7 @@ import torch
 
 from distill_live.codec import Codec
 from distill_live.config import CodecConfig
-from distill_live.dsp import multi_resolution_stft_distance, multi_scale_mel_distance
+from distill_live.dsp import frame_level_distance, multi_resolution_stft_distance, multi_scale_mel_distance
 
 from .health import code_counts, codebook_health, collapse_warnings
 from .loop import Stage
@@ -26,11 +27,19 @@ VALID_MAX_CLIPS = 16
 HEALTH_MAX_FRAMES = 20000  # frames encoded for a health check during training
 PREVIEWS = 3
 PREVIEW_FRAMES = 400
+# The training loss floors its log magnitudes at this share of each target crop's peak (-60 dB):
+# with the fixed 1e-5 floor of the quality figures, near-silent bins dominate the log-L1 terms and a
+# fresh codec learns one average spectrum for every input (see `distill_live.dsp._floor`).
+RELATIVE_FLOOR = 1e-3
+# Weight of the per-frame level term (see `distill_live.dsp.frame_level_distance`).
+LEVEL_WEIGHT = 1.0
 
 
 def spectral_loss(recon: torch.Tensor, target: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    return multi_resolution_stft_distance(recon, target, sample_rate) + multi_scale_mel_distance(recon, target,
-                                                                                                  sample_rate)
+    """The training loss less commitment: multi-resolution STFT + multi-scale mel (relative floor) + level."""
+    return (multi_resolution_stft_distance(recon, target, sample_rate, relative_floor=RELATIVE_FLOOR)
+            + multi_scale_mel_distance(recon, target, sample_rate, relative_floor=RELATIVE_FLOOR)
+            + LEVEL_WEIGHT * frame_level_distance(recon, target))
 
 
 class CodecStage(Stage):
@@ -60,10 +69,11 @@ class CodecStage(Stage):
         dropout = bool(torch.rand((), generator=self.gen) < self.cfg.quantizer_dropout)
         recon, _, commit = self.codec(audio, quantizer_dropout=dropout)
         target = audio[:, : recon.shape[1]]
-        stft = multi_resolution_stft_distance(recon, target, self.cfg.sample_rate)
-        mel = multi_scale_mel_distance(recon, target, self.cfg.sample_rate)
-        loss = stft + mel + commit
-        return loss, {"stft": stft.item(), "mel": mel.item(), "commit": commit.item()}
+        stft = multi_resolution_stft_distance(recon, target, self.cfg.sample_rate, relative_floor=RELATIVE_FLOOR)
+        mel = multi_scale_mel_distance(recon, target, self.cfg.sample_rate, relative_floor=RELATIVE_FLOOR)
+        level = frame_level_distance(recon, target)
+        loss = stft + mel + LEVEL_WEIGHT * level + commit
+        return loss, {"stft": stft.item(), "mel": mel.item(), "level": level.item(), "commit": commit.item()}
 
     def _clip_audio(self, clip, frames: int) -> torch.Tensor:
         n = min(len(clip.audio) // self.cfg.hop, frames) * self.cfg.hop
