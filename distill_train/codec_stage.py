@@ -32,7 +32,7 @@ PREVIEW_FRAMES = 400
 # fresh codec learns one average spectrum for every input (see `distill_live.dsp._floor`).
 RELATIVE_FLOOR = 1e-3
 # Weight of the per-frame level term (see `distill_live.dsp.frame_level_distance`).
-LEVEL_WEIGHT = 1.0
+LEVEL_WEIGHT = 0.0  # 1-3 pulled the bright clip dark in tests/test_codec_learns.py; off until tuned
 
 
 def spectral_loss(recon: torch.Tensor, target: torch.Tensor, sample_rate: int) -> torch.Tensor:
