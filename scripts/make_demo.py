@@ -23,17 +23,17 @@ Steps:
    the same model on the same machine and torch build):
 
        python -m distill_train <work>/sounds -o <out>/demo.distill --preset tiny --seed 0 \\
-           --run-dir <work>/run --stages codec --steps 1400
+           --run-dir <work>/run --stages codec --steps 8000
        python -m distill_train <work>/sounds -o <out>/demo.distill --preset tiny --seed 0 \\
-           --run-dir <work>/run --stages prior --prior-steps 600
+           --run-dir <work>/run --stages prior --prior-steps 2000
 
    (the two stages of one `codec,prior` run, as two commands so either can be redone).
 
    The `tiny` preset (16 kHz, 4 levels): `small` runs at about 0.3 codec steps/s on a shared 2-core
    machine and makes a 10 MB file, too slow to train usefully in the demo's time budget and too big
-   to ship; `tiny` makes a 0.8 MB file. Measured for the shipped model on 2 CPU cores shared with
-   other jobs (load 4-9): codec 1400 steps in 34 min (0.7 steps/s; about 13 min at the
-   1.8 steps/s measured under lighter load), prior 600 steps in 2 min.
+   to ship; `tiny` makes a 0.8 MB file. Measured for the shipped model on
+   2 CPU cores: codec 8000 steps and prior (early-stopped at 1600 of 2000, best at 400) in
+   12.3 min, with another job sharing the machine; alone, tiny trains at about 25-28 codec steps/s.
    The run directory `<work>/run/` holds checkpoints, previews and report images; the codec's and
    the prior's reports are stacked into `<out>/report.png`.
 
@@ -63,8 +63,8 @@ WORLDS = ("bells", "strings", "breath", "drones")
 FILES_PER_WORLD = 8
 SEED = 0
 PRESET = "tiny"
-CODEC_STEPS = 1400
-PRIOR_STEPS = 600
+CODEC_STEPS = 8000
+PRIOR_STEPS = 2000
 QUICK_STEPS = (12, 12)
 TOUR_SECONDS = 32.0
 

@@ -75,7 +75,7 @@ def references(model) -> tuple[np.ndarray, np.ndarray]:
 
 
 def visiting_score(worlds: list[str]) -> str:
-    lines = ["0 /distill/temperature 0.9"]
+    lines = ["0 /distill/temperature 0.9", "0 /distill/guidance 2"]  # guidance 2: steer firmly
     for i, world in enumerate(worlds):
         lines += [f"{i * SECTION:g} /distill/world/{w} {int(w == world)}" for w in worlds]
     return "\n".join(lines)
