@@ -90,6 +90,12 @@ def jack_server(tmp_path_factory) -> JackServer:
     except (ImportError, OSError) as e:
         pytest.fail(f"the JACK-Client package cannot be imported ({e}): run scripts/setup.sh", pytrace=False)
 
+    # A jackd killed with SIGKILL (a test of a vanishing sound card does that) leaves its shared
+    # memory behind, and JACK refuses new servers once its small server registry is full: with no
+    # jackd running, nothing in /dev/shm/jack* belongs to anyone, so clear it.
+    if subprocess.run(["pgrep", "-x", "jackd"], capture_output=True).returncode != 0:
+        for stale in Path("/dev/shm").glob("jack*"):
+            stale.unlink(missing_ok=True)
     name = f"distill-test-{os.getpid()}"
     env = dict(os.environ)
     env.update(

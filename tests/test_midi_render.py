@@ -131,10 +131,10 @@ def test_render_with_a_midi_file_is_deterministic_and_follows_it(model_path, fil
     c = render(model_path, tmp_path / "c.wav", 4, "--midi-file", mid, "--midi-map", map_path)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
-    # The stop button at 0 s holds render's automatic start; the note at 0.25 s starts playback at the first frame boundary after it (50 frames/s: 0.26 s),
-    # and its note off at 1.25 s stops it with the 50 ms fade, from frame 63 (1.26 s).
+    # The stop button at 0 s holds render's automatic start; the note at 0.25 s starts playback at that moment (controls
+    # apply every 5 ms chunk), and its note off at 1.25 s stops it with the 50 ms fade.
     hop = 320
-    start, stop = 13 * hop, 63 * hop
+    start, stop = 4000, 20000  # 0.25 s and 1.25 s at 16 kHz
     assert not a[:start].any()
     assert np.abs(a[start:start + hop]).max() > 0
     assert np.abs(a[start:stop]).max() > 0
@@ -148,7 +148,7 @@ def test_the_generic_map_is_the_default(model_path, tmp_path):
     generic = render(model_path, tmp_path / "g.wav", 3, "--midi-file", mid, "--midi-map", "generic")
     plain = render(model_path, tmp_path / "p.wav", 3)
     assert np.array_equal(default, generic)
-    assert np.array_equal(default[:13 * 320], plain[:13 * 320])  # the same until the note's frame
+    assert np.array_equal(default[:4000], plain[:4000])  # the same until the note (0.25 s)
     assert not np.array_equal(default, plain)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 
 import mido
+import numpy as np
 import pytest
 
 from distill_live.midiclock import PPQN, MidiClock
@@ -130,7 +131,7 @@ def test_time_of_a_tick_on_the_fitted_line():
 
 
 def test_a_quantised_key_starts_playback_at_the_first_frame_after_the_beat():
-    """Clock times here are engine seconds, as in a render: the key lands exactly on frame ceil(beat * 50)."""
+    """Clock times here are engine seconds, as in a render: the key lands exactly on the first 5 ms chunk after the beat."""
     import math
 
     import torch
@@ -164,5 +165,8 @@ def test_a_quantised_key_starts_playback_at_the_first_frame_after_the_beat():
         registry.submit(address, args, at=at)
     player = Player(model, registry, seed=0)
     frames = [player.next_frame() for _ in range(53)]
-    first = next(i for i, frame in enumerate(frames) if frame.any())
-    assert first == math.ceil(beat * player.frame_rate) == 51  # 1.02 s: the first frame at or after 1.013 s
+    audio = np.concatenate(frames)
+    first = int(np.flatnonzero(audio)[0])
+    chunk = player.chunk / player.sample_rate  # controls apply every chunk (5 ms)
+    start = round(math.ceil(beat / chunk - 1e-9) * chunk * player.sample_rate)
+    assert start == 16240 and 0 <= first - start < 8  # 1.015 s (the fade-in's very first samples may round to 0)

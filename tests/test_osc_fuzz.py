@@ -27,7 +27,7 @@ PATTERNS = ["/distill/*", "/distill/world/*", "/distill/{gain,topk,mutate}", "/d
 
 @pytest.fixture(scope="module")
 def rig():
-    card = PacedEngine(MODEL, target_frames=4).start()
+    card = PacedEngine(MODEL, buffer_ms=80).start()
     listener = Listener()
     server = OscServer(card.engine, port=0, tcp_port=0, reply=("127.0.0.1", listener.port))
     SimpleUDPClient("127.0.0.1", server.port).send_message(f"{P}/play", 1)

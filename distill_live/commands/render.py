@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import soundfile as sf
@@ -63,4 +64,8 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: sf.write(tmp, audio, args.sample_rate, format=fmt, subtype="PCM_24"))
     print(f"wrote {out} ({args.seconds:g} s, {args.sample_rate} Hz, 24-bit)")
+    peak = float(abs(audio).max()) if len(audio) else 0.0
+    if peak > 1.0:
+        print(f"warning: the render clips (peak {20 * math.log10(peak):+.1f} dBFS); lower /distill/gain "
+              f"(e.g. --set gain={1 / peak:.2f})")
     return 0
