@@ -117,11 +117,9 @@ class Engine:
         frames_before = self.player.frames
         t0 = time.perf_counter()
         try:
-            frame = self.player.next_chunk()
+            chunk = self.player.next_chunk()
         except Exception as e:  # never let a bad frame stop the music: play silence and say so
-            frame = np.zeros(self.player.chunk, np.float32)
-            self.player.samples += self.player.chunk
-            self.player.pos = self.player.hop
+            chunk = self.player.silent_chunk()
             self.telemetry.faults += 1
             if time.monotonic() - self._last_fault > 5.0:
                 self._last_fault = time.monotonic()
@@ -131,7 +129,7 @@ class Engine:
         while self.player.model_requests:
             self._load_requests.put(self.player.model_requests.pop(0))
         if self._resampler is not None:
-            frame = self._resampler.process(frame)
+            chunk = self._resampler.process(chunk)
         spent = time.perf_counter() - t0
         if self.player.frames != frames_before:  # this chunk began a frame: the last one is complete
             if self._frame_time:
@@ -139,8 +137,8 @@ class Engine:
             self._frame_time = 0.0
             self.telemetry.frames += 1
         self._frame_time += spent
-        self.level = float(np.abs(frame).max()) if len(frame) else 0.0
-        self.ring.write(frame)
+        self.level = float(np.abs(chunk).max()) if len(chunk) else 0.0
+        self.ring.write(chunk)
 
     def _run(self) -> None:
         self.warm_up()  # in this thread: torch's first calls in a new thread are slow too

@@ -981,7 +981,7 @@ class OscServer:
                 for _ in range(100):
                     try:
                         self._error(None, self.engine.errors.get_nowait())
-                    except (queue.Empty, AttributeError):
+                    except queue.Empty:
                         break
                 now = time.monotonic()
                 if self.feedback and now >= next_meter:
@@ -1014,13 +1014,8 @@ class OscServer:
             except (RuntimeError, ValueError):  # the window was appended to while copying
                 continue
         buffer_ms = e.queued_seconds() * 1000.0
-        latency = getattr(e, "latency_ms", None)
-        if callable(latency):
-            latency_ms = float(latency())
-        else:  # a message waits up to one frame for the next boundary, then everything queued plays first
-            latency_ms = buffer_ms + 1000.0 * e.hop / e.sample_rate
-        tempo = getattr(e, "tempo", None)
-        bpm = (tempo() if callable(tempo) else None) or 0.0
+        latency_ms = e.latency_ms()
+        bpm = (e.tempo() if e.tempo is not None else None) or 0.0
         return (float(summary.get("rtf", 0.0)), float(buffer_ms), int(summary.get("underruns", 0)), float(latency_ms),
                 float(bpm))
 

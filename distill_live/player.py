@@ -166,6 +166,12 @@ class Player:
         gain = start_gain + (self.gain - start_gain) * self._ramp
         return (raw * env * gain).astype(np.float32)
 
+    def silent_chunk(self) -> np.ndarray:
+        """Silence in place of a chunk that failed: time goes on, and the next chunk starts a new frame."""
+        self.samples += self.chunk
+        self.pos = self.hop
+        return np.zeros(self.chunk, dtype=np.float32)
+
     def next_frame(self) -> np.ndarray:
         """Produce the next `hop` samples: `CHUNKS` chunks (what render and bench use)."""
         chunks, applied = [], []
