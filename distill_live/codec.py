@@ -57,6 +57,18 @@ class CausalBlock(nn.Module):
         return torch.addcmul(x, self.scale, h), seq[:, :, x.shape[1]:]
 
 
+@dataclass
+class EncoderState:
+    """What the streaming encoder remembers between frames: fixed size, never grows."""
+
+    samples: torch.Tensor  # [B, n_fft - hop] the last input samples, the start of the next frame's window
+    block_past: list[torch.Tensor]
+    # codebooks [levels, K, latent_dim] and their squared norms [levels, K], copied once per stream by
+    # `Codec.start_encoding` (see `Codec.latent_table` for why they are not cached on the codec)
+    books: torch.Tensor | None = None
+    books_sq: torch.Tensor | None = None
+
+
 class Encoder(nn.Module):
     """Causal STFT front end (frame t sees audio up to the end of frame t) + blocks -> latent per frame."""
 
@@ -69,18 +81,37 @@ class Encoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.enc_dim)
         self.out = nn.Linear(cfg.enc_dim, cfg.latent_dim)
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        frames = audio.shape[-1] // self.hop
-        audio = F.pad(audio[:, : frames * self.hop], (self.n_fft - self.hop, 0))
-        windows = audio.unfold(-1, self.n_fft, self.hop) * self.window
+    def _features(self, windows: torch.Tensor) -> torch.Tensor:
+        """Unwindowed frames [..., n_fft] -> projected log spectra [..., enc_dim]."""
         # log(1 + |X| / 1e-4) / 4: an empty bin is 0, not log(1e-4) = -9.2. With the plain log, every
         # empty bin added the same large constant to the projection, which (after the norms) drowned
         # out the few bins that tell one sound from another: a fresh codec could not tell a bright
         # clip from a dark one and learnt one average spectrum for both.
-        x = self.proj(torch.log1p(torch.fft.rfft(windows).abs() * 1e4) * 0.25)
+        return self.proj(torch.log1p(torch.fft.rfft(windows * self.window).abs() * 1e4) * 0.25)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        frames = audio.shape[-1] // self.hop
+        audio = F.pad(audio[:, : frames * self.hop], (self.n_fft - self.hop, 0))
+        x = self._features(audio.unfold(-1, self.n_fft, self.hop))
         for block in self.blocks:
             x, _ = block(x, x.new_zeros(x.shape[0], x.shape[2], block.context))
         return self.out(self.norm(x))
+
+    def start(self, batch: int = 1) -> EncoderState:
+        p = self.proj.weight
+        return EncoderState(p.new_zeros(batch, self.n_fft - self.hop),
+                            [p.new_zeros(batch, p.shape[0], b.context) for b in self.blocks])
+
+    def step(self, audio: torch.Tensor, state: EncoderState) -> tuple[torch.Tensor, EncoderState]:
+        """One frame, audio [B, hop] -> latent [B, latent_dim]: `forward` for the frame that ends with `audio`."""
+        seq = torch.cat([state.samples, audio], dim=1)  # [B, n_fft]: this frame's window
+        x = self._features(seq)[:, None]
+        block_past = []
+        for block, past in zip(self.blocks, state.block_past):
+            x, past = block.step(x, past)
+            block_past.append(past)
+        latent = self.out(self.norm(x))[:, 0]
+        return latent, EncoderState(seq[:, self.hop:], block_past, state.books, state.books_sq)
 
 
 class ISTFTHead(nn.Module):
@@ -256,6 +287,29 @@ class Codec(nn.Module):
         self.quantizer.quantize_dropout = False
         _, codes, _ = self.quantizer(self.encoder(audio))
         return codes
+
+    def start_encoding(self, batch: int = 1) -> EncoderState:
+        state = self.encoder.start(batch)
+        with torch.no_grad():
+            state.books = self.codebooks().detach().clone()
+            state.books_sq = (state.books ** 2).sum(-1)
+        return state
+
+    @torch.no_grad()
+    def encode_step(self, audio: torch.Tensor, state: EncoderState) -> tuple[torch.Tensor, EncoderState]:
+        """One frame: audio [B, hop] -> (codes [B, levels], new state), the codes `encode` gives that frame.
+
+        The residual quantizer's nearest-codebook search (the same squared distance its `cdist`
+        computes), written out for one frame: the library's forward costs far more in bookkeeping.
+        """
+        latent, state = self.encoder.step(audio, state)
+        residual, codes = latent, []
+        for books, books_sq in zip(state.books, state.books_sq):
+            distance = (residual ** 2).sum(-1, keepdim=True) + books_sq - 2 * residual @ books.T
+            code = distance.clamp_min(1e-8).argmin(-1)  # [B]
+            residual = residual - books[code]
+            codes.append(code)
+        return torch.stack(codes, dim=1), state
 
     def codebooks(self) -> torch.Tensor:
         """[levels, codebook_size, latent_dim]."""

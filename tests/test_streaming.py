@@ -45,6 +45,33 @@ def test_frame_by_frame_decoding_equals_whole_sequence(name, levels):
         f"max difference {(stepped - whole).abs().max().item():.3g} at scale {scale:.3g}"
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_frame_by_frame_encoding_equals_whole_sequence(name):
+    """The live audio input encodes one frame at a time (`Codec.encode_step`)."""
+    codec = random_codec(name)
+    cfg = codec.cfg
+    frames = 32  # more than the encoder's receptive field (24 frames of block past + its window in `default`)
+    gen = torch.Generator().manual_seed(3)
+    t = torch.arange(frames * cfg.hop) / cfg.sample_rate
+    audio = 0.3 * torch.randn(2, frames * cfg.hop, generator=gen) * torch.sin(2 * torch.pi * 3 * t) ** 2
+    with torch.no_grad():
+        whole_latent = codec.encoder(audio)
+        whole = codec.encode(audio)  # first, so its k-means init has settled the codebooks the streams copy
+        state = codec.start_encoding(batch=2)
+        latents, codes = [], []
+        for frame in audio.split(cfg.hop, dim=1):
+            latent, _ = codec.encoder.step(frame, state)
+            frame_codes, state = codec.encode_step(frame, state)
+            assert frame_codes.shape == (2, cfg.levels)
+            latents.append(latent)
+            codes.append(frame_codes)
+    latents, codes = torch.stack(latents, dim=1), torch.stack(codes, dim=1)
+    assert torch.allclose(latents, whole_latent, atol=1e-5, rtol=1e-4), \
+        f"max difference {(latents - whole_latent).abs().max().item():.3g}"
+    assert torch.equal(codes, whole)
+    assert len(whole.unique()) > cfg.levels  # the signal changes, and so do the codes
+
+
 @pytest.mark.parametrize("kind", ["gru", "transformer"])
 @pytest.mark.parametrize("name", ["tiny", "small"])
 def test_prior_step_logprobs_equal_full_forward(kind, name):
