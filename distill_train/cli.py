@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shlex
 import signal
 import sys
@@ -18,7 +19,8 @@ PROG = "distill-train"
 
 # (codec steps, prior steps) when --steps / --prior-steps are not given
 DEFAULT_STEPS = {"tiny": (400, 300), "small": (20000, 6000), "default": (60000, 20000)}
-CODEC_BATCH, PRIOR_BATCH = 8, 16
+# batch size per process (codec crops, prior sequences) when --batch-size is not given
+BATCH = {"cpu": (8, 16), "mps": (8, 16), "cuda": (32, 64)}
 CODEC_LR, PRIOR_LR = 5e-4, 1e-3
 
 EPILOG = """\
@@ -108,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema-decay", type=decay, help="codebook EMA decay (default: dataset-adaptive)")
     p.add_argument("--prior-kind", choices=["gru", "transformer"], default="gru", help="temporal model of the "
                    "prior (default gru)")
-    p.add_argument("--batch-size", type=positive_int, help=f"batch size of both stages (default: codec "
-                   f"{CODEC_BATCH} crops, prior {PRIOR_BATCH} sequences)")
+    p.add_argument("--batch-size", type=positive_int, help="batch size of both stages, per process under torchrun "
+                   "(default: " + "; ".join(f"{k} codec {v[0]} crops, prior {v[1]} sequences" for k, v in BATCH.items())
+                   + ")")
     p.add_argument("--lr", type=positive_float, help=f"peak learning rate of both stages (default: codec "
                    f"{CODEC_LR:g}, prior {PRIOR_LR:g})")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
@@ -236,19 +239,23 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
         return 130
 
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 speaks, except about its own errors
     try:
         return train(args)
     except Interrupted as e:
         again = argv + ([] if "--resume" in argv else ["--resume"])
-        print(f"{PROG}: stopped at step {e.step} of the {e.stage} stage; checkpoint saved in {e.checkpoint}. "
-              f"Resume with: {shlex.join([PROG, *again])}", file=sys.stderr)
+        how = shlex.join([PROG, *again]) if "WORLD_SIZE" not in os.environ else "the same torchrun command + --resume"
+        if rank == 0:
+            print(f"{PROG}: stopped at step {e.step} of the {e.stage} stage; checkpoint saved in {e.checkpoint}. "
+                  f"Resume with: {how}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; the checkpoints in the run directory are kept (run the same command with "
-              f"--resume to continue from the last one)", file=sys.stderr)
+        if rank == 0:
+            print(f"{PROG}: interrupted; the checkpoints in the run directory are kept (run the same command with "
+                  f"--resume to continue from the last one)", file=sys.stderr)
         return 130
     except (TrainError, DatasetError, ModelFileError, ArgumentError) as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+        print(f"{PROG}{f' (rank {rank})' if rank else ''}: {e}", file=sys.stderr)
         return 2
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -263,6 +270,7 @@ def train(args) -> int:
     from distill_live.config import preset
     from distill_live.modelfile import DistillModel, load_model
 
+    from . import distributed
     from .codec_stage import CROP_FRAMES, CodecStage, extract_codes
     from .data import load_dataset
     from .health import code_counts, codebook_health, collapse_warnings
@@ -272,17 +280,22 @@ def train(args) -> int:
     stages = check(args)
     data, output = Path(args.data), Path(args.output)
     run_dir = Path(args.run_dir) if args.run_dir else output.with_name(output.name + ".run")
-    device = pick_device(args.device)
-    quiet = args.quiet
+    try:  # before any codec is built: its quantizer syncs across ranks only if the process group exists then
+        device = distributed.start(pick_device(args.device))
+    except ValueError as e:
+        raise TrainError(str(e))
+    main = distributed.is_main()  # rank 0 alone prints and writes files
+    quiet = args.quiet or not main
 
     def log(line: str) -> None:
         if not quiet:
             print(line, file=sys.stderr)
 
     def warn(line: str) -> None:
-        print(line, file=sys.stderr)
+        if main:
+            print(line, file=sys.stderr)
 
-    if not args.resume:  # a fresh run: checkpoints of the stages it runs (and of those after them) are stale
+    if not args.resume and main:  # a fresh run: checkpoints of the stages it runs (and of those after them) are stale
         stale = [p for p in (run_dir / "checkpoint-codec.safetensors", run_dir / "checkpoint-prior.safetensors")
                  if p.exists() and ("codec" in stages or p.name.endswith("prior.safetensors"))]
         for p in stale:
@@ -295,10 +308,12 @@ def train(args) -> int:
             for p in stale:
                 p.unlink()
 
-    remove_stale_temporaries(run_dir, output, log)
+    if main:
+        remove_stale_temporaries(run_dir, output, log)
     started = time.time()
     preset_name = args.preset or "default"
-    meta_training = {"preset": preset_name, "seed": args.seed, "device": str(device), "stages": stages}
+    meta_training = {"preset": preset_name, "seed": args.seed, "device": str(device), "stages": stages,
+                     "processes": distributed.world_size()}
 
     # -- the codec: trained here, or taken from an existing model ---------------------------------
     if "codec" in stages:
@@ -323,12 +338,13 @@ def train(args) -> int:
             f"{len(dataset.valid())} held out), {len(dataset.worlds)} worlds: {', '.join(dataset.worlds)}; "
             f"{c.levels} levels x {c.codebook_size} codes, EMA decay {c.ema_decay:g}")
         steps = args.steps or DEFAULT_STEPS[preset_name][0]
-        batch, lr = args.batch_size or CODEC_BATCH, args.lr or CODEC_LR
+        batch, lr = args.batch_size or BATCH[device.type][0], args.lr or CODEC_LR
         settings = Settings(steps=steps, batch_size=batch, lr=lr, checkpoint_every=args.checkpoint_every,
                             eval_every=args.eval_every, quiet=quiet,
                             time_budget_s=args.codec_minutes * 60 if args.codec_minutes else None)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if main:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            run_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(args.seed)
         stage = CodecStage(c, dataset, batch, args.seed, device, run_dir)
         result = run(stage, settings, run_dir / "checkpoint-codec.safetensors", resume=args.resume, log=log,
@@ -355,7 +371,8 @@ def train(args) -> int:
         meta = {"manifest": dataset.manifest(), "descriptor_stats": dataset.stats.to_dict(), "health": health,
                 "history": {"codec": codec_history, "wall_s": round(time.time() - started, 1)},
                 "training": meta_training}
-        write_model(output, DistillModel(config, codec, None, cues, meta))
+        if main:
+            write_model(output, DistillModel(config, codec, None, cues, meta))
         log(f"codec: held-out loss {codec_history['valid_loss_start']} -> {codec_history['valid_loss_end']}; "
             f"utilisation per level {' '.join(format(h['utilization'], '.0%') for h in health)}; "
             f"wrote {output} (codec only)")
@@ -383,14 +400,17 @@ def train(args) -> int:
             f"{len(dataset.worlds)} worlds: {', '.join(dataset.worlds)}")
 
     if "prior" not in stages:
-        print(f"wrote {output}: codec only, {len(cues)} cues, {len(dataset.worlds)} worlds (run dir {run_dir})")
+        if main:
+            print(f"wrote {output}: codec only, {len(cues)} cues, {len(dataset.worlds)} worlds (run dir {run_dir})")
+        distributed.stop()
         return 0
 
     # -- the prior --------------------------------------------------------------------------------
-    output.parent.mkdir(parents=True, exist_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
     steps = args.prior_steps or DEFAULT_STEPS[preset_name][1]
-    batch, lr = args.batch_size or PRIOR_BATCH, args.lr or PRIOR_LR
+    batch, lr = args.batch_size or BATCH[device.type][1], args.lr or PRIOR_LR
     seq_frames = 64 if preset_name == "tiny" else 128
     settings = Settings(steps=steps, batch_size=batch, lr=lr, checkpoint_every=args.checkpoint_every,
                         eval_every=args.eval_every, quiet=quiet,
@@ -403,6 +423,9 @@ def train(args) -> int:
     result = run(stage, settings, run_dir / "checkpoint-prior.safetensors", resume=args.resume, log=log,
                  fingerprint=fingerprint(config, dataset, args.seed, batch, lr) + codec_fp)
     prior = stage.prior.eval()
+    if not main:
+        distributed.stop()
+        return 0
     valid = result.history["valid"]
     best = next((r for r in valid if r["step"] == stage.best_step), valid[-1] if valid else None)
     kept = best if stage.early_stopping and best else (valid[-1] if valid else None)
@@ -428,4 +451,5 @@ def train(args) -> int:
         f"frames, {whole['ngram8_overlap']:.0%} of 8-frame n-grams found in training")
     print(f"wrote {output}: codec + {config.prior.kind} prior, {len(cues)} cues, {len(dataset.worlds)} worlds "
           f"(run dir {run_dir})")
+    distributed.stop()
     return 0

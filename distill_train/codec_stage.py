@@ -17,6 +17,7 @@ from distill_live.codec import Codec
 from distill_live.config import CodecConfig
 from distill_live.dsp import frame_level_distance, multi_resolution_stft_distance, multi_scale_mel_distance
 
+from . import distributed
 from .health import code_counts, codebook_health, collapse_warnings
 from .loop import Stage
 from .report import codec_report, safe_name, write_wav
@@ -50,6 +51,7 @@ class CodecStage(Stage):
 
         self.cfg, self.dataset, self.batch_size, self.device, self.run_dir = cfg, dataset, batch_size, device, run_dir
         self.codec = Codec(cfg).to(device)
+        self.model = distributed.wrap(self.codec, device)  # what train_step calls (DDP under torchrun)
         self.sampler = CropSampler(dataset.train(), CROP_FRAMES, cfg.hop, seed, augment=True, stats=dataset.stats,
                                    sample_rate=cfg.sample_rate)
         self.gen = torch.Generator().manual_seed(seed + 1)  # which batches use quantizer dropout
@@ -64,10 +66,10 @@ class CodecStage(Stage):
 
     def train_step(self, step: int):
         self.codec.train()
-        audio, _, _ = self.sampler.batch(self.batch_size)
+        audio, _, _ = self.sampler.batch(self.batch_size, distributed.rank(), distributed.world_size())
         audio = audio.to(self.device)
-        dropout = bool(torch.rand((), generator=self.gen) < self.cfg.quantizer_dropout)
-        recon, _, commit = self.codec(audio, quantizer_dropout=dropout)
+        dropout = bool(torch.rand((), generator=self.gen) < self.cfg.quantizer_dropout)  # the same on every rank
+        recon, _, commit = self.model(audio, quantizer_dropout=dropout)
         target = audio[:, : recon.shape[1]]
         stft = multi_resolution_stft_distance(recon, target, self.cfg.sample_rate, relative_floor=RELATIVE_FLOOR)
         mel = multi_scale_mel_distance(recon, target, self.cfg.sample_rate, relative_floor=RELATIVE_FLOOR)

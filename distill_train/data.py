@@ -283,15 +283,22 @@ class CropSampler:
         self.weights = frames / frames.sum()
         self.rng = np.random.default_rng(seed)
 
-    def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """audio [B, crop_frames*hop] float32, world [B] long, descriptors [B, crop_frames, 3] float32."""
-        n, hop = self.crop_frames, self.hop
-        which = self.rng.choice(len(self.clips), size=batch_size, p=self.weights)
+    def batch(self, batch_size: int, part: int = 0, parts: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """audio [B, crop_frames*hop] float32, world [B] long, descriptors [B, crop_frames, 3] float32.
+
+        With `parts` > 1 (one part per training process), the draw is for the batch of all parts
+        together and this returns part `part` of it: every process keeps the same generator state.
+        """
+        n, hop, total = self.crop_frames, self.hop, batch_size * parts
+        mine = slice(part * batch_size, (part + 1) * batch_size)
+        which = self.rng.choice(len(self.clips), size=total, p=self.weights)
         starts = [int(self.rng.integers(0, len(self.clips[i].audio) // hop - n + 1)) for i in which]
+        which, starts = which[mine], starts[mine]
         audio = np.stack([self.clips[i].audio[s * hop:(s + n) * hop] for i, s in zip(which, starts)])
         desc = np.stack([self.clips[i].descriptors[s:s + n] for i, s in zip(which, starts)])
         if self.augment:
-            gains = 10 ** (self.rng.uniform(-6, 6, batch_size) / 20) * self.rng.choice([-1.0, 1.0], batch_size)
+            gains = 10 ** (self.rng.uniform(-6, 6, total) / 20) * self.rng.choice([-1.0, 1.0], total)
+            gains = gains[mine]
             audio = (audio * gains[:, None]).astype(np.float32)
             for b, (i, s) in enumerate(zip(which, starts)):
                 context = self.clips[i].audio[(s - 1) * hop:s * hop] if s > 0 else np.zeros(hop, np.float32)

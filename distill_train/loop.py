@@ -11,8 +11,11 @@ generators, and all of their states are in the checkpoint.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import math
+import os
 import random
 import re
 import signal
@@ -26,11 +29,13 @@ import numpy as np
 import soundfile as sf
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as tensors_from_bytes, save_file
 from torch import nn
 from tqdm import tqdm
 
 from distill_live.modelfile import atomic_write
+
+from . import distributed
 
 CHECKPOINT_VERSION = 1
 
@@ -193,7 +198,24 @@ def _set_rng_state(meta: dict, tensors: dict) -> None:
         torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
 
 
+def _rng_text() -> str:
+    """This rank's generator states as one JSON string (generator states are byte tensors)."""
+    meta, tensors = _rng_state()
+    return json.dumps({"meta": meta, "tensors": {k: base64.b64encode(v.numpy().tobytes()).decode()
+                                                 for k, v in tensors.items()}})
+
+
+def _set_rng_text(text: str) -> None:
+    state = json.loads(text)
+    _set_rng_state(state["meta"], {k: torch.frombuffer(bytearray(base64.b64decode(v)), dtype=torch.uint8)
+                                   for k, v in state["tensors"].items()})
+
+
 def save_checkpoint(path: Path, stage: Stage, optimizer: torch.optim.Optimizer, info: dict) -> None:
+    """Every rank calls this; rank 0 writes. Ranks other than 0 only add their generator states."""
+    ranks = [b.decode() for b in distributed.gather_bytes(_rng_text().encode())]
+    if not distributed.is_main():
+        return
     tensors: dict[str, torch.Tensor] = {}
     for name, module in stage.modules().items():
         for key, value in module.state_dict().items():
@@ -210,8 +232,9 @@ def save_checkpoint(path: Path, stage: Stage, optimizer: torch.optim.Optimizer, 
     tensors.update(rng_tensors)
     tensors.update({f"extra.{k}": v for k, v in stage.extra_tensors().items()})
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    meta = dict(info, version=CHECKPOINT_VERSION, stage=stage.name, rng=rng_meta,
-                optim_groups=opt["param_groups"], optim_scalars=scalars, stage_state=stage.state_dict())
+    meta = dict(info, version=CHECKPOINT_VERSION, stage=stage.name, rng=rng_meta, rank_rng=ranks[1:],
+                world_size=len(ranks), optim_groups=opt["param_groups"], optim_scalars=scalars,
+                stage_state=stage.state_dict())
     blob = json.dumps(meta)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"distill_checkpoint": blob}))
 
@@ -228,14 +251,15 @@ WRITE_ERRORS = (OSError, SafetensorError, sf.SoundFileError)  # what writing a f
 
 
 def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(metadata, tensors) of a checkpoint, or TrainError saying it cannot be used."""
+    """(metadata, tensors) of a checkpoint, or TrainError saying it cannot be used. Every rank calls this."""
     try:
-        tensors = load_file(path)
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["distill_checkpoint"])
-    except (OSError, SafetensorError, KeyError, ValueError) as e:
+        data = distributed.read_on_main(path)  # rank 0's copy: only its machine needs the run folder
+        if data is None:
+            raise OSError(f"cannot read {path}")
+        tensors = tensors_from_bytes(data)
+        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])  # safetensors: size, JSON, data
+        meta = json.loads(header["__metadata__"]["distill_checkpoint"])
+    except (OSError, SafetensorError, KeyError, ValueError, TypeError) as e:
         raise TrainError(f"checkpoint '{path}' cannot be read ({type(e).__name__}); run again without --resume "
                          f"to start over")
     if meta.get("version") != CHECKPOINT_VERSION:
@@ -261,7 +285,11 @@ def load_checkpoint(path: Path, stage: Stage, optimizer: torch.optim.Optimizer |
             optimizer.load_state_dict({"state": state, "param_groups": meta["optim_groups"]})
         stage.load_extra_tensors({k[6:]: v for k, v in tensors.items() if k.startswith("extra.")})
         stage.load_state_dict(meta["stage_state"])
-        _set_rng_state(meta["rng"], tensors)
+        own = distributed.rank() - 1
+        if 0 <= own < len(meta.get("rank_rng", [])):
+            _set_rng_text(meta["rank_rng"][own])
+        else:  # rank 0, or a rank the run that wrote the checkpoint did not have
+            _set_rng_state(meta["rng"], tensors)
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise TrainError(f"checkpoint '{path}' does not match this run ({type(e).__name__}: {str(e).splitlines()[0]}); "
                          f"run again without --resume to start over")
@@ -284,12 +312,35 @@ def _mean_window(window: dict[str, list]) -> dict[str, float]:
     return {k: sum(v) / len(v) for k, v in window.items() if v}
 
 
+def _disagreements(stage: Stage) -> list[str]:
+    """The tensors (weights, codebooks) whose values differ from rank 0's on some rank."""
+    if distributed.world_size() == 1:
+        return []
+    digests = {f"{name}.{key}": hashlib.sha256(value.detach().cpu().reshape(-1).view(torch.uint8).numpy()).hexdigest()
+               for name, module in stage.modules().items() for key, value in module.state_dict().items()}
+    ranks = [json.loads(b) for b in distributed.gather_bytes(json.dumps(digests).encode())]
+    return sorted({key for other in ranks[1:] for key, digest in other.items() if ranks[0].get(key) != digest})
+
+
+def _debug_dump(stage: Stage) -> None:
+    """With DISTILL_DEBUG_RANK_DUMP=DIR, every rank writes its final weights to DIR/STAGE-rankR.safetensors."""
+    folder = os.environ.get("DISTILL_DEBUG_RANK_DUMP")
+    if folder:
+        tensors = {f"{name}.{key}": value.detach().cpu().contiguous()
+                   for name, module in stage.modules().items() for key, value in module.state_dict().items()}
+        save_file(tensors, Path(folder) / f"{stage.name}-rank{distributed.rank()}.safetensors")
+
+
 def run(stage: Stage, settings: Settings, checkpoint: Path, *, resume: bool, log: Callable[[str], None],
         fingerprint: dict | None = None) -> Result:
     """Train `stage` for settings.steps steps (or until early stopping / the time budget).
 
     With `resume` and an existing checkpoint, continue from it. Raises Interrupted after saving a
     checkpoint when SIGINT or SIGTERM arrives.
+
+    Under torchrun every rank runs this loop in step with the others: each step averages the
+    figures and the clock over the ranks and asks whether any rank was signalled, so that all of
+    them take every decision (the learning rate, stopping, checkpointing) together.
     """
     params = stage.parameters()
     optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=tuple(settings.betas),
@@ -297,7 +348,7 @@ def run(stage: Stage, settings: Settings, checkpoint: Path, *, resume: bool, log
     history: dict = {"train": [], "valid": [], "events": []}
     step, elapsed, window = 0, 0.0, {}
     finished = False
-    if resume and checkpoint.exists():
+    if resume and distributed.main_says(checkpoint.exists()):
         meta = load_checkpoint(checkpoint, stage, optimizer)
         if fingerprint is not None and meta.get("fingerprint") not in (None, fingerprint):
             raise TrainError(f"checkpoint '{checkpoint}' was made with other data or settings; run again without "
@@ -307,6 +358,10 @@ def run(stage: Stage, settings: Settings, checkpoint: Path, *, resume: bool, log
         # a finished stage is done unless it is asked for more steps than it ran (and did not stop early)
         finished = meta.get("finished", False) and (meta.get("stopped_early", False) or step >= settings.steps)
         log(f"{stage.name}: resuming from step {step} ({checkpoint})")
+        if meta.get("world_size", 1) != distributed.world_size() and distributed.is_main():  # a warning: not quiet
+            print(f"{stage.name}: the checkpoint was made by {meta.get('world_size', 1)} processes and this run has "
+                  f"{distributed.world_size()}: it goes on from there, but not exactly as the first run would have",
+                  file=sys.stderr)
 
     stopped_early = False
 
@@ -315,6 +370,11 @@ def run(stage: Stage, settings: Settings, checkpoint: Path, *, resume: bool, log
                 "stopped_early": stopped_early, "settings": asdict(settings), "fingerprint": fingerprint}
 
     def checkpoint_now(final: bool) -> None:
+        differ = _disagreements(stage)
+        if differ:
+            raise TrainError(f"the {distributed.world_size()} training processes disagree about "
+                             f"{', '.join(differ[:3])}{' and more' if len(differ) > 3 else ''} at step {step} "
+                             f"(a bug: please report it); the last checkpoint is kept")
         existed = checkpoint.exists()
         try:
             save_checkpoint(checkpoint, stage, optimizer, info(final))
@@ -323,11 +383,13 @@ def run(stage: Stage, settings: Settings, checkpoint: Path, *, resume: bool, log
                      if existed else "no checkpoint was saved yet, so free some space and run again")
             raise TrainError(f"could not write checkpoint '{checkpoint}' at step {step} ({write_error(e)}); {after}")
         try:
-            stage.on_checkpoint(step, history, final)
+            if distributed.is_main():
+                stage.on_checkpoint(step, history, final)
         except WRITE_ERRORS as e:
             raise TrainError(f"could not write the previews and report of step {step} in '{checkpoint.parent}' "
                              f"({write_error(e)}); the checkpoint was saved, so free some space and run again "
                              f"with --resume")
+        distributed.barrier()  # no rank leaves (or is stopped) before rank 0 has written
 
     total = settings.steps
     evaluated_at = history["valid"][-1]["step"] if history["valid"] else -1
@@ -336,11 +398,14 @@ def run(stage: Stage, settings: Settings, checkpoint: Path, *, resume: bool, log
         return Result(step, history, elapsed, step / elapsed if elapsed else 0.0, meta.get("stopped_early", False))
 
     interactive = sys.stderr.isatty()
-    bar = tqdm(total=total, initial=step, desc=stage.name, unit="step", disable=settings.quiet, file=sys.stderr,
+    quiet = settings.quiet or not distributed.is_main()
+    bar = tqdm(total=total, initial=step, desc=stage.name, unit="step", disable=quiet, file=sys.stderr,
                dynamic_ncols=True, mininterval=0.25 if interactive else 10.0, leave=True,
                smoothing=0.1)
     say = (lambda line: bar.write(line, file=sys.stderr)) if not settings.quiet else \
         (lambda line: print(line, file=sys.stderr))
+    if not distributed.is_main():
+        say = lambda line: None  # noqa: E731
 
     def evaluate() -> None:
         nonlocal evaluated_at
@@ -367,8 +432,11 @@ def run(stage: Stage, settings: Settings, checkpoint: Path, *, resume: bool, log
                 torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
             optimizer.step()
             step += 1
-            elapsed = time.perf_counter() - start
-            value = float(loss.detach())
+            # every rank gets the same figures, clock and stop request
+            shared = distributed.average([float(loss.detach()), *figures.values(), time.perf_counter() - start,
+                                          1.0 if signals.requested else 0.0])
+            value, figures, elapsed = shared[0], dict(zip(figures, shared[1:-2])), shared[-2]
+            stop_requested = shared[-1] > 0
             if not math.isfinite(value):
                 raise TrainError(f"{stage.name} training diverged at step {step} (loss is {value}); try a lower --lr")
             for k, v in {"loss": value, **figures}.items():
@@ -381,11 +449,11 @@ def run(stage: Stage, settings: Settings, checkpoint: Path, *, resume: bool, log
                 window = {}
             if step == 1 or step % settings.eval_every == 0 or step == total:
                 evaluate()
-                if stage.should_stop():
+                if distributed.main_says(stage.should_stop()):
                     stopped_early = True
                     say(f"{stage.name}: held-out loss stopped improving; stopping early at step {step}")
                     break
-            if signals.requested:
+            if stop_requested:
                 bar.close()
                 checkpoint_now(final=False)
                 raise Interrupted(stage.name, step, checkpoint)
@@ -404,6 +472,8 @@ def run(stage: Stage, settings: Settings, checkpoint: Path, *, resume: bool, log
         history["events"].append({"step": step, "event": "stopped early" if stopped_early else "done"})
         stage.finish()
         checkpoint_now(final=True)
-    if signals.requested:  # it came during the final evaluation or checkpoint: the stage is saved, stop here
+        _debug_dump(stage)
+    # a signal during the final evaluation or checkpoint: the stage is saved, stop here
+    if distributed.average([1.0 if signals.requested else 0.0])[0] > 0:
         raise Interrupted(stage.name, step, checkpoint)
     return Result(step, history, elapsed, step / elapsed if elapsed > 0 else 0.0, stopped_early)

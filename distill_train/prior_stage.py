@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from distill_live.config import ModelConfig
 from distill_live.prior import Controls, Prior
 
+from . import distributed
 from .health import memorisation
 from .loop import Stage
 from .report import prior_report, write_wav
@@ -59,6 +60,7 @@ class PriorStage(Stage):
         self.frame_rate = config.codec.frame_rate
         self.batch_size, self.seq_frames, self.patience = batch_size, seq_frames, patience
         self.prior = Prior(self.cfg, self.levels, self.size).to(device)
+        self.model = distributed.wrap(self.prior, device)  # what train_step calls (DDP under torchrun)
         self.worlds = len(dataset.worlds)
         items = [(code, align(clip.descriptors, len(code)), clip.world, clip.split)
                  for code, clip in zip(codes, dataset.clips)]
@@ -81,8 +83,12 @@ class PriorStage(Stage):
     # -- batches ----------------------------------------------------------------------------------
 
     def batch(self):
-        """codes [B, T, L], world weights [B, W+1], descriptors [B, T, 3], held [B, T, 3], mask [B, T], input_levels."""
-        b, t, rng = self.batch_size, self.seq_frames, self.rng
+        """codes [B, T, L], world weights [B, W+1], descriptors [B, T, 3], held [B, T, 3], mask [B, T], input_levels.
+
+        Under torchrun the batch of all ranks is drawn and each rank keeps its own part, so every
+        rank's generator stays in the same state.
+        """
+        b, t, rng = self.batch_size * distributed.world_size(), self.seq_frames, self.rng
         codes = torch.zeros(b, t, self.levels, dtype=torch.long)
         desc = torch.zeros(b, t, 3)
         held = torch.zeros(b, t, 3)
@@ -104,12 +110,14 @@ class PriorStage(Stage):
         input_levels = None
         if self.levels > 1 and rng.random() < INPUT_LEVELS_SHARE:
             input_levels = torch.from_numpy(rng.integers(1, self.levels, size=b)).long()
-        return codes, weights, desc, held, mask, input_levels
+        mine = slice(distributed.rank() * self.batch_size, (distributed.rank() + 1) * self.batch_size)
+        return (codes[mine], weights[mine], desc[mine], held[mine], mask[mine],
+                None if input_levels is None else input_levels[mine])
 
-    def _loss(self, codes, weights, desc, held, mask, input_levels=None):
+    def _loss(self, codes, weights, desc, held, mask, input_levels=None, model=None):
         d = self.device
-        logits = self.prior(codes.to(d), weights.to(d), desc.to(d), held.to(d),
-                            None if input_levels is None else input_levels.to(d))
+        logits = (model or self.prior)(codes.to(d), weights.to(d), desc.to(d), held.to(d),
+                                       None if input_levels is None else input_levels.to(d))
         ce = F.cross_entropy(logits.reshape(-1, self.size), codes.to(d).reshape(-1), reduction="none")
         ce = ce.view(*codes.shape)  # [B, T, L]
         m = mask.to(d).unsqueeze(-1).float()
@@ -118,7 +126,7 @@ class PriorStage(Stage):
 
     def train_step(self, step: int):
         self.prior.train()
-        loss, per_level = self._loss(*self.batch())
+        loss, per_level = self._loss(*self.batch(), model=self.model)
         return loss, {f"level{i}": v for i, v in enumerate(per_level.tolist())}
 
     # -- evaluation, early stopping ---------------------------------------------------------------

@@ -1,0 +1,144 @@
+"""Training on several GPUs or machines at once: `torchrun --nproc-per-node N -m distill_train ...`.
+
+torchrun starts N copies of the trainer and tells each one who it is through environment variables
+(RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). Every copy ("rank") holds the whole model
+and trains on its own part of each batch: DistributedDataParallel averages the gradients, the
+quantizer sums its codebook statistics over all ranks, and rank 0 alone reads and writes the run
+folder, the model file and the terminal; the others get what rank 0 read from it.
+
+Without torchrun there is one rank, and every function here does nothing or returns its input.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def start(device: torch.device) -> torch.device:
+    """Join the process group torchrun prepared; returns the device this rank trains on.
+
+    CUDA: one GPU per rank (cuda:LOCAL_RANK), NCCL for the model's tensors and Gloo for the small
+    CPU messages of `read_on_main`, `gather_bytes` and `average`. CPU: Gloo for everything.
+    """
+    if world_size() == 1:
+        return device
+    if device.type == "mps":
+        raise ValueError("training with torchrun runs on CUDA GPUs or on CPUs, not on Apple's MPS: "
+                         "add --device cpu, or train in one process")
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise ValueError(f"this machine runs more ranks than it has GPUs ({torch.cuda.device_count()}): "
+                             f"give torchrun --nproc-per-node {torch.cuda.device_count()} or less")
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+        backend = "cpu:gloo,cuda:nccl"
+    else:
+        backend = "gloo"
+    dist.init_process_group(backend, timeout=timedelta(minutes=30))
+    return device
+
+
+def stop() -> None:
+    """Wait for every rank to get here, then leave the process group."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def wrap(module: nn.Module, device: torch.device) -> nn.Module:
+    """The module to call for training: DistributedDataParallel around it with several ranks, else itself.
+
+    Buffers are not broadcast from rank 0 before each forward pass: the only buffers that change in
+    training are the quantizer's codebooks, and those are kept equal by the quantizer itself, which
+    sums its k-means and EMA statistics over all ranks (vector_quantize_pytorch's sync_codebook, on
+    by default when the process group exists before the codec is built). The loop checks at every
+    checkpoint that the ranks really agree.
+    """
+    if world_size() == 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    with warnings.catch_warnings():  # torch 2.13 renames broadcast_buffers; older versions lack the new name
+        warnings.simplefilter("ignore", FutureWarning)
+        return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
+                                       broadcast_buffers=False)
+
+
+def average(values: list[float]) -> list[float]:
+    """The mean of each value over all ranks (the same numbers on every rank)."""
+    if world_size() == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return (t / world_size()).tolist()
+
+
+def main_says(flag: bool) -> bool:
+    """Rank 0's answer, on every rank (for decisions all ranks must take together)."""
+    if world_size() == 1:
+        return flag
+    t = torch.tensor([int(flag)])
+    dist.broadcast(t, 0)
+    return bool(t.item())
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+def read_on_main(path: Path) -> bytes | None:
+    """The file's bytes as rank 0 reads them, on every rank (None when rank 0 cannot read it).
+
+    Only rank 0's machine needs the run folder, so a resumed run on several machines reads its
+    checkpoints from there.
+    """
+    data = None
+    if is_main():
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            data = None
+    if world_size() == 1:
+        return data
+    size = torch.tensor([-1 if data is None else len(data)], dtype=torch.int64)
+    dist.broadcast(size, 0)
+    if size.item() <= 0:
+        return None if size.item() < 0 else b""
+    buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8) if is_main() else \
+        torch.empty(int(size.item()), dtype=torch.uint8)
+    dist.broadcast(buffer, 0)
+    return buffer.numpy().tobytes()
+
+
+def gather_bytes(data: bytes) -> list[bytes]:
+    """Every rank's `data`, in rank order, on every rank."""
+    if world_size() == 1:
+        return [data]
+    size = torch.tensor([len(data)], dtype=torch.int64)
+    sizes = [torch.zeros_like(size) for _ in range(world_size())]
+    dist.all_gather(sizes, size)
+    buffer = torch.zeros(int(max(sizes).item()), dtype=torch.uint8)
+    buffer[:len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    buffers = [torch.empty_like(buffer) for _ in sizes]
+    dist.all_gather(buffers, buffer)
+    return [b[:int(n.item())].numpy().tobytes() for b, n in zip(buffers, sizes)]

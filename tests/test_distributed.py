@@ -1,0 +1,191 @@
+"""Training with torchrun: two processes (Gloo on CPU) train one `tiny` model together.
+
+The reference run is launched as on two machines (two torchrun commands, --nnodes 2 --node-rank
+0/1 --rdzv-endpoint, one rank each, here both on localhost); the interrupted run as on one
+(--nproc-per-node 2). Each rank writes its final weights when DISTILL_DEBUG_RANK_DUMP names a
+folder, so the tests compare what the ranks ended with (codebooks included) with each other and
+with the model file rank 0 wrote. A run interrupted by Ctrl-C (SIGINT to torchrun, which passes it
+on to the ranks) and resumed with torchrun must end with the same weights as the uninterrupted
+run; a plain single-process --resume of the same checkpoint must finish too.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from distill_live.modelfile import load_model
+from distill_live.player import render
+from test_train import SR, bells, filtered_noise
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAGS = ["--preset", "tiny", "--steps", "12", "--prior-steps", "12", "--batch-size", "2", "--eval-every", "6",
+         "--checkpoint-every", "6", "--seed", "3", "--quiet"]
+TIMEOUT = 240
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sounds")
+    rng = np.random.default_rng(1)
+    (root / "bells").mkdir()
+    (root / "noise").mkdir()
+    for i in range(3):
+        sf.write(root / "bells" / f"bell{i}.wav", bells(2.0, 300 * 2 ** (i / 3), rng).astype(np.float32), SR)
+        sf.write(root / "noise" / f"hiss{i}.wav", filtered_noise(2.0, 600 * 2 ** i, rng).astype(np.float32), SR)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_machine() -> list[str]:
+    return ["--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(free_port())]
+
+
+def torchrun(args: list, launch: list[str], dump: Path | None = None) -> subprocess.Popen:
+    """`torchrun LAUNCH -m distill_train ARGS`, one torch thread per rank."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if dump is not None:
+        dump.mkdir(parents=True, exist_ok=True)
+        env["DISTILL_DEBUG_RANK_DUMP"] = str(dump)
+    command = [sys.executable, "-m", "torch.distributed.run", *launch, "-m", "distill_train", *map(str, args)]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun did not finish in {TIMEOUT} s (a hang?):\n{err[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def dumps(folder: Path, stage: str) -> list[dict[str, torch.Tensor]]:
+    return [load_file(folder / f"{stage}-rank{r}.safetensors") for r in range(2)]
+
+
+def checkpoint_meta(path: Path) -> dict:
+    with safe_open(path, framework="pt") as f:
+        return json.loads(f.metadata()["distill_checkpoint"])
+
+
+@pytest.fixture(scope="module")
+def distributed_run(data, tmp_path_factory) -> tuple[Path, Path, list[subprocess.CompletedProcess]]:
+    """(model, folder of the ranks' final weights, the two finished torchruns), as on two machines."""
+    where = tmp_path_factory.mktemp("distributed")
+    out = where / "model.distill"
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = [torchrun([data, "-o", out, *FLAGS], ["--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(node),
+                                                  "--rdzv-endpoint", endpoint], dump=where / "dump")
+             for node in (0, 1)]
+    done = [finish(node) for node in nodes]
+    for r in done:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return out, where / "dump", done
+
+
+def test_two_ranks_train_one_model_that_plays(distributed_run):
+    out, dump, (first, second) = distributed_run
+    assert first.stdout.count("wrote") == 1 and not second.stdout  # rank 0 alone reports
+    assert "rank 1" not in first.stderr + second.stderr
+
+    # the ranks ended with identical weights and codebooks ...
+    for stage in ("codec", "prior"):
+        rank0, rank1 = dumps(dump, stage)
+        assert rank0.keys() == rank1.keys()
+        for key in rank0:
+            assert torch.equal(rank0[key], rank1[key]), f"{stage}: ranks differ on {key}"
+    codec0, _ = dumps(dump, "codec")
+    levels = sorted(k for k in codec0 if k.endswith("._codebook.embed"))
+    assert len(levels) == 4 and all(codec0[k].abs().sum() > 0 for k in levels)  # k-means filled them
+
+    # ... and the model file holds what they agreed on
+    model = load_model(out)
+    assert torch.equal(model.codec.codebooks(), torch.cat([codec0[k] for k in levels]))
+    prior0, _ = dumps(dump, "prior")
+    for key, value in model.prior.state_dict().items():
+        assert torch.equal(value, prior0[f"prior.{key}"]), key
+    assert model.meta["training"]["processes"] == 2
+
+    audio = render(model, 1.5, seed=1)
+    assert len(audio) == int(1.5 * model.config.codec.sample_rate)
+    assert np.isfinite(audio).all() and np.sqrt(np.mean(audio ** 2)) > 1e-4
+
+    run = out.with_name(out.name + ".run")
+    meta = checkpoint_meta(run / "checkpoint-codec.safetensors")
+    assert meta["world_size"] == 2 and len(meta["rank_rng"]) == 1 and meta["finished"]
+    assert (run / "report-codec.png").exists() and (run / "previews" / "prior-generated.wav").exists()
+
+
+def test_an_interrupted_distributed_run_resumes_exactly(data, distributed_run, tmp_path):
+    _, reference, _ = distributed_run
+    out = tmp_path / "model.distill"
+    run = tmp_path / "model.distill.run"
+    proc = torchrun([data, "-o", out, *FLAGS], one_machine())
+    deadline = time.monotonic() + TIMEOUT
+    while not (run / "checkpoint-codec.safetensors").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: torchrun passes it on to both ranks
+    r = finish(proc)
+    assert r.returncode != 0 and "stopped at step" in r.stderr, r.stderr[-3000:]
+    assert r.stderr.count("stopped at step") == 1  # said once, by rank 0
+    stopped = [checkpoint_meta(p) for p in sorted(run.glob("checkpoint-*.safetensors"))]
+    assert stopped and not stopped[-1]["finished"]
+
+    single = tmp_path / "single"
+    shutil.copytree(run, single / "model.distill.run")
+
+    r = finish(torchrun([data, "-o", out, *FLAGS, "--resume"], one_machine(), dump=tmp_path / "dump"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    for stage in ("codec", "prior"):
+        for want, got in zip(dumps(reference, stage), dumps(tmp_path / "dump", stage)):
+            for key in want:
+                assert torch.equal(want[key], got[key]), f"{stage}: {key} differs after resuming"
+
+    # one process may take over a checkpoint of two (it goes on, though not bit for bit as two would)
+    r = subprocess.run([sys.executable, "-m", "distill_train", data, "-o", single / "model.distill", *FLAGS,
+                        "--resume"], cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+                       text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "made by 2 processes and this run has 1" in r.stderr
+    assert load_model(single / "model.distill").prior is not None
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs (NCCL)")
+def test_two_gpus_train_one_model(data, tmp_path):
+    out = tmp_path / "model.distill"
+    r = finish(torchrun([data, "-o", out, *FLAGS, "--device", "cuda"], one_machine(), dump=tmp_path / "dump"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    codec0, codec1 = dumps(tmp_path / "dump", "codec")
+    for key in codec0:
+        assert torch.equal(codec0[key], codec1[key]), key
+    assert load_model(out).meta["training"]["device"] == "cuda:0"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_one_gpu_trains_a_model_that_loads(data, tmp_path):
+    out = tmp_path / "model.distill"
+    r = subprocess.run([sys.executable, "-m", "distill_train", data, "-o", out, *FLAGS, "--device", "cuda"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    model = load_model(out)
+    assert model.meta["training"]["device"] == "cuda" and model.prior is not None
