@@ -52,8 +52,7 @@ class CodecStage(Stage):
         self.cfg, self.dataset, self.batch_size, self.device, self.run_dir = cfg, dataset, batch_size, device, run_dir
         self.codec = Codec(cfg).to(device)
         self.model = distributed.wrap(self.codec, device)  # what train_step calls (DDP under torchrun)
-        self.sampler = CropSampler(dataset.train(), CROP_FRAMES, cfg.hop, seed, augment=True, stats=dataset.stats,
-                                   sample_rate=cfg.sample_rate)
+        self.sampler = CropSampler(dataset.train(), CROP_FRAMES, cfg.hop, seed, augment=True, descriptors=False)
         self.gen = torch.Generator().manual_seed(seed + 1)  # which batches use quantizer dropout
         valid = dataset.valid()
         self.valid_source = "held-out clips" if valid else "training clips (nothing could be held out)"

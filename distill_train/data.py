@@ -266,25 +266,29 @@ class CropSampler:
     gain of ±6 dB and a random polarity; its descriptors are then recomputed from the augmented
     audio (with the frame before the crop as context, exactly as for the whole file) and
     normalised with `stats`, so loudness follows the gain and the other two stay as they were.
+    With `descriptors=False` (for the codec, which trains on audio alone) there are none: batch
+    returns None for them and skips recomputing them, which is nearly all the work of an augmented
+    batch (on a GPU box it took as long as the codec's training step). The crops drawn are the same.
     """
 
     def __init__(self, clips: list[AudioClip], crop_frames: int, hop: int, seed: int = 0, *, augment: bool = False,
-                 stats: DescriptorStats | None = None, sample_rate: int | None = None):
+                 stats: DescriptorStats | None = None, sample_rate: int | None = None, descriptors: bool = True):
         if not clips:
             raise ValueError("CropSampler needs at least one clip")
         short = [c.path for c in clips if len(c.audio) < crop_frames * hop]
         if short:
             raise ValueError(f"clips shorter than one crop of {crop_frames} frames: {', '.join(short)}")
-        if augment and (stats is None or sample_rate is None):
+        if augment and descriptors and (stats is None or sample_rate is None):
             raise ValueError("augment needs the dataset's stats and sample_rate to recompute loudness")
         self.clips, self.crop_frames, self.hop = clips, crop_frames, hop
-        self.augment, self.stats, self.sample_rate = augment, stats, sample_rate
+        self.augment, self.stats, self.sample_rate, self.descriptors = augment, stats, sample_rate, descriptors
         frames = np.array([len(c.audio) // hop for c in clips], dtype=np.float64)
         self.weights = frames / frames.sum()
         self.rng = np.random.default_rng(seed)
 
-    def batch(self, batch_size: int, part: int = 0, parts: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """audio [B, crop_frames*hop] float32, world [B] long, descriptors [B, crop_frames, 3] float32.
+    def batch(self, batch_size: int, part: int = 0,
+              parts: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """audio [B, crop_frames*hop] float32, world [B] long, descriptors [B, crop_frames, 3] float32 (or None).
 
         With `parts` > 1 (one part per training process), the draw is for the batch of all parts
         together and this returns part `part` of it: every process keeps the same generator state.
@@ -295,17 +299,21 @@ class CropSampler:
         starts = [int(self.rng.integers(0, len(self.clips[i].audio) // hop - n + 1)) for i in which]
         which, starts = which[mine], starts[mine]
         audio = np.stack([self.clips[i].audio[s * hop:(s + n) * hop] for i, s in zip(which, starts)])
-        desc = np.stack([self.clips[i].descriptors[s:s + n] for i, s in zip(which, starts)])
+        desc = None
+        if self.descriptors:
+            desc = np.stack([self.clips[i].descriptors[s:s + n] for i, s in zip(which, starts)])
         if self.augment:
             gains = 10 ** (self.rng.uniform(-6, 6, total) / 20) * self.rng.choice([-1.0, 1.0], total)
             gains = gains[mine]
             audio = (audio * gains[:, None]).astype(np.float32)
+        if self.augment and self.descriptors:
             for b, (i, s) in enumerate(zip(which, starts)):
                 context = self.clips[i].audio[(s - 1) * hop:s * hop] if s > 0 else np.zeros(hop, np.float32)
                 raw = frame_descriptors(np.concatenate([context * gains[b], audio[b]]), hop, self.sample_rate)[1:]
                 desc[b] = self.stats.normalise(raw)
         world = np.array([self.clips[i].world for i in which], dtype=np.int64)
-        return torch.from_numpy(audio), torch.from_numpy(world), torch.from_numpy(np.ascontiguousarray(desc))
+        return (torch.from_numpy(audio), torch.from_numpy(world),
+                None if desc is None else torch.from_numpy(np.ascontiguousarray(desc)))
 
     def state_dict(self) -> dict:
         """JSON-able: the generator's full state, so a resumed run draws the same crops."""

@@ -33,7 +33,7 @@ from test_train import SR, bells, filtered_noise
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--preset", "tiny", "--steps", "12", "--prior-steps", "12", "--batch-size", "2", "--eval-every", "6",
-         "--checkpoint-every", "6", "--seed", "3", "--quiet"]
+         "--checkpoint-every", "6", "--seed", "3", "--quiet", "--device", "cpu"]  # the GPU tests add --device cuda
 TIMEOUT = 240
 
 
