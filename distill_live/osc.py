@@ -480,8 +480,8 @@ def _num(x) -> str:
 
 def doc_registry() -> ParamRegistry:
     """The registry the README documents: one world called `<name>`, ranges that depend on the model
-    shown in words (see MODEL_DEPENDENT)."""
-    return ParamRegistry(["<name>"], levels=8, codebook_size=1024, cues=1)
+    shown in words (see MODEL_DEPENDENT), and the audio input's controls (serve --input)."""
+    return ParamRegistry(["<name>"], levels=8, codebook_size=1024, cues=1, audio_input=True)
 
 
 def markdown_table(registry: ParamRegistry | None = None) -> str:

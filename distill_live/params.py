@@ -44,8 +44,13 @@ class Param:
         return f"{PREFIX}/{self.name}"
 
 
-def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: int) -> list[Param]:
-    """Every control of a model with these worlds, levels, codebook size and cue count."""
+INPUT_MODES = ("off", "resynth", "continue")  # /distill/input/mode 0, 1, 2
+
+
+def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: int,
+                 audio_input: bool = False) -> list[Param]:
+    """Every control of a model with these worlds, levels, codebook size and cue count; the audio input's
+    controls only when there is one (serve --input)."""
     last_cue = max(0, cues - 1)
     params = [
         Param("play", "b", 0, "start (1) or stop (0) with a short fade"),
@@ -74,13 +79,24 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
         Param("reset", "", None, "clear the prior's memory and start fresh", stored=False),
         Param("model", "s", None, "hot-swap to another model file (in the models folder)", stored=False),
     ]
+    if audio_input:
+        params += [
+            Param("input/mode", "i", 1, "what the audio input does (serve --input): 0 off, the prior plays alone; "
+                  "1 resynth, the model plays what the input plays; 2 continue, the same while the input "
+                  "plays, and when it falls quiet the prior carries on from it", 0, 2),
+            Param("input/gain", "f", 1.0, "audio input gain, before encoding", 0.0, 4.0, smooth=0.05),
+            Param("input/gate", "f", -45.0, "input level (dBFS, RMS of a frame) above which the input counts "
+                  "as playing", -90.0, 0.0),
+            Param("input/hold", "f", 0.3, "seconds the input must stay below the gate before the prior takes "
+                  "over (continue mode)", 0.0, 10.0),
+        ]
     return params
 
 
 class ParamRegistry:
-    def __init__(self, worlds: Sequence[str], levels: int, codebook_size: int, cues: int):
+    def __init__(self, worlds: Sequence[str], levels: int, codebook_size: int, cues: int, audio_input: bool = False):
         self.worlds = list(worlds)
-        self.params = {p.address: p for p in build_params(worlds, levels, codebook_size, cues)}
+        self.params = {p.address: p for p in build_params(worlds, levels, codebook_size, cues, audio_input)}
         self.values: dict[str, Any] = {a: p.default for a, p in self.params.items() if p.stored and p.default is not None}
         self.held = {d: False for d in DESCRIPTORS}
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
