@@ -10,10 +10,15 @@ generator thread, which keeps the ring one sound card block plus `buffer_ms` ahe
 whatever is queued is latency. It works in chunks of a quarter frame (see player.py), so the
 ring can stay that short while the model still computes whole frames. Model files asked for over OSC (`/distill/model`) are loaded by a third thread
 so the generator never waits on a disk.
+
+With an audio input (audioinput.py) the generator also pulls what the input callback copied, and
+a frame waits until a whole frame of input has arrived; input beyond what keeps the card fed is
+skipped, so the input is heard about one frame + one card block + `buffer_ms` after it arrives.
 """
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -23,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .audioinput import AudioInput
 from .modelfile import DistillModel, ModelFileError, load_model
 from .params import ParamRegistry
-from .player import Player, Voice
+from .player import Heard, Player, Voice
 from .prior import Controls
 from .resample import StreamResampler
 from .ringbuffer import RingBuffer
@@ -61,8 +67,10 @@ class Engine:
     needs another). `models_dir` confines `/distill/model` paths (default: no hot-swap)."""
 
     def __init__(self, model: DistillModel, registry: ParamRegistry | None = None, seed: int = 0,
-                 buffer_ms: float = 10.0, device_rate: int | None = None, models_dir: str | Path | None = None):
-        self.player = Player(model, registry, seed)
+                 buffer_ms: float = 10.0, device_rate: int | None = None, models_dir: str | Path | None = None,
+                 audio_input: AudioInput | None = None):
+        self.player = Player(model, registry, seed, audio_input)
+        self.input = audio_input
         self.registry = self.player.registry
         c = model.config.codec
         self.model_rate, self.hop = c.sample_rate, c.hop
@@ -87,6 +95,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._loader: threading.Thread | None = None
         self._last_fault = 0.0
+        self._least_queued, self._queued_checks = math.inf, 0  # see _input_allows
         self._frame_time = 0.0  # seconds spent on the current frame's chunks so far
 
     # -- any thread ------------------------------------------------------------------------------
@@ -104,6 +113,12 @@ class Engine:
         everything queued in the ring and the card plays first. What steers the prior (worlds,
         descriptors, temperature...) waits up to one frame more, for the next frame."""
         return 1000.0 * (self.player.chunk / self.model_rate + self.queued_seconds() + self.output_latency)
+
+    def input_latency_ms(self) -> float:
+        """Audio input to sound estimate: the card delivers it, it waits to be encoded, then everything
+        queued for the card plays first."""
+        waiting = self.input.available() / self.model_rate
+        return 1000.0 * (self.input.latency + waiting + self.queued_seconds() + self.output_latency)
 
     def report(self, sentence: str) -> None:
         log.warning(sentence)
@@ -145,10 +160,41 @@ class Engine:
         self._ready.set()
         idle = self.player.chunk / self.model_rate / 4
         while self._running:
-            if self.ring.available() < self.block + self.target:
+            if self.ring.available() < self.block + self.target and self._input_allows():
                 self.generate_one()
             else:
                 time.sleep(idle)
+
+    def _input_allows(self) -> bool:
+        """With an audio input, a new frame waits until a whole frame of input has arrived.
+
+        Input and output run on the same clock, so what waits to be encoded plus what waits for the
+        card stays constant: that is the latency. One card block + one frame + `target` is enough, so
+        when the input starts the engine puts just enough silence in front of it, and if more than
+        that waits for half a second (the two clocks drifted, or the machine stalled) it skips the
+        oldest input. The least over half a second, because input and output callbacks do not come at
+        the same instant: between them what waits looks a card block shorter or longer than it is.
+        """
+        if self.input is None:
+            return True
+        feed = self.input
+        feed.pull()
+        if not self.player.frame_due():
+            return True
+        ratio = self.sample_rate / self.model_rate
+        queued = feed.available() * ratio + self.ring.available()  # at the card's rate
+        enough = self.block + self.frame_samples + self.target
+        if feed.resumed:
+            feed.resumed = False
+            feed.delay(int((enough - queued) / ratio))
+            self._least_queued, self._queued_checks = math.inf, 0
+        self._least_queued = min(self._least_queued, queued)
+        self._queued_checks += 1
+        if self._queued_checks >= self.player.frame_rate / 2:
+            if self._least_queued > enough + self.frame_samples / 4:  # a chunk of slack for rounding
+                feed.skip(int((self._least_queued - enough) / ratio))
+            self._least_queued, self._queued_checks = math.inf, 0
+        return feed.ready()
 
     def _swap_if_loaded(self) -> None:
         try:
@@ -196,10 +242,15 @@ class Engine:
     def warm_up(self, frames: int = 5) -> None:
         """Run a few throwaway frames: torch's first calls are many times slower than the rest, and
         they must not happen while the sound card waits."""
-        scratch = Voice.start(self.player.model, 0)
+        listening = self.input is not None
+        scratch = Voice.start(self.player.model, 0, listening)
+        silence = torch.zeros(1, self.hop)
         with torch.inference_mode():
             for _ in range(frames):
                 scratch.step(Controls())
+                if listening:
+                    scratch.listen(Heard(silence, loud=False, leads=True))
+                    scratch.step(Controls())
 
     def start(self) -> None:
         # 100 ms of silence first: the card's block size is known only at its first callback, some

@@ -6,58 +6,117 @@ step, any crossfade between voices), but control messages are applied every chun
 play/stop fade and the gain are applied per chunk too: so starting, stopping and gain answer
 within a chunk (5 ms), and a start from silence does not wait for the next frame boundary, while
 what steers the prior (worlds, descriptors, temperature...) takes effect with the next frame.
+
+With an audio input (serve --input, see audioinput.py) each frame also encodes a frame of the
+input, and the input's codes can take the prior's place: `/distill/input/mode` 1 (resynth) decodes
+the input's codes, so the model plays what the input plays; 2 (continue) does the same while the
+input is above the gate, and once it has stayed below for `/distill/input/hold` seconds the prior
+takes over from what the input last played. Whenever the prior takes over from the input (the gate
+closing, a switch to mode 0, a freeze) it is first primed, as a cue jump does, with the input's
+last loud frames.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from .audioinput import AudioInput
+from .codec import EncoderState
 from .modelfile import DistillModel
-from .params import PREFIX, ParamRegistry
+from .params import INPUT_MODES, PREFIX, ParamRegistry
 from .prior import Controls, PriorState
 
 PLAY_FADE = 0.05  # seconds: start/stop fade
 CHUNKS = 4  # chunks per frame: how often controls are applied
+INPUT_MEMORY = 16  # loud input frames the prior is primed with when it takes over (as many as a cue jump)
 
 
-def registry_for(model: DistillModel) -> ParamRegistry:
+def registry_for(model: DistillModel, audio_input: bool = False) -> ParamRegistry:
     c = model.config.codec
-    return ParamRegistry(model.worlds, c.levels, c.codebook_size, len(model.cues))
+    return ParamRegistry(model.worlds, c.levels, c.codebook_size, len(model.cues), audio_input)
+
+
+@dataclass
+class Heard:
+    """One frame of the audio input, and what the Player decided about it."""
+
+    audio: torch.Tensor  # [1, hop], gain applied
+    loud: bool  # above the gate: worth remembering for the prior
+    leads: bool  # its codes are played this frame, not the prior's
 
 
 @dataclass
 class Voice:
-    """One model and the memory of its prior and decoder."""
+    """One model and the memory of its prior, decoder and (with an audio input) encoder."""
 
     model: DistillModel
     prior_state: PriorState
     decoder_state: object
+    encoder_state: EncoderState | None = None
+    memory: deque = field(default_factory=lambda: deque(maxlen=INPUT_MEMORY))  # codes of the last loud input frames
+    lead: torch.Tensor | None = None  # the input's codes, to play at the next step instead of the prior's
+    following: bool = False  # the last frame played the input's codes
 
     @classmethod
-    def start(cls, model: DistillModel, seed: int) -> "Voice":
-        return cls(model, model.prior.start(seed), model.codec.start(1))
+    def start(cls, model: DistillModel, seed: int, listening: bool = False) -> "Voice":
+        return cls(model, model.prior.start(seed), model.codec.start(1),
+                   model.codec.start_encoding(1) if listening else None)
+
+    def listen(self, heard: Heard) -> None:
+        """Encode a frame of the audio input (before `step`)."""
+        codes, self.encoder_state = self.model.codec.encode_step(heard.audio, self.encoder_state)
+        codes = codes[0]
+        if heard.loud:
+            self.memory.append(codes)
+        self.lead = codes if heard.leads else None
 
     def step(self, controls: Controls) -> tuple[np.ndarray, torch.Tensor]:
-        codes, self.prior_state = self.model.prior.step(self.prior_state, controls)
+        if self.lead is not None:
+            codes, self.lead = self.lead, None
+            if controls.levels is not None:
+                codes = codes.clone()  # (the memory holds the same tensor)
+                codes[int(controls.levels):] = -1
+            self.following = True
+        else:
+            if self.following:
+                self._prime(controls)
+            codes, self.prior_state = self.model.prior.step(self.prior_state, controls)
         audio, self.decoder_state = self.model.codec.decode_step(codes[None], self.decoder_state)
         return audio[0].numpy(), codes
 
+    def _prime(self, controls: Controls) -> None:
+        """The prior takes over from the input: start it from the input's last loud frames, as a cue
+        jump starts it from a training passage (the cue that `lock` follows stays the performer's)."""
+        self.following = False
+        if not self.memory:
+            return
+        old = self.prior_state
+        self.prior_state = self.model.prior.jump(old, torch.stack(list(self.memory)), len(self.memory) - 1, controls)
+        self.prior_state.cue, self.prior_state.cue_pos = old.cue, old.cue_pos
+
 
 class Player:
-    def __init__(self, model: DistillModel, registry: ParamRegistry | None = None, seed: int = 0):
+    def __init__(self, model: DistillModel, registry: ParamRegistry | None = None, seed: int = 0,
+                 audio_input: AudioInput | None = None):
         if model.prior is None:
             raise ValueError("this model has only a codec; train a prior (distill-train --stages prior) to play it")
-        self.registry = registry or registry_for(model)
+        self.registry = registry or registry_for(model, audio_input is not None)
+        self.input = audio_input
+        if audio_input is not None and f"{PREFIX}/input/mode" not in self.registry:
+            raise ValueError("a player with an audio input needs a registry made with audio_input=True")
         self.hop = model.config.codec.hop
         self.sample_rate = model.config.codec.sample_rate
         self.frame_rate = model.config.codec.frame_rate
         self.chunk = self.hop // CHUNKS if self.hop % CHUNKS == 0 else self.hop
         self.frames = 0  # model frames made (silent ones included)
         self.samples = 0  # samples played
-        self.voice = Voice.start(model, seed)
+        self.voice = Voice.start(model, seed, listening=audio_input is not None)
+        self.input_gain = 1.0
+        self.quiet = math.inf  # seconds the input has been below the gate
         self.fading: tuple[Voice, int, int] | None = None  # old voice, frames left, fade length
         self.smoothed: dict[str, float] = {}
         self.envelope = 0.0  # play/stop fade level
@@ -112,24 +171,42 @@ class Player:
         if name == "cue":
             index, fade = args
             fresh = Voice(model, model.prior.jump(self.voice.prior_state, model.cues[index], 0, self.controls()),
-                          model.codec.start(1))
+                          model.codec.start(1), self.voice.encoder_state)
             self.crossfade_to(fresh, fade)
         elif name == "reset":
-            self.crossfade_to(Voice.start(model, self.registry.get("seed")), PLAY_FADE)
+            fresh = Voice.start(model, self.registry.get("seed"))
+            fresh.encoder_state = self.voice.encoder_state
+            self.crossfade_to(fresh, PLAY_FADE)
         elif name == "seed":
             self.voice.prior_state.generator.manual_seed(int(args[0]))
         elif name == "model":
             self.model_requests.append(args[0])
 
+    def _listen(self) -> Heard:
+        """Take the input's next frame and decide whether it leads: the gate and the input mode."""
+        start_gain = self.input_gain
+        self.input_gain = self._smooth(f"{PREFIX}/input/gain", self.registry.get("input/gain"), self.frame_rate)
+        audio = self.input.next_frame() * (start_gain + (self.input_gain - start_gain) * self._frame_ramp)
+        level = 10 * math.log10(float(np.mean(audio ** 2)) + 1e-20)
+        loud = level > self.registry.get("input/gate")
+        self.quiet = 0.0 if loud else self.quiet + 1.0 / self.frame_rate
+        mode = INPUT_MODES[self.registry.get("input/mode")]
+        leads = mode == "resynth" or (mode == "continue" and self.quiet <= self.registry.get("input/hold"))
+        return Heard(torch.from_numpy(audio)[None], loud, leads and not self.registry.get("freeze"))
+
     def _next_raw_frame(self, playing: bool) -> None:
         """Make the next frame of the model (or a silent one, without computing, when stopped)."""
         self.frames += 1
         self.pos = 0
+        heard = self._listen() if self.input is not None else None  # taken even when stopped: time goes on
         if not playing:
             self.raw[:] = 0.0
             self.raw_silent = True
             return
         controls = self.controls()
+        if heard is not None:
+            for voice in [self.voice] + ([self.fading[0]] if self.fading is not None else []):
+                voice.listen(heard)
         audio, self.last_codes = self.voice.step(controls)
         if self.fading is not None:
             old, left, total = self.fading
@@ -147,8 +224,7 @@ class Player:
         for address, args in applied:
             self._command(address, args)
         playing = bool(self.registry.get("play"))
-        if self.pos >= self.hop or (playing and self.raw_silent):
-            # a new frame at the frame boundary, or at once when starting from silence
+        if self.frame_due():
             self._next_raw_frame(playing or self.envelope > 0.0)
 
         start_env = self.envelope
@@ -165,6 +241,10 @@ class Player:
         env = start_env + (self.envelope - start_env) * self._ramp
         gain = start_gain + (self.gain - start_gain) * self._ramp
         return (raw * env * gain).astype(np.float32)
+
+    def frame_due(self) -> bool:
+        """The next chunk begins a new frame: at the frame boundary, or at once when starting from silence."""
+        return self.pos >= self.hop or (bool(self.registry.get("play")) and self.raw_silent)
 
     def silent_chunk(self) -> np.ndarray:
         """Silence in place of a chunk that failed: time goes on, and the next chunk starts a new frame."""
@@ -185,7 +265,7 @@ class Player:
         """Hot-swap to an already loaded model with a crossfade (call from the generator thread)."""
         if model.prior is None:
             raise ValueError("the new model has no prior")
-        self.crossfade_to(Voice.start(model, self.registry.get("seed")), seconds)
+        self.crossfade_to(Voice.start(model, self.registry.get("seed"), listening=self.input is not None), seconds)
 
 
 def render(model: DistillModel, seconds: float, seed: int = 0,

@@ -1,8 +1,10 @@
-"""Where the engine's ring buffer goes: a PortAudio output stream, or a file written in real time.
+"""Where the engine's ring buffer goes: a PortAudio output stream, or a file written in real time;
+and where the optional audio input comes from: a PortAudio input stream.
 
-Both drain the ring through `Engine.callback`, the only code that runs on the audio thread. The
-stream is watched from the main thread: if the device disappears or PortAudio aborts the stream,
-`SoundCard.check()` says so once and reopens it when the device is back.
+Both outputs drain the ring through `Engine.callback`, the input fills its own through
+`AudioInput.callback`: the only code that runs on the audio thread. Streams are watched from the
+main thread: if the device disappears or PortAudio aborts the stream, `check()` says so once and
+reopens it when the device is back.
 """
 from __future__ import annotations
 
@@ -33,18 +35,25 @@ def _sd():
 
 def output_devices() -> list[dict]:
     """Every device that can play, with its index, name, host API, channels and default rate."""
+    return _devices("output")
+
+
+def _devices(direction: str) -> list[dict]:
     sd = _sd()
     apis = sd.query_hostapis()
-    return [dict(index=i, name=d["name"], hostapi=apis[d["hostapi"]]["name"], channels=d["max_output_channels"],
-                 rate=int(d["default_samplerate"]), latency_ms=round(1000 * d["default_low_output_latency"], 1))
-            for i, d in enumerate(sd.query_devices()) if d["max_output_channels"] > 0]
+    return [dict(index=i, name=d["name"], hostapi=apis[d["hostapi"]]["name"], channels=d[f"max_{direction}_channels"],
+                 rate=int(d["default_samplerate"]), latency_ms=round(1000 * d[f"default_low_{direction}_latency"], 1))
+            for i, d in enumerate(sd.query_devices()) if d[f"max_{direction}_channels"] > 0]
 
 
-def choose_device(wanted: str | None) -> dict:
+def choose_device(wanted: str | None, direction: str = "output") -> dict:
     """The device by index or by (case-insensitive) name prefix or substring; JACK first, then the
-    default output, when nothing is asked for."""
-    devices = output_devices()
+    default output (or input), when nothing is asked for."""
+    devices = _devices(direction)
     if not devices:
+        if direction == "input":
+            raise NoSoundCard("no audio input found: leave out --input, or start a JACK server (e.g. "
+                              "`jackd -d dummy` on a headless machine)")
         raise NoSoundCard("no sound card found: record to a file with --output FILE.wav, or start a JACK "
                           "server (e.g. `jackd -d dummy` on a headless machine)")
     if wanted is None:
@@ -52,7 +61,7 @@ def choose_device(wanted: str | None) -> dict:
         jack = [d for d in devices if d["hostapi"] == JACK]
         if jack:
             return jack[0]
-        default = sd.default.device[1]
+        default = sd.default.device[0 if direction == "input" else 1]
         return next((d for d in devices if d["index"] == default), devices[0])
     if wanted.isdigit():
         hit = [d for d in devices if d["index"] == int(wanted)]
@@ -62,25 +71,28 @@ def choose_device(wanted: str | None) -> dict:
               [d for d in devices if low in d["name"].lower()]
     if not hit:
         names = ", ".join(f"{d['index']}: {d['name']}" for d in devices)
-        raise NoSoundCard(f"no output device matches '{wanted}'; the devices are {names}")
+        raise NoSoundCard(f"no {direction} device matches '{wanted}'; the devices are {names}")
     return hit[0]
 
 
-def device_rate(device: dict, model_rate: int, asked: int | None) -> int:
-    """The model's rate if the device runs it (no resampling), else what was asked, else the device's."""
+def device_rate(device: dict, model_rate: int, asked: int | None, direction: str = "output") -> int:
+    """What was asked if the device runs it, else the model's rate (no resampling), else the device's."""
     sd = _sd()
+    check = sd.check_input_settings if direction == "input" else sd.check_output_settings
     for rate in ([asked] if asked else []) + [model_rate, device["rate"]]:
         try:
-            sd.check_output_settings(device=device["index"], samplerate=rate, channels=1, dtype="float32")
+            check(device=device["index"], samplerate=rate, channels=1, dtype="float32")
             return rate
         except Exception:
             continue
-    raise NoSoundCard(f"output device '{device['name']}' accepts none of the rates {asked or ''} {model_rate} "
+    raise NoSoundCard(f"{direction} device '{device['name']}' accepts none of the rates {asked or ''} {model_rate} "
                       f"{device['rate']} Hz")
 
 
 class SoundCard:
     """A PortAudio output stream draining `engine.callback`, reopened if it dies."""
+
+    what = "sound card"
 
     def __init__(self, engine, device: dict, channels: int, blocksize: int, latency: str | float):
         self.engine, self.device = engine, device
@@ -104,11 +116,9 @@ class SoundCard:
         if self.stream is not None and self.stream.active:
             return
         if not self._said:
-            self.engine.report(f"the sound card '{self.device['name']}' stopped; trying to reopen it")
+            self.engine.report(f"the {self.what} '{self.device['name']}' stopped; trying to reopen it")
             self._said = True
-        # no callback drains the ring now: throw its audio away here, so the generator keeps running
-        # and controls, replies and dumps go on while the card is gone
-        self.engine.ring.read = self.engine.ring.written
+        self._while_stopped()
         if time.monotonic() < self._retry_at:  # PortAudio prints a line per failed open: not 10 a second
             return
         self._retry_at = time.monotonic() + 1.0
@@ -121,13 +131,37 @@ class SoundCard:
                              daemon=True).start()
         try:
             self.open()
-            log.warning("sound card '%s' is playing again", self.device["name"])
+            log.warning("the %s '%s' works again", self.what, self.device["name"])
         except Exception:
             self.stream = None
+
+    def _while_stopped(self) -> None:
+        # no callback drains the ring now: throw its audio away here, so the generator keeps running
+        # and controls, replies and dumps go on while the card is gone
+        self.engine.ring.read = self.engine.ring.written
 
     def close(self) -> None:
         if self.stream is not None:
             self.stream.close(ignore_errors=True)
+
+
+class InputCard(SoundCard):
+    """A PortAudio input stream filling `engine.input` (an AudioInput), reopened if it dies."""
+
+    what = "audio input"
+
+    def open(self) -> None:
+        sd = _sd()
+        feed = self.engine.input
+        self.stream = sd.InputStream(device=self.device["index"], samplerate=feed.rate, blocksize=self.blocksize,
+                                     channels=self.channels, dtype="float32", latency=self.latency,
+                                     callback=feed.callback)
+        self.stream.start()
+        feed.latency = float(self.stream.latency)
+        self._said = False
+
+    def _while_stopped(self) -> None:
+        pass  # the engine stops waiting for input that does not come, and fills its frames with silence
 
 
 class FileOutput:

@@ -238,3 +238,82 @@ def dominant_frequency(signal: np.ndarray, sample_rate: int, resolution_hz: floa
     a, b, c = np.log(spec[k - 1 : k + 2] + 1e-30)
     shift = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) != 0 else 0.0
     return (k + shift) * sample_rate / n
+
+
+class TimedCapture(JackCapture):
+    """A JackCapture that notes the JACK frame time of its first recorded sample (``first_frame``),
+    so a sample it recorded can be matched to what another client played at a known frame time."""
+
+    first_frame: int | None = None
+
+    def _process(self, nframes: int) -> None:
+        if self.first_frame is None and self._armed:
+            self.first_frame = self.client.last_frame_time
+        super()._process(nframes)
+
+    def since(self, frame_time: int, frames: int) -> np.ndarray:
+        """The ``frames`` recorded from JACK frame time ``frame_time`` on (waits until they are)."""
+        start = frame_time - self.first_frame
+        deadline = time.monotonic() + 10.0 + frames / self.sample_rate
+        while self._pos < start + frames:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"recorded {self._pos} frames, waiting for {start + frames}")
+            time.sleep(0.01)
+        return self.buffer[start : start + frames].copy()
+
+
+class JackSource:
+    """A JACK client that plays a signal once through its audio outputs, then silence: a performer
+    playing into another client's inputs. ``play`` returns the JACK frame time of the signal's first
+    sample, so a TimedCapture can find what came back."""
+
+    def __init__(self, server_name: str, channels: int = 1, seconds: float = 10.0, *,
+                 client_name: str = "distill-source"):
+        import jack
+
+        self.client = jack.Client(client_name, servername=server_name, no_start_server=True)
+        self.sample_rate: int = self.client.samplerate
+        self.buffer = np.zeros(int(round(seconds * self.sample_rate)), dtype=np.float32)
+        self.outports = [self.client.outports.register(f"out_{i + 1}") for i in range(channels)]
+        self._length = 0  # samples of `buffer` to play; 0 = silence
+        self._pos = 0
+        self._start: int | None = None
+        self._started = threading.Event()
+        self.client.set_process_callback(self._process)
+        self.client.activate()
+
+    def _process(self, nframes: int) -> None:
+        length = self._length  # first: `play` sets the position before the length
+        pos = self._pos
+        n = max(0, min(nframes, length - pos))
+        if n and pos == 0:
+            self._start = self.client.last_frame_time
+            self._started.set()
+        for port in self.outports:
+            out = port.get_array()
+            out[:n] = self.buffer[pos : pos + n]
+            out[n:] = 0.0
+        if n:
+            self._pos = pos + n
+
+    def connect(self, destinations: list[str]) -> None:
+        """Every output to every port named (e.g. both inputs of a stereo stream: a mono source on both)."""
+        for src in self.outports:
+            for dst in destinations:
+                self.client.connect(src, dst)
+
+    def play(self, signal: np.ndarray, timeout: float = 10.0) -> int:
+        """Play ``signal`` (mono float) from the next period; returns the frame time of its first sample."""
+        self._length = 0  # silence while the buffer is rewritten
+        time.sleep(2 * self.client.blocksize / self.sample_rate)  # a period in progress ends
+        self._started.clear()
+        self.buffer[: len(signal)] = signal
+        self._pos = 0
+        self._length = len(signal)
+        if not self._started.wait(timeout):
+            raise TimeoutError("the JACK source was not called back")
+        return self._start
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()

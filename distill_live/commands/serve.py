@@ -15,13 +15,14 @@ from pathlib import Path
 import torch
 
 from .. import midi, osc
+from ..audioinput import AudioInput
 from ..cli import UserError
 from ..engine import Engine
 from ..modelfile import load_model
-from ..params import PREFIX
+from ..params import INPUT_MODES, PREFIX
 from ..player import PLAY_FADE, registry_for
 from ..score import parse_set
-from ..soundcard import FileOutput, NoSoundCard, SoundCard, choose_device, device_rate
+from ..soundcard import FileOutput, InputCard, NoSoundCard, SoundCard, choose_device, device_rate
 
 log = logging.getLogger("distill.serve")
 
@@ -56,6 +57,15 @@ def register(sub) -> None:
                    help="audio kept ready beyond one sound card block: less = lower latency, more = safer "
                         "on a busy machine (default 10; 100 with --output)")
     g.add_argument("--threads", type=int, default=1, help="CPU threads for torch (1 is fastest for one voice)")
+    g = p.add_argument_group("audio input")
+    g.add_argument("--input", nargs="?", const="", metavar="DEVICE",
+                   help="also listen to an audio input and encode it live (no DEVICE: JACK if a JACK server runs, "
+                        "else the system default); /distill/input/mode chooses what it does")
+    g.add_argument("--input-mode", choices=INPUT_MODES, default="resynth",
+                   help="resynth: the model plays what the input plays; continue: the same, and when the input "
+                        "falls quiet the prior carries on from it; off: the prior alone")
+    g.add_argument("--input-channels", type=int, choices=[1, 2], default=2,
+                   help="input channels, mixed to mono (1: the first only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stopped", action="store_true", help="start silent; /distill/play 1 starts")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -87,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     if model.prior is None:
         raise UserError(f"'{args.model}' has only a codec; train a prior first (distill-train --stages prior)")
-    registry = registry_for(model)
+    listening = args.input is not None
+    registry = registry_for(model, audio_input=listening)
+    if listening:
+        registry.submit(f"{PREFIX}/input/mode", [INPUT_MODES.index(args.input_mode)])
     for _, address, values in parse_set(args.set, registry):
         registry.submit(address, values)
     if not args.stopped:
@@ -105,9 +118,19 @@ def run(args: argparse.Namespace) -> int:
         except NoSoundCard as e:
             raise UserError(str(e)) from None
 
+    audio_input = in_device = None
+    if listening:
+        try:
+            in_device = choose_device(args.input or None, "input")
+            in_rate = device_rate(in_device, model_rate, rate, "input")
+        except NoSoundCard as e:
+            raise UserError(str(e)) from None
+        audio_input = AudioInput(min(args.input_channels, in_device["channels"]), in_rate, model_rate,
+                                 model.config.codec.hop)
+
     models_dir = Path(args.models_dir or Path(args.model).resolve().parent)
     engine = Engine(model, registry, seed=args.seed, buffer_ms=args.buffer_ms, device_rate=rate,
-                    models_dir=models_dir)
+                    models_dir=models_dir, audio_input=audio_input)
     if args.output:
         sink = FileOutput(engine, args.output, args.channels, engine.frame_samples)
         where = f"recording to {args.output}"
@@ -115,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         sink = SoundCard(engine, device, min(args.channels, device["channels"]), args.blocksize, args.latency)
         where = f"on '{device['name']}' ({device['hostapi']})"
 
+    source = InputCard(engine, in_device, audio_input.channels, args.blocksize, args.latency) if listening else None
     control = midi_control = None
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -128,6 +152,15 @@ def run(args: argparse.Namespace) -> int:
         resampled = f", resampled to {rate} Hz" if rate != model_rate else ""
         print(f"distill-live: playing {args.model} {where} at {model_rate} Hz{resampled}"
               f"{' (stopped: send /distill/play 1)' if args.stopped else ''}", flush=True)
+        if source is not None:
+            try:
+                source.open()
+            except Exception as e:
+                raise UserError(f"cannot open the audio input '{in_device['name']}': {e}; try another "
+                                "--input DEVICE") from None
+            print(f"distill-live: listening to '{in_device['name']}' ({in_device['hostapi']}, "
+                  f"{audio_input.channels} channel{'s' if audio_input.channels > 1 else ''}); input mode "
+                  f"{args.input_mode} (/distill/input/mode)", flush=True)
         try:
             control = osc.start_control(engine, args)
         except (osc.OscConfigError, OSError) as e:
@@ -139,12 +172,12 @@ def run(args: argparse.Namespace) -> int:
             control.osc.handlers.update(midi.osc_handlers(midi_control))
         print("distill-live: now open patches/max/distill.maxpat, patches/supercollider/Distill.scd or "
               "patches/puredata/distill.pd (see patches/README.md); Ctrl-C stops", flush=True)
-        _main_loop(engine, sink, stop, args, midi_control)
+        _main_loop(engine, [sink] + ([source] if source else []), stop, args, midi_control)
         # fade out: stop playing and let the fade reach the card before closing it
         engine.registry.submit(f"{PREFIX}/play", [0])
         time.sleep(PLAY_FADE + engine.queued_seconds() + engine.output_latency + 0.05)
     finally:
-        for part in (midi_control, control, sink):
+        for part in (midi_control, control, source, sink):
             if part is not None:
                 part.close()
         engine.stop()
@@ -153,12 +186,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _main_loop(engine: Engine, sink, stop: threading.Event, args, midi_control) -> None:
+def _main_loop(engine: Engine, streams: list, stop: threading.Event, args, midi_control) -> None:
     end = time.monotonic() + args.seconds if args.seconds else None
     next_log = time.monotonic() + 1.0
     while not stop.is_set() and (end is None or time.monotonic() < end):
         stop.wait(0.1)
-        sink.check()
+        for stream in streams:
+            stream.check()
         if args.verbose and time.monotonic() >= next_log:
             next_log += 1.0
             s = engine.telemetry.summary()
@@ -166,3 +200,7 @@ def _main_loop(engine: Engine, sink, stop: threading.Event, args, midi_control) 
             log.info("rtf %.1f  frame %.2f/%.2f ms (p50/p99)  buffer %.0f ms  latency %.0f ms  underruns %d%s",
                      s["rtf"], s["frame_ms_p50"], s["frame_ms_p99"], 1000 * engine.queued_seconds(),
                      engine.latency_ms(), s["underruns"], f"  tempo {tempo:.1f} bpm" if tempo else "")
+            if engine.input is not None:
+                i = engine.input
+                log.info("input: latency %.0f ms  skipped %.0f ms  frames filled with silence %d  overruns %d",
+                         engine.input_latency_ms(), 1000 * i.skipped / i.model_rate, i.short, i.overruns)
