@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,23 +29,25 @@ import soundfile as sf
 import soxr
 import torch
 
+from distill_live.codec import Codec
 from distill_live.dsp import log_mel, multi_resolution_stft_distance, multi_scale_mel_distance
 from distill_live.modelfile import load_model
 from distill_live.player import render
 from distill_train.data import load_dataset
+from distill_train.loop import read_checkpoint
 
 SAMPLES = Path("/usr/share/sonic-pi/samples")
 
 
-def collection(root: Path) -> Path:
+def collection(root: Path, samples: Path = SAMPLES) -> Path:
     """Sonic Pi's samples sorted into worlds by name prefix (ambi_, bass_, drum_, ...), as symlinks."""
-    if not SAMPLES.is_dir():
+    if not samples.is_dir():
         sys.exit("sonic-pi-samples is not installed: run DISTILL_BENCH_DATA=1 bash scripts/setup.sh")
-    for f in sorted(SAMPLES.glob("*.flac")):
+    for f in sorted(samples.glob("*.flac")):
         world = root / f.name.split("_")[0]
         world.mkdir(parents=True, exist_ok=True)
         (world / f.name).unlink(missing_ok=True)
-        (world / f.name).symlink_to(f)
+        (world / f.name).symlink_to(f.resolve())
     return root
 
 
@@ -79,12 +82,15 @@ def frechet(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * np.sqrt(np.clip(cross, 0, None)).sum())
 
 
-def train(data: Path, out: Path, preset: str, codec_minutes: float, prior_minutes: float) -> tuple[Path, float]:
+def train(data: Path, out: Path, preset: str, codec_minutes: float, prior_minutes: float,
+          adversarial_minutes: float, device: str) -> tuple[Path, float]:
     model = out / "model.distill"
     t0 = time.time()
     cmd = [sys.executable, "-m", "distill_train", str(data), "-o", str(model), "--preset", preset,
            "--codec-minutes", str(codec_minutes), "--prior-minutes", str(prior_minutes), "--steps", "1000000",
-           "--prior-steps", "1000000"]
+           "--prior-steps", "1000000", "--device", device]
+    if adversarial_minutes:
+        cmd += ["--adversarial", "--adversarial-minutes", str(adversarial_minutes), "--adversarial-steps", "1000000"]
     print(" ".join(cmd), file=sys.stderr)
     subprocess.run(cmd, check=True)
     return model, time.time() - t0
@@ -97,17 +103,31 @@ def measure(model_path: Path, data: Path, seconds: float) -> dict:
     c = model.config.codec
     dataset = load_dataset(data, c.sample_rate, c.hop, log=lambda *_: None)
     valid = dataset.valid()
-    codec_d, opus6, opus12 = [], [], []
+    history = model.meta.get("history", {})
+    # with an adversarial stage, the codec stage's own decoder (from its checkpoint) is measured beside it
+    before = None
+    checkpoint = model_path.with_name(model_path.name + ".run") / "checkpoint-codec.safetensors"
+    adversarial = history.get("codec", {}).get("adversarial")
+    if adversarial and checkpoint.exists():
+        _, tensors = read_checkpoint(checkpoint)
+        before = Codec(c)
+        before.load_state_dict({k[len("model.codec."):]: v for k, v in tensors.items() if k.startswith("model.codec.")})
+        before.eval()
+    opus = shutil.which("ffmpeg") is not None
+    codec_d, before_d, opus6, opus12 = [], [], [], []
     for clip in valid:
         x = clip.audio[: (len(clip.audio) // c.hop) * c.hop]
         y = model.codec.decode(model.codec.encode(torch.from_numpy(x)[None]))[0].numpy()
         codec_d.append(distances(y, x, c.sample_rate))
-        opus6.append(distances(opus_roundtrip(x, c.sample_rate, 6), x, c.sample_rate))
-        opus12.append(distances(opus_roundtrip(x, c.sample_rate, 12), x, c.sample_rate))
+        if before is not None:
+            y = before.decode(before.encode(torch.from_numpy(x)[None]))[0].numpy()
+            before_d.append(distances(y, x, c.sample_rate))
+        if opus:
+            opus6.append(distances(opus_roundtrip(x, c.sample_rate, 6), x, c.sample_rate))
+            opus12.append(distances(opus_roundtrip(x, c.sample_rate, 12), x, c.sample_rate))
     mean = lambda rows: {"stft_distance": round(float(np.mean([r[0] for r in rows])), 4),
                          "mel_l1": round(float(np.mean([r[1] for r in rows])), 4)}
     info = model.info()
-    history = model.meta.get("history", {})
     result = {
         "collection": f"{len(dataset.clips)} files, {dataset.seconds():.0f} s, {len(dataset.worlds)} worlds "
                       f"({len(valid)} held out)",
@@ -115,9 +135,12 @@ def measure(model_path: Path, data: Path, seconds: float) -> dict:
                   "steps_per_s": history.get("codec", {}).get("steps_per_s"),
                   "steps": history.get("codec", {}).get("steps"),
                   "utilization": [h["utilization"] for h in info["health"]]},
-        "opus_6kbps": mean(opus6),
-        "opus_12kbps": mean(opus12),
+        "opus_6kbps": mean(opus6) if opus else "ffmpeg not installed",
+        "opus_12kbps": mean(opus12) if opus else "ffmpeg not installed",
     }
+    if before is not None:
+        result["codec_before_adversarial"] = mean(before_d)
+        result["codec"]["adversarial_steps"] = adversarial["steps"]
     if model.prior is None:
         return result
     real = np.concatenate([clip.audio for clip in valid])
@@ -149,15 +172,20 @@ def main() -> None:
     p.add_argument("--preset", default="small", choices=["tiny", "small", "default"])
     p.add_argument("--codec-minutes", type=float, default=20)
     p.add_argument("--prior-minutes", type=float, default=10)
+    p.add_argument("--adversarial-minutes", type=float, default=0,
+                   help="also run the adversarial stage this long (the figures then show the codec before and after it)")
+    p.add_argument("--device", default="auto", help="training device (auto, cpu, cuda, mps)")
+    p.add_argument("--samples", default=str(SAMPLES), help="the folder of Sonic Pi's .flac samples")
     p.add_argument("--seconds", type=float, default=60, help="seconds of generated audio to compare")
     args = p.parse_args()
     out = Path(args.out)
-    data = collection(out / "sonic-pi")
+    data = collection(out / "sonic-pi", Path(args.samples))
     result = {}
     if args.model:
         model = Path(args.model)
     else:
-        model, wall = train(data, out, args.preset, args.codec_minutes, args.prior_minutes)
+        model, wall = train(data, out, args.preset, args.codec_minutes, args.prior_minutes, args.adversarial_minutes,
+                            args.device)
         result["train_wall_minutes"] = round(wall / 60, 1)
     result.update(measure(model, data, args.seconds))
     print(json.dumps(result, indent=2))

@@ -55,7 +55,7 @@ def log_mel(audio: torch.Tensor, sample_rate: int, n_fft: int, hop: int, n_mels:
     return torch.log(torch.einsum("mf,bft->bmt", fb, mag) + 1e-5)
 
 
-def _scales(sample_rate: int) -> list[int]:
+def stft_scales(sample_rate: int) -> list[int]:
     """FFT sizes of about 11, 21 and 43 ms at any rate, as powers of two."""
     base = 2 ** round(math.log2(sample_rate * 0.021))
     return [base // 2, base, base * 2]
@@ -83,7 +83,7 @@ def multi_resolution_stft_distance(x: torch.Tensor, y: torch.Tensor, sample_rate
     `relative_floor`: see `_floor` (None: the fixed 1e-5 floor, kept for quality figures).
     """
     total = x.new_zeros(())
-    scales = _scales(sample_rate)
+    scales = stft_scales(sample_rate)
     for n_fft in scales:
         mx, my = stft_magnitude(x, n_fft, n_fft // 4), stft_magnitude(y, n_fft, n_fft // 4)
         convergence = torch.linalg.vector_norm(my - mx) / torch.linalg.vector_norm(my).clamp_min(1e-5)
@@ -97,7 +97,7 @@ def multi_scale_mel_distance(x: torch.Tensor, y: torch.Tensor, sample_rate: int,
                              relative_floor: float | None = None) -> torch.Tensor:
     """Log-mel L1 averaged over three resolutions. `relative_floor`: see `_floor`."""
     total = x.new_zeros(())
-    scales = _scales(sample_rate)
+    scales = stft_scales(sample_rate)
     for n_fft, n_mels in zip(scales, (40, 64, 80)):
         fb = mel_filterbank(n_fft, n_mels, sample_rate).to(x.device)
         mx = torch.einsum("mf,bft->bmt", fb, stft_magnitude(x, n_fft, n_fft // 4))

@@ -19,11 +19,14 @@ PROG = "distill-train"
 
 # (codec steps, prior steps) when --steps / --prior-steps are not given
 DEFAULT_STEPS = {"tiny": (400, 300), "small": (20000, 6000), "default": (60000, 20000)}
+# adversarial stage steps when --adversarial-steps is not given
+ADVERSARIAL_STEPS = {"tiny": 200, "small": 5000, "default": 15000}
 # batch size per process (codec crops, prior sequences) when --batch-size is not given
 BATCH = {"cpu": (8, 16), "mps": (8, 16), "cuda": (32, 64)}
 # codec: held-out loss after 3000 tiny steps on sonic-pi-samples was 5.33 at 5e-4, 3.96 at 1e-3,
 # 3.36 at 2e-3, 3.27 at 4e-3; small, 1200 steps: 4.91 at 5e-4, 3.99 at 2e-3 (README, design)
 CODEC_LR, PRIOR_LR = 2e-3, 1e-3
+ADVERSARIAL_LR = 2e-4  # decoder and discriminators, as in HiFi-GAN
 
 EPILOG = """\
 forms:
@@ -47,7 +50,8 @@ dataset-adaptive defaults (when the flags are not given): codebook size 64 / 128
 0.8 / 0.9 / 0.95 for up to 20 / up to 100 / more than 100 usable files.
 
 run directory (default MODEL.distill.run/): checkpoint-codec.safetensors, checkpoint-prior.safetensors,
-report-codec.png, report-prior.png, previews/*.wav.
+report-codec.png, report-prior.png, previews/*.wav; with --adversarial also checkpoint-adversarial.safetensors,
+report-adversarial.png and previews/*-adversarial.wav.
 """
 
 
@@ -105,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec-minutes", type=positive_float, help="stop the codec stage after this much training "
                    "time (the learning-rate schedule follows the budget; resume is then not bit-exact)")
     p.add_argument("--prior-minutes", type=positive_float, help="the same for the prior stage")
+    p.add_argument("--adversarial", action=argparse.BooleanOptionalAction, default=None,
+                   help="after the codec, fine-tune its decoder against discriminators (default: on with a CUDA "
+                        "GPU, off otherwise: on a CPU it costs hours for a small gain)")
+    p.add_argument("--adversarial-steps", type=positive_int, help="adversarial stage steps (default per preset: "
+                   + ", ".join(f"{k} {v}" for k, v in ADVERSARIAL_STEPS.items()) + ")")
+    p.add_argument("--adversarial-minutes", type=positive_float, help="the same time budget for the adversarial "
+                   "stage")
     p.add_argument("--sample-rate", type=positive_int, help="model sample rate (default: the preset's); the "
                    "frame rate stays the preset's")
     p.add_argument("--levels", type=positive_int, help="residual quantizer levels (default: the preset's)")
@@ -273,6 +284,7 @@ def train(args) -> int:
     from distill_live.modelfile import DistillModel, load_model
 
     from . import distributed
+    from .adversarial_stage import AdversarialStage
     from .codec_stage import CROP_FRAMES, CodecStage, extract_codes
     from .data import load_dataset
     from .health import code_counts, codebook_health, collapse_warnings
@@ -298,7 +310,8 @@ def train(args) -> int:
             print(line, file=sys.stderr)
 
     if not args.resume and main:  # a fresh run: checkpoints of the stages it runs (and of those after them) are stale
-        stale = [p for p in (run_dir / "checkpoint-codec.safetensors", run_dir / "checkpoint-prior.safetensors")
+        stale = [p for p in (run_dir / "checkpoint-codec.safetensors", run_dir / "checkpoint-adversarial.safetensors",
+                             run_dir / "checkpoint-prior.safetensors")
                  if p.exists() and ("codec" in stages or p.name.endswith("prior.safetensors"))]
         for p in stale:
             meta = checkpoint_summary(p)
@@ -364,6 +377,26 @@ def train(args) -> int:
             "valid_source": stage.valid_source, "valid_curve": _downsample(valid, "valid"),
             "stopped": "time budget" if result.stopped_early else "done",
         }
+        adversarial = device.type == "cuda" if args.adversarial is None else args.adversarial
+        if adversarial:
+            steps = args.adversarial_steps or ADVERSARIAL_STEPS[preset_name]
+            settings = Settings(steps=steps, batch_size=batch, lr=ADVERSARIAL_LR, checkpoint_every=args.checkpoint_every,
+                                eval_every=args.eval_every, quiet=quiet,
+                                time_budget_s=args.adversarial_minutes * 60 if args.adversarial_minutes else None)
+            seed_everything(args.seed + 2)
+            stage = AdversarialStage(codec, dataset, batch, args.seed + 2, device, run_dir, ADVERSARIAL_LR)
+            result = run(stage, settings, run_dir / "checkpoint-adversarial.safetensors", resume=args.resume,
+                         log=log, fingerprint=fingerprint(config, dataset, args.seed, batch, lr))
+            codec = stage.codec.eval()
+            valid = result.history["valid"]
+            codec_history["adversarial"] = {
+                "steps": result.step, "planned_steps": steps, "steps_per_s": round(result.steps_per_s, 3),
+                "wall_s": round(result.wall_s, 1), "lr": ADVERSARIAL_LR,
+                "valid_loss_end": round(valid[-1]["valid"], 5) if valid else None,
+                "valid_stft_end": round(valid[-1]["stft"], 5) if valid else None,
+                "valid_mel_end": round(valid[-1]["mel"], 5) if valid else None,
+                "stopped": "time budget" if result.stopped_early else "done"}
+        meta_training["adversarial"] = adversarial
         cues = extract_codes(codec, dataset.clips, device)
         health = codebook_health(code_counts(cues, c.levels, c.codebook_size))
         for line in collapse_warnings(health):

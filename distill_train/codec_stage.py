@@ -45,13 +45,15 @@ def spectral_loss(recon: torch.Tensor, target: torch.Tensor, sample_rate: int) -
 
 class CodecStage(Stage):
     name = "codec"
+    recon_name = "reconstruction"  # previews/<clip>-<recon_name>.wav
+    loss_label = "train (spectral + mel + commitment)"
 
     def __init__(self, cfg: CodecConfig, dataset, batch_size: int, seed: int, device: torch.device, run_dir: Path):
         from distill_train.data import CropSampler
 
         self.cfg, self.dataset, self.batch_size, self.device, self.run_dir = cfg, dataset, batch_size, device, run_dir
         self.codec = Codec(cfg).to(device)
-        self.model = distributed.wrap(self.codec, device)  # what train_step calls (DDP under torchrun)
+        self.wrap_for_training()
         self.sampler = CropSampler(dataset.train(), CROP_FRAMES, cfg.hop, seed, augment=True, descriptors=False)
         self.gen = torch.Generator().manual_seed(seed + 1)  # which batches use quantizer dropout
         valid = dataset.valid()
@@ -59,6 +61,9 @@ class CodecStage(Stage):
         self.valid_clips = (valid or dataset.train())[:VALID_MAX_CLIPS]
         self.health: list[dict] = []
         self.counts = np.zeros((cfg.levels, cfg.codebook_size), dtype=np.int64)
+
+    def wrap_for_training(self) -> None:
+        self.model = distributed.wrap(self.codec, self.device)  # what train_step calls (DDP under torchrun)
 
     def modules(self):
         return {"codec": self.codec}
@@ -130,15 +135,15 @@ class CodecStage(Stage):
             recon = self.codec.decode(self.codec.encode(audio))[0].cpu().numpy()
             original = audio[0].cpu().numpy()
             write_wav(previews / f"{name}-original.wav", original, self.cfg.sample_rate)
-            write_wav(previews / f"{name}-reconstruction.wav", recon, self.cfg.sample_rate)
+            write_wav(previews / f"{name}-{self.recon_name}.wav", recon, self.cfg.sample_rate)
             if first is None:
                 first = (original, recon)
         if not self.health:
             self.check_health(step, warn=False)
-        codec_report(self.run_dir / "report-codec.png", history, self.health, self.counts,
+        codec_report(self.run_dir / f"report-{self.name}.png", history, self.health, self.counts,
                      first[0] if first else None, first[1] if first else None, self.cfg.sample_rate,
-                     f"codec, step {step}{' (final)' if final else ''}: {self.cfg.levels} levels x "
-                     f"{self.cfg.codebook_size} codes")
+                     f"{self.name}, step {step}{' (final)' if final else ''}: {self.cfg.levels} levels x "
+                     f"{self.cfg.codebook_size} codes", self.loss_label)
         self.codec.train(was_training)
 
     def state_dict(self) -> dict:

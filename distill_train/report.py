@@ -56,7 +56,8 @@ def _spectrogram(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def codec_report(path: Path, history: dict, health: list[dict], counts: np.ndarray, original: np.ndarray | None,
-                 reconstruction: np.ndarray | None, sample_rate: int, title: str) -> None:
+                 reconstruction: np.ndarray | None, sample_rate: int, title: str,
+                 loss_label: str = "train (spectral + mel + commitment)") -> None:
     """Loss curves, codebook usage per level, spectrograms of original vs reconstruction."""
     fig = _figure(2, 2, (13, 8))
     grid = fig.add_gridspec(2, 2)
@@ -64,7 +65,7 @@ def codec_report(path: Path, history: dict, health: list[dict], counts: np.ndarr
     train = [(r["step"], r["loss"]) for r in history.get("train", []) if "loss" in r]
     valid = [(r["step"], r["valid"]) for r in history.get("valid", []) if "valid" in r]
     if train:
-        ax.plot(*zip(*train), lw=1, alpha=0.8, label="train (spectral + mel + commitment)")
+        ax.plot(*zip(*train), lw=1, alpha=0.8, label=loss_label)
     if valid:
         ax.plot(*zip(*valid), "o-", ms=3, lw=1.5, label="held out (spectral + mel)")
     ax.set_yscale("log")
