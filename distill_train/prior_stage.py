@@ -1,7 +1,10 @@
 """Prior stage: fit the steerable autoregressive prior to the code sequences of the training audio.
 
-Training examples are random crops of the code sequences (extracted once, in eval mode), each with
-its clip's world (dropped to "no world" with probability world_dropout), its per-frame descriptors
+Training examples are random crops of the code sequences (extracted once, in eval mode); a clip
+shorter than a crop is followed by other clips of its world, drawn at random, as if the sample pack
+were played one sound after another. Padded with silence instead, every one-shot (a drum hit, a
+pluck) ended in silence that nothing ever followed, so the prior learnt silence as a state it never
+leaves: generated audio fell silent after a hit or two. Each example has its clip's world (dropped to "no world" with probability world_dropout), its per-frame descriptors
 (each dropped independently with descriptor_dropout; held ones get a little jitter so the prior
 tolerates targets a performer sets by hand) and, on about a fifth of the batches, fine input
 levels hidden as when fewer levels are sampled live. Loss: cross-entropy per level. Held-out loss
@@ -69,6 +72,9 @@ class PriorStage(Stage):
         self.valid_source = "held-out clips" if valid else "training clips (nothing could be held out)"
         self.early_stopping = bool(valid)
         self.valid_items = valid or self.train_items
+        self.by_world: dict[int, list[int]] = {}
+        for index, item in enumerate(self.train_items):
+            self.by_world.setdefault(item[2], []).append(index)
         frames = np.array([len(i[0]) for i in self.train_items], dtype=np.float64)
         self.weights = frames / frames.sum()
         self.rng = np.random.default_rng(seed)
@@ -98,12 +104,17 @@ class PriorStage(Stage):
         which = rng.choice(len(self.train_items), size=b, p=self.weights)
         for row, i in enumerate(which):
             code, d, world, _ = self.train_items[i]
-            n = min(t, len(code))
-            start = int(rng.integers(0, len(code) - n + 1))
-            codes[row, :n] = code.numpy()[start:start + n]
-            desc[row, :n] = d[start:start + n]
-            mask[row, :n] = True
-            held[row, :n] = rng.random(3) >= self.cfg.descriptor_dropout
+            start = int(rng.integers(0, max(1, len(code) - t + 1)))
+            filled = 0
+            while filled < t:  # a clip shorter than the sequence is followed by others of its world
+                n = min(t - filled, len(code) - start)
+                codes[row, filled:filled + n] = code.numpy()[start:start + n]
+                desc[row, filled:filled + n] = d[start:start + n]
+                filled += n
+                code, d, _, _ = self.train_items[rng.choice(self.by_world[world])]
+                start = 0
+            mask[row] = True
+            held[row] = rng.random(3) >= self.cfg.descriptor_dropout
             weights[row, self.worlds if rng.random() < self.cfg.world_dropout else world] = 1.0
         desc = np.clip(desc + rng.normal(0.0, DESCRIPTOR_JITTER, size=(b, t, 3)).astype(np.float32), 0.0, 1.0)
         input_levels = None

@@ -1,0 +1,53 @@
+"""What the prior trains on: clips shorter than a sequence are followed by other clips of their world.
+
+Padded with silence instead, a collection of one-shots taught the prior that silence is never
+followed by anything: measured on five sonic-pi-samples folders of drum hits (tiny preset, 1000 codec
++ 600 prior steps), 61-97% of the frames it generated were silent, against 3-12% with this batching.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from distill_live.config import preset
+from distill_live.descriptors import DescriptorStats
+from distill_train.data import AudioClip, Dataset
+from distill_train.prior_stage import PriorStage
+
+LEVELS = 4
+
+
+def clip_codes(world: int, clip: int, frames: int) -> torch.Tensor:
+    """Codes that say where they come from: level 0 = world, level 1 = clip, level 2 = frame index."""
+    codes = torch.zeros(frames, LEVELS, dtype=torch.long)
+    codes[:, 0], codes[:, 1], codes[:, 2] = world, clip, torch.arange(frames)
+    return codes
+
+
+def test_short_clips_are_followed_by_clips_of_their_own_world(tmp_path):
+    config = preset("tiny")
+    config.prior.worlds = 2
+    lengths = {(0, 0): 5, (0, 1): 7, (0, 2): 6, (1, 3): 4, (1, 4): 9}  # (world, clip) -> frames
+    clips = [AudioClip(f"{w}/{c}.wav", w, np.zeros(1, np.float32), np.full((n, 3), 0.5, np.float32), "train")
+             for (w, c), n in lengths.items()]
+    dataset = Dataset(str(tmp_path), 16000, 320, ["a", "b"], clips, [], DescriptorStats.fit([np.zeros((4, 3))]))
+    codes = [clip_codes(w, c, n) for (w, c), n in lengths.items()]
+    stage = PriorStage(config, None, codes, dataset, batch_size=16, seq_frames=24, seed=0,
+                       device=torch.device("cpu"), run_dir=tmp_path)
+
+    followed = set()
+    for _ in range(5):
+        rows, weights, _, _, mask, _ = stage.batch()
+        assert mask.all()
+        for row in rows:
+            world = int(row[0, 0])
+            assert (row[:, 0] == world).all(), "a clip of another world followed"
+            for t in range(1, len(row)):
+                clip, frame = int(row[t, 1]), int(row[t, 2])
+                previous_clip, previous_frame = int(row[t - 1, 1]), int(row[t - 1, 2])
+                if frame == previous_frame + 1 and clip == previous_clip:
+                    continue  # the same clip goes on
+                # a new clip starts only where the last one ended, and from its first frame
+                assert frame == 0 and previous_frame == lengths[(world, previous_clip)] - 1, row.tolist()
+                followed.add((previous_clip, clip))
+    assert len(followed) >= 5  # several different successions, not one clip looped
