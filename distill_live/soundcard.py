@@ -38,6 +38,11 @@ def output_devices() -> list[dict]:
     return _devices("output")
 
 
+def input_devices() -> list[dict]:
+    """Every device that can record (for `serve --input`), described as `output_devices` does."""
+    return _devices("input")
+
+
 def _devices(direction: str) -> list[dict]:
     sd = _sd()
     apis = sd.query_hostapis()

@@ -146,6 +146,18 @@ def test_unknown_device_is_one_sentence(jack_server, trained_model):
     assert len(lines) == 1 and "no output device matches 'no-such-card'" in lines[0] and "system" in lines[0], err
 
 
+def test_devices_lists_the_jack_outputs_and_inputs(jack_server):
+    probe = subprocess.run([sys.executable, "-m", "distill_live", "devices", "--json"], env=jack_server.env,
+                           capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr
+    found = __import__("json").loads(probe.stdout)
+    for kind in ("audio", "audio_inputs"):
+        assert any(d["hostapi"] == "JACK Audio Connection Kit" and d["channels"] >= 1 for d in found[kind]), found
+    text = subprocess.run([sys.executable, "-m", "distill_live", "devices"], env=jack_server.env,
+                          capture_output=True, text=True, timeout=60).stdout
+    assert "audio inputs (serve --input INDEX or NAME):" in text and "JACK" in text.split("audio inputs")[1], text
+
+
 def test_no_sound_card_says_what_to_do(trained_model):
     env = dict(__import__("os").environ, JACK_DEFAULT_SERVER="distill-no-such-server", JACK_NO_START_SERVER="1")
     probe = subprocess.run([sys.executable, "-m", "distill_live", "devices", "--json"], env=env,

@@ -4,26 +4,27 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..soundcard import NoSoundCard, output_devices
+from ..soundcard import NoSoundCard, input_devices, output_devices
 
 
 def register(sub) -> None:
-    p = sub.add_parser("devices", help="list the output devices and MIDI inputs serve can use")
+    p = sub.add_parser("devices", help="list the audio outputs and inputs and the MIDI inputs serve can use")
     p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        audio, audio_problem = output_devices(), None
+        audio, inputs, audio_problem = output_devices(), input_devices(), None
     except NoSoundCard as e:
-        audio, audio_problem = [], str(e)
+        audio, inputs, audio_problem = [], [], str(e)
     from ..midi import choose_api, list_ports
 
     api, midi_problem = choose_api("auto")
     ports = list_ports(api) if api else []
     if args.json:
-        print(json.dumps({"audio": audio, "audio_problem": audio_problem, "midi_api": api, "midi_inputs": ports,
+        print(json.dumps({"audio": audio, "audio_inputs": inputs, "audio_problem": audio_problem, "midi_api": api,
+                          "midi_inputs": ports,
                           "midi_problem": None if api else midi_problem}, indent=2))
         return 0
     print("audio outputs (serve --device INDEX or NAME):")
@@ -32,6 +33,12 @@ def run(args: argparse.Namespace) -> int:
               f"{d['latency_ms']} ms")
     if not audio:
         print(f"  none: {audio_problem or 'no sound card found'}")
+    print("audio inputs (serve --input INDEX or NAME):")
+    for d in inputs:
+        print(f"  {d['index']:>3}  {d['name']}  [{d['hostapi']}]  {d['channels']} ch, {d['rate']} Hz, "
+              f"{d['latency_ms']} ms")
+    if not inputs:
+        print(f"  none{': ' + audio_problem if audio_problem else ''}")
     print(f"MIDI inputs (serve --midi-in NAME){f' via {api}' if api else ''}:")
     for name in ports:
         print(f"  {name}")
