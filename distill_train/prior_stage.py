@@ -2,9 +2,11 @@
 
 Training examples are random crops of the code sequences (extracted once, in eval mode); a clip
 shorter than a crop is followed by other clips of its world, drawn at random, as if the sample pack
-were played one sound after another. Padded with silence instead, every one-shot (a drum hit, a
-pluck) ended in silence that nothing ever followed, so the prior learnt silence as a state it never
-leaves: generated audio fell silent after a hit or two. Each example has its clip's world (dropped to "no world" with probability world_dropout), its per-frame descriptors
+were played one sound after another (a world of a single clip borrows from every world, and that
+example is seen unconditioned). Ended there, every one-shot (a drum hit, a pluck; the data
+pipeline pads it with silence to one codec crop) ended in silence that nothing ever followed, so
+the prior learnt silence as a state it never leaves: generated audio fell silent after a hit or
+two. Each example has its clip's world (dropped to "no world" with probability world_dropout), its per-frame descriptors
 (each dropped independently with descriptor_dropout; held ones get a little jitter so the prior
 tolerates targets a performer sets by hand) and, on about a fifth of the batches, fine input
 levels hidden as when fewer levels are sampled live. Loss: cross-entropy per level. Held-out loss
@@ -72,6 +74,7 @@ class PriorStage(Stage):
         self.valid_source = "held-out clips" if valid else "training clips (nothing could be held out)"
         self.early_stopping = bool(valid)
         self.valid_items = valid or self.train_items
+        self.all_items = list(range(len(self.train_items)))
         self.by_world: dict[int, list[int]] = {}
         for index, item in enumerate(self.train_items):
             self.by_world.setdefault(item[2], []).append(index)
@@ -89,7 +92,7 @@ class PriorStage(Stage):
     # -- batches ----------------------------------------------------------------------------------
 
     def batch(self):
-        """codes [B, T, L], world weights [B, W+1], descriptors [B, T, 3], held [B, T, 3], mask [B, T], input_levels.
+        """codes [B, T, L], world weights [B, W+1], descriptors [B, T, 3], held [B, T, 3], input_levels.
 
         Under torchrun the batch of all ranks is drawn and each rank keeps its own part, so every
         rank's generator stays in the same state.
@@ -99,40 +102,42 @@ class PriorStage(Stage):
         codes = np.zeros((b, t, self.levels), dtype=np.int64)
         desc = np.zeros((b, t, 3), dtype=np.float32)
         held = np.zeros((b, t, 3), dtype=np.float32)
-        mask = np.zeros((b, t), dtype=bool)
         weights = np.zeros((b, self.worlds + 1), dtype=np.float32)
         which = rng.choice(len(self.train_items), size=b, p=self.weights)
         for row, i in enumerate(which):
             code, d, world, _ = self.train_items[i]
             start = int(rng.integers(0, max(1, len(code) - t + 1)))
+            # a clip shorter than the sequence is followed by others of its world; a world of one clip
+            # (each file its own world) borrows followers from every world and trains unconditioned
+            followers = self.by_world[world] if len(self.by_world[world]) > 1 else self.all_items
+            mixed = followers is self.all_items and len(code) - start < t
             filled = 0
-            while filled < t:  # a clip shorter than the sequence is followed by others of its world
+            while filled < t:
                 n = min(t - filled, len(code) - start)
                 codes[row, filled:filled + n] = code.numpy()[start:start + n]
                 desc[row, filled:filled + n] = d[start:start + n]
                 filled += n
-                code, d, _, _ = self.train_items[rng.choice(self.by_world[world])]
+                code, d, _, _ = self.train_items[rng.choice(followers)]
                 start = 0
-            mask[row] = True
             held[row] = rng.random(3) >= self.cfg.descriptor_dropout
-            weights[row, self.worlds if rng.random() < self.cfg.world_dropout else world] = 1.0
+            unconditioned = mixed or rng.random() < self.cfg.world_dropout
+            weights[row, self.worlds if unconditioned else world] = 1.0
         desc = np.clip(desc + rng.normal(0.0, DESCRIPTOR_JITTER, size=(b, t, 3)).astype(np.float32), 0.0, 1.0)
         input_levels = None
         if self.levels > 1 and rng.random() < INPUT_LEVELS_SHARE:
             input_levels = torch.from_numpy(rng.integers(1, self.levels, size=b)).long()
         mine = slice(distributed.rank() * self.batch_size, (distributed.rank() + 1) * self.batch_size)
         return (torch.from_numpy(codes[mine]), torch.from_numpy(weights[mine]), torch.from_numpy(desc[mine]),
-                torch.from_numpy(held[mine]), torch.from_numpy(mask[mine]),
+                torch.from_numpy(held[mine]),
                 None if input_levels is None else input_levels[mine])
 
-    def _loss(self, codes, weights, desc, held, mask, input_levels=None, model=None):
+    def _loss(self, codes: torch.Tensor, weights: torch.Tensor, desc: torch.Tensor, held: torch.Tensor,
+              input_levels: torch.Tensor | None = None, model: torch.nn.Module | None = None):
         d = self.device
         logits = (model or self.prior)(codes.to(d), weights.to(d), desc.to(d), held.to(d),
                                        None if input_levels is None else input_levels.to(d))
         ce = F.cross_entropy(logits.reshape(-1, self.size), codes.to(d).reshape(-1), reduction="none")
-        ce = ce.view(*codes.shape)  # [B, T, L]
-        m = mask.to(d).unsqueeze(-1).float()
-        per_level = (ce * m).sum(dim=(0, 1)) / m.sum(dim=(0, 1)).clamp_min(1.0)
+        per_level = ce.view(*codes.shape).mean(dim=(0, 1))  # [B, T, L] -> [L]
         return per_level.mean(), per_level
 
     def train_step(self, step: int):
@@ -152,7 +157,7 @@ class PriorStage(Stage):
             weights = torch.zeros(1, self.worlds + 1)
             weights[0, world] = 1.0
             _, per_level = self._loss(code[None, :n], weights, torch.from_numpy(d[None, :n]),
-                                      torch.ones(1, n, 3), torch.ones(1, n, dtype=torch.bool))
+                                      torch.ones(1, n, 3))
             totals += per_level.cpu() * n
             count += n
         self.prior.train()

@@ -24,30 +24,35 @@ def clip_codes(world: int, clip: int, frames: int) -> torch.Tensor:
     return codes
 
 
-def test_short_clips_are_followed_by_clips_of_their_own_world(tmp_path):
+def test_short_clips_are_followed_by_clips_of_their_own_world_or_any_when_alone(tmp_path):
     config = preset("tiny")
-    config.prior.worlds = 2
-    lengths = {(0, 0): 5, (0, 1): 7, (0, 2): 6, (1, 3): 4, (1, 4): 9}  # (world, clip) -> frames
+    config.prior.worlds = 3
+    # (world, clip) -> frames; world 2 has a single clip, as each file is its own world in a flat folder
+    lengths = {(0, 0): 5, (0, 1): 7, (0, 2): 6, (1, 3): 4, (1, 4): 9, (2, 5): 6}
     clips = [AudioClip(f"{w}/{c}.wav", w, np.zeros(1, np.float32), np.full((n, 3), 0.5, np.float32), "train")
              for (w, c), n in lengths.items()]
-    dataset = Dataset(str(tmp_path), 16000, 320, ["a", "b"], clips, [], DescriptorStats.fit([np.zeros((4, 3))]))
+    dataset = Dataset(str(tmp_path), 16000, 320, ["a", "b", "c"], clips, [], DescriptorStats.fit([np.zeros((4, 3))]))
     codes = [clip_codes(w, c, n) for (w, c), n in lengths.items()]
     stage = PriorStage(config, None, codes, dataset, batch_size=16, seq_frames=24, seed=0,
                        device=torch.device("cpu"), run_dir=tmp_path)
 
-    followed = set()
+    followed, lonely = set(), 0
     for _ in range(5):
-        rows, weights, _, _, mask, _ = stage.batch()
-        assert mask.all()
-        for row in rows:
+        rows, weights, _, _, _ = stage.batch()
+        for row, weight in zip(rows, weights):
             world = int(row[0, 0])
-            assert (row[:, 0] == world).all(), "a clip of another world followed"
+            if world == 2:  # the lonely clip is followed by any clip, and the example is unconditioned
+                lonely += 1
+                assert weight.tolist() == [0, 0, 0, 1] and (row[6:, 0] != 2).any(), (row.tolist(), weight)
+            else:
+                assert (row[:, 0] == world).all(), "a clip of another world followed"
             for t in range(1, len(row)):
                 clip, frame = int(row[t, 1]), int(row[t, 2])
                 previous_clip, previous_frame = int(row[t - 1, 1]), int(row[t - 1, 2])
                 if frame == previous_frame + 1 and clip == previous_clip:
                     continue  # the same clip goes on
                 # a new clip starts only where the last one ended, and from its first frame
-                assert frame == 0 and previous_frame == lengths[(world, previous_clip)] - 1, row.tolist()
+                previous_world = int(row[t - 1, 0])
+                assert frame == 0 and previous_frame == lengths[(previous_world, previous_clip)] - 1, row.tolist()
                 followed.add((previous_clip, clip))
-    assert len(followed) >= 5  # several different successions, not one clip looped
+    assert len(followed) >= 5 and lonely  # several different successions, not one clip looped
