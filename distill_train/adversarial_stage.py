@@ -33,26 +33,26 @@ class AdversarialStage(CodecStage):
 
     def __init__(self, codec: Codec, dataset, batch_size: int, seed: int, device: torch.device, run_dir: Path,
                  lr: float):
-        self.trained = codec
+        self.start_codec = codec
         super().__init__(codec.cfg, dataset, batch_size, seed, device, run_dir)
         self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=lr, betas=(0.8, 0.99))
 
-    def wrap_for_training(self) -> None:
+    def prepare_training(self) -> None:
         """Start from the trained codec, freeze its encoder and quantizer; DDP around the decoder and discriminator."""
-        self.codec.load_state_dict(self.trained.state_dict())
+        self.codec.load_state_dict(self.start_codec.state_dict())
         self.codec.encoder.requires_grad_(False)
         self.codec.quantizer.requires_grad_(False)
         self.discriminator = Discriminator(self.cfg.sample_rate, DISCRIMINATOR_WIDTH).to(self.device)
-        self.decoder = distributed.wrap(self.codec.decoder, self.device)
-        self.judge = distributed.wrap(self.discriminator, self.device)
+        self.ddp_decoder = distributed.wrap(self.codec.decoder, self.device)
+        self.ddp_discriminator = distributed.wrap(self.discriminator, self.device)
 
-    def modules(self):
+    def modules(self) -> dict[str, torch.nn.Module]:
         return {"codec": self.codec, "discriminator": self.discriminator}
 
     def parameters(self) -> list:
         return list(self.codec.decoder.parameters())
 
-    def train_step(self, step: int):
+    def train_step(self, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         self.codec.eval()  # encoder and quantizer frozen: no EMA updates, no quantizer dropout
         self.codec.decoder.train()
         audio, _, _ = self.sampler.batch(self.batch_size, distributed.rank(), distributed.world_size())
@@ -62,12 +62,12 @@ class AdversarialStage(CodecStage):
             levels = int(torch.randint(1, self.cfg.levels + 1, (), generator=self.gen))
         with torch.no_grad():
             latent = self.codec.latent(self.codec.encode(audio), levels)
-        recon, _ = self.decoder(latent, self.codec.decoder.start(audio.shape[0]))
+        recon, _ = self.ddp_decoder(latent, self.codec.decoder.start(audio.shape[0]))
         target = audio[:, : recon.shape[1]]
 
         # the discriminator's step, with its own optimizer (the loop steps the decoder's); real and decoded
         # audio go through in one batch, since DDP allows one forward pass per backward pass
-        judged = self.judge(torch.cat([target, recon.detach()]))
+        judged = self.ddp_discriminator(torch.cat([target, recon.detach()]))
         n = len(target)
         disc = discriminator_loss([(x[:n], f) for x, f in judged], [(x[n:], f) for x, f in judged])
         self.disc_optimizer.zero_grad(set_to_none=True)
@@ -78,7 +78,7 @@ class AdversarialStage(CodecStage):
         spectral = spectral_loss(recon, target, self.cfg.sample_rate)
         with torch.no_grad():
             real = self.discriminator(target)
-        adversarial, matching = generator_losses(real, self.judge(recon))
+        adversarial, matching = generator_losses(real, self.ddp_discriminator(recon))
         loss = spectral + ADVERSARIAL_WEIGHT * adversarial + MATCHING_WEIGHT * matching
         return loss, {"spectral": spectral.item(), "adversarial": adversarial.item(), "matching": matching.item(),
                       "discriminator": disc.item()}

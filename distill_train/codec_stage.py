@@ -53,7 +53,7 @@ class CodecStage(Stage):
 
         self.cfg, self.dataset, self.batch_size, self.device, self.run_dir = cfg, dataset, batch_size, device, run_dir
         self.codec = Codec(cfg).to(device)
-        self.wrap_for_training()
+        self.prepare_training()
         self.sampler = CropSampler(dataset.train(), CROP_FRAMES, cfg.hop, seed, augment=True, descriptors=False)
         self.gen = torch.Generator().manual_seed(seed + 1)  # which batches use quantizer dropout
         valid = dataset.valid()
@@ -62,7 +62,7 @@ class CodecStage(Stage):
         self.health: list[dict] = []
         self.counts = np.zeros((cfg.levels, cfg.codebook_size), dtype=np.int64)
 
-    def wrap_for_training(self) -> None:
+    def prepare_training(self) -> None:
         self.model = distributed.wrap(self.codec, self.device)  # what train_step calls (DDP under torchrun)
 
     def modules(self):

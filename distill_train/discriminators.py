@@ -18,6 +18,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from distill_live.dsp import stft_scales
 
 Features = list[torch.Tensor]
+Judgement = list[tuple[torch.Tensor, Features]]  # (logits, features) of each sub-discriminator
 
 PERIODS = (2, 3, 5, 7, 11)
 
@@ -77,17 +78,17 @@ class Discriminator(nn.Module):
         self.parts = nn.ModuleList([*(PeriodDiscriminator(p, width) for p in PERIODS),
                                     *(SpectrumDiscriminator(n, width) for n in stft_scales(sample_rate))])
 
-    def forward(self, audio: torch.Tensor) -> list[tuple[torch.Tensor, Features]]:
+    def forward(self, audio: torch.Tensor) -> Judgement:
         x = audio[:, None]
         return [part(x) for part in self.parts]
 
 
-def discriminator_loss(real: list, fake: list) -> torch.Tensor:
+def discriminator_loss(real: Judgement, fake: Judgement) -> torch.Tensor:
     """Hinge loss: real logits pushed above 1, fake below -1."""
     return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for (r, _), (f, _) in zip(real, fake)) / len(real)
 
 
-def generator_losses(real: list, fake: list) -> tuple[torch.Tensor, torch.Tensor]:
+def generator_losses(real: Judgement, fake: Judgement) -> tuple[torch.Tensor, torch.Tensor]:
     """(adversarial hinge loss, feature matching) for the decoder; `real` computed without gradients.
 
     Feature matching is the L1 between the discriminators' activations on real and decoded audio,

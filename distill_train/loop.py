@@ -8,6 +8,9 @@ the random generators as tensors, everything else (step, sampler position, histo
 JSON in the metadata. A resumed run therefore replays exactly what the uninterrupted run would
 have done: the data order comes from the stage's seeded sampler, every random choice from seeded
 generators, and all of their states are in the checkpoint.
+
+For tests of distributed training, DISTILL_DEBUG_RANK_DUMP=DIR makes every rank write its final
+weights to DIR/STAGE-rankR.safetensors, so a test can check that the ranks agree.
 """
 from __future__ import annotations
 
@@ -395,6 +398,7 @@ def run(stage: Stage, settings: Settings, checkpoint: Path, *, resume: bool, log
     evaluated_at = history["valid"][-1]["step"] if history["valid"] else -1
     if finished:
         stage.finish()
+        _debug_dump(stage)
         return Result(step, history, elapsed, step / elapsed if elapsed else 0.0, meta.get("stopped_early", False))
 
     interactive = sys.stderr.isatty()

@@ -56,8 +56,7 @@ def _spectrogram(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def codec_report(path: Path, history: dict, health: list[dict], counts: np.ndarray, original: np.ndarray | None,
-                 reconstruction: np.ndarray | None, sample_rate: int, title: str,
-                 loss_label: str = "train (spectral + mel + commitment)") -> None:
+                 reconstruction: np.ndarray | None, sample_rate: int, title: str, loss_label: str) -> None:
     """Loss curves, codebook usage per level, spectrograms of original vs reconstruction."""
     fig = _figure(2, 2, (13, 8))
     grid = fig.add_gridspec(2, 2)

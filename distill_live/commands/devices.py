@@ -13,6 +13,15 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _print_devices(title: str, devices: list[dict], problem: str) -> None:
+    print(title)
+    for d in devices:
+        print(f"  {d['index']:>3}  {d['name']}  [{d['hostapi']}]  {d['channels']} ch, {d['rate']} Hz, "
+              f"{d['latency_ms']} ms")
+    if not devices:
+        print(f"  none: {problem}")
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         audio, inputs, audio_problem = output_devices(), input_devices(), None
@@ -27,18 +36,8 @@ def run(args: argparse.Namespace) -> int:
                           "midi_inputs": ports,
                           "midi_problem": None if api else midi_problem}, indent=2))
         return 0
-    print("audio outputs (serve --device INDEX or NAME):")
-    for d in audio:
-        print(f"  {d['index']:>3}  {d['name']}  [{d['hostapi']}]  {d['channels']} ch, {d['rate']} Hz, "
-              f"{d['latency_ms']} ms")
-    if not audio:
-        print(f"  none: {audio_problem or 'no sound card found'}")
-    print("audio inputs (serve --input INDEX or NAME):")
-    for d in inputs:
-        print(f"  {d['index']:>3}  {d['name']}  [{d['hostapi']}]  {d['channels']} ch, {d['rate']} Hz, "
-              f"{d['latency_ms']} ms")
-    if not inputs:
-        print(f"  none{': ' + audio_problem if audio_problem else ''}")
+    _print_devices("audio outputs (serve --device INDEX or NAME):", audio, audio_problem or "no sound card found")
+    _print_devices("audio inputs (serve --input INDEX or NAME):", inputs, audio_problem or "no audio input found")
     print(f"MIDI inputs (serve --midi-in NAME){f' via {api}' if api else ''}:")
     for name in ports:
         print(f"  {name}")
