@@ -4,13 +4,15 @@
       (audio thread)                      (generator thread)                           (one hop per frame)
 
 The input callback only copies the card's block into a preallocated ring, as the output callback
-only copies out of one. The generator thread pulls what arrived, mixes it to mono, resamples it to
-the model's rate and keeps it waiting until the Player takes it, a frame (hop samples) at a time.
+only copies out of one, and notes the time: whether the input is late is judged by when the card
+delivered, not by when the generator looked. The generator thread pulls what arrived, mixes it to
+mono, resamples it to the model's rate and keeps it waiting until the Player takes it, a frame (hop
+samples) at a time.
 
 Whatever input waits is latency: the engine sets how much when the input starts (a cushion of
 silence in front of it) and skips the oldest if more waits than it needs (see
 `Engine._input_allows`). An input that stops arriving (a card unplugged) never holds the engine up:
-its frames are filled with silence.
+its frames are filled with silence, and when it comes back the engine sets the cushion up again.
 """
 from __future__ import annotations
 
@@ -31,21 +33,23 @@ class AudioInput:
         self.latency = 0.0  # seconds the card takes to deliver a sample (set when its stream opens)
         self.block = 0  # frames per card callback
         self.owed = 0  # samples of silence to play before the waiting input: a latency cushion
-        self.resumed = False  # input arrived after none for a while (the engine sets the latency up again)
+        self.resumed = False  # input arrived after the waiting input ran dry (the engine sets the cushion up again)
         self.overruns = 0  # card blocks that did not fit in the ring (the generator fell behind)
         self.skipped = 0  # samples skipped to keep the latency down
         self.short = 0  # frames that had to be filled with silence
-        self._arrived: float | None = None  # time.monotonic() when input last arrived
+        self.arrived: float | None = None  # time.monotonic() of the card's last block (set by the callback)
+        self._dry = True  # nothing has arrived yet, or a frame was filled with silence since
 
     # -- audio callback side ---------------------------------------------------------------------
 
     def callback(self, indata: np.ndarray, frames: int, time_info, status) -> None:
-        """sounddevice input callback: copy into the ring, nothing else."""
+        """sounddevice input callback: copy into the ring and note the time, nothing else."""
         self.block = frames
         if self.ring.space() >= indata.size:
             self.ring.write(indata.reshape(-1))
         else:
             self.overruns += 1
+        self.arrived = time.monotonic()
 
     # -- generator thread ------------------------------------------------------------------------
 
@@ -59,16 +63,20 @@ class AudioInput:
         mono = block.reshape(-1, self.channels).mean(axis=1) if self.channels > 1 else block.copy()
         if self._resampler is not None:
             mono = self._resampler.process(mono)
-        if len(mono) > self.waiting.space():
-            self.skip(len(mono) - self.waiting.space())
+        overflow = len(mono) - self.waiting.space()
+        if overflow > 0:  # the waiting ring is full (the generator stalled): drop the oldest input, keep the newest
+            dropped = min(overflow, self.waiting.available())
+            self.waiting.read += dropped
+            mono = mono[overflow - dropped:]
+            self.skipped += overflow
         self.waiting.write(mono)
-        if self.late():
-            self.resumed = True
-        self._arrived = time.monotonic()
+        if self._dry:
+            self.resumed, self._dry = True, False
 
     def late(self) -> bool:
-        """No input for a card block and a half: it is not coming (yet), so nothing should wait for it."""
-        return self._arrived is None or time.monotonic() - self._arrived > 1.5 * self.block / self.rate + 0.002
+        """No card block for a block and a half: input is not coming (yet), so nothing should wait for it."""
+        arrived = self.arrived
+        return arrived is None or time.monotonic() - arrived > 1.5 * self.block / self.rate + 0.002
 
     def available(self) -> int:
         """Samples waiting (the cushion of silence included), at the model's rate."""
@@ -97,4 +105,5 @@ class AudioInput:
         self.owed -= silent
         if silent + self.waiting.read_into(frame[silent:]) < self.hop:
             self.short += 1
+            self._dry = True
         return frame

@@ -95,7 +95,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._loader: threading.Thread | None = None
         self._last_fault = 0.0
-        self._least_queued, self._queued_checks = math.inf, 0  # see _input_allows
+        self._least_queued, self._window_frames = math.inf, 0  # see _input_allows
         self._frame_time = 0.0  # seconds spent on the current frame's chunks so far
 
     # -- any thread ------------------------------------------------------------------------------
@@ -160,10 +160,16 @@ class Engine:
         self._ready.set()
         idle = self.player.chunk / self.model_rate / 4
         while self._running:
-            if self.ring.available() < self.block + self.target and self._input_allows():
-                self.generate_one()
-            else:
+            if not self.poll():
                 time.sleep(idle)
+
+    def poll(self) -> bool:
+        """One pass of the generator loop: make a chunk if the card needs one and the input allows it.
+        False when there was nothing to do (the loop sleeps a moment before the next pass)."""
+        if self.ring.available() < self.block + self.target and self._input_allows():
+            self.generate_one()
+            return True
+        return False
 
     def _input_allows(self) -> bool:
         """With an audio input, a new frame waits until a whole frame of input has arrived.
@@ -174,6 +180,8 @@ class Engine:
         that waits for half a second (the two clocks drifted, or the machine stalled) it skips the
         oldest input. The least over half a second, because input and output callbacks do not come at
         the same instant: between them what waits looks a card block shorter or longer than it is.
+        Half a second of frames taken, not of calls: a frame waiting for its input is polled again
+        every idle pass of the loop, and counting those would shrink the window to a frame or two.
         """
         if self.input is None:
             return True
@@ -187,14 +195,16 @@ class Engine:
         if feed.resumed:
             feed.resumed = False
             feed.delay(int((enough - queued) / ratio))
-            self._least_queued, self._queued_checks = math.inf, 0
+            self._least_queued, self._window_frames = math.inf, 0
         self._least_queued = min(self._least_queued, queued)
-        self._queued_checks += 1
-        if self._queued_checks >= self.player.frame_rate / 2:
+        if not feed.ready():
+            return False
+        self._window_frames += 1
+        if self._window_frames >= self.player.frame_rate / 2:
             if self._least_queued > enough + self.frame_samples / 4:  # a chunk of slack for rounding
                 feed.skip(int((self._least_queued - enough) / ratio))
-            self._least_queued, self._queued_checks = math.inf, 0
-        return feed.ready()
+            self._least_queued, self._window_frames = math.inf, 0
+        return True
 
     def _swap_if_loaded(self) -> None:
         try:

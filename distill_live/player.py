@@ -62,9 +62,13 @@ class Voice:
     following: bool = False  # the last frame played the input's codes
 
     @classmethod
-    def start(cls, model: DistillModel, seed: int, listening: bool = False) -> "Voice":
-        return cls(model, model.prior.start(seed), model.codec.start(1),
-                   model.codec.start_encoding(1) if listening else None)
+    def start(cls, model: DistillModel, seed: int, listening: bool | EncoderState | None = False) -> "Voice":
+        """A fresh prior and decoder. `listening`: whether the voice encodes the audio input, from a
+        fresh encoder state (True) or carrying on with one of the same model's (a reset restarts the
+        prior, not the encoding of an input that goes on)."""
+        if listening is True:
+            listening = model.codec.start_encoding(1)
+        return cls(model, model.prior.start(seed), model.codec.start(1), listening or None)
 
     def listen(self, heard: Heard) -> None:
         """Encode a frame of the audio input (before `step`)."""
@@ -174,9 +178,8 @@ class Player:
                           model.codec.start(1), self.voice.encoder_state)
             self.crossfade_to(fresh, fade)
         elif name == "reset":
-            fresh = Voice.start(model, self.registry.get("seed"))
-            fresh.encoder_state = self.voice.encoder_state
-            self.crossfade_to(fresh, PLAY_FADE)
+            self.crossfade_to(Voice.start(model, self.registry.get("seed"), listening=self.voice.encoder_state),
+                              PLAY_FADE)
         elif name == "seed":
             self.voice.prior_state.generator.manual_seed(int(args[0]))
         elif name == "model":
@@ -195,18 +198,21 @@ class Player:
         return Heard(torch.from_numpy(audio)[None], loud, leads and not self.registry.get("freeze"))
 
     def _next_raw_frame(self, playing: bool) -> None:
-        """Make the next frame of the model (or a silent one, without computing, when stopped)."""
+        """Make the next frame of the model (or a silent one, without running the model, when stopped)."""
         self.frames += 1
         self.pos = 0
-        heard = self._listen() if self.input is not None else None  # taken even when stopped: time goes on
+        if self.input is not None:
+            # taken and encoded even when stopped: time goes on, and the encoder's window must hold the
+            # input just before play starts, not what it heard when the player last played (an encoder
+            # step is cheap; the prior and decoder, the cost of a frame, stay idle)
+            heard = self._listen()
+            for voice in [self.voice] + ([self.fading[0]] if self.fading is not None else []):
+                voice.listen(heard)
         if not playing:
             self.raw[:] = 0.0
             self.raw_silent = True
             return
         controls = self.controls()
-        if heard is not None:
-            for voice in [self.voice] + ([self.fading[0]] if self.fading is not None else []):
-                voice.listen(heard)
         audio, self.last_codes = self.voice.step(controls)
         if self.fading is not None:
             old, left, total = self.fading
