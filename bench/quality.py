@@ -91,13 +91,33 @@ def train(data: Path, out: Path, preset: str, codec_minutes: float, prior_minute
            "--prior-steps", "1000000", "--device", device]
     if adversarial_minutes:
         cmd += ["--adversarial", "--adversarial-minutes", str(adversarial_minutes), "--adversarial-steps", "1000000"]
+    else:
+        cmd += ["--no-adversarial"]
     print(" ".join(cmd), file=sys.stderr)
     subprocess.run(cmd, check=True)
     return model, time.time() - t0
 
 
+def spectrogram_image(path: Path, generated: np.ndarray, real: np.ndarray, rate: int) -> None:
+    """Log-mel spectrograms of the generated audio above the held-out real audio, on one time axis."""
+    from distill_train.report import _figure, _save, _spectrogram
+
+    fig = _figure(2, 1, (14, 7))
+    longest = max(len(generated), len(real)) / rate
+    for row, (title, audio) in enumerate((("generated (seed 1, default controls)", generated),
+                                          ("held-out real audio, all of it, files one after another", real))):
+        ax = fig.add_subplot(2, 1, row + 1)
+        ax.imshow(_spectrogram(audio, rate), origin="lower", aspect="auto", cmap="magma",
+                  extent=(0, len(audio) / rate, 0, 80), vmin=-11.5)
+        ax.set_xlim(0, longest)
+        ax.set_title(title)
+        ax.set_ylabel("mel band")
+    ax.set_xlabel("seconds")
+    _save(fig, path)
+
+
 @torch.inference_mode()
-def measure(model_path: Path, data: Path, seconds: float) -> dict:
+def measure(model_path: Path, data: Path, seconds: float, image: Path | None = None) -> dict:
     torch.set_num_threads(2)
     model = load_model(model_path)
     c = model.config.codec
@@ -145,6 +165,8 @@ def measure(model_path: Path, data: Path, seconds: float) -> dict:
         return result
     real = np.concatenate([clip.audio for clip in valid])
     generated = render(model, seconds, seed=1)
+    if image is not None:
+        spectrogram_image(image, generated, real, c.sample_rate)
     # baseline 1: codes drawn independently from the per-level unigram frequencies of the training codes
     codes = torch.cat(model.cues)
     gen = torch.Generator().manual_seed(1)
@@ -187,7 +209,7 @@ def main() -> None:
         model, wall = train(data, out, args.preset, args.codec_minutes, args.prior_minutes, args.adversarial_minutes,
                             args.device)
         result["train_wall_minutes"] = round(wall / 60, 1)
-    result.update(measure(model, data, args.seconds))
+    result.update(measure(model, data, args.seconds, Path(args.out) / "generated-vs-real.png"))
     print(json.dumps(result, indent=2))
 
 

@@ -160,6 +160,21 @@ def fingerprint(config, dataset, seed: int, batch_size: int, lr: float) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def weights_digest(module) -> str:
+    """A short digest of a module's weights: a checkpoint made on top of other weights is not resumed."""
+    return hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes()
+                                   for v in module.state_dict().values())).hexdigest()[:16]
+
+
+def start_over_if_codec_changed(checkpoint: Path, fp: str, log) -> None:
+    """Remove a checkpoint of a stage that was trained on another codec (e.g. --resume with more codec
+    --steps), so the stage starts over on the codec it now gets; other mismatches stay errors."""
+    meta = checkpoint_summary(checkpoint) if checkpoint.exists() else None
+    if meta is not None and meta.get("fingerprint", "")[:16] == fp[:16] and meta.get("fingerprint") != fp:
+        log(f"{meta.get('stage', 'stage')}: the codec changed since {checkpoint.name} was written; starting it over")
+        checkpoint.unlink()
+
+
 def _downsample(rows: list, key: str, n: int = 40) -> list:
     points = [[r["step"], round(r[key], 5)] for r in rows if key in r]
     if len(points) <= n:
@@ -385,8 +400,11 @@ def train(args) -> int:
                                 time_budget_s=args.adversarial_minutes * 60 if args.adversarial_minutes else None)
             seed_everything(args.seed + 2)
             stage = AdversarialStage(codec, dataset, batch, args.seed + 2, device, run_dir, ADVERSARIAL_LR)
-            result = run(stage, settings, run_dir / "checkpoint-adversarial.safetensors", resume=args.resume,
-                         log=log, fingerprint=fingerprint(config, dataset, args.seed, batch, lr))
+            checkpoint = run_dir / "checkpoint-adversarial.safetensors"
+            fp = fingerprint(config, dataset, args.seed, batch, ADVERSARIAL_LR) + weights_digest(codec)
+            if main and args.resume:
+                start_over_if_codec_changed(checkpoint, fp, log)
+            result = run(stage, settings, checkpoint, resume=args.resume, log=log, fingerprint=fp)
             codec = stage.codec.eval()
             valid = result.history["valid"]
             codec_history["adversarial"] = {
@@ -453,10 +471,11 @@ def train(args) -> int:
     seed_everything(args.seed + 1)
     stage = PriorStage(config, codec, cues, dataset, batch, seq_frames, args.seed + 1, device, run_dir,
                        patience=args.patience)
-    codec_fp = hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes()
-                                       for v in codec.state_dict().values())).hexdigest()[:16]
-    result = run(stage, settings, run_dir / "checkpoint-prior.safetensors", resume=args.resume, log=log,
-                 fingerprint=fingerprint(config, dataset, args.seed, batch, lr) + codec_fp)
+    checkpoint = run_dir / "checkpoint-prior.safetensors"
+    fp = fingerprint(config, dataset, args.seed, batch, lr) + weights_digest(codec)
+    if main and args.resume:
+        start_over_if_codec_changed(checkpoint, fp, log)
+    result = run(stage, settings, checkpoint, resume=args.resume, log=log, fingerprint=fp)
     prior = stage.prior.eval()
     if not main:
         distributed.stop()

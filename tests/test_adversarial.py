@@ -93,6 +93,13 @@ def test_adversarial_stage_tunes_the_decoder_and_keeps_the_codes(data, tmp_path)
     audio = render(model, 1.0, seed=1)
     assert np.isfinite(audio).all() and np.abs(audio).max() > 1e-3
 
+    # more codec steps on --resume: the finished adversarial stage was made on the old codec, so it runs again
+    train(data, whole, "--adversarial", "--adversarial-steps", "6", "--resume", "--steps", "33")
+    codec_only, tuned = (load_file(run / f"checkpoint-{s}.safetensors") for s in ("codec", "adversarial"))
+    assert all(torch.equal(tuned[k], codec_only[k]) for k in frozen), "tuned on top of the old codec"
+    history = load_model(whole).meta["history"]["codec"]
+    assert history["steps"] == 33 and history["adversarial"]["steps"] == 6
+
 
 
 class StopAtStep3(AdversarialStage):
