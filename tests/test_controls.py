@@ -31,12 +31,22 @@ def play(model, seconds, messages, seed=1):
     return render(model, seconds, seed=seed, messages=messages)
 
 
+SEEDS = (1, 2, 3)
+
+
+def settled(audio):
+    """The last two thirds: the first seconds still carry the start-up state, not the control."""
+    return audio[len(audio) // 3:]
+
+
 def test_brightness_target_moves_the_spectral_centroid(trained):
     model, _ = trained
     centroids = {}
-    for target in (0.05, 0.95):
-        audio = play(model, 6, [(0, "/distill/descriptor/brightness", (target,)), (0, "/distill/guidance", (2.0,))])
-        centroids[target] = descriptors_of(audio[len(audio) // 3:], model)[1]
+    for target in (0.05, 0.95):  # pooled over three seeds: one 6 s draw of a tiny model can go either way
+        audio = np.concatenate([settled(play(model, 6, [(0, "/distill/descriptor/brightness", (target,)),
+                                                        (0, "/distill/guidance", (2.0,))], seed=seed))
+                                for seed in SEEDS])
+        centroids[target] = descriptors_of(audio, model)[1]
     assert centroids[0.95] > centroids[0.05] * 1.2, centroids
 
 
@@ -47,8 +57,9 @@ def test_world_weight_pulls_towards_that_worlds_sound(trained):
                  for w in ("bells", "rumble")}
     scale = np.abs(reference["bells"] - reference["rumble"]) + 1e-6
     for world, other in (("bells", "rumble"), ("rumble", "bells")):
-        audio = play(model, 6, [(0, f"/distill/world/{world}", (1.0,))])
-        got = descriptors_of(audio[len(audio) // 3:], model)
+        audio = np.concatenate([settled(play(model, 6, [(0, f"/distill/world/{world}", (1.0,))], seed=seed))
+                                for seed in SEEDS])
+        got = descriptors_of(audio, model)
         near = np.abs((got - reference[world]) / scale).sum()
         far = np.abs((got - reference[other]) / scale).sum()
         assert near < far, (world, near, far, got, reference)
