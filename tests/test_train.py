@@ -92,7 +92,6 @@ def reference(data, tmp_path_factory) -> Path:
 
 # -- a whole run ------------------------------------------------------------------------------------
 
-@pytest.mark.slow
 def test_tiny_run_learns_and_writes_a_complete_model(reference):
     model = load_model(reference)
     history = model.meta["history"]
@@ -150,7 +149,6 @@ def test_checkpoints_hold_no_pickle(reference):
 
 # -- interrupt and resume ---------------------------------------------------------------------------
 
-@pytest.mark.slow
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(data, reference, tmp_path, capsys):
     out = tmp_path / "model.distill"
     run = tmp_path / "model.distill.run"
@@ -186,7 +184,6 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(data, referenc
 
 # -- the prior alone, on an existing codec ----------------------------------------------------------
 
-@pytest.mark.slow
 def test_new_prior_on_an_existing_codec(data, reference, tmp_path):
     out = tmp_path / "new.distill"
     r = train("--stages", "prior", data, "-o", out, "--codec", reference, "--prior-kind", "transformer",
