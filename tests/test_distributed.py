@@ -22,31 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 from distill_live.modelfile import load_model
 from distill_live.player import render
-from test_train import SR, bells, filtered_noise
+from test_train import data  # noqa: F401  (the same synthetic bells and hiss as the single-process tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--preset", "tiny", "--steps", "12", "--prior-steps", "12", "--batch-size", "2", "--eval-every", "6",
          "--checkpoint-every", "6", "--seed", "3", "--quiet", "--device", "cpu"]  # the GPU tests add --device cuda
 TIMEOUT = 240
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("sounds")
-    rng = np.random.default_rng(1)
-    (root / "bells").mkdir()
-    (root / "noise").mkdir()
-    for i in range(3):
-        sf.write(root / "bells" / f"bell{i}.wav", bells(2.0, 300 * 2 ** (i / 3), rng).astype(np.float32), SR)
-        sf.write(root / "noise" / f"hiss{i}.wav", filtered_noise(2.0, 600 * 2 ** i, rng).astype(np.float32), SR)
-    return root
 
 
 def free_port() -> int:
