@@ -65,8 +65,7 @@ class AudioInput:
             mono = self._resampler.process(mono)
         overflow = len(mono) - self.waiting.space()
         if overflow > 0:  # the waiting ring is full (the generator stalled): drop the oldest input, keep the newest
-            dropped = min(overflow, self.waiting.available())
-            self.waiting.read += dropped
+            dropped = self.waiting.discard(overflow)
             mono = mono[overflow - dropped:]
             self.skipped += overflow
         self.waiting.write(mono)
@@ -95,7 +94,7 @@ class AudioInput:
         samples = max(0, min(samples, self.available()))
         cushion = min(self.owed, samples)
         self.owed -= cushion
-        self.waiting.read += samples - cushion
+        self.waiting.discard(samples - cushion)
         self.skipped += samples
 
     def next_frame(self) -> np.ndarray:

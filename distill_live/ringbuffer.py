@@ -49,3 +49,9 @@ class RingBuffer:
         out[n:] = 0.0
         self.read += n
         return n
+
+    def discard(self, n: int | None = None) -> int:
+        """Consumer: drop the oldest `n` samples (all waiting when None) without reading them; returns how many."""
+        n = self.available() if n is None else max(0, min(n, self.available()))
+        self.read += n
+        return n

@@ -143,7 +143,7 @@ class SoundCard:
     def _while_stopped(self) -> None:
         # no callback drains the ring now: throw its audio away here, so the generator keeps running
         # and controls, replies and dumps go on while the card is gone
-        self.engine.ring.read = self.engine.ring.written
+        self.engine.ring.discard()
 
     def close(self) -> None:
         if self.stream is not None:
