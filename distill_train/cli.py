@@ -166,11 +166,15 @@ def weights_digest(module) -> str:
                                    for v in module.state_dict().values())).hexdigest()[:16]
 
 
-def start_over_if_codec_changed(checkpoint: Path, fp: str, log) -> None:
+def start_over_if_codec_changed(checkpoint: Path, settings: str, codec: str, log) -> None:
     """Remove a checkpoint of a stage that was trained on another codec (e.g. --resume with more codec
-    --steps), so the stage starts over on the codec it now gets; other mismatches stay errors."""
+    --steps), so the stage starts over on the codec it now gets; other mismatches stay errors.
+
+    A stage's fingerprint is `settings + codec`: the digest of its settings and data, then that of the codec.
+    """
     meta = checkpoint_summary(checkpoint) if checkpoint.exists() else None
-    if meta is not None and meta.get("fingerprint", "")[:16] == fp[:16] and meta.get("fingerprint") != fp:
+    made_on = (meta or {}).get("fingerprint", "")
+    if made_on.startswith(settings) and made_on != settings + codec:
         log(f"{meta.get('stage', 'stage')}: the codec changed since {checkpoint.name} was written; starting it over")
         checkpoint.unlink()
 
@@ -181,6 +185,26 @@ def _downsample(rows: list, key: str, n: int = 40) -> list:
         return points
     idx = sorted({round(i * (len(points) - 1) / (n - 1)) for i in range(n)})
     return [points[i] for i in idx]
+
+
+def prior_history(stage, result, planned_steps: int, lr: float) -> dict:
+    """What the model file says about the prior's training (the held-out figures of the step it keeps)."""
+    valid = result.history["valid"]
+    best = next((r for r in valid if r["step"] == stage.best_step), valid[-1] if valid else None)
+    kept = best if stage.early_stopping and best else (valid[-1] if valid else None)
+    return {
+        "kind": stage.config.prior.kind, "steps": result.step, "planned_steps": planned_steps,
+        "steps_per_s": round(result.steps_per_s, 3), "wall_s": round(result.wall_s, 1),
+        "batch_size": stage.batch_size, "lr": lr, "sequence_frames": stage.seq_frames,
+        "train_loss_end": round(result.history["train"][-1]["loss"], 5) if result.history["train"] else None,
+        "valid_loss_start": round(valid[0]["valid"], 5) if valid else None,
+        "valid_loss_end": round(kept["valid"], 5) if kept else None,
+        "valid_loss_per_level": [round(kept[f"level{i}"], 5) for i in range(stage.config.codec.levels)]
+        if kept else None,
+        "best_step": kept["step"] if kept else None, "stopped_early": result.stopped_early,
+        "valid_source": stage.valid_source, "valid_curve": _downsample(valid, "valid"),
+        "memorisation": stage.memorisation(),
+    }
 
 
 def check(args) -> list[str]:
@@ -229,6 +253,33 @@ def remove_stale_temporaries(run_dir: Path, output: Path, log) -> None:
         log(f"removed {len(stale)} unfinished temporary file(s) left by a run that was killed")
 
 
+def prepare_folders(run_dir: Path, output: Path, stages: list[str], args, log) -> None:
+    """Make the output and run folders, and clear what a fresh run must not reuse: the checkpoints of
+    the stages it runs (and of those after them), refused if one is unfinished, and killed runs' temporaries."""
+    from .loop import TrainError, write_error
+
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TrainError(f"cannot make the folder for '{output}' and its run folder '{run_dir}' ({write_error(e)}); "
+                         f"give -o a place you can write to")
+    if not args.resume:
+        stale = [p for p in (run_dir / "checkpoint-codec.safetensors", run_dir / "checkpoint-adversarial.safetensors",
+                             run_dir / "checkpoint-prior.safetensors")
+                 if p.exists() and ("codec" in stages or p.name.endswith("prior.safetensors"))]
+        for p in stale:
+            meta = checkpoint_summary(p)
+            if meta is not None and not meta.get("finished") and not args.restart:
+                raise TrainError(f"{p} holds an unfinished {meta.get('stage', '')} run (step {meta.get('step')}): "
+                                 f"add --resume to continue it, or --restart to start over")
+        if stale:
+            log(f"{run_dir}: starting over, removing {', '.join(p.name for p in stale)}")
+            for p in stale:
+                p.unlink()
+    remove_stale_temporaries(run_dir, output, log)
+
+
 def write_model(output: Path, model) -> None:
     """save_model, with a full or read-only disk said in one sentence."""
     from distill_live.modelfile import save_model
@@ -261,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         from distill_live.modelfile import ModelFileError
 
         from .data import DatasetError
+        from .distributed import StoppedOnMain, leave, lost_a_peer
         from .loop import Interrupted, TrainError
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted before training started; nothing was written", file=sys.stderr)
@@ -268,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
     rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 speaks, except about its own errors
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))  # and one rank per machine about another rank's
     try:
         return train(args)
     except Interrupted as e:
@@ -285,8 +338,20 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainError, DatasetError, ModelFileError, ArgumentError) as e:
         print(f"{PROG}{f' (rank {rank})' if rank else ''}: {e}", file=sys.stderr)
         return 2
+    except StoppedOnMain as e:  # rank 0 said it on its machine; the first rank of every other machine repeats it
+        if local_rank == 0:
+            print(f"{PROG} (rank {rank}): stopped because rank 0 did: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if not lost_a_peer(e):
+            raise
+        if local_rank == 0:
+            print(f"{PROG}{f' (rank {rank})' if rank else ''}: stopped because another training process ended "
+                  f"(its own message says why)", file=sys.stderr)
+        return 2
     finally:
         signal.signal(signal.SIGTERM, previous)
+        leave()
 
 
 def train(args) -> int:
@@ -324,22 +389,7 @@ def train(args) -> int:
         if main:
             print(line, file=sys.stderr)
 
-    if not args.resume and main:  # a fresh run: checkpoints of the stages it runs (and of those after them) are stale
-        stale = [p for p in (run_dir / "checkpoint-codec.safetensors", run_dir / "checkpoint-adversarial.safetensors",
-                             run_dir / "checkpoint-prior.safetensors")
-                 if p.exists() and ("codec" in stages or p.name.endswith("prior.safetensors"))]
-        for p in stale:
-            meta = checkpoint_summary(p)
-            if meta is not None and not meta.get("finished") and not args.restart:
-                raise TrainError(f"{p} holds an unfinished {meta.get('stage', '')} run (step {meta.get('step')}): "
-                                 f"add --resume to continue it, or --restart to start over")
-        if stale:
-            log(f"{run_dir}: starting over, removing {', '.join(p.name for p in stale)}")
-            for p in stale:
-                p.unlink()
-
-    if main:
-        remove_stale_temporaries(run_dir, output, log)
+    distributed.on_main(lambda: prepare_folders(run_dir, output, stages, args, log))  # rank 0's machine has them
     started = time.time()
     preset_name = args.preset or "default"
     meta_training = {"preset": preset_name, "seed": args.seed, "device": str(device), "stages": stages,
@@ -372,9 +422,6 @@ def train(args) -> int:
         settings = Settings(steps=steps, batch_size=batch, lr=lr, checkpoint_every=args.checkpoint_every,
                             eval_every=args.eval_every, quiet=quiet,
                             time_budget_s=args.codec_minutes * 60 if args.codec_minutes else None)
-        if main:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            run_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(args.seed)
         stage = CodecStage(c, dataset, batch, args.seed, device, run_dir)
         result = run(stage, settings, run_dir / "checkpoint-codec.safetensors", resume=args.resume, log=log,
@@ -401,10 +448,10 @@ def train(args) -> int:
             seed_everything(args.seed + 2)
             stage = AdversarialStage(codec, dataset, batch, args.seed + 2, device, run_dir, ADVERSARIAL_LR)
             checkpoint = run_dir / "checkpoint-adversarial.safetensors"
-            fp = fingerprint(config, dataset, args.seed, batch, ADVERSARIAL_LR) + weights_digest(codec)
-            if main and args.resume:
-                start_over_if_codec_changed(checkpoint, fp, log)
-            result = run(stage, settings, checkpoint, resume=args.resume, log=log, fingerprint=fp)
+            made, on = fingerprint(config, dataset, args.seed, batch, ADVERSARIAL_LR), weights_digest(codec)
+            if args.resume:
+                distributed.on_main(lambda: start_over_if_codec_changed(checkpoint, made, on, log))
+            result = run(stage, settings, checkpoint, resume=args.resume, log=log, fingerprint=made + on)
             codec = stage.codec.eval()
             valid = result.history["valid"]
             codec_history["adversarial"] = {
@@ -424,8 +471,7 @@ def train(args) -> int:
         meta = {"manifest": dataset.manifest(), "descriptor_stats": dataset.stats.to_dict(), "health": health,
                 "history": {"codec": codec_history, "wall_s": round(time.time() - started, 1)},
                 "training": meta_training}
-        if main:
-            write_model(output, DistillModel(config, codec, None, cues, meta))
+        distributed.on_main(lambda: write_model(output, DistillModel(config, codec, None, cues, meta)))
         log(f"codec: held-out loss {codec_history['valid_loss_start']} -> {codec_history['valid_loss_end']}; "
             f"utilisation per level {' '.join(format(h['utilization'], '.0%') for h in health)}; "
             f"wrote {output} (codec only)")
@@ -459,9 +505,6 @@ def train(args) -> int:
         return 0
 
     # -- the prior --------------------------------------------------------------------------------
-    if main:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
     steps = args.prior_steps or DEFAULT_STEPS[preset_name][1]
     batch, lr = args.batch_size or BATCH[device.type][1], args.lr or PRIOR_LR
     seq_frames = 64 if preset_name == "tiny" else 128
@@ -472,38 +515,25 @@ def train(args) -> int:
     stage = PriorStage(config, codec, cues, dataset, batch, seq_frames, args.seed + 1, device, run_dir,
                        patience=args.patience)
     checkpoint = run_dir / "checkpoint-prior.safetensors"
-    fp = fingerprint(config, dataset, args.seed, batch, lr) + weights_digest(codec)
-    if main and args.resume:
-        start_over_if_codec_changed(checkpoint, fp, log)
-    result = run(stage, settings, checkpoint, resume=args.resume, log=log, fingerprint=fp)
+    made, on = fingerprint(config, dataset, args.seed, batch, lr), weights_digest(codec)
+    if args.resume:
+        distributed.on_main(lambda: start_over_if_codec_changed(checkpoint, made, on, log))
+    result = run(stage, settings, checkpoint, resume=args.resume, log=log, fingerprint=made + on)
     prior = stage.prior.eval()
-    if not main:
-        distributed.stop()
-        return 0
-    valid = result.history["valid"]
-    best = next((r for r in valid if r["step"] == stage.best_step), valid[-1] if valid else None)
-    kept = best if stage.early_stopping and best else (valid[-1] if valid else None)
-    memo = stage.memorisation()
-    levels = config.codec.levels
-    prior_history = {
-        "kind": config.prior.kind, "steps": result.step, "planned_steps": steps,
-        "steps_per_s": round(result.steps_per_s, 3), "wall_s": round(result.wall_s, 1), "batch_size": batch,
-        "lr": lr, "sequence_frames": seq_frames,
-        "train_loss_end": round(result.history["train"][-1]["loss"], 5) if result.history["train"] else None,
-        "valid_loss_start": round(valid[0]["valid"], 5) if valid else None,
-        "valid_loss_end": round(kept["valid"], 5) if kept else None,
-        "valid_loss_per_level": [round(kept[f"level{i}"], 5) for i in range(levels)] if kept else None,
-        "best_step": kept["step"] if kept else None, "stopped_early": result.stopped_early,
-        "valid_source": stage.valid_source, "valid_curve": _downsample(valid, "valid"), "memorisation": memo,
-    }
-    meta["history"]["prior"] = prior_history
-    meta["history"]["wall_s"] = round(time.time() - started, 1)
-    write_model(output, DistillModel(config, codec, prior, cues, meta))
-    whole = memo["whole_frames"]
-    log(f"prior: held-out loss {prior_history['valid_loss_start']} -> {prior_history['valid_loss_end']} "
-        f"(step {prior_history['best_step']}); memorisation: longest copied run {whole['longest_copy_frames']} "
-        f"frames, {whole['ngram8_overlap']:.0%} of 8-frame n-grams found in training")
-    print(f"wrote {output}: codec + {config.prior.kind} prior, {len(cues)} cues, {len(dataset.worlds)} worlds "
-          f"(run dir {run_dir})")
+
+    def write_the_model() -> dict:
+        meta["history"]["prior"] = history = prior_history(stage, result, steps, lr)
+        meta["history"]["wall_s"] = round(time.time() - started, 1)
+        write_model(output, DistillModel(config, codec, prior, cues, meta))
+        return history
+
+    history = distributed.on_main(write_the_model)
+    if main:
+        whole = history["memorisation"]["whole_frames"]
+        log(f"prior: held-out loss {history['valid_loss_start']} -> {history['valid_loss_end']} "
+            f"(step {history['best_step']}); memorisation: longest copied run {whole['longest_copy_frames']} "
+            f"frames, {whole['ngram8_overlap']:.0%} of 8-frame n-grams found in training")
+        print(f"wrote {output}: codec + {config.prior.kind} prior, {len(cues)} cues, {len(dataset.worlds)} worlds "
+              f"(run dir {run_dir})")
     distributed.stop()
     return 0

@@ -14,11 +14,17 @@ import os
 import warnings
 from datetime import timedelta
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+T = TypeVar("T")
+
+
+class StoppedOnMain(Exception):
+    """Rank 0 stopped with an error (its message is this one) while doing something only it does."""
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -64,6 +70,16 @@ def stop() -> None:
         dist.destroy_process_group()
 
 
+def leave() -> None:
+    """Leave the process group without waiting for the others (on the way out after an error).
+
+    A process that exits while still in a group may be aborted by its communication threads instead
+    of exiting with its own status.
+    """
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def wrap(module: nn.Module, device: torch.device) -> nn.Module:
     """The module to call for training: DistributedDataParallel around it with several ranks, else itself.
 
@@ -101,9 +117,18 @@ def main_says(flag: bool) -> bool:
     return bool(t.item())
 
 
-def barrier() -> None:
-    if world_size() > 1:
-        dist.barrier()
+def _from_main(data: bytes | None) -> bytes | None:
+    """Rank 0's `data` (bytes or None), on every rank."""
+    if world_size() == 1:
+        return data
+    size = torch.tensor([-1 if data is None else len(data)], dtype=torch.int64)
+    dist.broadcast(size, 0)
+    if size.item() <= 0:
+        return None if size.item() < 0 else b""
+    buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8) if is_main() else \
+        torch.empty(int(size.item()), dtype=torch.uint8)
+    dist.broadcast(buffer, 0)
+    return buffer.numpy().tobytes()
 
 
 def read_on_main(path: Path) -> bytes | None:
@@ -118,16 +143,38 @@ def read_on_main(path: Path) -> bytes | None:
             data = Path(path).read_bytes()
         except OSError:
             data = None
+    return _from_main(data)
+
+
+def on_main(action: Callable[[], T]) -> T | None:
+    """Rank 0 alone does `action` (writing a file, say) while the others wait; returns its result on rank 0.
+
+    If the action fails, every rank stops: rank 0 with the error itself, the others with StoppedOnMain
+    carrying its message, instead of waiting for a rank 0 that has left (and then failing with a
+    traceback about a closed connection).
+    """
     if world_size() == 1:
-        return data
-    size = torch.tensor([-1 if data is None else len(data)], dtype=torch.int64)
-    dist.broadcast(size, 0)
-    if size.item() <= 0:
-        return None if size.item() < 0 else b""
-    buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8) if is_main() else \
-        torch.empty(int(size.item()), dtype=torch.uint8)
-    dist.broadcast(buffer, 0)
-    return buffer.numpy().tobytes()
+        return action()
+    result, error = None, None
+    if is_main():
+        try:
+            result = action()
+        except Exception as e:  # noqa: BLE001 -- shared with the other ranks, then raised as it was
+            error = e
+    message = _from_main(None if error is None else (str(error) or type(error).__name__).encode())
+    if error is not None:
+        raise error
+    if message is not None:
+        raise StoppedOnMain(message.decode())
+    return result
+
+
+def lost_a_peer(error: BaseException) -> bool:
+    """Whether `error` is a collective failing because another rank's process ended (crashed or stopped)."""
+    text = str(error)
+    return world_size() > 1 and (isinstance(error, dist.DistError) or
+                                 any(s in text for s in ("Connection closed by peer", "Connection reset by peer",
+                                                         "remote worker", "NCCL communicator was aborted")))
 
 
 def gather_bytes(data: bytes) -> list[bytes]:

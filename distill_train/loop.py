@@ -24,7 +24,7 @@ import re
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -214,11 +214,9 @@ def _set_rng_text(text: str) -> None:
                                    for k, v in state["tensors"].items()})
 
 
-def save_checkpoint(path: Path, stage: Stage, optimizer: torch.optim.Optimizer, info: dict) -> None:
-    """Every rank calls this; rank 0 writes. Ranks other than 0 only add their generator states."""
-    ranks = [b.decode() for b in distributed.gather_bytes(_rng_text().encode())]
-    if not distributed.is_main():
-        return
+def save_checkpoint(path: Path, stage: Stage, optimizer: torch.optim.Optimizer, info: dict,
+                    rank_rng: list[str] = ()) -> None:
+    """Rank 0 writes; `rank_rng` holds the generator states of the other ranks (`_rng_text`), if any."""
     tensors: dict[str, torch.Tensor] = {}
     for name, module in stage.modules().items():
         for key, value in module.state_dict().items():
@@ -235,8 +233,8 @@ def save_checkpoint(path: Path, stage: Stage, optimizer: torch.optim.Optimizer, 
     tensors.update(rng_tensors)
     tensors.update({f"extra.{k}": v for k, v in stage.extra_tensors().items()})
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    meta = dict(info, version=CHECKPOINT_VERSION, stage=stage.name, rng=rng_meta, rank_rng=ranks[1:],
-                world_size=len(ranks), optim_groups=opt["param_groups"], optim_scalars=scalars,
+    meta = dict(info, version=CHECKPOINT_VERSION, stage=stage.name, rng=rng_meta, rank_rng=list(rank_rng),
+                world_size=1 + len(rank_rng), optim_groups=opt["param_groups"], optim_scalars=scalars,
                 stage_state=stage.state_dict())
     blob = json.dumps(meta)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"distill_checkpoint": blob}))
@@ -308,7 +306,6 @@ class Result:
     wall_s: float
     steps_per_s: float
     stopped_early: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def _mean_window(window: dict[str, list]) -> dict[str, float]:
@@ -378,21 +375,24 @@ def run(stage: Stage, settings: Settings, checkpoint: Path, *, resume: bool, log
             raise TrainError(f"the {distributed.world_size()} training processes disagree about "
                              f"{', '.join(differ[:3])}{' and more' if len(differ) > 3 else ''} at step {step} "
                              f"(a bug: please report it); the last checkpoint is kept")
-        existed = checkpoint.exists()
-        try:
-            save_checkpoint(checkpoint, stage, optimizer, info(final))
-        except WRITE_ERRORS as e:  # the temporary file is gone and the previous checkpoint untouched
-            after = ("the previous checkpoint there is intact, so free some space and run again with --resume"
-                     if existed else "no checkpoint was saved yet, so free some space and run again")
-            raise TrainError(f"could not write checkpoint '{checkpoint}' at step {step} ({write_error(e)}); {after}")
-        try:
-            if distributed.is_main():
+        rank_rng = [b.decode() for b in distributed.gather_bytes(_rng_text().encode())][1:]
+
+        def write() -> None:  # rank 0 alone; if it fails, every rank stops with its sentence
+            existed = checkpoint.exists()
+            try:
+                save_checkpoint(checkpoint, stage, optimizer, info(final), rank_rng)
+            except WRITE_ERRORS as e:  # the temporary file is gone and the previous checkpoint untouched
+                after = ("the previous checkpoint there is intact, so free some space and run again with --resume"
+                         if existed else "no checkpoint was saved yet, so free some space and run again")
+                raise TrainError(f"could not write checkpoint '{checkpoint}' at step {step} ({write_error(e)}); {after}")
+            try:
                 stage.on_checkpoint(step, history, final)
-        except WRITE_ERRORS as e:
-            raise TrainError(f"could not write the previews and report of step {step} in '{checkpoint.parent}' "
-                             f"({write_error(e)}); the checkpoint was saved, so free some space and run again "
-                             f"with --resume")
-        distributed.barrier()  # no rank leaves (or is stopped) before rank 0 has written
+            except WRITE_ERRORS as e:
+                raise TrainError(f"could not write the previews and report of step {step} in '{checkpoint.parent}' "
+                                 f"({write_error(e)}); the checkpoint was saved, so free some space and run again "
+                                 f"with --resume")
+
+        distributed.on_main(write)
 
     total = settings.steps
     evaluated_at = history["valid"][-1]["step"] if history["valid"] else -1

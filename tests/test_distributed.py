@@ -10,8 +10,10 @@ run; a plain single-process --resume of the same checkpoint must finish too.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -46,14 +48,27 @@ def one_machine() -> list[str]:
     return ["--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(free_port())]
 
 
-def torchrun(args: list, launch: list[str], dump: Path | None = None) -> subprocess.Popen:
-    """`torchrun LAUNCH -m distill_train ARGS`, one torch thread per rank."""
+def two_machines() -> list[list[str]]:
+    """torchrun's options for each of two machines with one rank each (here both on localhost)."""
+    endpoint = f"127.0.0.1:{free_port()}"
+    return [["--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(node), "--rdzv-endpoint", endpoint]
+            for node in (0, 1)]
+
+
+def torchrun(args: list, launch: list[str], dump: Path | None = None, file_limit: int | None = None) -> subprocess.Popen:
+    """`torchrun LAUNCH -m distill_train ARGS`, one torch thread per rank; no file may grow past `file_limit`
+    bytes (RLIMIT_FSIZE: writing more fails with EFBIG, as a full disk fails with ENOSPC)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     if dump is not None:
         dump.mkdir(parents=True, exist_ok=True)
         env["DISTILL_DEBUG_RANK_DUMP"] = str(dump)
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
     command = [sys.executable, "-m", "torch.distributed.run", *launch, "-m", "distill_train", *map(str, args)]
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=small_files if file_limit else None)
 
 
 def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
@@ -80,10 +95,7 @@ def distributed_run(data, tmp_path_factory) -> tuple[Path, Path, list[subprocess
     """(model, folder of the ranks' final weights, the two finished torchruns), as on two machines."""
     where = tmp_path_factory.mktemp("distributed")
     out = where / "model.distill"
-    endpoint = f"127.0.0.1:{free_port()}"
-    nodes = [torchrun([data, "-o", out, *FLAGS], ["--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(node),
-                                                  "--rdzv-endpoint", endpoint], dump=where / "dump")
-             for node in (0, 1)]
+    nodes = [torchrun([data, "-o", out, *FLAGS], launch, dump=where / "dump") for launch in two_machines()]
     done = [finish(node) for node in nodes]
     for r in done:
         assert r.returncode == 0, r.stderr[-3000:]
@@ -141,6 +153,10 @@ def test_an_interrupted_distributed_run_resumes_exactly(data, distributed_run, t
     single = tmp_path / "single"
     shutil.copytree(run, single / "model.distill.run")
 
+    # the same command without --resume: rank 0 refuses to start over, and the other machine stops with it
+    stopped_together([finish(p) for p in [torchrun([data, "-o", out, *FLAGS], m) for m in two_machines()]],
+                     f"{run / 'checkpoint-codec.safetensors'} holds an unfinished codec run")
+
     r = finish(torchrun([data, "-o", out, *FLAGS, "--resume"], one_machine(), dump=tmp_path / "dump"))
     assert r.returncode == 0, r.stderr[-3000:]
     for stage in ("codec", "prior"):
@@ -155,6 +171,46 @@ def test_an_interrupted_distributed_run_resumes_exactly(data, distributed_run, t
     assert r.returncode == 0, r.stderr[-3000:]
     assert "made by 2 processes and this run has 1" in r.stderr
     assert load_model(single / "model.distill").prior is not None
+
+
+def stopped_together(machines: list[subprocess.CompletedProcess], sentence: str) -> None:
+    """Rank 0 said `sentence...` once on its machine, the other machine's rank said that rank 0 stopped with
+    it, both ended with an error status, and none printed a traceback from distill_train's code."""
+    (first, second) = machines
+    assert first.returncode != 0 and second.returncode != 0
+    said = [[line for line in r.stderr.splitlines() if line.startswith("distill-train")] for r in machines]
+    assert len(said[0]) == 1 and said[0][0].startswith(f"distill-train: {sentence}"), first.stderr[-3000:]
+    assert said[1] == [f"distill-train (rank 1): stopped because rank 0 did: {said[0][0][len('distill-train: '):]}"], \
+        second.stderr[-3000:]
+    for r in machines:
+        assert "[rank" not in r.stderr and f'File "{ROOT / "distill_train"}' not in r.stderr, r.stderr[-3000:]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("writing", ["checkpoint", "model"])
+def test_a_full_disk_on_rank_0_stops_every_rank(data, distributed_run, tmp_path, writing):
+    """Only rank 0 writes; when its disk is full, the ranks on other machines stop with its sentence
+    instead of waiting for it (or failing on a closed connection)."""
+    out = tmp_path / "model.distill"
+    if writing == "checkpoint":  # a fresh run: its first checkpoint (about 1 MB) cannot be written
+        args, sentence = [data, "-o", out, *FLAGS], f"could not write checkpoint '{out}.run/checkpoint-codec"
+    else:  # a finished run given a new prior: nothing left to train, the model file (over 500 kB) is next
+        trained, _, _ = distributed_run
+        shutil.copy(trained, out)
+        shutil.copytree(trained.with_name(trained.name + ".run"), tmp_path / "model.distill.run")
+        args, sentence = [data, "-o", out, *FLAGS, "--stages", "prior", "--resume"], f"could not write the model '{out}'"
+        before = digest(out)
+    machines = [finish(p) for p in [torchrun(args, m, file_limit=300_000) for m in two_machines()]]
+    stopped_together(machines, sentence)
+    assert "(File too large)" in machines[0].stderr and "free some space and run again" in machines[0].stderr
+    assert not list(tmp_path.rglob("*.tmp"))
+    if writing == "checkpoint":
+        assert not (tmp_path / "model.distill.run" / "checkpoint-codec.safetensors").exists()
+    else:
+        assert digest(out) == before
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs (NCCL)")

@@ -203,7 +203,8 @@ def test_new_prior_on_an_existing_codec(data, reference, tmp_path):
 
 # -- user errors: one line, exit 2 ------------------------------------------------------------------
 
-BAD_CASES = ["missing", "empty", "not-a-folder", "bad-flag", "bad-stages", "no-codec", "bad-codec", "silent"]
+BAD_CASES = ["missing", "empty", "not-a-folder", "bad-flag", "bad-stages", "no-codec", "bad-codec", "silent",
+             "unwritable-output"]
 
 
 def bad_args(case: str, tmp_path: Path) -> list:
@@ -222,6 +223,9 @@ def bad_args(case: str, tmp_path: Path) -> list:
         return [tmp_path, "-o", out, "--stages", "codec,decoder"]
     if case == "no-codec":
         return ["--stages", "prior", tmp_path, "-o", out]
+    if case == "unwritable-output":  # -o inside something that is a file, not a folder
+        (tmp_path / "notes.txt").write_text("a file")
+        return [tmp_path, "-o", tmp_path / "notes.txt" / "m.distill", "--preset", "tiny"]
     if case == "bad-codec":
         (tmp_path / "junk.distill").write_bytes(b"\x00" * 64)
         return ["--stages", "prior", tmp_path, "-o", out, "--codec", tmp_path / "junk.distill"]
