@@ -35,6 +35,7 @@ from distill_live.modelfile import load_model
 from distill_live.player import render
 from distill_train.data import load_dataset
 from distill_train.loop import read_checkpoint
+from distill_train.report import generated_vs_real_report
 
 SAMPLES = Path("/usr/share/sonic-pi/samples")
 
@@ -98,24 +99,6 @@ def train(data: Path, out: Path, preset: str, codec_minutes: float, prior_minute
     return model, time.time() - t0
 
 
-def spectrogram_image(path: Path, generated: np.ndarray, real: np.ndarray, rate: int) -> None:
-    """Log-mel spectrograms of the generated audio above the held-out real audio, on one time axis."""
-    from distill_train.report import _figure, _save, _spectrogram
-
-    fig = _figure(2, 1, (14, 7))
-    longest = max(len(generated), len(real)) / rate
-    for row, (title, audio) in enumerate((("generated (seed 1, default controls)", generated),
-                                          ("held-out real audio, all of it, files one after another", real))):
-        ax = fig.add_subplot(2, 1, row + 1)
-        ax.imshow(_spectrogram(audio, rate), origin="lower", aspect="auto", cmap="magma",
-                  extent=(0, len(audio) / rate, 0, 80), vmin=-11.5)
-        ax.set_xlim(0, longest)
-        ax.set_title(title)
-        ax.set_ylabel("mel band")
-    ax.set_xlabel("seconds")
-    _save(fig, path)
-
-
 @torch.inference_mode()
 def measure(model_path: Path, data: Path, seconds: float, image: Path | None = None) -> dict:
     torch.set_num_threads(2)
@@ -166,7 +149,7 @@ def measure(model_path: Path, data: Path, seconds: float, image: Path | None = N
     real = np.concatenate([clip.audio for clip in valid])
     generated = render(model, seconds, seed=1)
     if image is not None:
-        spectrogram_image(image, generated, real, c.sample_rate)
+        generated_vs_real_report(image, generated, real, c.sample_rate)
     # baseline 1: codes drawn independently from the per-level unigram frequencies of the training codes
     codes = torch.cat(model.cues)
     gen = torch.Generator().manual_seed(1)

@@ -208,7 +208,7 @@ def prior_history(stage, result, planned_steps: int, lr: float) -> dict:
 
 
 def check(args) -> list[str]:
-    """The checks that need nothing heavy imported: a typo is answered at once. Returns the stages."""
+    """The checks of the flags alone: a typo is answered at once, before torch is imported. Returns the stages."""
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     if not stages or any(s not in ("codec", "prior") for s in stages) or len(set(stages)) != len(stages):
         raise ArgumentError(f"--stages takes codec, prior or codec,prior, not '{args.stages}'")
@@ -216,6 +216,12 @@ def check(args) -> list[str]:
         raise ArgumentError("--resume continues a run and --restart starts it over: give one of them")
     if args.codec and "codec" in stages:
         raise ArgumentError("--codec reuses an existing codec: use it with --stages prior")
+    return stages
+
+
+def check_paths(args, stages: list[str]) -> None:
+    """The checks of this machine's files. Under torchrun every rank makes them once all have started, so
+    that a folder missing on one machine stops the others too (instead of leaving them waiting)."""
     data = Path(args.data)
     if not data.exists():
         raise ArgumentError(f"data folder '{data}' does not exist")
@@ -224,13 +230,15 @@ def check(args) -> list[str]:
     output = Path(args.output)
     if output.is_dir():
         raise ArgumentError(f"output '{output}' is a folder; give a file name such as model.distill")
+    above = next(p for p in output.absolute().parents if p.exists())
+    if not above.is_dir():
+        raise ArgumentError(f"output '{output}' cannot be made: '{above}' is a file, not a folder")
     if "codec" not in stages:
         source = Path(args.codec) if args.codec else output
         if not source.exists():
             raise ArgumentError(f"codec model '{source}' does not exist" if args.codec else
                                 "--stages prior needs a codec: add --codec MODEL.distill (an existing model), or "
                                 "point -o at an existing model to give it a new prior")
-    return stages
 
 
 def checkpoint_summary(path: Path) -> dict | None:
@@ -253,9 +261,7 @@ def remove_stale_temporaries(run_dir: Path, output: Path, log) -> None:
         log(f"removed {len(stale)} unfinished temporary file(s) left by a run that was killed")
 
 
-def prepare_folders(run_dir: Path, output: Path, stages: list[str], args, log) -> None:
-    """Make the output and run folders, and clear what a fresh run must not reuse: the checkpoints of
-    the stages it runs (and of those after them), refused if one is unfinished, and killed runs' temporaries."""
+def make_folders(output: Path, run_dir: Path) -> None:
     from .loop import TrainError, write_error
 
     try:
@@ -264,6 +270,13 @@ def prepare_folders(run_dir: Path, output: Path, stages: list[str], args, log) -
     except OSError as e:
         raise TrainError(f"cannot make the folder for '{output}' and its run folder '{run_dir}' ({write_error(e)}); "
                          f"give -o a place you can write to")
+
+
+def clear_run_folder(run_dir: Path, output: Path, stages: list[str], args, log) -> None:
+    """Clear what a fresh run must not reuse: the checkpoints of the stages it runs (and of those after
+    them), refused if one is unfinished; and the temporary files of killed runs."""
+    from .loop import TrainError
+
     if not args.resume:
         stale = [p for p in (run_dir / "checkpoint-codec.safetensors", run_dir / "checkpoint-adversarial.safetensors",
                              run_dir / "checkpoint-prior.safetensors")
@@ -303,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
-        check(args)
+        stages = check(args)
+        if "WORLD_SIZE" not in os.environ:  # a typo is answered before torch is imported
+            check_paths(args, stages)
     except ArgumentError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
@@ -312,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         from distill_live.modelfile import ModelFileError
 
         from .data import DatasetError
-        from .distributed import StoppedOnMain, leave, lost_a_peer
+        from .distributed import StoppedElsewhere, leave, lost_a_peer
         from .loop import Interrupted, TrainError
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted before training started; nothing was written", file=sys.stderr)
@@ -338,9 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainError, DatasetError, ModelFileError, ArgumentError) as e:
         print(f"{PROG}{f' (rank {rank})' if rank else ''}: {e}", file=sys.stderr)
         return 2
-    except StoppedOnMain as e:  # rank 0 said it on its machine; the first rank of every other machine repeats it
+    except StoppedElsewhere as e:  # that rank said it on its machine; the first rank of every other machine repeats it
         if local_rank == 0:
-            print(f"{PROG} (rank {rank}): stopped because rank 0 did: {e}", file=sys.stderr)
+            print(f"{PROG}{f' (rank {rank})' if rank else ''}: stopped because rank {e.rank} did: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:
         if not lost_a_peer(e):
@@ -378,6 +393,7 @@ def train(args) -> int:
         device = distributed.start(pick_device(args.device))
     except ValueError as e:
         raise TrainError(str(e))
+    distributed.on_every_rank(lambda: check_paths(args, stages))
     main = distributed.is_main()  # rank 0 alone prints and writes files
     quiet = args.quiet or not main
 
@@ -389,7 +405,7 @@ def train(args) -> int:
         if main:
             print(line, file=sys.stderr)
 
-    distributed.on_main(lambda: prepare_folders(run_dir, output, stages, args, log))  # rank 0's machine has them
+    distributed.on_main(lambda: clear_run_folder(run_dir, output, stages, args, log))  # rank 0's machine has it
     started = time.time()
     preset_name = args.preset or "default"
     meta_training = {"preset": preset_name, "seed": args.seed, "device": str(device), "stages": stages,
@@ -406,7 +422,8 @@ def train(args) -> int:
             c.sample_rate = args.sample_rate
         if args.levels:
             c.levels = args.levels
-        dataset = load_dataset(data, c.sample_rate, c.hop, crop_frames=CROP_FRAMES, seed=args.seed, log=warn)
+        dataset = distributed.on_every_rank(
+            lambda: load_dataset(data, c.sample_rate, c.hop, crop_frames=CROP_FRAMES, seed=args.seed, log=warn))
         files = len({clip.path for clip in dataset.clips})
         size, ema = adaptive(files)
         c.codebook_size = args.codebook_size or size
@@ -422,6 +439,7 @@ def train(args) -> int:
         settings = Settings(steps=steps, batch_size=batch, lr=lr, checkpoint_every=args.checkpoint_every,
                             eval_every=args.eval_every, quiet=quiet,
                             time_budget_s=args.codec_minutes * 60 if args.codec_minutes else None)
+        distributed.on_main(lambda: make_folders(output, run_dir))
         seed_everything(args.seed)
         stage = CodecStage(c, dataset, batch, args.seed, device, run_dir)
         result = run(stage, settings, run_dir / "checkpoint-codec.safetensors", resume=args.resume, log=log,
@@ -486,7 +504,8 @@ def train(args) -> int:
         if args.preset:  # the prior's size from the preset asked for; the codec stays as it is
             config.prior = preset(args.preset).prior
         config.prior.kind = args.prior_kind
-        dataset = load_dataset(data, c.sample_rate, c.hop, crop_frames=CROP_FRAMES, seed=args.seed, log=warn)
+        dataset = distributed.on_every_rank(
+            lambda: load_dataset(data, c.sample_rate, c.hop, crop_frames=CROP_FRAMES, seed=args.seed, log=warn))
         config.prior.worlds = len(dataset.worlds)
         codec = model.codec.eval()
         cues = extract_codes(codec, dataset.clips, device)
@@ -505,6 +524,7 @@ def train(args) -> int:
         return 0
 
     # -- the prior --------------------------------------------------------------------------------
+    distributed.on_main(lambda: make_folders(output, run_dir))
     steps = args.prior_steps or DEFAULT_STEPS[preset_name][1]
     batch, lr = args.batch_size or BATCH[device.type][1], args.lr or PRIOR_LR
     seq_frames = 64 if preset_name == "tiny" else 128

@@ -23,8 +23,12 @@ from torch import nn
 T = TypeVar("T")
 
 
-class StoppedOnMain(Exception):
-    """Rank 0 stopped with an error (its message is this one) while doing something only it does."""
+class StoppedElsewhere(Exception):
+    """Another rank stopped with an error (its message is this one); this rank stops with it."""
+
+    def __init__(self, rank: int, message: str):
+        super().__init__(message)
+        self.rank = rank
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -149,7 +153,7 @@ def read_on_main(path: Path) -> bytes | None:
 def on_main(action: Callable[[], T]) -> T | None:
     """Rank 0 alone does `action` (writing a file, say) while the others wait; returns its result on rank 0.
 
-    If the action fails, every rank stops: rank 0 with the error itself, the others with StoppedOnMain
+    If the action fails, every rank stops: rank 0 with the error itself, the others with StoppedElsewhere
     carrying its message, instead of waiting for a rank 0 that has left (and then failing with a
     traceback about a closed connection).
     """
@@ -165,7 +169,26 @@ def on_main(action: Callable[[], T]) -> T | None:
     if error is not None:
         raise error
     if message is not None:
-        raise StoppedOnMain(message.decode())
+        raise StoppedElsewhere(0, message.decode())
+    return result
+
+
+def on_every_rank(action: Callable[[], T]) -> T:
+    """Every rank does `action` (reading its machine's copy of the sounds, say); if it fails on any rank,
+    every rank stops: that rank with its own error, the others with StoppedElsewhere naming it."""
+    if world_size() == 1:
+        return action()
+    result, error = None, None
+    try:
+        result = action()
+    except Exception as e:  # noqa: BLE001 -- shared with the other ranks, then raised as it was
+        error = e
+    said = gather_bytes(b"" if error is None else b"!" + (str(error) or type(error).__name__).encode())
+    if error is not None:
+        raise error
+    failed = next((r for r, text in enumerate(said) if text), None)
+    if failed is not None:
+        raise StoppedElsewhere(failed, said[failed][1:].decode())
     return result
 
 
@@ -184,8 +207,9 @@ def gather_bytes(data: bytes) -> list[bytes]:
     size = torch.tensor([len(data)], dtype=torch.int64)
     sizes = [torch.zeros_like(size) for _ in range(world_size())]
     dist.all_gather(sizes, size)
-    buffer = torch.zeros(int(max(sizes).item()), dtype=torch.uint8)
-    buffer[:len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    buffer = torch.zeros(max(1, int(max(sizes).item())), dtype=torch.uint8)  # Gloo sends no empty tensors
+    if data:
+        buffer[:len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     buffers = [torch.empty_like(buffer) for _ in sizes]
     dist.all_gather(buffers, buffer)
     return [b[:int(n.item())].numpy().tobytes() for b, n in zip(buffers, sizes)]

@@ -151,3 +151,19 @@ def prior_report(path: Path, history: dict, levels: int, generated: torch.Tensor
         ax.set_title("generated: codes of every level (colour = code)")
     fig.suptitle(title)
     _save(fig, path)
+
+
+def generated_vs_real_report(path: Path, generated: np.ndarray, real: np.ndarray, sample_rate: int) -> None:
+    """Log-mel spectrograms of generated audio above held-out real audio, on one time axis."""
+    fig = _figure(2, 1, (14, 7))
+    longest = max(len(generated), len(real)) / sample_rate
+    for row, (title, audio) in enumerate((("generated (seed 1, default controls)", generated),
+                                          ("held-out real audio, all of it, files one after another", real))):
+        ax = fig.add_subplot(2, 1, row + 1)
+        ax.imshow(_spectrogram(audio, sample_rate), origin="lower", aspect="auto", cmap="magma",
+                  extent=(0, len(audio) / sample_rate, 0, 80), vmin=-11.5)
+        ax.set_xlim(0, longest)
+        ax.set_title(title)
+        ax.set_ylabel("mel band")
+    ax.set_xlabel("seconds")
+    _save(fig, path)

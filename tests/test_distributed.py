@@ -173,17 +173,27 @@ def test_an_interrupted_distributed_run_resumes_exactly(data, distributed_run, t
     assert load_model(single / "model.distill").prior is not None
 
 
-def stopped_together(machines: list[subprocess.CompletedProcess], sentence: str) -> None:
-    """Rank 0 said `sentence...` once on its machine, the other machine's rank said that rank 0 stopped with
-    it, both ended with an error status, and none printed a traceback from distill_train's code."""
-    (first, second) = machines
-    assert first.returncode != 0 and second.returncode != 0
+def stopped_together(machines: list[subprocess.CompletedProcess], sentence: str, failing: int = 0) -> None:
+    """The rank of machine `failing` said `sentence...` once, the other machine's rank said that it stopped
+    because that rank did, both ended with an error status, and none printed a traceback from our code."""
+    name = ["distill-train", "distill-train (rank 1)"]
     said = [[line for line in r.stderr.splitlines() if line.startswith("distill-train")] for r in machines]
-    assert len(said[0]) == 1 and said[0][0].startswith(f"distill-train: {sentence}"), first.stderr[-3000:]
-    assert said[1] == [f"distill-train (rank 1): stopped because rank 0 did: {said[0][0][len('distill-train: '):]}"], \
-        second.stderr[-3000:]
+    own, other = said[failing], said[1 - failing]
+    assert len(own) == 1 and own[0].startswith(f"{name[failing]}: {sentence}"), machines[failing].stderr[-3000:]
+    reason = own[0][len(name[failing]) + 2:]
+    assert other == [f"{name[1 - failing]}: stopped because rank {failing} did: {reason}"], \
+        machines[1 - failing].stderr[-3000:]
     for r in machines:
+        assert r.returncode != 0
         assert "[rank" not in r.stderr and f'File "{ROOT / "distill_train"}' not in r.stderr, r.stderr[-3000:]
+
+
+def test_sounds_missing_on_one_machine_stop_both(data, tmp_path):
+    """Every machine reads its own copy of the sounds: a folder missing on the second one stops the first too."""
+    folders = [data, tmp_path / "nowhere"]
+    machines = [finish(p) for p in [torchrun([folder, "-o", tmp_path / "model.distill", *FLAGS], m)
+                                    for folder, m in zip(folders, two_machines())]]
+    stopped_together(machines, f"data folder '{folders[1]}' does not exist", failing=1)
 
 
 def digest(path: Path) -> str:

@@ -204,7 +204,7 @@ def test_new_prior_on_an_existing_codec(data, reference, tmp_path):
 # -- user errors: one line, exit 2 ------------------------------------------------------------------
 
 BAD_CASES = ["missing", "empty", "not-a-folder", "bad-flag", "bad-stages", "no-codec", "bad-codec", "silent",
-             "unwritable-output"]
+             "output-in-a-file", "output-unwritable"]
 
 
 def bad_args(case: str, tmp_path: Path) -> list:
@@ -223,9 +223,13 @@ def bad_args(case: str, tmp_path: Path) -> list:
         return [tmp_path, "-o", out, "--stages", "codec,decoder"]
     if case == "no-codec":
         return ["--stages", "prior", tmp_path, "-o", out]
-    if case == "unwritable-output":  # -o inside something that is a file, not a folder
+    if case == "output-in-a-file":
         (tmp_path / "notes.txt").write_text("a file")
-        return [tmp_path, "-o", tmp_path / "notes.txt" / "m.distill", "--preset", "tiny"]
+        return [tmp_path, "-o", tmp_path / "notes.txt" / "m.distill"]
+    if case == "output-unwritable":  # good sounds; /proc takes no new folders, even from root
+        (tmp_path / "sounds").mkdir()
+        sf.write(tmp_path / "sounds" / "bell.wav", bells(3.0, 440, np.random.default_rng(0)).astype(np.float32), SR)
+        return [tmp_path / "sounds", "-o", "/proc/distill-test/m.distill", "--preset", "tiny", "--quiet"]
     if case == "bad-codec":
         (tmp_path / "junk.distill").write_bytes(b"\x00" * 64)
         return ["--stages", "prior", tmp_path, "-o", out, "--codec", tmp_path / "junk.distill"]
@@ -251,7 +255,12 @@ def test_bad_input_ends_with_one_line_and_exit_2(case, tmp_path, capsys):
     from distill_train.cli import main
 
     code = main([str(a) for a in bad_args(case, tmp_path)])
-    check_one_line(code, capsys.readouterr().err, case, tmp_path / "m.distill")
+    err = capsys.readouterr().err
+    check_one_line(code, err, case, tmp_path / "m.distill")
+    if case == "output-in-a-file":
+        assert f"'{tmp_path / 'notes.txt'}' is a file, not a folder" in err
+    if case == "output-unwritable":
+        assert "cannot make the folder for '/proc/distill-test/m.distill'" in err
 
 
 @pytest.mark.parametrize("case", ["missing", "bad-codec"])
