@@ -112,11 +112,13 @@ class PriorStage(Stage):
             followers = self.by_world[world] if len(self.by_world[world]) > 1 else self.all_items
             mixed = followers is self.all_items and len(code) - start < t
             filled = 0
-            while filled < t:
+            while True:
                 n = min(t - filled, len(code) - start)
                 codes[row, filled:filled + n] = code.numpy()[start:start + n]
                 desc[row, filled:filled + n] = d[start:start + n]
                 filled += n
+                if filled == t:
+                    break
                 code, d, _, _ = self.train_items[rng.choice(followers)]
                 start = 0
             held[row] = rng.random(3) >= self.cfg.descriptor_dropout
