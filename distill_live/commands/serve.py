@@ -144,6 +144,17 @@ def run(args: argparse.Namespace) -> int:
     _stop_on_signals(stop)
     engine.start()
     try:
+        # controls first: opening a JACK MIDI client takes a second or more and stalls the audio
+        # callbacks meanwhile (two underruns at every start, measured), so it happens before the card
+        try:
+            control = osc.start_control(engine, args)
+        except (osc.OscConfigError, OSError) as e:
+            raise UserError(str(e)) from None
+        midi_control = midi.start_midi(engine, args, log=lambda line: print(f"distill-live: {line}", flush=True))
+        if midi_control is not None:
+            engine.tempo = midi_control.tempo  # shown in /distill/stats
+        if control.osc is not None:
+            control.osc.handlers.update(midi.osc_handlers(midi_control))
         try:
             sink.open()
         except Exception as e:
@@ -161,15 +172,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"distill-live: listening to '{in_device['name']}' ({in_device['hostapi']}, "
                   f"{audio_input.channels} channel{'s' if audio_input.channels > 1 else ''}); input mode "
                   f"{args.input_mode} (/distill/input/mode)", flush=True)
-        try:
-            control = osc.start_control(engine, args)
-        except (osc.OscConfigError, OSError) as e:
-            raise UserError(str(e)) from None
-        midi_control = midi.start_midi(engine, args, log=lambda line: print(f"distill-live: {line}", flush=True))
-        if midi_control is not None:
-            engine.tempo = midi_control.tempo  # shown in /distill/stats
-        if control.osc is not None:
-            control.osc.handlers.update(midi.osc_handlers(midi_control))
         print("distill-live: now open patches/max/distill.maxpat, patches/supercollider/Distill.scd or "
               "patches/puredata/distill.pd (see patches/README.md); Ctrl-C stops", flush=True)
         _main_loop(engine, [sink] + ([source] if source else []), stop, args, midi_control)
@@ -177,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         engine.registry.submit(f"{PREFIX}/play", [0])
         time.sleep(PLAY_FADE + engine.queued_seconds() + engine.output_latency + 0.05)
     finally:
-        for part in (midi_control, control, source, sink):
+        for part in (sink, source, midi_control, control):  # the card first: closing MIDI stalls it too
             if part is not None:
                 part.close()
         engine.stop()
