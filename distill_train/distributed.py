@@ -30,6 +30,7 @@ class StoppedElsewhere(Exception):
         super().__init__(message)
         self.rank = rank
 
+
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 

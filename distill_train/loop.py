@@ -384,7 +384,8 @@ def run(stage: Stage, settings: Settings, checkpoint: Path, *, resume: bool, log
             except WRITE_ERRORS as e:  # the temporary file is gone and the previous checkpoint untouched
                 after = ("the previous checkpoint there is intact, so free some space and run again with --resume"
                          if existed else "no checkpoint was saved yet, so free some space and run again")
-                raise TrainError(f"could not write checkpoint '{checkpoint}' at step {step} ({write_error(e)}); {after}")
+                raise TrainError(f"could not write checkpoint '{checkpoint}' at step {step} ({write_error(e)}); "
+                                 f"{after}")
             try:
                 stage.on_checkpoint(step, history, final)
             except WRITE_ERRORS as e:

@@ -55,7 +55,8 @@ def two_machines() -> list[list[str]]:
             for node in (0, 1)]
 
 
-def torchrun(args: list, launch: list[str], dump: Path | None = None, file_limit: int | None = None) -> subprocess.Popen:
+def torchrun(args: list, launch: list[str], dump: Path | None = None,
+             file_limit: int | None = None) -> subprocess.Popen:
     """`torchrun LAUNCH -m distill_train ARGS`, one torch thread per rank; no file may grow past `file_limit`
     bytes (RLIMIT_FSIZE: writing more fails with EFBIG, as a full disk fails with ENOSPC)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -211,7 +212,8 @@ def test_a_full_disk_on_rank_0_stops_every_rank(data, distributed_run, tmp_path,
         trained, _, _ = distributed_run
         shutil.copy(trained, out)
         shutil.copytree(trained.with_name(trained.name + ".run"), tmp_path / "model.distill.run")
-        args, sentence = [data, "-o", out, *FLAGS, "--stages", "prior", "--resume"], f"could not write the model '{out}'"
+        args = [data, "-o", out, *FLAGS, "--stages", "prior", "--resume"]
+        sentence = f"could not write the model '{out}'"
         before = digest(out)
     machines = [finish(p) for p in [torchrun(args, m, file_limit=300_000) for m in two_machines()]]
     stopped_together(machines, sentence)
