@@ -54,7 +54,8 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
     last_cue = max(0, cues - 1)
     params = [
         Param("play", "b", 0, "start (1) or stop (0) with a short fade"),
-        Param("gain", "f", 1.0, "output gain", 0.0, 2.0, smooth=0.05),
+        Param("gain", "f", 1.0, "output gain; peaks past 0.9 bend softly towards ±1, never past it", 0.0, 2.0,
+              smooth=0.05),
         Param("temperature", "f", 1.0, "sampling temperature: lower is safer, higher is wilder", 0.0, 2.0),
         Param("topk", "i", 0, "sample only among the k likeliest codes (0 = off)", 0, codebook_size),
         Param("topp", "f", 1.0, "sample only among the likeliest codes covering this probability (1 = off)", 0.01, 1.0),

@@ -26,6 +26,7 @@ import torch
 
 from .audioinput import AudioInput
 from .codec import EncoderState
+from .dsp import soft_clip
 from .modelfile import DistillModel
 from .params import INPUT_MODES, PREFIX, ParamRegistry
 from .prior import Controls, PriorState
@@ -246,7 +247,7 @@ class Player:
             return np.zeros(self.chunk, dtype=np.float32)
         env = start_env + (self.envelope - start_env) * self._ramp
         gain = start_gain + (self.gain - start_gain) * self._ramp
-        return (raw * env * gain).astype(np.float32)
+        return soft_clip((raw * env * gain).astype(np.float32))
 
     def frame_due(self) -> bool:
         """The next chunk begins a new frame: at the frame boundary, or at once when starting from silence."""

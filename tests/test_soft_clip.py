@@ -1,0 +1,30 @@
+"""The output never passes full scale: the Player bends peaks above 0.9 smoothly towards ±1."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from distill_live.dsp import soft_clip
+from distill_live.modelfile import load_model
+from distill_live.player import render
+
+DEMO = Path(__file__).resolve().parents[1] / "demo" / "demo.distill"
+
+
+def test_soft_clip_passes_what_is_below_the_knee_and_bounds_the_rest():
+    x = np.linspace(-6.0, 6.0, 12001, dtype=np.float32)
+    y = soft_clip(x)
+    quiet = np.abs(x) <= 0.9
+    assert np.array_equal(y[quiet], x[quiet])
+    assert np.abs(y).max() <= 1.0 and np.all(np.diff(y) >= 0)  # bounded, and louder stays louder
+    assert abs(soft_clip(np.float32([1.2]))[0] - 0.9) > 0.09 and soft_clip(np.float32([-2.0]))[0] < -0.99
+    slope = (soft_clip(np.float32([0.9 + 1e-3]))[0] - 0.9) / 1e-3  # no corner at the knee
+    assert abs(slope - 1.0) < 0.01
+
+
+def test_the_demo_pushed_to_gain_2_stays_within_full_scale():
+    model = load_model(DEMO)
+    audio = render(model, 10, seed=2, messages=[(0.0, "/distill/gain", (2.0,))])
+    assert np.abs(audio).max() <= 1.0
+    assert np.mean(np.abs(audio) > 0.5) > 0.001  # loud, so the bound was needed
