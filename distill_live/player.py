@@ -71,13 +71,17 @@ class Voice:
             listening = model.codec.start_encoding(1)
         return cls(model, model.prior.start(seed), model.codec.start(1), listening or None)
 
-    def listen(self, heard: Heard) -> None:
-        """Encode a frame of the audio input (before `step`)."""
-        codes, self.encoder_state = self.model.codec.encode_step(heard.audio, self.encoder_state)
+    def listen(self, heard: Heard, encoded: tuple[torch.Tensor, EncoderState] | None = None
+               ) -> tuple[torch.Tensor, EncoderState]:
+        """Encode a frame of the audio input (before `step`); returns (codes, new encoder state).
+        `encoded`: what another voice with this model and encoder state got from the same frame."""
+        codes, self.encoder_state = encoded or self.model.codec.encode_step(heard.audio, self.encoder_state)
+        encoded = codes, self.encoder_state
         codes = codes[0]
         if heard.loud:
             self.memory.append(codes)
         self.lead = codes if heard.leads else None
+        return encoded
 
     def step(self, controls: Controls) -> tuple[np.ndarray, torch.Tensor]:
         if self.lead is not None:
@@ -207,8 +211,10 @@ class Player:
             # input just before play starts, not what it heard when the player last played (an encoder
             # step is cheap; the prior and decoder, the cost of a frame, stay idle)
             heard = self._listen()
+            done = {}  # a cue jump or reset hands the fresh voice the same encoder: encode once for both
             for voice in [self.voice] + ([self.fading[0]] if self.fading is not None else []):
-                voice.listen(heard)
+                same = (id(voice.model), id(voice.encoder_state))
+                done[same] = voice.listen(heard, done.get(same))
         if not playing:
             self.raw[:] = 0.0
             self.raw_silent = True

@@ -185,6 +185,23 @@ def test_play_starts_from_the_input_heard_while_stopped(model):
     assert reset[25:] == along[25:]
 
 
+def test_a_crossfade_within_one_model_encodes_each_input_frame_once(model, monkeypatch):
+    """A reset or cue jump fades from the old voice to a fresh one that carries on the same encoding:
+    the input is encoded once a frame for both (and both play what a single voice would)."""
+    signal = (0.3 * np.random.default_rng(1).standard_normal(model.config.codec.sample_rate)).astype(np.float32)
+    along = resynthesised(model, signal, {})
+    encode_step, calls = model.codec.encode_step, []
+
+    def counted(*args):
+        calls.append(1)
+        return encode_step(*args)
+
+    monkeypatch.setattr(model.codec, "encode_step", counted)
+    faded = resynthesised(model, signal, {5: ("/distill/reset", []), 15: ("/distill/cue", [0, 0.2])})
+    assert len(calls) == 30  # one per frame; each fade kept two voices listening for several frames
+    assert faded[5:15] == along[5:15] and faded[16:] == along[16:]  # resynth: the input's codes either way
+
+
 def resynthesised(model, signal: np.ndarray, messages: dict[int, tuple[str, list]]) -> list[list[int]]:
     """The codes played at each of 30 frames of `signal`, with a message sent before some frames."""
     rate, hop = model.config.codec.sample_rate, model.config.codec.hop
