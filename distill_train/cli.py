@@ -261,6 +261,30 @@ def remove_stale_temporaries(run_dir: Path, output: Path, log) -> None:
         log(f"removed {len(stale)} unfinished temporary file(s) left by a run that was killed")
 
 
+def load_sounds(data: Path, codec_config, seed: int, warn):
+    """The sounds, read on every rank from its machine's copy; under torchrun every copy must hold the
+    same files, or the ranks would train on different collections without knowing it."""
+    from . import distributed
+    from .codec_stage import CROP_FRAMES
+    from .data import load_dataset
+    from .loop import TrainError
+
+    c = codec_config
+    dataset = distributed.on_every_rank(
+        lambda: load_dataset(data, c.sample_rate, c.hop, crop_frames=CROP_FRAMES, seed=seed, log=warn))
+    mine = [[f["path"], f["world"], f["seconds"]] for f in dataset.manifest()["files"]]
+    ranks = [json.loads(b) for b in distributed.gather_bytes(json.dumps(mine).encode())]
+    other = next((r for r, files in enumerate(ranks) if files != ranks[0]), None)
+    if other is not None:
+        first, theirs = {tuple(f) for f in ranks[0]}, {tuple(f) for f in ranks[other]}
+        odd = sorted(first ^ theirs)[0]  # (path, world, seconds) of one file the two copies disagree on
+        where, elsewhere = ("rank 0", f"rank {other}") if odd in first else (f"rank {other}", "rank 0")
+        raise TrainError(f"the sounds in '{data}' differ between machines: rank 0 reads {len(ranks[0])} files, rank "
+                         f"{other} {len(ranks[other])}, and {where}'s '{odd[0]}' ({odd[2]} s) is not in {elsewhere}'s "
+                         f"copy; give every machine the same copy")
+    return dataset
+
+
 def make_folders(output: Path, run_dir: Path) -> None:
     from .loop import TrainError, write_error
 
@@ -381,7 +405,6 @@ def train(args) -> int:
     from . import distributed
     from .adversarial_stage import AdversarialStage
     from .codec_stage import CROP_FRAMES, CodecStage, extract_codes
-    from .data import load_dataset
     from .health import code_counts, codebook_health, collapse_warnings
     from .loop import Settings, TrainError, pick_device, run, seed_everything
     from .prior_stage import PriorStage
@@ -422,8 +445,7 @@ def train(args) -> int:
             c.sample_rate = args.sample_rate
         if args.levels:
             c.levels = args.levels
-        dataset = distributed.on_every_rank(
-            lambda: load_dataset(data, c.sample_rate, c.hop, crop_frames=CROP_FRAMES, seed=args.seed, log=warn))
+        dataset = load_sounds(data, c, args.seed, warn)
         files = len({clip.path for clip in dataset.clips})
         size, ema = adaptive(files)
         c.codebook_size = args.codebook_size or size
@@ -504,8 +526,7 @@ def train(args) -> int:
         if args.preset:  # the prior's size from the preset asked for; the codec stays as it is
             config.prior = preset(args.preset).prior
         config.prior.kind = args.prior_kind
-        dataset = distributed.on_every_rank(
-            lambda: load_dataset(data, c.sample_rate, c.hop, crop_frames=CROP_FRAMES, seed=args.seed, log=warn))
+        dataset = load_sounds(data, c, args.seed, warn)
         config.prior.worlds = len(dataset.worlds)
         codec = model.codec.eval()
         cues = extract_codes(codec, dataset.clips, device)

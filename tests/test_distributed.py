@@ -197,6 +197,22 @@ def test_sounds_missing_on_one_machine_stop_both(data, tmp_path):
     stopped_together(machines, f"data folder '{folders[1]}' does not exist", failing=1)
 
 
+def test_different_sounds_on_two_machines_are_refused(data, tmp_path):
+    """Same path, different copies (a file missing on the second machine): both stop, naming the file."""
+    copy = tmp_path / "sounds"
+    shutil.copytree(data, copy)
+    missing = sorted(copy.rglob("*.wav"))[0]
+    missing.unlink()
+    machines = [finish(p) for p in [torchrun([folder, "-o", tmp_path / "model.distill", *FLAGS], m)
+                                    for folder, m in zip([data, copy], two_machines())]]
+    for r, name in zip(machines, ["distill-train", "distill-train (rank 1)"]):
+        assert r.returncode != 0
+        said = [line for line in r.stderr.splitlines() if line.startswith("distill-train")]
+        assert len(said) == 1 and said[0].startswith(f"{name}: the sounds in "), r.stderr[-3000:]
+        assert "rank 0 reads 6 files, rank 1 5" in said[0] and f"'{missing.relative_to(copy)}'" in said[0], said
+    assert not (tmp_path / "model.distill").exists()
+
+
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
