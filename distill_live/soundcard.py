@@ -206,8 +206,14 @@ class FileOutput:
         pass
 
     def close(self) -> None:
+        """Finish the recording; one that never started (serve stopped with an error first) is dropped,
+        so it does not take the place of an earlier recording at the same path."""
         self._stop.set()
+        started = self._thread.ident is not None
         if self._thread.is_alive():
             self._thread.join(timeout=2)
         self.file.close()
-        self.tmp.replace(self.path)
+        if started:
+            self.tmp.replace(self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)

@@ -138,6 +138,22 @@ def test_records_to_a_file_without_a_sound_card(trained_model, tmp_path):
     assert not list(tmp_path.glob(".*.part"))
 
 
+def test_a_recording_that_never_started_leaves_the_earlier_one(trained_model, tmp_path):
+    """serve stops with an error before it plays (its OSC port is taken): the take already at the
+    output path stays as it was, and no unfinished file is left beside it."""
+    take = tmp_path / "take.wav"
+    sf.write(take, np.full(1600, 0.25, np.float32), 16000)
+    before = take.read_bytes()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        r = subprocess.run([sys.executable, "-m", "distill_live", "serve", str(trained_model), "--output", str(take),
+                            "--osc-port", str(busy.getsockname()[1]), "--no-oscquery", "--midi-api", "off"],
+                           capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert take.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["take.wav"]
+
+
 def test_unknown_device_is_one_sentence(jack_server, trained_model):
     proc, _ = serve(trained_model, "--device", "no-such-card", "--seconds", 1, env=jack_server.env)
     out, err = proc.communicate(timeout=60)
