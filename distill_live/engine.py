@@ -58,7 +58,7 @@ class Telemetry:
             "faults": self.faults,
             "frame_ms_p50": round(p50 * 1000, 3),
             "frame_ms_p99": round(p99 * 1000, 3),
-            "rtf": round(self.frame_period / max(p50, 1e-9), 2),
+            "rtf": round(self.frame_period / max(p50, 1e-9), 2) if self.compute else 0.0,  # 0: no frame yet
         }
 
 
@@ -143,8 +143,8 @@ class Engine:
             self.changes.put(change)
         while self.player.model_requests:
             self._load_requests.put(self.player.model_requests.pop(0))
-        if self._resampler is not None:
-            chunk = self._resampler.process(chunk)
+        if self._resampler is not None:  # its interpolation can overshoot a peak the Player bent to ±1
+            chunk = np.clip(self._resampler.process(chunk), -1.0, 1.0)
         spent = time.perf_counter() - t0
         if self.player.frames != frames_before:  # this chunk began a frame: the last one is complete
             if self._frame_time:

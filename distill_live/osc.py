@@ -468,8 +468,8 @@ REPLY_ROWS = [
                                   "within 10 ms are sent as the latest"),
     (f"{PREFIX}/meter", "f", f"output peak, about {METER_RATE:g} per second"),
     (f"{PREFIX}/codes", "i…", "the current frame's codes, coarse to fine, at the meter rate (-1: a level not decoded)"),
-    (f"{PREFIX}/stats", "f f i f f", "real-time factor, buffer depth ms, underruns, latency ms, MIDI clock tempo "
-                                    "in bpm (0: no clock); once a second"),
+    (f"{PREFIX}/stats", "f f i f f", "real-time factor (0 before the first frame), buffer depth ms, underruns, "
+                                    "latency ms, MIDI clock tempo in bpm (0: no clock); once a second"),
     (f"{PREFIX}/error", "s", f"one line for anything refused or clamped (at most {ERRORS_PER_SECOND} per second)"),
 ]
 

@@ -39,8 +39,8 @@ def free_port() -> int:
 
 def playing(listener: Listener) -> bool:
     """Whether /distill/stats shows frames made. serve answers OSC before it opens the card, and the
-    first frame is made once the card has drained the lead-in (until then the real-time factor is 2e7)."""
-    return any(stats[0] < 1000 for stats in listener.of("/distill/stats"))
+    first frame is made once the card has drained the lead-in (until then the real-time factor is 0)."""
+    return any(stats[0] > 0 for stats in listener.of("/distill/stats"))
 
 
 def serve(model, *args, env=None) -> tuple[subprocess.Popen, int]:

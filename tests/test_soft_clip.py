@@ -18,7 +18,10 @@ def test_soft_clip_passes_what_is_below_the_knee_and_bounds_the_rest():
     quiet = np.abs(x) <= 0.9
     assert np.array_equal(y[quiet], x[quiet])
     assert np.abs(y).max() <= 1.0 and np.all(np.diff(y) >= 0)  # bounded, and louder stays louder
-    assert abs(soft_clip(np.float32([1.2]))[0] - 0.9) > 0.09 and soft_clip(np.float32([-2.0]))[0] < -0.99
+    bend = soft_clip(np.linspace(0.91, 1.5, 60, dtype=np.float32))  # not a hard clip: below 1, still rising
+    assert bend.max() < 1.0 and np.all(np.diff(bend) > 0)
+    assert soft_clip(np.float32([-2.0]))[0] < -0.99
+    assert np.array_equal(soft_clip(np.float32([np.nan, np.inf, 0.5])), np.float32([0.0, 0.0, 0.5]))
     slope = (soft_clip(np.float32([0.9 + 1e-3]))[0] - 0.9) / 1e-3  # no corner at the knee
     assert abs(slope - 1.0) < 0.01
 
