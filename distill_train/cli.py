@@ -279,8 +279,9 @@ def load_sounds(data: Path, codec_config, seed: int, warn):
         first, theirs = {tuple(f) for f in ranks[0]}, {tuple(f) for f in ranks[other]}
         odd = sorted(first ^ theirs)[0]  # (path, world, seconds) of one file the two copies disagree on
         where, elsewhere = ("rank 0", f"rank {other}") if odd in first else (f"rank {other}", "rank 0")
-        raise TrainError(f"the sounds in '{data}' differ between machines: rank 0 reads {len(ranks[0])} files, rank "
-                         f"{other} {len(ranks[other])}, and {where}'s '{odd[0]}' ({odd[2]} s) is not in {elsewhere}'s "
+        files = [len({f[0] for f in ranks[r]}) for r in (0, other)]  # a file may be split in two clips
+        raise TrainError(f"the sounds in '{data}' differ between machines: rank 0 reads {files[0]} files, rank "
+                         f"{other} {files[1]}, and {where}'s '{odd[0]}' ({odd[2]} s) is not in {elsewhere}'s "
                          f"copy; give every machine the same copy")
     return dataset
 
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         from distill_live.modelfile import ModelFileError
 
         from .data import DatasetError
-        from .distributed import StoppedElsewhere, leave, lost_a_peer
+        from .distributed import StoppedElsewhere, joined, leave, lost_a_peer
         from .loop import Interrupted, TrainError
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted before training started; nothing was written", file=sys.stderr)
@@ -375,7 +376,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"--resume to continue from the last one)", file=sys.stderr)
         return 130
     except (TrainError, DatasetError, ModelFileError, ArgumentError) as e:
-        print(f"{PROG}{f' (rank {rank})' if rank else ''}: {e}", file=sys.stderr)
+        # under torchrun every rank of a machine meets the same error (the others get StoppedElsewhere
+        # or a closed connection): its first rank says it, except before the ranks have joined
+        if local_rank == 0 or not joined():
+            print(f"{PROG}{f' (rank {rank})' if rank else ''}: {e}", file=sys.stderr)
         return 2
     except StoppedElsewhere as e:  # that rank said it on its machine; the first rank of every other machine repeats it
         if local_rank == 0:
@@ -386,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if local_rank == 0:
             print(f"{PROG}{f' (rank {rank})' if rank else ''}: stopped because another training process ended "
-                  f"(its own message says why)", file=sys.stderr)
+                  f"or stopped answering (its own message says why)", file=sys.stderr)
         return 2
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -517,7 +521,7 @@ def train(args) -> int:
             f"wrote {output} (codec only)")
     else:
         source = Path(args.codec) if args.codec else output
-        model = load_model(source, device=str(device))
+        model = distributed.on_every_rank(lambda: load_model(source, device=str(device)))
         config = model.config
         c = config.codec
         preset_name = args.preset or model.meta.get("training", {}).get("preset", "default")

@@ -75,6 +75,11 @@ def stop() -> None:
         dist.destroy_process_group()
 
 
+def joined() -> bool:
+    """Whether this process has joined a process group (under torchrun, once `start` has run)."""
+    return dist.is_initialized()
+
+
 def leave() -> None:
     """Leave the process group without waiting for the others (on the way out after an error).
 
@@ -194,7 +199,7 @@ def on_every_rank(action: Callable[[], T]) -> T:
 
 
 def lost_a_peer(error: BaseException) -> bool:
-    """Whether `error` is a collective failing because another rank's process ended (crashed or stopped)."""
+    """Whether `error` is a collective failing because another rank ended (crashed, stopped) or stopped answering."""
     text = str(error)
     return world_size() > 1 and (isinstance(error, dist.DistError) or
                                  any(s in text for s in ("Connection closed by peer", "Connection reset by peer",
