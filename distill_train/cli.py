@@ -416,10 +416,15 @@ def train(args) -> int:
     stages = check(args)
     data, output = Path(args.data), Path(args.output)
     run_dir = Path(args.run_dir) if args.run_dir else output.with_name(output.name + ".run")
-    try:  # before any codec is built: its quantizer syncs across ranks only if the process group exists then
-        device = distributed.start(pick_device(args.device))
-    except ValueError as e:
-        raise TrainError(str(e))
+    distributed.start()  # before any codec is built: its quantizer syncs across ranks only if the group exists then
+
+    def this_device():
+        try:
+            return distributed.rank_device(pick_device(args.device))
+        except ValueError as e:
+            raise TrainError(str(e))
+
+    device = distributed.on_every_rank(this_device)
     distributed.on_every_rank(lambda: check_paths(args, stages))
     main = distributed.is_main()  # rank 0 alone prints and writes files
     quiet = args.quiet or not main

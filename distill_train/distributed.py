@@ -43,12 +43,20 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def start(device: torch.device) -> torch.device:
-    """Join the process group torchrun prepared; returns the device this rank trains on.
+def start() -> None:
+    """Join the process group torchrun prepared (without torchrun, nothing to do).
 
-    CUDA: one GPU per rank (cuda:LOCAL_RANK), NCCL for the model's tensors and Gloo for the small
-    CPU messages of `read_on_main`, `gather_bytes` and `average`. CPU: Gloo for everything.
+    With CUDA, NCCL carries the model's tensors and Gloo the small CPU messages of `read_on_main`,
+    `gather_bytes` and `average`; without, Gloo carries everything. The group is joined before this
+    rank's device is checked (`rank_device`), so that a machine whose device fails can tell the others.
     """
+    if world_size() > 1:
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo",
+                                timeout=timedelta(minutes=30))
+
+
+def rank_device(device: torch.device) -> torch.device:
+    """The device this rank trains on: with CUDA one GPU per rank (cuda:LOCAL_RANK); ValueError if it has none."""
     if world_size() == 1:
         return device
     if device.type == "mps":
@@ -61,10 +69,6 @@ def start(device: torch.device) -> torch.device:
                              f"give torchrun --nproc-per-node {torch.cuda.device_count()} or less")
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
-        backend = "cpu:gloo,cuda:nccl"
-    else:
-        backend = "gloo"
-    dist.init_process_group(backend, timeout=timedelta(minutes=30))
     return device
 
 

@@ -213,6 +213,17 @@ def test_different_sounds_on_two_machines_are_refused(data, tmp_path):
     assert not (tmp_path / "model.distill").exists()
 
 
+def test_a_machine_without_the_asked_for_gpu_stops_the_others(data, tmp_path):
+    """`--device cuda` on a machine whose PyTorch sees no GPU: that machine says so, and the other one,
+    which could train, stops with its sentence instead of waiting for it."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    args = [[*FLAGS], [*FLAGS, "--device", "cuda"]]  # (argparse: the last --device wins)
+    machines = [finish(p) for p in [torchrun([data, "-o", tmp_path / "model.distill", *a], m)
+                                    for a, m in zip(args, two_machines())]]
+    stopped_together(machines, "--device cuda was asked for but PyTorch sees no CUDA GPU", failing=1)
+
+
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
