@@ -126,6 +126,13 @@ class Engine:
 
     # -- generator thread ------------------------------------------------------------------------
 
+    def _fault(self, sentence: str) -> None:
+        """Count a frame the generator could not make as it should; say so at most every 5 s."""
+        self.telemetry.faults += 1
+        if time.monotonic() - self._last_fault > 5.0:
+            self._last_fault = time.monotonic()
+            self.report(sentence)
+
     def generate_one(self) -> None:
         """Make one chunk and queue it for the card."""
         self._swap_if_loaded()
@@ -135,10 +142,9 @@ class Engine:
             chunk = self.player.next_chunk()
         except Exception as e:  # never let a bad frame stop the music: play silence and say so
             chunk = self.player.silent_chunk()
-            self.telemetry.faults += 1
-            if time.monotonic() - self._last_fault > 5.0:
-                self._last_fault = time.monotonic()
-                self.report(f"the generator failed and plays silence until it recovers: {type(e).__name__}: {e}")
+            self._fault(f"the generator failed and plays silence until it recovers: {type(e).__name__}: {e}")
+        while self.player.faults:
+            self._fault(self.player.faults.pop(0))
         for change in self.player.applied:
             self.changes.put(change)
         while self.player.model_requests:

@@ -132,6 +132,7 @@ class Player:
         self.gain = float(self.registry.get("gain"))
         self.last_codes = torch.full((model.config.codec.levels,), -1, dtype=torch.long)
         self.model_requests: list[str] = []  # /model paths for the engine to load off this thread
+        self.faults: list[str] = []  # sentences for the engine to report (render has no one to tell)
         self.applied: list[tuple[str, tuple]] = []  # messages applied at the last chunk
         self.raw = np.zeros(self.hop, np.float32)  # the current frame, before fade and gain
         self.pos = self.hop  # where the next chunk starts in `raw`; hop = a new frame is needed
@@ -227,6 +228,11 @@ class Player:
             mix = (total - left + self._frame_ramp) / total  # 0 -> 1 across the fade
             audio = old_audio * (1.0 - mix) + audio * mix
             self.fading = (old, left - 1, total) if left > 1 else None
+        if not np.isfinite(audio).all():  # a memory gone to NaN would play silence for good: start afresh
+            self.voice = Voice.start(self.voice.model, self.registry.get("seed"), listening=self.input is not None)
+            self.fading = None
+            self.faults.append("the model made a frame of NaN or inf: it plays on from a fresh start")
+            audio = np.zeros_like(audio)
         self.raw[:] = audio
         self.raw_silent = False
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from pythonosc.udp_client import SimpleUDPClient
 
 from distill_live.engine import Engine
@@ -149,6 +150,27 @@ def test_the_generator_raising_plays_silence_reports_once_and_recovers(monkeypat
         engine.generate_one()
     assert engine.telemetry.faults == faults
     assert engine.level > 1e-3, "playing resumes when the fault stops"
+
+
+def test_a_memory_gone_to_nan_starts_afresh_instead_of_playing_silence_for_good():
+    """The decoder's memory of its last frames turns to NaN (nothing raises): the next frame is NaN,
+    the player says so once, starts the voice afresh and plays on."""
+    engine = Engine(load_model(DEMO), buffer_ms=10.0)
+    engine.registry.submit("/distill/play", [1])
+    for _ in range(40):
+        engine.generate_one()
+    assert engine.level > 1e-3
+    with torch.inference_mode():  # (the state's tensors were made in inference mode)
+        engine.player.voice.decoder_state.tail.fill_(float("nan"))
+    levels = []
+    for _ in range(80):
+        engine.generate_one()
+        levels.append(engine.level)
+    sentences = []
+    while not engine.errors.empty():
+        sentences.append(engine.errors.get_nowait())
+    assert len(sentences) == 1 and "NaN" in sentences[0] and engine.telemetry.faults == 1, sentences
+    assert all(np.isfinite(levels)) and max(levels[-40:]) > 1e-3, "it should play again"
 
 
 def test_an_unreachable_reply_target_does_not_stop_serve_or_its_controls(tmp_path):
