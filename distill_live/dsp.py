@@ -126,6 +126,8 @@ def soft_clip(audio: np.ndarray, knee: float = 0.9) -> np.ndarray:
     """The output's safety: samples within ±`knee` pass unchanged, louder ones bend smoothly towards ±1
     and never reach past it. A decoder can burst several times louder than anything it was trained
     on (the demo, now and then: peaks of 4-5), and a sound card would clip that hard at full scale."""
+    if np.abs(audio).max(initial=0.0) <= knee:  # the usual case, in one pass (NaN compares False)
+        return audio
     if not np.isfinite(audio).all():  # a model gone wrong plays silence, not noise at full scale
         audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
     over = np.abs(audio) > knee
