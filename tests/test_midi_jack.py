@@ -232,7 +232,7 @@ def test_ccs_and_notes_steer_the_engine(engine, tester, patchbay, map_file):
         send(mido.Message("control_change", control=7, value=0))
         send(mido.Message("control_change", control=39, value=0))
         assert wait_for(lambda: values["/distill/gain"] == 0.0)
-        time.sleep(0.5)
+        time.sleep(1.0)  # 20 time constants of the gain's 50 ms smoothing (loud is at most 1: the soft clip)
         start = card.consumed
         time.sleep(0.2)
         assert np.abs(card.heard[start:card.consumed]).max() < loud * 1e-3
