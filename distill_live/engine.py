@@ -150,7 +150,8 @@ class Engine:
         while self.player.model_requests:
             self._load_requests.put(self.player.model_requests.pop(0))
         if self._resampler is not None:  # its interpolation can overshoot a peak the Player bent to ±1
-            chunk = np.clip(self._resampler.process(chunk), -1.0, 1.0)
+            chunk = self._resampler.process(chunk)
+            np.clip(chunk, -1.0, 1.0, out=chunk)
         spent = time.perf_counter() - t0
         if self.player.frames != frames_before:  # this chunk began a frame: the last one is complete
             if self._frame_time:

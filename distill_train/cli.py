@@ -166,17 +166,26 @@ def weights_digest(module) -> str:
                                    for v in module.state_dict().values())).hexdigest()[:16]
 
 
-def start_over_if_codec_changed(checkpoint: Path, settings: str, codec: str, log) -> None:
-    """Remove a checkpoint of a stage that was trained on another codec (e.g. --resume with more codec
-    --steps), so the stage starts over on the codec it now gets; other mismatches stay errors.
+def on_codec_fingerprint(checkpoint: Path, settings: str, codec, resume: bool, log) -> str:
+    """The fingerprint of a stage trained on top of `codec`: `settings` (the digest of its settings and
+    data) + the digest of the codec's weights. On --resume, a checkpoint of the stage made on another
+    codec (e.g. after more codec --steps) is removed first, so the stage starts over on the codec it now
+    gets; other mismatches stay errors (the loop refuses them)."""
+    from . import distributed
 
-    A stage's fingerprint is `settings + codec`: the digest of its settings and data, then that of the codec.
-    """
-    meta = checkpoint_summary(checkpoint) if checkpoint.exists() else None
-    made_on = (meta or {}).get("fingerprint", "")
-    if made_on.startswith(settings) and made_on != settings + codec:
-        log(f"{meta.get('stage', 'stage')}: the codec changed since {checkpoint.name} was written; starting it over")
-        checkpoint.unlink()
+    fp = settings + weights_digest(codec)
+
+    def start_over_if_codec_changed() -> None:
+        meta = checkpoint_summary(checkpoint) if checkpoint.exists() else None
+        made_on = (meta or {}).get("fingerprint", "")
+        if made_on.startswith(settings) and made_on != fp:
+            log(f"{meta.get('stage', 'stage')}: the codec changed since {checkpoint.name} was written; "
+                f"starting it over")
+            checkpoint.unlink()
+
+    if resume:
+        distributed.on_main(start_over_if_codec_changed)
+    return fp
 
 
 def _downsample(rows: list, key: str, n: int = 40) -> list:
@@ -361,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 speaks, except about its own errors
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))  # and one rank per machine about another rank's
+    who = f"{PROG} (rank {rank})" if rank else PROG
     try:
         return train(args)
     except Interrupted as e:
@@ -379,18 +389,18 @@ def main(argv: list[str] | None = None) -> int:
         # under torchrun every rank of a machine meets the same error (the others get StoppedElsewhere
         # or a closed connection): its first rank says it, except before the ranks have joined
         if local_rank == 0 or not joined():
-            print(f"{PROG}{f' (rank {rank})' if rank else ''}: {e}", file=sys.stderr)
+            print(f"{who}: {e}", file=sys.stderr)
         return 2
     except StoppedElsewhere as e:  # that rank said it on its machine; the first rank of every other machine repeats it
         if local_rank == 0:
-            print(f"{PROG}{f' (rank {rank})' if rank else ''}: stopped because rank {e.rank} did: {e}", file=sys.stderr)
+            print(f"{who}: stopped because rank {e.rank} did: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:
         if not lost_a_peer(e):
             raise
         if local_rank == 0:
-            print(f"{PROG}{f' (rank {rank})' if rank else ''}: stopped because another training process ended "
-                  f"or stopped answering (its own message says why)", file=sys.stderr)
+            print(f"{who}: stopped because another training process ended or stopped answering (its own "
+                  f"message says why)", file=sys.stderr)
         return 2
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -425,7 +435,8 @@ def train(args) -> int:
             raise TrainError(str(e))
 
     device = distributed.on_every_rank(this_device)
-    distributed.on_every_rank(lambda: check_paths(args, stages))
+    if distributed.world_size() > 1:  # (without torchrun, main() checked them before importing torch)
+        distributed.on_every_rank(lambda: check_paths(args, stages))
     main = distributed.is_main()  # rank 0 alone prints and writes files
     quiet = args.quiet or not main
 
@@ -497,10 +508,9 @@ def train(args) -> int:
             seed_everything(args.seed + 2)
             stage = AdversarialStage(codec, dataset, batch, args.seed + 2, device, run_dir, ADVERSARIAL_LR)
             checkpoint = run_dir / "checkpoint-adversarial.safetensors"
-            made, on = fingerprint(config, dataset, args.seed, batch, ADVERSARIAL_LR), weights_digest(codec)
-            if args.resume:
-                distributed.on_main(lambda: start_over_if_codec_changed(checkpoint, made, on, log))
-            result = run(stage, settings, checkpoint, resume=args.resume, log=log, fingerprint=made + on)
+            fp = on_codec_fingerprint(checkpoint, fingerprint(config, dataset, args.seed, batch, ADVERSARIAL_LR),
+                                      codec, args.resume, log)
+            result = run(stage, settings, checkpoint, resume=args.resume, log=log, fingerprint=fp)
             codec = stage.codec.eval()
             valid = result.history["valid"]
             codec_history["adversarial"] = {
@@ -565,10 +575,8 @@ def train(args) -> int:
     stage = PriorStage(config, codec, cues, dataset, batch, seq_frames, args.seed + 1, device, run_dir,
                        patience=args.patience)
     checkpoint = run_dir / "checkpoint-prior.safetensors"
-    made, on = fingerprint(config, dataset, args.seed, batch, lr), weights_digest(codec)
-    if args.resume:
-        distributed.on_main(lambda: start_over_if_codec_changed(checkpoint, made, on, log))
-    result = run(stage, settings, checkpoint, resume=args.resume, log=log, fingerprint=made + on)
+    fp = on_codec_fingerprint(checkpoint, fingerprint(config, dataset, args.seed, batch, lr), codec, args.resume, log)
+    result = run(stage, settings, checkpoint, resume=args.resume, log=log, fingerprint=fp)
     prior = stage.prior.eval()
 
     def write_the_model() -> dict:

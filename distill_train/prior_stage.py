@@ -6,10 +6,10 @@ were played one sound after another (a world of a single clip borrows from every
 example is seen unconditioned). Ended there, every one-shot (a drum hit, a pluck; the data
 pipeline pads it with silence to one codec crop) ended in silence that nothing ever followed, so
 the prior learnt silence as a state it never leaves: generated audio fell silent after a hit or
-two. Each example has its clip's world (dropped to "no world" with probability world_dropout), its per-frame descriptors
-(each dropped independently with descriptor_dropout; held ones get a little jitter so the prior
-tolerates targets a performer sets by hand) and, on about a fifth of the batches, fine input
-levels hidden as when fewer levels are sampled live. Loss: cross-entropy per level. Held-out loss
+two. Each example has its clip's world (dropped to "no world" with probability world_dropout), its
+per-frame descriptors (each dropped independently with descriptor_dropout; held ones get a little
+jitter so the prior tolerates targets a performer sets by hand) and, on about a fifth of the
+batches, fine input levels hidden as when fewer levels are sampled live. Loss: cross-entropy per level. Held-out loss
 is measured on whole held-out sequences with world and descriptors given; training stops early
 when it has not improved for `patience` evaluations, and the best weights are kept.
 
