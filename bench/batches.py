@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill_live.config import preset
-from distill_live.modelfile import load_model
+from distill_live.model.config import preset
+from distill_live.model.modelfile import load_model
 from distill_train.codec_stage import CROP_FRAMES, extract_codes
 from distill_train.data import CropSampler, load_dataset
 from distill_train.prior_stage import PriorStage

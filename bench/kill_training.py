@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import signal
 import subprocess
@@ -36,7 +35,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distill_live.modelfile import ModelFileError, load_model  # noqa: E402
+from distill_live.model.modelfile import ModelFileError, load_model  # noqa: E402
 from distill_train.loop import TrainError, read_checkpoint  # noqa: E402
 
 SR = 16000

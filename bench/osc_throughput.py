@@ -29,8 +29,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from distill_live.engine import Engine  # noqa: E402
-from distill_live.osc import OscServer  # noqa: E402
+from distill_live.control.osc.server import OscServer  # noqa: E402
+from distill_live.live.engine import Engine  # noqa: E402
 
 SENDER = r"""
 import json, socket, sys, time
@@ -58,10 +58,10 @@ print(json.dumps({"sent": sent, "seconds": time.perf_counter() - start}))
 
 
 def tiny_model():
-    from distill_live.codec import Codec
-    from distill_live.config import preset
-    from distill_live.modelfile import DistillModel
-    from distill_live.prior import Prior
+    from distill_live.model.codec import Codec
+    from distill_live.model.config import preset
+    from distill_live.model.modelfile import DistillModel
+    from distill_live.model.prior import Prior
 
     torch.manual_seed(0)
     cfg = preset("tiny")
@@ -155,7 +155,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     if args.model:
-        from distill_live.modelfile import load_model
+        from distill_live.model.modelfile import load_model
 
         model, model_name = load_model(args.model), os.path.basename(args.model)
     else:

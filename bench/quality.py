@@ -29,12 +29,12 @@ import soundfile as sf
 import soxr
 import torch
 
-from distill_live.codec import Codec
-from distill_live.dsp import log_mel, multi_resolution_stft_distance, multi_scale_mel_distance
-from distill_live.modelfile import load_model
-from distill_live.player import render
+from distill_live.live.player import render
+from distill_live.model.codec import Codec
+from distill_live.model.modelfile import load_model
 from distill_train.data import load_dataset
 from distill_train.loop import read_checkpoint
+from distill_train.losses import log_mel, multi_resolution_stft_distance, multi_scale_mel_distance
 from distill_train.report import generated_vs_real_report
 
 SAMPLES = Path("/usr/share/sonic-pi/samples")

@@ -23,9 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
     args = parser.parse_args(argv)
-    from .modelfile import ModelFileError
-    from .params import ParamError
-    from .score import ScoreError
+    from distill_live.control.params import ParamError
+    from distill_live.control.score import ScoreError
+    from distill_live.model.modelfile import ModelFileError
 
     try:
         return args.func(args) or 0

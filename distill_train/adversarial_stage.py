@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from distill_live.codec import Codec
+from distill_live.model.codec import Codec
 
 from . import distributed
 from .codec_stage import CodecStage, spectral_loss

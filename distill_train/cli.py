@@ -329,7 +329,7 @@ def clear_run_folder(run_dir: Path, output: Path, stages: list[str], args, log) 
 
 def write_model(output: Path, model) -> None:
     """save_model, with a full or read-only disk said in one sentence."""
-    from distill_live.modelfile import save_model
+    from distill_live.model.modelfile import save_model
 
     from .loop import WRITE_ERRORS, TrainError, write_error
 
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:  # these import torch (seconds): a Ctrl-C or SIGTERM meanwhile is a stop, not a traceback
-        from distill_live.modelfile import ModelFileError
+        from distill_live.model.modelfile import ModelFileError
 
         from .data import DatasetError
         from .distributed import StoppedElsewhere, joined, leave, lost_a_peer
@@ -408,13 +408,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(args) -> int:
-    import torch
     from loguru import logger
 
     logger.disable("vector_quantize_pytorch")  # k-means warns about duplicate points on tiny data
 
-    from distill_live.config import preset
-    from distill_live.modelfile import DistillModel, load_model
+    from distill_live.model.config import preset
+    from distill_live.model.modelfile import DistillModel, load_model
 
     from . import distributed
     from .adversarial_stage import AdversarialStage

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill_live.codec import Codec
-from distill_live.config import CodecConfig
-from distill_live.dsp import frame_level_distance, multi_resolution_stft_distance, multi_scale_mel_distance
+from distill_live.model.codec import Codec
+from distill_live.model.config import CodecConfig
+from distill_train.losses import frame_level_distance, multi_resolution_stft_distance, multi_scale_mel_distance
 
 from . import distributed
 from .health import code_counts, codebook_health, collapse_warnings
@@ -30,9 +30,9 @@ PREVIEWS = 3
 PREVIEW_FRAMES = 400
 # The training loss floors its log magnitudes at this share of each target crop's peak (-60 dB):
 # with the fixed 1e-5 floor of the quality figures, near-silent bins dominate the log-L1 terms and a
-# fresh codec learns one average spectrum for every input (see `distill_live.dsp._floor`).
+# fresh codec learns one average spectrum for every input (see `distill_train.losses._floor`).
 RELATIVE_FLOOR = 1e-3
-# Weight of the per-frame level term (see `distill_live.dsp.frame_level_distance`).
+# Weight of the per-frame level term (see `distill_train.losses.frame_level_distance`).
 LEVEL_WEIGHT = 0.0  # 1-3 pulled the bright clip dark in tests/test_codec_learns.py; off until tuned
 
 

@@ -40,7 +40,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from distill_live.descriptors import DescriptorStats, frame_descriptors
+from distill_live.model.descriptors import DescriptorStats, frame_descriptors
 
 AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".aif": "AIFF", ".aiff": "AIFF", ".ogg": "OGG", ".mp3": "MP3"}
 SILENT_DBFS = -60.0  # a file whose every sample is below this is silent

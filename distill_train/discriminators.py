@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from distill_live.dsp import stft_scales
+from distill_train.losses import stft_scales
 
 Features = list[torch.Tensor]
 Judgement = list[tuple[torch.Tensor, Features]]  # (logits, features) of each sub-discriminator

@@ -32,11 +32,12 @@ import numpy as np
 import soundfile as sf
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as tensors_from_bytes, save_file
+from safetensors.torch import load as tensors_from_bytes
+from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
-from distill_live.modelfile import atomic_write
+from distill_live.model.modelfile import atomic_write
 
 from . import distributed
 

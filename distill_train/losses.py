@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-import numpy as np
 import torch
 
 
@@ -120,21 +119,3 @@ def frame_level_distance(x: torch.Tensor, y: torch.Tensor, n_fft: int = 512) -> 
     ey = stft_magnitude(y, n_fft, n_fft // 4).pow(2).sum(1)
     floor = 1e-6 * ey.detach().amax(1, keepdim=True).clamp_min(1e-10)
     return 0.5 * (torch.log(ex + floor) - torch.log(ey + floor)).abs().mean()
-
-
-def soft_clip(audio: np.ndarray, knee: float = 0.9) -> np.ndarray:
-    """The output's safety: samples within ±`knee` pass unchanged, louder ones bend smoothly towards ±1
-    and never reach past it. A decoder can burst several times louder than anything it was trained
-    on (the demo, now and then: peaks of 4-5), and a sound card would clip that hard at full scale."""
-    if np.abs(audio).max(initial=0.0) <= knee:  # the usual case, in one pass (NaN compares False)
-        return audio
-    if not np.isfinite(audio).all():  # a model gone wrong plays silence, not noise at full scale
-        audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
-    over = np.abs(audio) > knee
-    if not over.any():
-        return audio
-    room = 1.0 - knee
-    shaped = audio.copy()
-    loud = audio[over]
-    shaped[over] = np.sign(loud) * (knee + room * np.tanh((np.abs(loud) - knee) / room))
-    return shaped

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from distill_live.config import ModelConfig
-from distill_live.prior import Controls, Prior
+from distill_live.model.config import ModelConfig
+from distill_live.model.prior import Controls, Prior
 
 from . import distributed
 from .health import memorisation

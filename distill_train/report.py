@@ -13,8 +13,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from distill_live.dsp import log_mel
-from distill_live.modelfile import atomic_write
+from distill_live.model.modelfile import atomic_write
+from distill_train.losses import log_mel
 
 
 def safe_name(name: str) -> str:

@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(work, ignore_errors=True)
         print(f"training took {minutes:.1f} min; {model} is {model.stat().st_size / 1e6:.2f} MB", file=sys.stderr)
 
-    from distill_live.modelfile import load_model
+    from distill_live.model.modelfile import load_model
 
     files = load_model(model).meta["manifest"]["files"]
     cue_world = WORLDS[1]

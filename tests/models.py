@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from distill_live.codec import Codec
-from distill_live.config import preset
-from distill_live.modelfile import DistillModel, save_model
-from distill_live.prior import Prior
+from distill_live.model.codec import Codec
+from distill_live.model.config import preset
+from distill_live.model.modelfile import DistillModel, save_model
+from distill_live.model.prior import Prior
 
 WORLDS = ("bells", "noise")
 

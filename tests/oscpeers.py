@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from distill_live.codec import Codec
-from distill_live.config import preset
-from distill_live.engine import Engine
-from distill_live.modelfile import DistillModel
-from distill_live.prior import Prior
+from distill_live.live.engine import Engine
+from distill_live.model.codec import Codec
+from distill_live.model.config import preset
+from distill_live.model.modelfile import DistillModel
+from distill_live.model.prior import Prior
 from pythonosc.osc_message import OscMessage
 
 WORLDS = ["bells", "noise"]

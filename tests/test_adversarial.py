@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from distill_live.codec import Codec
-from distill_live.config import preset
-from distill_live.modelfile import load_model
-from distill_live.player import render
+from distill_live.live.player import render
+from distill_live.model.codec import Codec
+from distill_live.model.config import preset
+from distill_live.model.modelfile import load_model
 from distill_train.adversarial_stage import AdversarialStage
 from distill_train.codec_stage import CROP_FRAMES
 from distill_train.data import load_dataset

@@ -18,9 +18,9 @@ import pytest
 import torch
 from pythonosc.udp_client import SimpleUDPClient
 
-from distill_live.audioinput import AudioInput
-from distill_live.modelfile import load_model
-from distill_live.player import Player, registry_for
+from distill_live.live.audioinput import AudioInput
+from distill_live.live.player import Player, registry_for
+from distill_live.model.modelfile import load_model
 from jackaudio import JackSource, TimedCapture
 from oscpeers import Listener, wait_for
 

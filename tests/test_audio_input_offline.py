@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from distill_live import audioinput
-from distill_live.audioinput import AudioInput
-from distill_live.engine import Engine
-from distill_live.player import Player, registry_for
+from distill_live.live import audioinput
+from distill_live.live.audioinput import AudioInput
+from distill_live.live.engine import Engine
+from distill_live.live.player import Player, registry_for
 from models import random_model
 
 TICK = 16  # samples at 16 kHz: the simulation's step, 1 ms (the generator loop sleeps 1.25 ms when idle)

@@ -11,8 +11,8 @@ import math
 import numpy as np
 import torch
 
-from distill_live.codec import Codec
-from distill_live.config import preset
+from distill_live.model.codec import Codec
+from distill_live.model.config import preset
 from distill_train.codec_stage import spectral_loss
 from distill_train.loop import learning_rate
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from distill_live.descriptors import frame_descriptors
-from distill_live.modelfile import load_model
-from distill_live.player import Player, render
+from distill_live.model.descriptors import frame_descriptors
+from distill_live.model.modelfile import load_model
+from distill_live.live.player import Player, render
 
 
 @pytest.fixture(scope="session")

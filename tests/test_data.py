@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 
 from audiofiles import FORMATS, corrupt, empty, header_only, nan_wav, noise, sine, write
-from distill_live.descriptors import DESCRIPTORS, DescriptorStats, frame_descriptors
+from distill_live.model.descriptors import DESCRIPTORS, DescriptorStats, frame_descriptors
 from distill_train.data import CropSampler, DatasetError, load_dataset
 
 SR, HOP = 16000, 320  # the tiny preset's rate: 50 frames/s

@@ -101,7 +101,7 @@ def test_training_goes_on_with_the_good_files(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     check_skip_lines(r.stderr.splitlines(), reasons)
-    from distill_live.modelfile import load_model
+    from distill_live.model.modelfile import load_model
 
     manifest = load_model(out).meta["manifest"]
     assert sorted({f["path"] for f in manifest["files"]}) == sorted(good)

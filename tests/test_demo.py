@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from distill_live.descriptors import DescriptorStats, frame_descriptors
-from distill_live.modelfile import load_model
-from distill_live.player import registry_for, render
-from distill_live.score import load_score, parse_score
+from distill_live.control.score import load_score, parse_score
+from distill_live.live.player import registry_for, render
+from distill_live.model.descriptors import DescriptorStats, frame_descriptors
+from distill_live.model.modelfile import load_model
 
 DEMO = Path(__file__).resolve().parents[1] / "demo"
 SECTION = 6.0  # seconds of each world in the test score

@@ -28,8 +28,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from distill_live.modelfile import load_model
-from distill_live.player import render
+from distill_live.live.player import render
+from distill_live.model.modelfile import load_model
 from test_train import data  # noqa: F401  (the same synthetic bells and hiss as the single-process tests)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
-"""The live step functions are rearranged for speed at batch 1 (distill_live/codec.py `Decoder.step`,
-distill_live/prior.py `Prior.step` and `sample`); these tests hold them to the plain definitions.
+"""The live step functions are rearranged for speed at batch 1 (distill_live/model/codec.py `Decoder.step`,
+distill_live/model/prior.py `Prior.step` and `sample`); these tests hold them to the plain definitions.
 
 tests/test_streaming.py already checks decode_step against whole-sequence decoding and the prior's
 teacher-forced step against its training forward pass; here: absent levels in the decoder, and the
@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distill_live.codec import Codec
-from distill_live.config import preset
-from distill_live.prior import Controls, Prior, sample
+from distill_live.model.codec import Codec
+from distill_live.model.config import preset
+from distill_live.model.prior import Controls, Prior, sample
 
 
 def random_codec(name: str) -> Codec:

@@ -27,15 +27,15 @@ import numpy as np
 import pytest
 import torch
 
-from distill_live.codec import Codec
-from distill_live.config import preset
-from distill_live.engine import Engine
-from distill_live.midi import add_arguments, list_ports, start_midi
-from distill_live.midimap import load_map
-from distill_live.osc import OscServer
-from distill_live.modelfile import DistillModel
-from distill_live.player import render
-from distill_live.prior import Prior
+from distill_live.control.midi.mapfile import load_map
+from distill_live.control.midi.ports import add_arguments, list_ports, start_midi
+from distill_live.control.osc.server import OscServer
+from distill_live.live.engine import Engine
+from distill_live.live.player import render
+from distill_live.model.codec import Codec
+from distill_live.model.config import preset
+from distill_live.model.modelfile import DistillModel
+from distill_live.model.prior import Prior
 
 MAP = """
 name = "jack test"
@@ -293,8 +293,8 @@ def test_midi_learn_round_trips_through_a_saved_map(engine, tester, patchbay, tm
 def test_learn_and_save_over_osc(engine, tester, patchbay, tmp_path):
     from pythonosc.udp_client import SimpleUDPClient
 
-    from distill_live.midi import osc_handlers
-    from distill_live.osc import OscServer
+    from distill_live.control.midi.ports import osc_handlers
+    from distill_live.control.osc.server import OscServer
 
     control = start_midi(engine, midi_args(), log=lambda line: None)
     server = OscServer(engine, port=0, feedback=False)

@@ -14,12 +14,12 @@ import soundfile as sf
 import torch
 
 from distill_live.cli import main
-from distill_live.codec import Codec
-from distill_live.config import preset
-from distill_live.midimap import load_map, midi_file_messages
-from distill_live.modelfile import DistillModel, save_model
-from distill_live.params import ParamRegistry
-from distill_live.prior import Prior
+from distill_live.control.midi.mapfile import load_map, midi_file_messages
+from distill_live.control.params import ParamRegistry
+from distill_live.model.codec import Codec
+from distill_live.model.config import preset
+from distill_live.model.modelfile import DistillModel, save_model
+from distill_live.model.prior import Prior
 
 SR = 16000  # the tiny preset's rate: rendering at it keeps sample positions exact
 MAP = """

@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from distill_live.codec import Codec
-from distill_live.config import preset
-from distill_live.modelfile import FORMAT_VERSION, DistillModel, ModelFileError, load_model, save_model
-from distill_live.prior import Prior
+from distill_live.model.codec import Codec
+from distill_live.model.config import preset
+from distill_live.model.modelfile import FORMAT_VERSION, DistillModel, ModelFileError, load_model, save_model
+from distill_live.model.prior import Prior
 
 ROOT = Path(__file__).resolve().parents[1]
 META = {

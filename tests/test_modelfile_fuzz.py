@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from distill_live.modelfile import ModelFileError, load_model, save_model
+from distill_live.model.modelfile import ModelFileError, load_model, save_model
 from test_modelfile import make_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -334,7 +334,7 @@ def hostile(folder: Path, good: Path) -> list[Path]:
 CHILD = textwrap.dedent("""
     import json, resource, sys, tracemalloc
     from pathlib import Path
-    from distill_live.modelfile import ModelFileError, load_model
+    from distill_live.model.modelfile import ModelFileError, load_model
     load_model(sys.argv[1])  # warm up: imports, thread pools, allocator arenas
     vm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize:"))
     limit = vm + 512 * 2 ** 20

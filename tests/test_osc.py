@@ -20,9 +20,9 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.tcp_client import SimpleTCPClient
 from pythonosc.udp_client import SimpleUDPClient
 
-from distill_live import osc
-from distill_live.engine import Engine
-from distill_live.osc import OscConfigError, OscServer, AddressPattern, slip_encode
+from distill_live.control.osc import server as osc
+from distill_live.control.osc.server import OscConfigError, OscServer, AddressPattern, slip_encode
+from distill_live.live.engine import Engine
 from oscpeers import Listener, PacedEngine, tiny_model, wait_for
 
 P = "/distill"
@@ -324,7 +324,7 @@ def test_bundle_too_far_ahead_is_refused(rig):
     ("/distill/*", None),  # every address one level down, none deeper
 ])
 def test_wildcards_follow_the_osc_spec(model, pattern, expected):
-    from distill_live.player import registry_for
+    from distill_live.live.player import registry_for
 
     registry = registry_for(model)
     matched = {a for a in registry.params if AddressPattern(pattern).match(a)}

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
-from distill_live.osc import NAMESPACE, DUMP, OscServer, param_range, unix_to_ntp
-from distill_live.player import registry_for
+from distill_live.control.osc.server import NAMESPACE, DUMP, OscServer, param_range, unix_to_ntp
+from distill_live.live.player import registry_for
 from oscpeers import Listener, PacedEngine, tiny_model, wait_for
 
 P = "/distill"

@@ -9,9 +9,9 @@ import urllib.request
 import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
-from distill_live.engine import Engine
-from distill_live.osc import OscConfigError, OscServer
-from distill_live.oscquery import OscQueryServer, find
+from distill_live.control.osc.oscquery import OscQueryServer, find
+from distill_live.control.osc.server import OscConfigError, OscServer
+from distill_live.live.engine import Engine
 from oscpeers import WORLDS, tiny_model, wait_for
 
 P = "/distill"

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
-from distill_live import osc
-from distill_live.descriptors import DESCRIPTORS
-from distill_live.params import ParamRegistry
+from distill_live.control.osc import server as osc
+from distill_live.control.params import ParamRegistry
+from distill_live.model.descriptors import DESCRIPTORS
 from models import WORLDS, random_model_file
 from oscpeers import Listener, wait_for
 
@@ -517,7 +517,7 @@ def test_a_renamed_parameter_breaks_the_address_check(monkeypatch):
 
 def test_patch_readmes_explain_the_three_steps_and_point_to_the_midi_maps():
     text = (PATCHES / "README.md").read_text()
-    for needed in ("distill-live serve", "/distill/reply", "distill_live/midimaps", "docs/midi.md", "sclang",
+    for needed in ("distill-live serve", "/distill/reply", "distill_live/control/midi/maps", "docs/midi.md", "sclang",
                    "pd -nogui", "udpreceive"):
         assert needed in text, needed
     for shipped in (ROOT / "distill_live" / "midimaps").glob("*.toml"):

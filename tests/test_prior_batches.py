@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from distill_live.config import preset
-from distill_live.descriptors import DescriptorStats
+from distill_live.model.config import preset
+from distill_live.model.descriptors import DescriptorStats
 from distill_train.data import AudioClip, Dataset
 from distill_train.prior_stage import PriorStage
 

@@ -9,10 +9,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from distill_live.codec import Codec
-from distill_live.config import preset
-from distill_live.modelfile import DistillModel, save_model
-from distill_live.prior import Prior
+from distill_live.model.codec import Codec
+from distill_live.model.config import preset
+from distill_live.model.modelfile import DistillModel, save_model
+from distill_live.model.prior import Prior
 
 
 @pytest.fixture(scope="module")

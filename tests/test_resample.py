@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from distill_live.resample import StreamResampler
+from distill_live.live.resample import StreamResampler
 
 
 @pytest.mark.parametrize("src,dst", [(16000, 48000), (24000, 44100), (48000, 44100), (48000, 16000)])

@@ -133,7 +133,7 @@ def test_checkpoints_are_written_and_read_as_safetensors(tmp_path, monkeypatch):
 
 
 def test_model_files_are_plain_safetensors(tmp_path):
-    from distill_live.modelfile import save_model
+    from distill_live.model.modelfile import save_model
     from test_modelfile import make_model
 
     path = tmp_path / "m.distill"

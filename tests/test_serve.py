@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 from pythonosc.udp_client import SimpleUDPClient
 
-from distill_live.modelfile import load_model
+from distill_live.model.modelfile import load_model
 from jackaudio import JackCapture
 from oscpeers import Listener, wait_for
 

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distill_live.dsp import soft_clip
-from distill_live.modelfile import load_model
-from distill_live.player import render
+from distill_live.live.player import render, soft_clip
+from distill_live.model.modelfile import load_model
 
 DEMO = Path(__file__).resolve().parents[1] / "demo" / "demo.distill"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distill_live.codec import Codec
-from distill_live.config import PRESETS, preset
-from distill_live.prior import Controls, Prior
+from distill_live.model.codec import Codec
+from distill_live.model.config import PRESETS, preset
+from distill_live.model.prior import Controls, Prior
 
 
 def random_codec(name: str) -> Codec:

@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-from distill_live.modelfile import load_model
+from distill_live.model.modelfile import load_model
 from distill_train.health import code_counts, codebook_health, collapse_warnings, memorisation
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ import soundfile as sf
 import torch
 from torch import nn
 
-from distill_live.modelfile import load_model
+from distill_live.model.modelfile import load_model
 from distill_train import loop
 from test_train import SR, bells, filtered_noise
 
@@ -117,7 +117,7 @@ def test_killed_in_both_stages_then_resumed_to_a_model_that_loads(data, tmp_path
 
 WRITER = textwrap.dedent("""
     import sys, time
-    from distill_live.modelfile import atomic_write
+    from distill_live.model.modelfile import atomic_write
 
     def slow(tmp):
         with open(tmp, "wb") as f:

@@ -20,14 +20,14 @@ import time
 import numpy as np
 import torch
 
-from ..cli import UserError
-from ..codec import Codec
-from ..config import PRESETS, preset
-from ..modelfile import DistillModel, load_model
-from ..params import PREFIX
-from ..player import Player, registry_for
-from ..prior import Prior
-from ..score import parse_set
+from distill_live.cli import UserError
+from distill_live.control.params import PREFIX
+from distill_live.control.score import parse_set
+from distill_live.live.player import Player, registry_for
+from distill_live.model.codec import Codec
+from distill_live.model.config import PRESETS, preset
+from distill_live.model.modelfile import DistillModel, load_model
+from distill_live.model.prior import Prior
 
 WARMUP_FRAMES = 50  # first frames allocate and fill caches; the play fade-in also ends within them
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..soundcard import NoSoundCard, input_devices, output_devices
+from distill_live.live.soundcard import NoSoundCard, input_devices, output_devices
 
 
 def register(sub) -> None:
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         audio, inputs, audio_problem = output_devices(), input_devices(), None
     except NoSoundCard as e:
         audio, inputs, audio_problem = [], [], str(e)
-    from ..midi import choose_api, list_ports
+    from distill_live.control.midi.ports import choose_api, list_ports
 
     api, midi_problem = choose_api("auto")
     ports = list_ports(api) if api else []

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..modelfile import load_model
+from distill_live.model.modelfile import load_model
 
 
 def register(sub) -> None:

@@ -10,10 +10,10 @@ import soundfile as sf
 import soxr
 import torch
 
-from ..cli import UserError
-from ..modelfile import atomic_write, load_model
-from ..player import registry_for, render
-from ..score import load_score, parse_set
+from distill_live.cli import UserError
+from distill_live.control.score import load_score, parse_set
+from distill_live.live.player import registry_for, render
+from distill_live.model.modelfile import atomic_write, load_model
 
 
 def register(sub) -> None:
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.score:
         messages += load_score(args.score, registry)
     if args.midi_file:
-        from ..midimap import load_map, midi_file_messages
+        from distill_live.control.midi.mapfile import load_map, midi_file_messages
 
         midimap = load_map(args.midi_map or "generic", registry)
         messages += midi_file_messages(args.midi_file, midimap, registry, earlier=messages)

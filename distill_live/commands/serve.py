@@ -14,15 +14,16 @@ from pathlib import Path
 
 import torch
 
-from .. import midi, osc
-from ..audioinput import AudioInput
-from ..cli import UserError
-from ..engine import Engine
-from ..modelfile import load_model
-from ..params import INPUT_MODES, PREFIX
-from ..player import PLAY_FADE, registry_for
-from ..score import parse_set
-from ..soundcard import FileOutput, InputCard, NoSoundCard, SoundCard, choose_device, device_rate
+from distill_live.cli import UserError
+from distill_live.control.midi import ports as midi
+from distill_live.control.osc import server as osc
+from distill_live.control.params import INPUT_MODES, PREFIX
+from distill_live.control.score import parse_set
+from distill_live.live.audioinput import AudioInput
+from distill_live.live.engine import Engine
+from distill_live.live.player import PLAY_FADE, registry_for
+from distill_live.live.soundcard import FileOutput, InputCard, NoSoundCard, SoundCard, choose_device, device_rate
+from distill_live.model.modelfile import load_model
 
 log = logging.getLogger("distill.serve")
 

@@ -13,7 +13,7 @@ import queue
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .descriptors import DESCRIPTORS
+from distill_live.model.descriptors import DESCRIPTORS
 
 PREFIX = "/distill"
 

@@ -23,6 +23,7 @@ import numpy as np
 from .resample import StreamResampler
 from .ringbuffer import RingBuffer
 
+
 class AudioInput:
     def __init__(self, channels: int, rate: int, model_rate: int, hop: int, seconds: float = 1.0):
         self.channels, self.rate, self.model_rate, self.hop = channels, rate, model_rate, hop

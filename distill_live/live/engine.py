@@ -28,11 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from distill_live.control.params import ParamRegistry
+from distill_live.model.modelfile import DistillModel, ModelFileError, load_model
+from distill_live.model.prior import Controls
+
 from .audioinput import AudioInput
-from .modelfile import DistillModel, ModelFileError, load_model
-from .params import ParamRegistry
 from .player import Heard, Player, Voice
-from .prior import Controls
 from .resample import StreamResampler
 from .ringbuffer import RingBuffer
 

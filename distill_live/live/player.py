@@ -24,16 +24,34 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from distill_live.control.params import INPUT_MODES, PREFIX, ParamRegistry
+from distill_live.model.codec import EncoderState
+from distill_live.model.modelfile import DistillModel
+from distill_live.model.prior import Controls, PriorState
+
 from .audioinput import AudioInput
-from .codec import EncoderState
-from .dsp import soft_clip
-from .modelfile import DistillModel
-from .params import INPUT_MODES, PREFIX, ParamRegistry
-from .prior import Controls, PriorState
 
 PLAY_FADE = 0.05  # seconds: start/stop fade
 CHUNKS = 4  # chunks per frame: how often controls are applied
 INPUT_MEMORY = 16  # loud input frames the prior is primed with when it takes over (as many as a cue jump)
+
+
+def soft_clip(audio: np.ndarray, knee: float = 0.9) -> np.ndarray:
+    """The output's safety: samples within ±`knee` pass unchanged, louder ones bend smoothly towards ±1
+    and never reach past it. A decoder can burst several times louder than anything it was trained
+    on (the demo, now and then: peaks of 4-5), and a sound card would clip that hard at full scale."""
+    if np.abs(audio).max(initial=0.0) <= knee:  # the usual case, in one pass (NaN compares False)
+        return audio
+    if not np.isfinite(audio).all():  # a model gone wrong plays silence, not noise at full scale
+        audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
+    over = np.abs(audio) > knee
+    if not over.any():
+        return audio
+    room = 1.0 - knee
+    shaped = audio.copy()
+    loud = audio[over]
+    shaped[over] = np.sign(loud) * (knee + room * np.tanh((np.abs(loud) - knee) / room))
+    return shaped
 
 
 def registry_for(model: DistillModel, audio_input: bool = False) -> ParamRegistry:

@@ -73,11 +73,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .cli import UserError
-from .midiclock import MidiClock
-from .params import PREFIX, ParamError, ParamRegistry
+from distill_live.cli import UserError
+from distill_live.control.params import PREFIX, ParamError, ParamRegistry
 
-SHIPPED = Path(__file__).with_name("midimaps")
+from .clock import MidiClock
+
+SHIPPED = Path(__file__).with_name("maps")
 
 CURVES = ("linear", "exponential", "inverted")
 MODES = ("absolute", "relative", "14bit")

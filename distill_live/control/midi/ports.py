@@ -25,11 +25,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from .cli import UserError
-from .midiclock import MidiClock
-from .midimap import MidiMap, MidiMapError, Mapper, load_map, shipped_maps
-from .modelfile import atomic_write
-from .params import PREFIX
+from distill_live.cli import UserError
+from distill_live.control.params import PREFIX
+from distill_live.model.modelfile import atomic_write
+
+from .clock import MidiClock
+from .mapfile import Mapper, MidiMap, MidiMapError, load_map, shipped_maps
 
 VIRTUAL_NAME = "distill"  # the port other programs connect to
 POLL = 0.001  # seconds between looks at the ports when nothing came in

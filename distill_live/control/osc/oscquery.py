@@ -24,8 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Sequence
 from urllib.parse import unquote, urlsplit
 
-from .osc import PREFIX, OscConfigError, check_bind, param_range, _snapshot
-from .params import Param, ParamRegistry
+from distill_live.control.params import Param, ParamRegistry
+
+from .server import PREFIX, OscConfigError, _snapshot, check_bind, param_range
 
 log = logging.getLogger("distill.oscquery")
 

@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterable, Sequence
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from .params import PREFIX, Param, ParamError, ParamRegistry
+from distill_live.control.params import PREFIX, Param, ParamError, ParamRegistry
 
 log = logging.getLogger("distill.osc")
 
@@ -1096,7 +1096,7 @@ class OscServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m distill_live.osc",
+    parser = argparse.ArgumentParser(prog="python -m distill_live.control.osc.server",
                                      description="Print the README's OSC table, generated from the registry.")
     parser.add_argument("--markdown", action="store_true", help="print the markdown tables (the default)")
     parser.parse_args(argv)

@@ -1,0 +1,1 @@
+"""OSC and OSCQuery: the registry over UDP, TCP and HTTP."""

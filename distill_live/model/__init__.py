@@ -1,0 +1,6 @@
+"""The model: what a .distill file holds and how it runs, with no notion of time, threads or controls.
+
+config.py (one dataclass per part), codec.py (encoder, quantizer, decoder), prior.py (the
+autoregressive model over codes), modelfile.py (the file), descriptors.py (loudness, brightness,
+noisiness). Imports nothing else from distill_live.
+"""
