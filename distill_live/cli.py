@@ -9,12 +9,10 @@ import argparse
 import importlib
 import sys
 
+from distill_live import UserError
+
 COMMANDS = ["distill_live.commands.info", "distill_live.commands.render", "distill_live.commands.serve",
             "distill_live.commands.devices", "distill_live.commands.bench"]
-
-
-class UserError(Exception):
-    """Something the user can fix; printed as one line, no traceback."""
 
 
 def main(argv: list[str] | None = None) -> int:

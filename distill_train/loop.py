@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
-from distill_live.model.modelfile import atomic_write
+from distill_live import atomic_write
 
 from . import distributed
 

@@ -13,7 +13,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from distill_live.model.modelfile import atomic_write
+from distill_live import atomic_write
 from distill_train.losses import log_mel
 
 

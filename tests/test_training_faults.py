@@ -117,7 +117,7 @@ def test_killed_in_both_stages_then_resumed_to_a_model_that_loads(data, tmp_path
 
 WRITER = textwrap.dedent("""
     import sys, time
-    from distill_live.model.modelfile import atomic_write
+    from distill_live import atomic_write
 
     def slow(tmp):
         with open(tmp, "wb") as f:

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from distill_live.cli import UserError
+from distill_live import UserError
 from distill_live.control.params import PREFIX
 from distill_live.control.score import parse_set
 from distill_live.live.player import Player, registry_for

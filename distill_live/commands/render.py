@@ -10,10 +10,10 @@ import soundfile as sf
 import soxr
 import torch
 
-from distill_live.cli import UserError
+from distill_live import UserError, atomic_write
 from distill_live.control.score import load_score, parse_set
 from distill_live.live.player import registry_for, render
-from distill_live.model.modelfile import atomic_write, load_model
+from distill_live.model.modelfile import load_model
 
 
 def register(sub) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from distill_live.cli import UserError
+from distill_live import UserError
 from distill_live.control.midi import ports as midi
 from distill_live.control.osc import server as osc
 from distill_live.control.params import INPUT_MODES, PREFIX

@@ -10,14 +10,14 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from distill_live import atomic_write
 
 from .codec import Codec
 from .config import ModelConfig
@@ -75,24 +75,6 @@ class DistillModel:
             "memorisation": self.meta.get("history", {}).get("prior", {}).get("memorisation"),
             "config": self.config.to_dict(),
         }
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call write(tmp_path) on a temp file beside `path`, then rename it over `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files only their owner can read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(path: str | Path, model: DistillModel) -> None:
@@ -274,7 +256,7 @@ def load_model(path: str | Path, device: str = "cpu") -> DistillModel:
     for t in tensors.values():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise ModelFileError(f"'{path}' is damaged: it contains NaN or infinite weights")
-    levels, size = config.codec.levels, config.codec.codebook_size
+    size = config.codec.codebook_size
     for i in range(n_cues):
         cue = tensors[f"cues.{i}"]
         if cue.numel() and (cue.min() < 0 or cue.max() >= size):

@@ -20,8 +20,7 @@ tests/test_fast_step.py checks that `step` samples exactly what they give.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch

@@ -73,7 +73,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from distill_live.cli import UserError
+from distill_live import UserError
 from distill_live.control.params import PREFIX, ParamError, ParamRegistry
 
 from .clock import MidiClock

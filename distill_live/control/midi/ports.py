@@ -25,9 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from distill_live.cli import UserError
+from distill_live import UserError, atomic_write
 from distill_live.control.params import PREFIX
-from distill_live.model.modelfile import atomic_write
 
 from .clock import MidiClock
 from .mapfile import Mapper, MidiMap, MidiMapError, load_map, shipped_maps
