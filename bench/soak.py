@@ -115,10 +115,10 @@ def proc_figures(pid: int) -> dict:
 def control_pool(model_path: str | Path) -> list:
     """(weight, make(rng) -> (address, args)) for every control worth flooding, from the registry.
     /distill/model (hot-swap) is left out; play is sent as 1 only (a stopped engine tests nothing)."""
-    from distill_live.live.player import registry_for
+    from distill_live.control.params import ParamRegistry
     from distill_live.model.modelfile import load_model
 
-    registry = registry_for(load_model(model_path))
+    registry = ParamRegistry.for_model(load_model(model_path))
     pool = []
     for address, p in registry.params.items():
         name = p.name

@@ -18,8 +18,9 @@ import pytest
 import torch
 from pythonosc.udp_client import SimpleUDPClient
 
+from distill_live.control.params import ParamRegistry
 from distill_live.live.audioinput import AudioInput
-from distill_live.live.player import Player, registry_for
+from distill_live.live.player import Player
 from distill_live.model.modelfile import load_model
 from jackaudio import JackSource, TimedCapture
 from oscpeers import Listener, wait_for
@@ -82,7 +83,7 @@ def test_bad_input_device_is_one_sentence(jack_server):
 def test_without_input_nothing_listens(jack_server):
     import jack
 
-    assert f"{P}/input/mode" not in registry_for(load_model(DEMO))
+    assert f"{P}/input/mode" not in ParamRegistry.for_model(load_model(DEMO))
     proc, _ = serve("--seconds", 3, env=jack_server.env)
     client = jack.Client("distill-ports", servername=jack_server.name, no_start_server=True)
     try:
@@ -117,7 +118,7 @@ def frozen_after(make, model) -> np.ndarray:
     audio_input = AudioInput(1, rate, rate, hop, seconds=3)
     audio_input.callback(signal[:, None], len(signal), None, None)
     audio_input.pull()
-    registry = registry_for(model, audio_input=True)
+    registry = ParamRegistry.for_model(model, audio_input=True)
     registry.submit(f"{P}/play", [1])
     registry.submit(f"{P}/freeze", [1], at=0.9)  # while the input still plays
     player = Player(model, registry, audio_input=audio_input)

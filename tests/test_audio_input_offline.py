@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from distill_live.control.params import ParamRegistry
 from distill_live.live import audioinput
 from distill_live.live.audioinput import AudioInput
 from distill_live.live.engine import Engine
-from distill_live.live.player import Player, registry_for
+from distill_live.live.player import Player
 from models import random_model
 
 TICK = 16  # samples at 16 kHz: the simulation's step, 1 ms (the generator loop sleeps 1.25 ms when idle)
@@ -73,7 +74,7 @@ class Simulation:
         self.rate, self.hop = model.config.codec.sample_rate, model.config.codec.hop
         self.clock, self.in_block, self.out_block, self.fast = clock, in_block, out_block, fast
         self.feed = TakenInput(1, self.rate, self.rate, self.hop)
-        self.engine = Engine(model, registry_for(model, audio_input=True), buffer_ms=buffer_ms, audio_input=self.feed)
+        self.engine = Engine(model, ParamRegistry.for_model(model, audio_input=True), buffer_ms=buffer_ms, audio_input=self.feed)
         self.late = np.random.default_rng(0).uniform(0, late_ms * self.rate / 1000, 10_000)  # per block, samples
         self.compute = compute_ms * self.rate / 1000
         self.delivered_at: list[int] = []  # input sample k arrived at this time (samples)
@@ -208,7 +209,7 @@ def resynthesised(model, signal: np.ndarray, messages: dict[int, tuple[str, list
     feed = AudioInput(1, rate, rate, hop)
     feed.callback(signal[:, None], len(signal), None, None)
     feed.pull()
-    registry = registry_for(model, audio_input=True)
+    registry = ParamRegistry.for_model(model, audio_input=True)
     registry.submit("/distill/play", [1])
     player = Player(model, registry, audio_input=feed)
     codes = []

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+from distill_live.control.params import ParamRegistry
 from distill_live.control.score import load_score, parse_score
-from distill_live.live.player import registry_for, render
+from distill_live.live.player import render
 from distill_live.model.descriptors import DescriptorStats, frame_descriptors
 from distill_live.model.modelfile import load_model
 
@@ -84,7 +85,7 @@ def visiting_score(worlds: list[str]) -> str:
 def test_every_world_is_recognisable_by_its_descriptors(model):
     worlds = model.worlds
     assert len(worlds) >= 4
-    registry = registry_for(model)
+    registry = ParamRegistry.for_model(model)
     messages = parse_score(visiting_score(worlds), registry, source="test score")
     with torch.inference_mode():
         audio = render(model, SECTION * len(worlds), seed=0, messages=messages, registry=registry)
@@ -116,7 +117,7 @@ def test_every_world_is_recognisable_by_its_descriptors(model):
 
 
 def test_the_tour_score_parses_against_the_models_registry(model):
-    registry = registry_for(model)
+    registry = ParamRegistry.for_model(model)
     messages = load_score(DEMO / "tour.score", registry)
     addresses = {address for _, address, _ in messages}
     for world in model.worlds:  # it visits every world

@@ -95,13 +95,13 @@ def reference_step(prior: Prior, state, controls: Controls) -> torch.Tensor:
             codes[level] = logits.argmax()
             continue
         logits = logits / controls.temperature
-        if 0 < controls.top_k < logits.shape[-1]:
-            kth = torch.topk(logits, int(controls.top_k)).values[-1]
+        if 0 < controls.topk < logits.shape[-1]:
+            kth = torch.topk(logits, int(controls.topk)).values[-1]
             logits = logits.masked_fill(logits < kth, float("-inf"))
-        if controls.top_p < 1.0:
+        if controls.topp < 1.0:
             sorted_logits, order = torch.sort(logits, descending=True)
             probs = torch.softmax(sorted_logits, dim=-1)
-            drop = probs.cumsum(-1) - probs > controls.top_p
+            drop = probs.cumsum(-1) - probs > controls.topp
             logits = logits.masked_fill(drop.scatter(0, order, drop), float("-inf"))
         codes[level] = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=state.generator)[0]
     prior._remember(state, codes)
@@ -112,7 +112,7 @@ CONTROLS = [
     Controls(),
     Controls(temperature=0.7, world_weights=[0.0, 1.0], descriptors=(0.3, None, 0.8)),
     Controls(guidance=2.5, world_weights=[1.0, 0.5]),
-    Controls(top_k=5, top_p=0.9, temperature=1.3, descriptors=(None, 0.1, None)),
+    Controls(topk=5, topp=0.9, temperature=1.3, descriptors=(None, 0.1, None)),
     Controls(levels=2, mutate=0.2),
     Controls(temperature=0.0, lock=2),
 ]

@@ -139,7 +139,7 @@ def test_a_quantised_key_starts_playback_at_the_first_frame_after_the_beat():
     from distill_live.model.codec import Codec
     from distill_live.model.config import preset
     from distill_live.model.modelfile import DistillModel
-    from distill_live.live.player import Player, registry_for
+    from distill_live.live.player import Player
     from distill_live.model.prior import Prior
 
     torch.manual_seed(0)
@@ -153,7 +153,7 @@ def test_a_quantised_key_starts_playback_at_the_first_frame_after_the_beat():
                 value.normal_()
     model = DistillModel(cfg, codec.eval(), Prior(cfg.prior, c.levels, c.codebook_size).eval(),
                          [torch.randint(c.codebook_size, (20, c.levels)) for _ in range(2)], {"manifest": {"worlds": ["a"]}})
-    registry = registry_for(model)
+    registry = ParamRegistry.for_model(model)
     mapper = Mapper(parse_map("[keyboard]\nbase = 60\n", registry), registry, quantize="beat")
     offset = 0.013  # so the beat does not fall on a frame boundary
     mapper.handle(mido.Message("start"), offset - 0.001)

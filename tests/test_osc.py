@@ -22,6 +22,7 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from distill_live.control.osc import server as osc
 from distill_live.control.osc.server import OscConfigError, OscServer, AddressPattern, slip_encode
+from distill_live.control.params import ParamRegistry
 from distill_live.live.engine import Engine
 from oscpeers import Listener, PacedEngine, tiny_model, wait_for
 
@@ -324,9 +325,7 @@ def test_bundle_too_far_ahead_is_refused(rig):
     ("/distill/*", None),  # every address one level down, none deeper
 ])
 def test_wildcards_follow_the_osc_spec(model, pattern, expected):
-    from distill_live.live.player import registry_for
-
-    registry = registry_for(model)
+    registry = ParamRegistry.for_model(model)
     matched = {a for a in registry.params if AddressPattern(pattern).match(a)}
     if expected is None:
         expected = {a for a in registry.params if a.count("/") == 2}

@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
-from distill_live.control.osc.server import NAMESPACE, DUMP, OscServer, param_range, unix_to_ntp
-from distill_live.live.player import registry_for
+from distill_live.control.osc.server import NAMESPACE, DUMP, OscServer, unix_to_ntp
+from distill_live.control.params import ParamRegistry
 from oscpeers import Listener, PacedEngine, tiny_model, wait_for
 
 P = "/distill"
 MODEL = tiny_model()
-ADDRESSES = sorted(registry_for(MODEL).params)
+ADDRESSES = sorted(ParamRegistry.for_model(MODEL).params)
 PATTERNS = ["/distill/*", "/distill/world/*", "/distill/{gain,topk,mutate}", "/distill/descriptor/*",
             "/distill/descriptor/*/free", "//free", "/distill/[a-m]*", "/distill/[!g]ain", "/distill/?oop",
             "/distill/[", "/distill/{a,", "/*", "/distill/world/[z-a]"]
@@ -102,7 +102,7 @@ def assert_all_valid(registry) -> None:
         assert isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v), (addr, v)
         if p.types in ("i", "b"):
             assert isinstance(v, int), (addr, v)
-        lo, hi = param_range(p, len(registry.worlds))
+        lo, hi = p.range
         assert lo <= v <= hi, (addr, v)
 
 

@@ -105,7 +105,7 @@ def test_prior_state_does_not_grow(kind):
     state = prior.start(seed=3)
     sizes = []
     for t in range(3 * cfg.prior.context + 5):
-        codes, state = prior.step(state, Controls(temperature=0.9, top_k=8))
+        codes, state = prior.step(state, Controls(temperature=0.9, topk=8))
         assert codes.shape == (cfg.codec.levels,)
         assert ((codes >= 0) & (codes < cfg.codec.codebook_size)).all()
         sizes.append(sum(m.numel() for m in state.memory) + state.history.numel())

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from distill_live import UserError
-from distill_live.control.params import PREFIX
+from distill_live.control.params import PREFIX, ParamRegistry
 from distill_live.control.score import parse_set
-from distill_live.live.player import Player, registry_for
+from distill_live.live.player import Player
 from distill_live.model.codec import Codec
 from distill_live.model.config import PRESETS, preset
 from distill_live.model.modelfile import DistillModel, load_model
@@ -81,7 +81,7 @@ def bench(model: DistillModel, seconds: float, threads: int, seed: int = 0, sett
     """Generate `seconds` of audio flat out after a warm-up (or as much as `time_limit` seconds of wall
     time allow: a badly oversubscribed machine can take a second per frame); returns the figures."""
     torch.set_num_threads(threads)
-    registry = registry_for(model)
+    registry = ParamRegistry.for_model(model)
     for at, address, args in parse_set(list(settings), registry):
         registry.submit(address, args, at=at)
     registry.submit(f"{PREFIX}/play", [1], at=0.0)

@@ -11,8 +11,9 @@ import soxr
 import torch
 
 from distill_live import UserError, atomic_write
+from distill_live.control.params import ParamRegistry
 from distill_live.control.score import load_score, parse_set
-from distill_live.live.player import registry_for, render
+from distill_live.live.player import render
 from distill_live.model.modelfile import load_model
 
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     if model.prior is None:
         raise UserError(f"'{args.model}' has only a codec; train a prior first (distill-train --stages prior)")
-    registry = registry_for(model)
+    registry = ParamRegistry.for_model(model)
     messages = parse_set(args.set, registry)
     if args.score:
         messages += load_score(args.score, registry)

@@ -17,11 +17,11 @@ import torch
 from distill_live import UserError
 from distill_live.control.midi import ports as midi
 from distill_live.control.osc import server as osc
-from distill_live.control.params import INPUT_MODES, PREFIX
+from distill_live.control.params import INPUT_MODES, PREFIX, ParamRegistry
 from distill_live.control.score import parse_set
 from distill_live.live.audioinput import AudioInput
 from distill_live.live.engine import Engine
-from distill_live.live.player import PLAY_FADE, registry_for
+from distill_live.live.player import PLAY_FADE
 from distill_live.live.soundcard import FileOutput, InputCard, NoSoundCard, SoundCard, choose_device, device_rate
 from distill_live.model.modelfile import load_model
 
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if model.prior is None:
         raise UserError(f"'{args.model}' has only a codec; train a prior first (distill-train --stages prior)")
     listening = args.input is not None
-    registry = registry_for(model, audio_input=listening)
+    registry = ParamRegistry.for_model(model, audio_input=listening)
     if listening:
         registry.submit(f"{PREFIX}/input/mode", [INPUT_MODES.index(args.input_mode)])
     for _, address, values in parse_set(args.set, registry):

@@ -1,19 +1,25 @@
 """The parameter registry: the one list of everything a performer can steer.
 
-OSC addresses, the OSCQuery tree, MIDI map targets, score files, the README table and the patch
-tests all come from here. Control threads only *validate and submit* messages (`submit` is
-thread-safe and never blocks); the generator thread drains them at each frame boundary
-(`apply_due`), so the generator owns the values and never waits for a lock a control thread holds.
+OSC addresses, the OSCQuery tree, MIDI map targets, score files, the README table, the patches and
+the prior's `Controls` all come from `build_params`: adding a control is one entry there. A control
+named like a field of `Controls` (model/prior.py) reaches the prior by that name, with no mapping
+code in between; the player and the engine read the others with `get`.
+
+Control threads only *validate and submit* messages (`submit` is thread-safe and never blocks); the
+generator thread drains them at each chunk boundary (`apply_due`), so the generator owns the values
+and never waits for a lock a control thread holds.
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 import queue
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from distill_live.model.descriptors import DESCRIPTORS
+from distill_live.model.prior import Controls
 
 PREFIX = "/distill"
 
@@ -42,6 +48,16 @@ class Param:
     @property
     def address(self) -> str:
         return f"{PREFIX}/{self.name}"
+
+    @property
+    def range(self) -> tuple[float, float]:
+        """(lo, hi), including the implicit ones: on/off and each world weight of `mix` are 0..1; a
+        trigger or a string has 0..0."""
+        if self.types in ("b", "f*"):
+            return 0.0, 1.0
+        if self.lo is None or self.hi is None:
+            return 0.0, 0.0
+        return float(self.lo), float(self.hi)
 
 
 INPUT_MODES = ("off", "resynth", "continue")  # /distill/input/mode 0, 1, 2
@@ -103,6 +119,18 @@ class ParamRegistry:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list[tuple[float, int, str, tuple]] = []  # generator-side heap of timed messages
         self._order = 0
+        # what `controls` reads: the Controls fields that have a control of their name, the worlds, the descriptors
+        self._prior = [(f.name, self.params[f"{PREFIX}/{f.name}"]) for f in dataclasses.fields(Controls)
+                       if f"{PREFIX}/{f.name}" in self.params]
+        self._worlds = [self.params[f"{PREFIX}/world/{w}"] for w in self.worlds]
+        self._descriptors = [(d, self.params[f"{PREFIX}/descriptor/{d}"]) for d in DESCRIPTORS]
+
+    @classmethod
+    def for_model(cls, model, audio_input: bool = False) -> "ParamRegistry":
+        """The controls of a DistillModel: its worlds, levels, codebook size and cues (and the audio
+        input's controls with `audio_input`, serve --input)."""
+        c = model.config.codec
+        return cls(model.worlds, c.levels, c.codebook_size, len(model.cues), audio_input)
 
     def __contains__(self, address: str) -> bool:
         return address in self.params
@@ -192,26 +220,55 @@ class ParamRegistry:
         return applied
 
     def _store(self, address: str, args: tuple) -> None:
-        name = address[len(PREFIX) + 1:]
-        if name == "mix":
-            for w, v in zip(self.worlds, args):
-                self.values[f"{PREFIX}/world/{w}"] = v
-        elif name.startswith("descriptor/"):
-            d = name.split("/")[1]
-            self.held[d] = not name.endswith("/free")
-            if self.held[d]:
+        for address, args in self.expand(address, args):
+            name = address[len(PREFIX) + 1:]
+            if name.startswith("descriptor/"):
+                d = name.split("/")[1]
+                self.held[d] = not name.endswith("/free")
+                if self.held[d]:
+                    self.values[address] = args[0]
+            elif self.params[address].stored:
                 self.values[address] = args[0]
-        elif self.params[address].stored:
-            self.values[address] = args[0]
+
+    def expand(self, address: str, args: tuple) -> list[tuple[str, tuple]]:
+        """The messages one message stands for: `mix` for one `world/<name>` per world, in manifest
+        order; anything else for itself."""
+        if address == f"{PREFIX}/mix":
+            return [(f"{PREFIX}/world/{w}", (v,)) for w, v in zip(self.worlds, args)]
+        return [(address, args)]
 
     def get(self, name: str) -> Any:
         return self.values[f"{PREFIX}/{name}"]
 
     def world_weights(self) -> list[float]:
-        return [self.values[f"{PREFIX}/world/{w}"] for w in self.worlds]
+        return [self.values[p.address] for p in self._worlds]
 
-    def descriptor_targets(self) -> list[float | None]:
-        return [self.values[f"{PREFIX}/descriptor/{d}"] if self.held[d] else None for d in DESCRIPTORS]
+    def controls(self, smooth: Callable[[str, float], float]) -> Controls:
+        """What the prior reads: each field of `Controls` from the control of the same name (on/off as a
+        bool), `world_weights` from the world/ controls (None when all are 0) and `descriptors` from the
+        descriptor/ controls (None where free). `smooth(address, value)` eases the values of controls
+        that have a smoothing time; call from the generator thread."""
+        def value(p: Param) -> Any:
+            v = self.values[p.address]
+            return smooth(p.address, v) if p.smooth else bool(v) if p.types == "b" else v
+
+        weights = [value(p) for p in self._worlds]
+        return Controls(world_weights=weights if sum(weights) > 1e-6 else None,
+                        descriptors=[value(p) if self.held[d] else None for d, p in self._descriptors],
+                        **{name: value(p) for name, p in self._prior})
+
+    def snapshot(self) -> tuple[dict[str, Any], dict[str, bool]]:
+        """Copies of `values` and `held`, from any thread. The generator thread may be writing: a copy is
+        retried, never locked (an empty dict after ten tries)."""
+        def copy(d: dict) -> dict:
+            for _ in range(10):
+                try:
+                    return dict(d)
+                except RuntimeError:
+                    continue
+            return {}
+
+        return copy(self.values), copy(self.held)
 
 
 def _is_number(a: Any) -> bool:

@@ -54,11 +54,6 @@ def soft_clip(audio: np.ndarray, knee: float = 0.9) -> np.ndarray:
     return shaped
 
 
-def registry_for(model: DistillModel, audio_input: bool = False) -> ParamRegistry:
-    c = model.config.codec
-    return ParamRegistry(model.worlds, c.levels, c.codebook_size, len(model.cues), audio_input)
-
-
 @dataclass
 class Heard:
     """One frame of the audio input, and what the Player decided about it."""
@@ -131,7 +126,7 @@ class Player:
                  audio_input: AudioInput | None = None):
         if model.prior is None:
             raise ValueError("this model has only a codec; train a prior (distill-train --stages prior) to play it")
-        self.registry = registry or registry_for(model, audio_input is not None)
+        self.registry = registry or ParamRegistry.for_model(model, audio_input is not None)
         self.input = audio_input
         if audio_input is not None and f"{PREFIX}/input/mode" not in self.registry:
             raise ValueError("a player with an audio input needs a registry made with audio_input=True")
@@ -177,16 +172,8 @@ class Player:
         return current
 
     def controls(self) -> Controls:
-        r, rate = self.registry, self.frame_rate
-        weights = [self._smooth(f"{PREFIX}/world/{w}", v, rate) for w, v in zip(r.worlds, r.world_weights())]
-        targets = r.descriptor_targets()
-        descriptors = [None if t is None else self._smooth(f"{PREFIX}/descriptor/{d}", t, rate)
-                       for d, t in zip(self.registry.held, targets)]
-        return Controls(
-            temperature=r.get("temperature"), top_k=r.get("topk"), top_p=r.get("topp"), guidance=r.get("guidance"),
-            world_weights=weights if sum(weights) > 1e-6 else None, descriptors=descriptors, levels=r.get("levels"),
-            mutate=r.get("mutate"), freeze=bool(r.get("freeze")), loop=r.get("loop"), lock=r.get("lock"),
-        )
+        """What the prior reads this frame, built by the registry; worlds and descriptors eased at the frame rate."""
+        return self.registry.controls(lambda address, value: self._smooth(address, value, self.frame_rate))
 
     def crossfade_to(self, voice: Voice, seconds: float) -> None:
         frames = max(1, round(seconds * self.frame_rate))
@@ -308,7 +295,7 @@ class Player:
 def render(model: DistillModel, seconds: float, seed: int = 0,
            messages: list[tuple[float, str, tuple]] = (), registry: ParamRegistry | None = None) -> np.ndarray:
     """Render `seconds` of audio offline. `messages` are (time, address, args), e.g. from a score."""
-    registry = registry or registry_for(model)
+    registry = registry or ParamRegistry.for_model(model)
     registry.submit(f"{PREFIX}/play", [1], at=0.0)
     for at, address, args in messages:
         registry.submit(address, args, at=at)

@@ -34,11 +34,13 @@ HISTORY = 256  # frames of past codes kept for freeze/loop (5 s at 50 frames/s)
 
 @dataclass
 class Controls:
-    """What a performer steers, applied inside `Prior.step`."""
+    """What a performer steers, applied inside `Prior.step`. Live, the parameter registry builds it
+    (control/params.py): each field from the control of the same name, `world_weights` from the
+    world/ controls and `descriptors` from the descriptor/ controls."""
 
     temperature: float = 1.0
-    top_k: int = 0  # 0 = off
-    top_p: float = 1.0  # 1 = off
+    topk: int = 0  # 0 = off
+    topp: float = 1.0  # 1 = off
     guidance: float = 1.0  # classifier-free guidance scale; 1 = plain conditional
     world_weights: Sequence[float] | None = None  # None = no world (unconditioned)
     descriptors: Sequence[float | None] = (None, None, None)  # held target 0..1, or None = free
@@ -346,13 +348,13 @@ def sample(logits: torch.Tensor, controls: Controls, generator: torch.Generator)
     if controls.temperature <= 1e-4:
         return logits.argmax()
     logits = logits / controls.temperature
-    if 0 < controls.top_k < k:
-        kth = torch.topk(logits, int(controls.top_k)).values[-1]
+    if 0 < controls.topk < k:
+        kth = torch.topk(logits, int(controls.topk)).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    if controls.top_p < 1.0:
+    if controls.topp < 1.0:
         sorted_logits, order = torch.sort(logits, descending=True)
         probs = torch.softmax(sorted_logits, dim=-1)
-        drop = probs.cumsum(-1) - probs > controls.top_p  # keep the smallest set reaching top_p
+        drop = probs.cumsum(-1) - probs > controls.topp  # keep the smallest set reaching topp
         logits = logits.masked_fill(drop.scatter(0, order, drop), float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax()

@@ -864,8 +864,6 @@ def midi_file_messages(path: str | Path, midimap: MidiMap, registry: ParamRegist
 
 
 def _store(values: dict, registry: ParamRegistry, address: str, args: tuple) -> None:
-    if address == f"{PREFIX}/mix":
-        for w, v in zip(registry.worlds, args):
-            values[f"{PREFIX}/world/{w}"] = v
-    elif address in values and args:
-        values[address] = args[0]
+    for address, args in registry.expand(address, args):
+        if address in values and args:
+            values[address] = args[0]

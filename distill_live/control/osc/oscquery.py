@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 from distill_live.control.params import Param, ParamRegistry
 
-from .server import PREFIX, OscConfigError, _snapshot, check_bind, param_range
+from .server import PREFIX, OscConfigError, check_bind
 
 log = logging.getLogger("distill.oscquery")
 
@@ -46,7 +46,7 @@ CONTAINERS = {
 def param_node(p: Param, registry: ParamRegistry, values: dict, held: dict) -> dict:
     """The OSCQuery JSON of one parameter."""
     node: dict[str, Any] = {"FULL_PATH": p.address, "DESCRIPTION": p.description}
-    lo, hi = param_range(p, len(registry.worlds))
+    lo, hi = p.range
     value = values.get(p.address)
     if p.types in ("f", "i"):
         num = float if p.types == "f" else int
@@ -74,7 +74,7 @@ def param_node(p: Param, registry: ParamRegistry, values: dict, held: dict) -> d
 
 def tree(registry: ParamRegistry) -> dict:
     """The whole namespace as one OSCQuery JSON object, values as they are now."""
-    values, held = _snapshot(registry.values), _snapshot(registry.held)
+    values, held = registry.snapshot()
     root = {"FULL_PATH": "/", "ACCESS": 0, "DESCRIPTION": "root", "CONTENTS": {}}
     for p in registry.params.values():
         node = root

@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterable, Sequence
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from distill_live.control.params import PREFIX, Param, ParamError, ParamRegistry
+from distill_live.control.params import PREFIX, ParamError, ParamRegistry
 
 log = logging.getLogger("distill.osc")
 
@@ -393,23 +393,13 @@ def _first_line(x: Any, limit: int = 240) -> str:
 # -- namespace and tables --------------------------------------------------------------------------------
 
 
-def param_range(p: Param, worlds: int) -> tuple[float, float]:
-    """(lo, hi) for any parameter, including the implicit ones: b is 0..1, mix is 0..1 per world,
-    a trigger or a string has 0..0."""
-    if p.types == "b" or p.types == "f*":
-        return 0.0, 1.0
-    if p.lo is None or p.hi is None:
-        return 0.0, 0.0
-    return float(p.lo), float(p.hi)
-
-
 def namespace_messages(registry: ParamRegistry) -> list[tuple[str, tuple]]:
     """`/distill/namespace <address> <types> <lo> <hi> <default> <description>`, one per parameter, then
     `/distill/namespace/end <count>`. Always 6 arguments of the same OSC types (s s f f f s) so a Max
     or Pd patch can `route`/`unpack` them; a non-numeric default is sent as 0."""
     out = []
     for p in registry.params.values():
-        lo, hi = param_range(p, len(registry.worlds))
+        lo, hi = p.range
         default = float(p.default) if isinstance(p.default, (int, float)) else 0.0
         out.append((NAMESPACE, (p.address, p.types or "-", lo, hi, default, p.description)))
     out.append((f"{NAMESPACE}/end", (len(registry.params),)))
@@ -419,8 +409,7 @@ def namespace_messages(registry: ParamRegistry) -> list[tuple[str, tuple]]:
 def dump_messages(registry: ParamRegistry) -> list[tuple[str, tuple]]:
     """`/distill/state <address> <value>` for every stored value (a free descriptor reports its `/free`
     address instead of a value: replaying a dump restores the state), then `/distill/dump/end <count>`."""
-    values = _snapshot(registry.values)
-    held = _snapshot(registry.held)
+    values, held = registry.snapshot()
     out = []
     for address, p in registry.params.items():
         if p.name.startswith("descriptor/") and not p.name.endswith("/free"):
@@ -432,15 +421,6 @@ def dump_messages(registry: ParamRegistry) -> list[tuple[str, tuple]]:
             out.append((f"{PREFIX}/state", (address, values[address])))
     out.append((f"{PREFIX}/dump/end", (len(out),)))
     return out
-
-
-def _snapshot(d: dict) -> dict:
-    for _ in range(10):  # the generator thread may be writing; dict copies are retried, never locked
-        try:
-            return dict(d)
-        except RuntimeError:
-            continue
-    return {}
 
 
 MODEL_DEPENDENT = {  # ranges the README shows in words: they depend on the model
@@ -495,7 +475,7 @@ def markdown_table(registry: ParamRegistry | None = None) -> str:
         if symbolic and p.name in MODEL_DEPENDENT:
             rng = MODEL_DEPENDENT[p.name]
         elif p.types in ("b", "f*") or (p.lo is not None and p.hi is not None):
-            lo, hi = param_range(p, len(registry.worlds))
+            lo, hi = p.range
             rng = f"{_num(lo)}..{_num(hi)}"
         else:
             rng = ""
@@ -1021,23 +1001,20 @@ class OscServer:
 
     def _send_changes(self) -> None:
         latest: dict[str, tuple] = {}
-        changes = self.engine.changes
+        registry, changes = self.engine.registry, self.engine.changes
         for _ in range(100_000):
             try:
                 address, args = changes.get_nowait()
             except queue.Empty:
                 break
             self.counters.applied += 1
-            if address == f"{PREFIX}/mix":
-                registry = self.engine.registry
-                for w, v in zip(registry.worlds, args):
-                    latest[f"{PREFIX}/world/{w}"] = (v,)
-            p = self.engine.registry.params.get(address)
-            if p is not None and p.stored:
-                latest.pop(address, None)  # re-insert: keep the order of the latest change
-                latest[address] = args
-            else:  # a command: every one is reported
+            p = registry.params.get(address)
+            if p is None or not p.stored:  # a command: every one is reported
                 self._send(None, f"{PREFIX}/state", (address, *args))
+                continue
+            for changed, value in registry.expand(address, args) + [(address, args)]:  # mix: its worlds, then itself
+                latest.pop(changed, None)  # re-insert: keep the order of the latest change
+                latest[changed] = value
         for address, args in latest.items():
             self._send(None, f"{PREFIX}/state", (address, *args))
 
