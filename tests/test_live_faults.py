@@ -69,7 +69,7 @@ def test_the_sound_card_disappearing_is_one_line_and_serve_keeps_answering(tmp_p
         time.sleep(2.5)  # a few reopen attempts
         assert proc.poll() is None, "serve died with the sound card"
         # OSC still answers
-        from distill_live.control.osc.server import build_message
+        from distill_live.control.osc.wire import build_message
 
         listener.sock.sendto(build_message("/distill/namespace", []), ("127.0.0.1", port))  # answers its sender
         wait_for(lambda: listener.of("/distill/namespace/end"), 10, "OSC answers without a sound card")

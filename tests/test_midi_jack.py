@@ -27,8 +27,9 @@ import numpy as np
 import pytest
 import torch
 
+from distill_live.control.midi import add_arguments, start_midi
 from distill_live.control.midi.mapfile import load_map
-from distill_live.control.midi.ports import add_arguments, list_ports, start_midi
+from distill_live.control.midi.ports import list_ports
 from distill_live.control.osc.server import OscServer
 from distill_live.live.engine import Engine
 from distill_live.live.player import render
@@ -293,12 +294,11 @@ def test_midi_learn_round_trips_through_a_saved_map(engine, tester, patchbay, tm
 def test_learn_and_save_over_osc(engine, tester, patchbay, tmp_path):
     from pythonosc.udp_client import SimpleUDPClient
 
-    from distill_live.control.midi.ports import osc_handlers
+    from distill_live.control.midi import osc_handlers
     from distill_live.control.osc.server import OscServer
 
     control = start_midi(engine, midi_args(), log=lambda line: None)
-    server = OscServer(engine, port=0, feedback=False)
-    server.handlers.update(osc_handlers(control))
+    server = OscServer(engine, port=0, feedback=False, handlers=osc_handlers(control))  # as serve starts it
     try:
         connect(patchbay)
         osc = SimpleUDPClient("127.0.0.1", server.port)
@@ -376,8 +376,7 @@ def test_clock_tempo_and_a_quantised_cue_within_one_frame(engine, patchbay, map_
         # it delivers MIDI up to ~20 ms late in drifting bursts (measured), so the live estimate gets a
         # looser bound (2.5 %) than the exact ones in test_midiclock.py.
         assert control.tempo() == pytest.approx(120.0, abs=3.0)
-        engine.tempo = control.tempo  # as serve wires it: the tempo shows in /distill/stats
-        server = OscServer(engine, port=0, feedback=False)
+        server = OscServer(engine, port=0, feedback=False, tempo=control.tempo)  # as serve starts it
         try:
             assert server.stats()[4] == pytest.approx(120.0, abs=3.0)
         finally:

@@ -14,7 +14,8 @@ import soundfile as sf
 import torch
 
 from distill_live.cli import main
-from distill_live.control.midi.mapfile import load_map, midi_file_messages
+from distill_live.control.midi.mapfile import load_map
+from distill_live.control.midi.mapper import midi_file_messages
 from distill_live.control.params import ParamRegistry
 from distill_live.model.codec import Codec
 from distill_live.model.config import preset

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from distill_live.control.midi.clock import PPQN, MidiClock
-from distill_live.control.midi.mapfile import Mapper, parse_map
+from distill_live.control.midi.mapfile import parse_map
+from distill_live.control.midi.mapper import Mapper
 from distill_live.control.params import ParamRegistry
 
 TICK = 60 / (120 * PPQN)  # seconds per tick at 120 BPM
@@ -136,10 +137,10 @@ def test_a_quantised_key_starts_playback_at_the_first_frame_after_the_beat():
 
     import torch
 
+    from distill_live.live.player import Player
     from distill_live.model.codec import Codec
     from distill_live.model.config import preset
     from distill_live.model.modelfile import DistillModel
-    from distill_live.live.player import Player
     from distill_live.model.prior import Prior
 
     torch.manual_seed(0)

@@ -11,7 +11,8 @@ import tomllib
 import mido
 import pytest
 
-from distill_live.control.midi.mapfile import Mapper, MidiMapError, load_map, parse_map, shipped_maps
+from distill_live.control.midi.mapfile import MidiMapError, load_map, parse_map, shipped_maps
+from distill_live.control.midi.mapper import Mapper
 from distill_live.control.params import ParamRegistry
 
 WORLDS = ["bells", "noise"]

@@ -20,8 +20,10 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.tcp_client import SimpleTCPClient
 from pythonosc.udp_client import SimpleUDPClient
 
-from distill_live.control.osc import server as osc
-from distill_live.control.osc.server import OscConfigError, OscServer, AddressPattern, slip_encode
+from distill_live.control import osc
+from distill_live.control.osc import wire
+from distill_live.control.osc.server import OscConfigError, OscServer
+from distill_live.control.osc.wire import AddressPattern, slip_encode
 from distill_live.control.params import ParamRegistry
 from distill_live.live.engine import Engine
 from oscpeers import Listener, PacedEngine, tiny_model, wait_for
@@ -507,14 +509,14 @@ def test_start_control_runs_osc_and_oscquery_from_serve_flags(model):
 
 def test_slip_encoding_escapes_end_and_esc():
     assert slip_encode(b"a\xc0b\xdbc") == b"\xc0a\xdb\xdcb\xdb\xddc\xc0"
-    assert osc.slip_decode(slip_encode(b"a\xc0b\xdbc")[1:-1]) == b"a\xc0b\xdbc"
+    assert wire.slip_decode(slip_encode(b"a\xc0b\xdbc")[1:-1]) == b"a\xc0b\xdbc"
 
 
 def test_timetags_convert_between_ntp_and_unix():
     now = time.time()
-    assert osc.ntp_to_unix(osc.unix_to_ntp(now)) == pytest.approx(now, abs=1e-6)
-    assert osc.ntp_to_unix(1) is None
-    assert osc.unix_to_ntp(0) == 2208988800 << 32
+    assert wire.ntp_to_unix(wire.unix_to_ntp(now)) == pytest.approx(now, abs=1e-6)
+    assert wire.ntp_to_unix(1) is None
+    assert wire.unix_to_ntp(0) == 2208988800 << 32
 
 
 def test_hostile_patterns_cannot_stall_the_receive_thread(rig):

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
-from distill_live.control.osc.server import NAMESPACE, DUMP, OscServer, unix_to_ntp
+from distill_live.control.osc.namespace import DUMP, NAMESPACE
+from distill_live.control.osc.server import OscServer
+from distill_live.control.osc.wire import unix_to_ntp
 from distill_live.control.params import ParamRegistry
 from oscpeers import Listener, PacedEngine, tiny_model, wait_for
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
-from distill_live.control.osc import server as osc
+from distill_live.control.osc import namespace
 from distill_live.control.params import ParamRegistry
 from distill_live.model.descriptors import DESCRIPTORS
 from models import WORLDS, random_model_file
@@ -237,8 +237,8 @@ WORLD = "<world>"  # worlds are model-specific: any world name in a patch is che
 REGISTRY = ParamRegistry([WORLD], levels=8, codebook_size=1024, cues=8)
 LAYER_TYPES = {f"{P}/dump": "", f"{P}/namespace": "", f"{P}/reply": "i?", f"{P}/midi/learn": "s",
                f"{P}/midi/save": "s"}
-assert set(LAYER_TYPES) == {row[0] for row in osc.LAYER_ROWS}
-REPLIES = {row[0] for row in osc.REPLY_ROWS} | {f"{P}/dump/end", f"{P}/namespace", f"{P}/namespace/end"}
+assert set(LAYER_TYPES) == {row[0] for row in namespace.LAYER_ROWS}
+REPLIES = {row[0] for row in namespace.REPLY_ROWS} | {f"{P}/dump/end", f"{P}/namespace", f"{P}/namespace/end"}
 
 
 def canonical(address: str) -> str:

@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if args.score:
         messages += load_score(args.score, registry)
     if args.midi_file:
-        from distill_live.control.midi.mapfile import load_map, midi_file_messages
+        from distill_live.control.midi.mapfile import load_map
+        from distill_live.control.midi.mapper import midi_file_messages
 
         midimap = load_map(args.midi_map or "generic", registry)
         messages += midi_file_messages(args.midi_file, midimap, registry, earlier=messages)

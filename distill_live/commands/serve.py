@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from distill_live import UserError
-from distill_live.control.midi import ports as midi
-from distill_live.control.osc import server as osc
+from distill_live.control import midi, osc
+from distill_live.control.osc.server import OscConfigError
 from distill_live.control.params import INPUT_MODES, PREFIX, ParamRegistry
 from distill_live.control.score import parse_set
 from distill_live.live.audioinput import AudioInput
@@ -147,15 +147,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         # controls first: opening a JACK MIDI client takes a second or more and stalls the audio
         # callbacks meanwhile (two underruns at every start, measured), so it happens before the card
-        try:
-            control = osc.start_control(engine, args)
-        except (osc.OscConfigError, OSError) as e:
-            raise UserError(str(e)) from None
         midi_control = midi.start_midi(engine, args, log=lambda line: print(f"distill-live: {line}", flush=True))
-        if midi_control is not None:
-            engine.tempo = midi_control.tempo  # shown in /distill/stats
-        if control.osc is not None:
-            control.osc.handlers.update(midi.osc_handlers(midi_control))
+        try:  # OSC also answers MIDI learn and save, and reports the MIDI clock's tempo
+            control = osc.start_control(engine, args, handlers=midi.osc_handlers(midi_control),
+                                        tempo=midi_control.tempo if midi_control is not None else None)
+        except (OscConfigError, OSError) as e:
+            raise UserError(str(e)) from None
         try:
             sink.open()
         except Exception as e:
@@ -184,8 +181,8 @@ def run(args: argparse.Namespace) -> int:
             if part is not None:
                 part.close()
         engine.stop()
-    summary = engine.telemetry.summary()
-    print(f"distill-live: stopped after {summary['frames']} frames, {summary['underruns']} underruns", flush=True)
+    stats = engine.stats()
+    print(f"distill-live: stopped after {stats['frames']} frames, {stats['underruns']} underruns", flush=True)
     return 0
 
 
@@ -198,11 +195,11 @@ def _main_loop(engine: Engine, streams: list, stop: threading.Event, args, midi_
             stream.check()
         if args.verbose and time.monotonic() >= next_log:
             next_log += 1.0
-            s = engine.telemetry.summary()
+            s = engine.stats()
             tempo = midi_control.tempo() if midi_control is not None else None
             log.info("rtf %.1f  frame %.2f/%.2f ms (p50/p99)  buffer %.0f ms  latency %.0f ms  underruns %d%s",
-                     s["rtf"], s["frame_ms_p50"], s["frame_ms_p99"], 1000 * engine.queued_seconds(),
-                     engine.latency_ms(), s["underruns"], f"  tempo {tempo:.1f} bpm" if tempo else "")
+                     s["rtf"], s["frame_ms_p50"], s["frame_ms_p99"], s["buffer_ms"], s["latency_ms"],
+                     s["underruns"], f"  tempo {tempo:.1f} bpm" if tempo else "")
             if engine.input is not None:
                 i = engine.input
                 log.info("input: latency %.0f ms  skipped %.0f ms  frames filled with silence %d  overruns %d",

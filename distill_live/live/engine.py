@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill_live.control.params import ParamRegistry
+from distill_live.control.params import PREFIX, ParamRegistry
 from distill_live.model.modelfile import DistillModel, ModelFileError, load_model
 from distill_live.model.prior import Controls
 
@@ -38,6 +38,8 @@ from .resample import StreamResampler
 from .ringbuffer import RingBuffer
 
 log = logging.getLogger("distill.engine")
+
+MODEL = f"{PREFIX}/model"  # hot-swap: the engine loads it off the generator thread
 
 
 class Telemetry:
@@ -70,11 +72,12 @@ class Engine:
     def __init__(self, model: DistillModel, registry: ParamRegistry | None = None, seed: int = 0,
                  buffer_ms: float = 10.0, device_rate: int | None = None, models_dir: str | Path | None = None,
                  audio_input: AudioInput | None = None):
-        self.player = Player(model, registry, seed, audio_input)
+        self.player = Player(model, registry, seed, audio_input, on_fault=self._fault)
         self.input = audio_input
         self.registry = self.player.registry
         c = model.config.codec
         self.model_rate, self.hop = c.sample_rate, c.hop
+        self.frame_rate = c.frame_rate
         self.sample_rate = device_rate or c.sample_rate  # rate of the ring and the card
         self._resampler = StreamResampler(self.model_rate, self.sample_rate) if self.sample_rate != self.model_rate \
             else None
@@ -85,8 +88,7 @@ class Engine:
         self.ring = RingBuffer(self.frame_samples * 64 + self.target)
         self.telemetry = Telemetry(self.hop / self.model_rate)
         self.level = 0.0  # recent peak of the output, for meters
-        self.output_latency = 0.0  # seconds the sound card adds after the callback (set by serve)
-        self.tempo = None  # a callable giving the MIDI clock's bpm, or None (set by serve)
+        self.output_latency = 0.0  # seconds the sound card adds after the callback (set when the card opens)
         self.changes: queue.SimpleQueue = queue.SimpleQueue()  # (address, args) applied, for /distill/state
         self.errors: queue.SimpleQueue = queue.SimpleQueue()  # one-line sentences for /distill/error
         self.models_dir = Path(models_dir).resolve() if models_dir else None
@@ -99,7 +101,29 @@ class Engine:
         self._least_queued, self._window_frames = math.inf, 0  # see _input_allows
         self._frame_time = 0.0  # seconds spent on the current frame's chunks so far
 
-    # -- any thread ------------------------------------------------------------------------------
+    # -- any thread: the engine's public face, what the control surfaces see ------------------------
+
+    @property
+    def time(self) -> float:
+        """Engine time in seconds: how much the player has made (what `ParamRegistry.submit(at=...)` takes)."""
+        return self.player.time
+
+    @property
+    def last_codes(self) -> torch.Tensor:
+        """The codes of the frame playing, coarse to fine (-1: a level not decoded)."""
+        return self.player.last_codes
+
+    def stats(self) -> dict:
+        """The telemetry summary (frames, underruns, faults, frame_ms_p50/p99, rtf), the buffer depth and the
+        latency estimate in ms."""
+        summary = {"rtf": 0.0, "underruns": self.telemetry.underruns}
+        for _ in range(5):
+            try:
+                summary = self.telemetry.summary()
+                break
+            except (RuntimeError, ValueError):  # the window was appended to while copying
+                continue
+        return {**summary, "buffer_ms": 1000.0 * self.queued_seconds(), "latency_ms": self.latency_ms()}
 
     def queued_seconds(self) -> float:
         return self.ring.available() / self.sample_rate
@@ -107,7 +131,7 @@ class Engine:
     def time_of(self, wall: float) -> float:
         """Engine time (what `ParamRegistry.submit(at=...)` takes) of the frame heard at wall-clock `wall`
         (time.time() seconds), so a timed bundle lands on the frame that plays at its timetag."""
-        return self.player.time - self.queued_seconds() + (wall - time.time())
+        return self.time - self.queued_seconds() + (wall - time.time())
 
     def latency_ms(self) -> float:
         """Control-to-sound estimate for play, stop and gain: a message waits for the next chunk, then
@@ -144,12 +168,10 @@ class Engine:
         except Exception as e:  # never let a bad frame stop the music: play silence and say so
             chunk = self.player.silent_chunk()
             self._fault(f"the generator failed and plays silence until it recovers: {type(e).__name__}: {e}")
-        while self.player.faults:
-            self._fault(self.player.faults.pop(0))
-        for change in self.player.applied:
-            self.changes.put(change)
-        while self.player.model_requests:
-            self._load_requests.put(self.player.model_requests.pop(0))
+        for address, args in self.player.applied:
+            self.changes.put((address, args))
+            if address == MODEL:  # loaded by the loader thread, swapped in by this one
+                self._load_requests.put(args[0])
         if self._resampler is not None:  # its interpolation can overshoot a peak the Player bent to ±1
             chunk = self._resampler.process(chunk)
             np.clip(chunk, -1.0, 1.0, out=chunk)

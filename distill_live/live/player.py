@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -123,7 +124,7 @@ class Voice:
 
 class Player:
     def __init__(self, model: DistillModel, registry: ParamRegistry | None = None, seed: int = 0,
-                 audio_input: AudioInput | None = None):
+                 audio_input: AudioInput | None = None, on_fault: Callable[[str], None] | None = None):
         if model.prior is None:
             raise ValueError("this model has only a codec; train a prior (distill-train --stages prior) to play it")
         self.registry = registry or ParamRegistry.for_model(model, audio_input is not None)
@@ -144,9 +145,8 @@ class Player:
         self.envelope = 0.0  # play/stop fade level
         self.gain = float(self.registry.get("gain"))
         self.last_codes = torch.full((model.config.codec.levels,), -1, dtype=torch.long)
-        self.model_requests: list[str] = []  # /model paths for the engine to load off this thread
-        self.faults: list[str] = []  # sentences for the engine to report (render has no one to tell)
-        self.applied: list[tuple[str, tuple]] = []  # messages applied at the last chunk
+        self.on_fault = on_fault or (lambda sentence: None)  # told what went wrong (render has no one to tell)
+        self.applied: list[tuple[str, tuple]] = []  # messages applied at the last chunk (the engine reports them)
         self.raw = np.zeros(self.hop, np.float32)  # the current frame, before fade and gain
         self.pos = self.hop  # where the next chunk starts in `raw`; hop = a new frame is needed
         self.raw_silent = True  # `raw` was not computed (stopped)
@@ -193,8 +193,6 @@ class Player:
                               PLAY_FADE)
         elif name == "seed":
             self.voice.prior_state.generator.manual_seed(int(args[0]))
-        elif name == "model":
-            self.model_requests.append(args[0])
 
     def _listen(self) -> Heard:
         """Take the input's next frame and decide whether it leads: the gate and the input mode."""
@@ -236,7 +234,7 @@ class Player:
         if not np.isfinite(audio).all():  # a memory gone to NaN would play silence for good: start afresh
             self.voice = Voice.start(self.voice.model, self.registry.get("seed"), listening=self.input is not None)
             self.fading = None
-            self.faults.append("the model made a frame of NaN or inf: it plays on from a fresh start")
+            self.on_fault("the model made a frame of NaN or inf: it plays on from a fresh start")
             audio = np.zeros_like(audio)
         self.raw[:] = audio
         self.raw_silent = False

@@ -1,4 +1,4 @@
-"""MIDI input: open ports, read them on one thread, and steer the engine through a map.
+"""MIDI ports: open them, read them on one thread, and steer the engine through a mapper.
 
     controller ──► rtmidi port ──► MIDI thread: parse (mido) ─► Mapper ─► registry.submit_validated
                                                   │
@@ -16,7 +16,6 @@ touches torch, the generator or the audio callback.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import threading
@@ -26,35 +25,13 @@ from pathlib import Path
 from typing import Callable
 
 from distill_live import UserError, atomic_write
-from distill_live.control.params import PREFIX
 
-from .clock import MidiClock
-from .mapfile import Mapper, MidiMap, MidiMapError, load_map, shipped_maps
+from .mapfile import MidiMapError
+from .mapper import Mapper
 
 VIRTUAL_NAME = "distill"  # the port other programs connect to
 POLL = 0.001  # seconds between looks at the ports when nothing came in
 LEARN_FILE = "distill-midi.toml"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("MIDI")
-    g.add_argument("--midi-in", action="append", default=[], metavar="NAME",
-                   help="open the MIDI input whose name starts with NAME (repeat for several inputs)")
-    g.add_argument("--midi-virtual", action="store_true",
-                   help=f"also create an input named '{VIRTUAL_NAME}' that other programs connect to "
-                        "(done anyway when no --midi-in is given)")
-    g.add_argument("--midi-api", choices=["auto", "alsa", "jack", "off"], default="auto",
-                   help="MIDI system: the ALSA sequencer, JACK MIDI, or off (default: ALSA if present, else JACK)")
-    g.add_argument("--midi-channel", type=int, action="append", default=[], metavar="N",
-                   help="listen only to MIDI channel N, 1-16 (repeat for several)")
-    g.add_argument("--midi-map", metavar="FILE",
-                   help="MIDI mapping file (TOML), or a shipped map: " + ", ".join(shipped_maps()) +
-                        " (default: generic)")
-    g.add_argument("--learn", action="append", default=[], metavar="PARAM",
-                   help="bind the next CC moved to PARAM (repeat to learn several, in order); the map is "
-                        f"saved to the --midi-map file, or ./{LEARN_FILE}")
-    g.add_argument("--midi-quantize", choices=["off", "beat", "bar"], default="off",
-                   help="with an incoming MIDI clock, hold cue jumps and freezes until the next beat or bar")
 
 
 # -- which MIDI system -----------------------------------------------------------------------------
@@ -299,75 +276,3 @@ class MidiControl:
             port.close_port()
             port.delete()
         self.ports = []
-
-
-def start_midi(engine, args: argparse.Namespace, log: Callable[[str], None] = print) -> MidiControl | None:
-    """Open MIDI as the command line asks. Returns None (after one log line) when there is no MIDI
-    system; raises MidiMapError / UserError (one sentence) for a bad map, channel or port name."""
-    channels = tuple(getattr(args, "midi_channel", None) or ())
-    for c in channels:
-        if not 1 <= c <= 16:
-            raise UserError(f"--midi-channel {c}: MIDI channels are 1 to 16")
-    learn = list(getattr(args, "learn", None) or ())
-    map_name = getattr(args, "midi_map", None)
-    learn_path = None
-    if learn:
-        learn_path = Path(map_name) if map_name and map_name not in shipped_maps() else Path(LEARN_FILE)
-    try:
-        midimap = load_map(map_name or "generic", engine.registry)
-    except MidiMapError:
-        if not (learn and map_name and not Path(map_name).exists() and map_name not in shipped_maps()):
-            raise
-        midimap = MidiMap(source=map_name)  # --learn into a new file: start from an empty map
-
-    api, reason = choose_api(getattr(args, "midi_api", "auto"))
-    if api is None:
-        log(reason)
-        return None
-    if midimap.idle:
-        log(f"midi map '{midimap.name or midimap.source}': {len(midimap.idle)} controls do nothing with this "
-            f"model, e.g. {midimap.idle[0]}")
-
-    mapper = Mapper(midimap, engine.registry, MidiClock(), getattr(args, "midi_quantize", "off") or "off")
-    control = MidiControl(engine, mapper, api, log, tuple(c - 1 for c in channels), learn_path)
-    inputs = list(getattr(args, "midi_in", None) or ())
-    try:
-        if getattr(args, "midi_virtual", False) or not inputs:
-            control.open_virtual()
-        for prefix in inputs:
-            control.open(prefix)
-        for param in learn:
-            control.learn(param)
-    except BaseException:
-        control.close()
-        raise
-    control.start()
-    log(f"MIDI ({api}): listening to {', '.join(name for name, _ in control.ports)} "
-        f"with map '{midimap.name or midimap.source}'")
-    return control
-
-
-def osc_handlers(control: MidiControl | None) -> dict[str, Callable[[list], None]]:
-    """`/distill/midi/learn <param>` and `/distill/midi/save <file>` for the OSC server (each raises
-    ValueError with one sentence to refuse)."""
-    def learn(args: list) -> None:
-        if control is None:
-            raise ValueError(f"{PREFIX}/midi/learn refused: MIDI is off")
-        if len(args) != 1 or not isinstance(args[0], str):
-            raise ValueError(f"{PREFIX}/midi/learn takes one parameter name, e.g. gain")
-        try:
-            control.learn(args[0])
-        except MidiMapError as e:
-            raise ValueError(str(e)) from None
-
-    def save(args: list) -> None:
-        if control is None:
-            raise ValueError(f"{PREFIX}/midi/save refused: MIDI is off")
-        if len(args) != 1 or not isinstance(args[0], str):
-            raise ValueError(f"{PREFIX}/midi/save takes one file name")
-        try:
-            control.save(args[0])
-        except MidiMapError as e:
-            raise ValueError(str(e)) from None
-
-    return {f"{PREFIX}/midi/learn": learn, f"{PREFIX}/midi/save": save}

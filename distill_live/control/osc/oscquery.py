@@ -24,11 +24,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Sequence
 from urllib.parse import unquote, urlsplit
 
-from distill_live.control.params import Param, ParamRegistry
+from distill_live.control.params import PREFIX, Param, ParamRegistry
 
-from .server import PREFIX, OscConfigError, check_bind
+from .namespace import TYPES
+from .server import OscConfigError, check_bind
 
 log = logging.getLogger("distill.oscquery")
+
+DEFAULT_OSCQUERY_PORT = 9001
 
 ATTRIBUTES = ("FULL_PATH", "CONTENTS", "TYPE", "RANGE", "CLIPMODE", "ACCESS", "VALUE", "DESCRIPTION")
 EXTENSIONS = {
@@ -43,38 +46,32 @@ CONTAINERS = {
 }
 
 
-def param_node(p: Param, registry: ParamRegistry, values: dict, held: dict) -> dict:
+def param_node(p: Param, registry: ParamRegistry, values: dict) -> dict:
     """The OSCQuery JSON of one parameter."""
-    node: dict[str, Any] = {"FULL_PATH": p.address, "DESCRIPTION": p.description}
+    node: dict[str, Any] = {"FULL_PATH": p.address, "DESCRIPTION": p.description, "TYPE": TYPES[p.types][1]}
     lo, hi = p.range
     value = values.get(p.address)
     if p.types in ("f", "i"):
         num = float if p.types == "f" else int
-        node.update(TYPE=p.types, RANGE=[{"MIN": num(lo), "MAX": num(hi)}], CLIPMODE=["both"])
+        node.update(RANGE=[{"MIN": num(lo), "MAX": num(hi)}], CLIPMODE=["both"])
         if value is not None:
             node["VALUE"] = [num(value)]
     elif p.types == "b":
-        node["TYPE"] = "T"
         if value is not None:
             node["VALUE"] = [bool(value)]
     elif p.types == "f*":
         n = len(registry.worlds)
-        node.update(TYPE="f" * n, RANGE=[{"MIN": 0.0, "MAX": 1.0}] * n, CLIPMODE=["both"] * n,
+        node.update(TYPE=node["TYPE"] * n, RANGE=[{"MIN": 0.0, "MAX": 1.0}] * n, CLIPMODE=["both"] * n,
                     VALUE=[float(values.get(f"{PREFIX}/world/{w}", 0.0)) for w in registry.worlds])
     elif p.types == "i,f?":
-        node.update(TYPE="if", RANGE=[{"MIN": int(lo), "MAX": int(hi)}, {"MIN": 0.0, "MAX": 10.0}],
-                    CLIPMODE=["both", "both"])
-    elif p.types == "s":
-        node["TYPE"] = "s"
-    else:  # a trigger
-        node["TYPE"] = "N"
+        node.update(RANGE=[{"MIN": int(lo), "MAX": int(hi)}, {"MIN": 0.0, "MAX": 10.0}], CLIPMODE=["both", "both"])
     node["ACCESS"] = 3 if "VALUE" in node else 2
     return node
 
 
 def tree(registry: ParamRegistry) -> dict:
     """The whole namespace as one OSCQuery JSON object, values as they are now."""
-    values, held = registry.snapshot()
+    values, _ = registry.snapshot()
     root = {"FULL_PATH": "/", "ACCESS": 0, "DESCRIPTION": "root", "CONTENTS": {}}
     for p in registry.params.values():
         node = root
@@ -84,7 +81,7 @@ def tree(registry: ParamRegistry) -> dict:
             node = node.setdefault("CONTENTS", {}).setdefault(
                 part, {"FULL_PATH": path, "ACCESS": 0, "DESCRIPTION": CONTAINERS.get(path, "")})
         contents = node.setdefault("CONTENTS", {})
-        leaf = param_node(p, registry, values, held)
+        leaf = param_node(p, registry, values)
         if parts[-1] in contents:  # already created as a container (e.g. descriptor/x before descriptor/x/free)
             leaf["CONTENTS"] = contents[parts[-1]].get("CONTENTS", {})
         contents[parts[-1]] = leaf
@@ -159,7 +156,7 @@ class _Http(ThreadingHTTPServer):
 
 
 class OscQueryServer:
-    def __init__(self, engine, host: str = "127.0.0.1", port: int = 9001, osc_port: int | None = None,
+    def __init__(self, engine, host: str = "127.0.0.1", port: int = DEFAULT_OSCQUERY_PORT, osc_port: int | None = None,
                  bind_any: bool = False, allow: Sequence = (), name: str = "distill", advertise: bool = True,
                  osc_transport: str = "UDP"):
         self.engine = engine

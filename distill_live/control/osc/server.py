@@ -1,37 +1,31 @@
-"""OSC control: steer a running engine from Max/MSP, SuperCollider, Pure Data, TouchOSC.
+"""The OSC server: steer a running engine from Max/MSP, SuperCollider, Pure Data, TouchOSC.
 
     UDP (and optional TCP) ──► receive thread ──parse, match, validate──► ParamRegistry inbox
                                       │                                         │ (generator thread
-                                      ▼ outbox                                  ▼  applies per frame)
-    reply target ◄── reply thread ◄── engine.changes, level, codes, telemetry
+                                      ▼ outbox                                  ▼  applies per chunk)
+    reply target ◄── reply thread ◄── engine.changes, level, last codes, stats
 
-* One **receive thread** reads every socket (selectors), parses packets with python-osc's
-  `OscMessage` (bundles are walked here, with a depth limit), matches address patterns against
-  the registry and submits validated messages. It never sleeps and never sends: a bundle with a
-  future timetag is submitted at once with `at=engine.time_of(timetag)`, and the generator
-  applies it at the frame that plays at that time. python-osc's dispatcher (which sleeps in the
-  receive path until a bundle is due) is not used.
+* One **receive thread** reads every socket (selectors), parses packets (wire.py), and maps each
+  address to a handler through one table, as python-osc's dispatcher does: the few addresses
+  answered here (dump, namespace, reply, and MIDI learn and save when serve passes them on), and
+  the registry for everything else (address patterns matched against it, arguments validated). It
+  never sleeps and never sends: a bundle with a future timetag is submitted at once with
+  `at=engine.time_of(timetag)`, and the generator applies it at the frame that plays at that
+  time. (python-osc's own dispatcher sleeps in the receive path until a bundle is due, so it is
+  not used.)
 * One **reply thread** sends everything that goes out: `/distill/state` for every applied change
   (drained from `engine.changes`), `/distill/meter` and `/distill/codes` about 30 times a second,
   `/distill/stats` once a second, and whatever the receive thread queued (errors, dump,
   namespace). A reply target that is unreachable or slow only drops replies.
-* The audio callback is never touched: control code only reads the engine's counters.
+* The engine is seen only through its public face: `registry`, `time`, `frame_rate`, `time_of`,
+  `level`, `last_codes`, `stats()`, and the `changes` and `errors` queues. The audio callback is
+  never touched.
 
-Reply formats (all sent to the reply target: `/distill/reply`, else `--reply HOST:PORT`, else
-the last sender):
-
-    /distill/state <address> <value...>     a change was applied (also what /distill/dump sends)
-    /distill/dump/end <count>               after a dump
-    /distill/namespace <address> <types> <lo> <hi> <default> <description>   one per parameter
-    /distill/namespace/end <count>          after the namespace
-    /distill/meter <peak>                   output level, 0..1+, ~30/s
-    /distill/codes <int...>                 the current frame's codes, coarse to fine, ~30/s
-    /distill/stats <rtf> <buffer_ms> <underruns> <latency_ms> <tempo_bpm>   once a second
-    /distill/error <one line>               anything refused or clamped
+The replies' formats are in namespace.py (and the README's OSC table). They go to the reply target:
+`/distill/reply`, else `--reply HOST:PORT`, else the last sender.
 """
 from __future__ import annotations
 
-import argparse
 import heapq
 import ipaddress
 import logging
@@ -42,119 +36,56 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from pythonosc.osc_message import OscMessage
-from pythonosc.osc_message_builder import OscMessageBuilder
+from distill_live.control.params import ParamError, ParamRegistry
 
-from distill_live.control.params import PREFIX, ParamError, ParamRegistry
+from .namespace import (
+    CODES,
+    DUMP,
+    ERROR,
+    ERRORS_PER_SECOND,
+    METER,
+    METER_RATE,
+    NAMESPACE,
+    REPLY,
+    STATE,
+    STATS,
+    dump_messages,
+    namespace_messages,
+)
+from .wire import (
+    MAX_PACKET,
+    SLIP_END,
+    AddressPattern,
+    PacketError,
+    build_message,
+    has_wildcards,
+    one_line,
+    parse_packet,
+    slip_decode,
+    slip_encode,
+)
 
 log = logging.getLogger("distill.osc")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9000
-DEFAULT_OSCQUERY_PORT = 9001
-MAX_PACKET = 65536  # bytes: anything larger is refused
-MAX_BUNDLE_DEPTH = 8  # nested bundles deeper than this are refused
 MAX_AHEAD = 60.0  # seconds: a bundle further in the future than this is refused
 MAX_SCHEDULED = 10_000  # future-timed messages waiting at once
 MAX_TCP_CLIENTS = 16
-METER_RATE = 30.0  # /distill/meter and /distill/codes per second
 STATS_PERIOD = 1.0  # seconds between /distill/stats
-ERRORS_PER_SECOND = 50  # /distill/error messages sent at most; the rest are counted and summarised
 OUTBOX_SIZE = 8192  # replies waiting for the reply thread; more are dropped (counted)
 TCP_BACKLOG_LIMIT = 1 << 20  # bytes of replies buffered for a slow TCP client before it is dropped
 FLOOD_WINDOW = 0.02  # seconds: the receive thread accounts its work per window ...
 FLOOD_SHARE = 0.4  # ... and rests for the rest of a window once it has worked this share of it, so a flood
 #                   can take at most this share of the interpreter from the generator (the kernel drops the excess)
 
-_NTP_DELTA = 2208988800  # seconds from 1900-01-01 (NTP epoch) to 1970-01-01 (Unix epoch)
-_BUNDLE = b"#bundle\x00"
-_SLIP_END, _SLIP_ESC, _SLIP_ESC_END, _SLIP_ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
-
-DUMP, NAMESPACE, REPLY = f"{PREFIX}/dump", f"{PREFIX}/namespace", f"{PREFIX}/reply"
-
 
 class OscConfigError(ValueError):
     """A setting that cannot work (address not allowed, port taken); the message is one sentence."""
-
-
-# -- command line ----------------------------------------------------------------------------------
-
-
-def _cidr(text: str) -> ipaddress._BaseNetwork:
-    try:
-        return ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an address or network like 192.168.1.0/24") from None
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT, e.g. 127.0.0.1:9002")
-    return host.strip("[]"), int(port)
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535)")
-    return int(text)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the OSC and OSCQuery options to `distill-live serve`'s parser."""
-    g = parser.add_argument_group("OSC control")
-    g.add_argument("--osc-host", default=DEFAULT_HOST,
-                   help="address to listen on (default 127.0.0.1; anything but loopback needs --osc-bind-any)")
-    g.add_argument("--osc-port", type=_port, default=DEFAULT_PORT, help="UDP port (default 9000; 0 = any free port)")
-    g.add_argument("--osc-tcp", type=_port, default=None, metavar="PORT",
-                   help="also listen on this TCP port (OSC 1.1 SLIP framing, or OSC 1.0 length prefixes)")
-    g.add_argument("--osc-bind-any", action="store_true",
-                   help="allow listening on a non-loopback address, reachable from the network")
-    g.add_argument("--allow", type=_cidr, action="append", default=[], metavar="CIDR",
-                   help="obey only senders in this network (repeatable), e.g. --allow 192.168.1.0/24")
-    g.add_argument("--reply", type=_host_port, default=None, metavar="HOST:PORT",
-                   help="send replies and meters here (default: to the last sender)")
-    g.add_argument("--no-osc", action="store_true", help="no OSC server at all")
-    g.add_argument("--oscquery-port", type=_port, default=DEFAULT_OSCQUERY_PORT,
-                   help="HTTP port of the OSCQuery namespace (default 9001)")
-    g.add_argument("--no-oscquery", action="store_true", help="no OSCQuery HTTP server or zeroconf advert")
-
-
-def start_control(engine, args: argparse.Namespace) -> "Control":
-    """Start OSC (and OSCQuery) for a running engine from parsed `serve` options; `.close()` stops it."""
-    parts = []
-    osc = None
-    try:
-        if not getattr(args, "no_osc", False):
-            osc = OscServer(engine, host=args.osc_host, port=args.osc_port, tcp_port=args.osc_tcp,
-                            bind_any=args.osc_bind_any, allow=args.allow, reply=args.reply)
-            parts.append(osc)
-            log.info("OSC on udp://%s:%d%s", args.osc_host, osc.port,
-                     f" and tcp port {osc.tcp_port}" if osc.tcp_port else "")
-        if not getattr(args, "no_oscquery", False):
-            from .oscquery import OscQueryServer
-
-            parts.append(OscQueryServer(engine, host=args.osc_host, port=args.oscquery_port,
-                                        osc_port=osc.port if osc else None, bind_any=args.osc_bind_any,
-                                        allow=args.allow))
-    except Exception:
-        for p in parts:
-            p.close()
-        raise
-    return Control(parts, osc)
-
-
-@dataclass
-class Control:
-    parts: list
-    osc: "OscServer | None" = None
-
-    def close(self) -> None:
-        for p in reversed(self.parts):
-            p.close()
 
 
 def check_bind(host: str, bind_any: bool, what: str = "OSC") -> list[tuple]:
@@ -169,331 +100,6 @@ def check_bind(host: str, bind_any: bool, what: str = "OSC") -> list[tuple]:
                 raise OscConfigError(f"refusing to listen for {what} on {host} (reachable from the network) "
                                      f"without --osc-bind-any")
     return infos
-
-
-# -- address patterns --------------------------------------------------------------------------------
-
-_WILDCARDS = frozenset("?*[]{}")
-MAX_PATTERN = 256  # characters: longer address patterns are refused
-
-
-def has_wildcards(address: str) -> bool:
-    return "//" in address or not _WILDCARDS.isdisjoint(address)
-
-
-_DEEP = object()  # OSC 1.1 "//": any number of levels
-
-
-class AddressPattern:
-    """An OSC address pattern: `?` one character, `*` any run, `[abc]` `[a-z]` `[!a]` one of a set,
-    `{foo,bar}` one of the strings (none of them cross a `/`), and OSC 1.1's `//` (any number of levels).
-
-    Matching is linear per token (a set of reachable positions, no backtracking), so a hostile pattern
-    such as `/**********x` costs microseconds, not minutes. Raises ValueError, a sentence, when malformed."""
-
-    def __init__(self, pattern: str):
-        if len(pattern) > MAX_PATTERN:
-            raise ValueError(f"an address pattern over {MAX_PATTERN} characters refused")
-        if not pattern.startswith("/"):
-            raise ValueError(f"address pattern {pattern} does not start with /")
-        self.pattern = pattern
-        parts = pattern[1:].split("/")
-        self.segments: list = []
-        for i, part in enumerate(parts):
-            if part == "" and 0 < i < len(parts) - 1 or (part == "" and i == 0 and len(parts) > 1):
-                if not self.segments or self.segments[-1] is not _DEEP:
-                    self.segments.append(_DEEP)
-            else:
-                self.segments.append(self._tokens(part))
-
-    def _tokens(self, seg: str) -> list:
-        out, i = [], 0
-        while i < len(seg):
-            c = seg[i]
-            if c == "*":
-                if not out or out[-1] != ("*",):
-                    out.append(("*",))
-            elif c == "?":
-                out.append(("?",))
-            elif c == "[":
-                end = seg.find("]", i + 1)
-                if end < 0:
-                    raise ValueError(f"address pattern {self.pattern} has a '[' without ']'")
-                body = seg[i + 1:end]
-                negate = body.startswith("!")
-                body = body[1:] if negate else body
-                if not body:
-                    raise ValueError(f"address pattern {self.pattern} has an empty [] set")
-                ranges, j = [], 0
-                while j < len(body):
-                    if j + 2 < len(body) and body[j + 1] == "-":
-                        if body[j] > body[j + 2]:
-                            raise ValueError(f"address pattern {self.pattern} has a backwards range "
-                                             f"{body[j]}-{body[j + 2]}")
-                        ranges.append((body[j], body[j + 2]))
-                        j += 3
-                    else:
-                        ranges.append((body[j], body[j]))
-                        j += 1
-                out.append(("[", tuple(ranges), negate))
-                i = end
-            elif c == "{":
-                end = seg.find("}", i + 1)
-                if end < 0:
-                    raise ValueError(f"address pattern {self.pattern} has a '{{' without '}}'")
-                alternatives = seg[i + 1:end].split(",")
-                if any("{" in a for a in alternatives):
-                    raise ValueError(f"address pattern {self.pattern} has a nested {{}} list")
-                out.append(("{", tuple(alternatives)))
-                i = end
-            elif c in "]}":
-                raise ValueError(f"address pattern {self.pattern} has a stray '{c}'")
-            else:
-                out.append(("=", c))
-            i += 1
-        return out
-
-    @staticmethod
-    def _segment_matches(tokens: list, s: str) -> bool:
-        n = len(s)
-        here = {0}
-        for tok in tokens:
-            kind = tok[0]
-            if kind == "*":
-                here = set(range(min(here), n + 1))
-                continue
-            nxt = set()
-            for p in here:
-                if kind == "=":
-                    if p < n and s[p] == tok[1]:
-                        nxt.add(p + 1)
-                elif kind == "?":
-                    if p < n:
-                        nxt.add(p + 1)
-                elif kind == "[":
-                    if p < n and any(lo <= s[p] <= hi for lo, hi in tok[1]) != tok[2]:
-                        nxt.add(p + 1)
-                else:
-                    for a in tok[1]:
-                        if s.startswith(a, p):
-                            nxt.add(p + len(a))
-            here = nxt
-            if not here:
-                return False
-        return n in here
-
-    def match(self, address: str) -> bool:
-        parts = address[1:].split("/") if address.startswith("/") else None
-        if parts is None:
-            return False
-        memo: dict[tuple[int, int], bool] = {}
-
-        def go(i: int, j: int) -> bool:
-            key = (i, j)
-            if key not in memo:
-                if i == len(self.segments):
-                    memo[key] = j == len(parts)
-                elif self.segments[i] is _DEEP:
-                    memo[key] = any(go(i + 1, k) for k in range(j, len(parts)))
-                else:
-                    memo[key] = j < len(parts) and self._segment_matches(self.segments[i], parts[j]) \
-                        and go(i + 1, j + 1)
-            return memo[key]
-
-        return go(0, 0)
-
-
-# -- packets -------------------------------------------------------------------------------------------
-
-
-def ntp_to_unix(timetag: int) -> float | None:
-    """Unix time of an OSC timetag; None for 'immediately' (timetag 1)."""
-    if timetag == 1:
-        return None
-    return timetag / 4294967296.0 - _NTP_DELTA
-
-
-def unix_to_ntp(seconds: float) -> int:
-    return int(round((seconds + _NTP_DELTA) * 4294967296.0))
-
-
-class PacketError(ValueError):
-    pass
-
-
-def parse_packet(data: bytes) -> list[tuple[float | None, OscMessage]]:
-    """Every message of a packet with the Unix time it is due (None = now), in packet order.
-    Raises PacketError (a sentence) when any part is malformed: then nothing in it is applied."""
-    out: list[tuple[float | None, OscMessage]] = []
-    _walk(data, None, 0, out)
-    return out
-
-
-def _walk(data: bytes, due: float | None, depth: int, out: list) -> None:
-    if data.startswith(_BUNDLE):
-        if depth >= MAX_BUNDLE_DEPTH:
-            raise PacketError(f"bundles nested deeper than {MAX_BUNDLE_DEPTH}")
-        if len(data) < 16:
-            raise PacketError("a bundle without a complete timetag")
-        when = ntp_to_unix(struct.unpack_from(">Q", data, 8)[0])
-        if when is None or (due is not None and when < due):
-            when = due  # an enclosed bundle is never due before its enclosing one
-        i = 16
-        while i < len(data):
-            if i + 4 > len(data):
-                raise PacketError("a bundle element size is cut short")
-            size = struct.unpack_from(">i", data, i)[0]
-            if size <= 0 or size % 4 or i + 4 + size > len(data):
-                raise PacketError(f"a bundle element claims {size} bytes")
-            _walk(data[i + 4:i + 4 + size], when, depth + 1, out)
-            i += 4 + size
-    elif data.startswith(b"/"):
-        if len(data) % 4:
-            raise PacketError(f"its length {len(data)} is not a multiple of 4")
-        try:
-            msg = OscMessage(data)
-        except Exception as e:  # python-osc raises ParseError, but also IndexError/struct/unicode errors
-            raise PacketError(f"cannot parse a message ({_first_line(e)})") from None
-        out.append((due, msg))
-    elif not data:
-        raise PacketError("it is empty")
-    else:
-        raise PacketError("it is neither an OSC message nor a bundle")
-
-
-def build_message(address: str, args: Iterable[Any]) -> bytes:
-    b = OscMessageBuilder(address)
-    for a in args:
-        if isinstance(a, bool):
-            b.add_arg(int(a), "i")
-        elif isinstance(a, int):
-            b.add_arg(a, "i" if -2**31 <= a < 2**31 else "h")
-        elif isinstance(a, float):
-            b.add_arg(a, "f")
-        else:
-            b.add_arg(str(a), "s")
-    return b.build().dgram
-
-
-def slip_encode(data: bytes) -> bytes:
-    return b"\xc0" + data.replace(b"\xdb", b"\xdb\xdd").replace(b"\xc0", b"\xdb\xdc") + b"\xc0"
-
-
-def slip_decode(frame: bytes) -> bytes:
-    return frame.replace(b"\xdb\xdc", b"\xc0").replace(b"\xdb\xdd", b"\xdb")
-
-
-def _first_line(x: Any, limit: int = 240) -> str:
-    """One printable line, at most `limit` characters."""
-    text = " ".join(str(x).split())
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-# -- namespace and tables --------------------------------------------------------------------------------
-
-
-def namespace_messages(registry: ParamRegistry) -> list[tuple[str, tuple]]:
-    """`/distill/namespace <address> <types> <lo> <hi> <default> <description>`, one per parameter, then
-    `/distill/namespace/end <count>`. Always 6 arguments of the same OSC types (s s f f f s) so a Max
-    or Pd patch can `route`/`unpack` them; a non-numeric default is sent as 0."""
-    out = []
-    for p in registry.params.values():
-        lo, hi = p.range
-        default = float(p.default) if isinstance(p.default, (int, float)) else 0.0
-        out.append((NAMESPACE, (p.address, p.types or "-", lo, hi, default, p.description)))
-    out.append((f"{NAMESPACE}/end", (len(registry.params),)))
-    return out
-
-
-def dump_messages(registry: ParamRegistry) -> list[tuple[str, tuple]]:
-    """`/distill/state <address> <value>` for every stored value (a free descriptor reports its `/free`
-    address instead of a value: replaying a dump restores the state), then `/distill/dump/end <count>`."""
-    values, held = registry.snapshot()
-    out = []
-    for address, p in registry.params.items():
-        if p.name.startswith("descriptor/") and not p.name.endswith("/free"):
-            d = p.name.split("/")[1]
-            if not held.get(d, False):
-                out.append((f"{PREFIX}/state", (f"{address}/free",)))
-                continue
-        if address in values:
-            out.append((f"{PREFIX}/state", (address, values[address])))
-    out.append((f"{PREFIX}/dump/end", (len(out),)))
-    return out
-
-
-MODEL_DEPENDENT = {  # ranges the README shows in words: they depend on the model
-    "topk": "0..codebook size",
-    "cue": "0..cues − 1",
-    "levels": "1..levels",
-    "lock": "0..levels",
-}
-
-_ARG_WORDS = {"f": "f", "i": "i", "b": "i 0/1", "s": "s (path)", "f*": "f × worlds", "i,f?": "i [f]", "": "—"}
-
-LAYER_ROWS = [
-    (DUMP, "—", "", "", "reply every current value as `/distill/state <address> <value>`, "
-                        "then `/distill/dump/end <count>`"),
-    (NAMESPACE, "—", "", "", "reply `/distill/namespace <address> <types> <lo> <hi> <default> <description>` "
-                             "per parameter, then `/distill/namespace/end <count>`"),
-    (REPLY, "[i]", "1..65535", "", "send replies to this port on the sender's host (no argument: back to "
-                                   "`--reply`, else the last sender)"),
-    (f"{PREFIX}/midi/learn", "s", "", "", "bind the next MIDI control moved to this parameter (e.g. `gain`)"),
-    (f"{PREFIX}/midi/save", "s", "", "", "write the MIDI map, with what was learned, to this file"),
-]
-
-REPLY_ROWS = [
-    (f"{PREFIX}/state", "s, any…", "a change was applied: address and value(s); several changes of one address "
-                                  "within 10 ms are sent as the latest"),
-    (f"{PREFIX}/meter", "f", f"output peak, about {METER_RATE:g} per second"),
-    (f"{PREFIX}/codes", "i…", "the current frame's codes, coarse to fine, at the meter rate (-1: a level not decoded)"),
-    (f"{PREFIX}/stats", "f f i f f", "real-time factor (0 before the first frame), buffer depth ms, underruns, "
-                                    "latency ms, MIDI clock tempo in bpm (0: no clock); once a second"),
-    (f"{PREFIX}/error", "s", f"one line for anything refused or clamped (at most {ERRORS_PER_SECOND} per second)"),
-]
-
-
-def _num(x) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
-def doc_registry() -> ParamRegistry:
-    """The registry the README documents: one world called `<name>`, ranges that depend on the model
-    shown in words (see MODEL_DEPENDENT), and the audio input's controls (serve --input)."""
-    return ParamRegistry(["<name>"], levels=8, codebook_size=1024, cues=1, audio_input=True)
-
-
-def markdown_table(registry: ParamRegistry | None = None) -> str:
-    """The README's OSC tables (control addresses, then replies), generated from a registry.
-    With no registry: the documentation registry, model-dependent ranges in words."""
-    symbolic = registry is None
-    registry = registry or doc_registry()
-    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-    lines = ["| address | args | range | default | meaning |", "|---|---|---|---|---|"]
-    for p in registry.params.values():
-        if symbolic and p.name in MODEL_DEPENDENT:
-            rng = MODEL_DEPENDENT[p.name]
-        elif p.types in ("b", "f*") or (p.lo is not None and p.hi is not None):
-            lo, hi = p.range
-            rng = f"{_num(lo)}..{_num(hi)}"
-        else:
-            rng = ""
-        default = "" if p.default is None else _num(p.default)
-        if symbolic and p.name == "levels":
-            default = "levels"
-        smooth = f" (smoothed {p.smooth * 1000:g} ms)" if p.smooth else ""
-        lines.append(f"| `{p.address}` | {_ARG_WORDS.get(p.types, p.types)} | {rng} | {default} | "
-                     f"{esc(p.description)}{smooth} |")
-    for address, args, rng, default, meaning in LAYER_ROWS:
-        lines.append(f"| `{address}` | {args} | {rng} | {default} | {esc(meaning)} |")
-    lines += ["", "| reply | args | meaning |", "|---|---|---|"]
-    for address, args, meaning in REPLY_ROWS:
-        lines.append(f"| `{address}` | {args} | {esc(meaning)} |")
-    return "\n".join(lines) + "\n"
-
-
-# -- the server ------------------------------------------------------------------------------------------
 
 
 @dataclass(eq=False)
@@ -529,8 +135,10 @@ class OscServer:
 
     def __init__(self, engine, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, tcp_port: int | None = None,
                  bind_any: bool = False, allow: Sequence = (), reply: tuple[str, int] | None = None,
-                 feedback: bool = True):
+                 feedback: bool = True, handlers: dict[str, Callable[[list], None]] | None = None,
+                 tempo: Callable[[], float | None] | None = None):
         self.engine = engine
+        self.tempo = tempo  # the bpm of the clock serve follows (MIDI), for /distill/stats; None: no clock
         self.allow = [ipaddress.ip_network(a, strict=False) if isinstance(a, str) else a for a in allow]
         self.counters = Counters()
         self.feedback = feedback
@@ -557,9 +165,12 @@ class OscServer:
         except BaseException:
             self._close_sockets()
             raise
-        self.handlers: dict[str, Callable[[list], None]] = {}  # extra addresses (e.g. /distill/midi/learn);
-        #   a handler runs on the receive thread, must be quick, and raises ValueError(sentence) to refuse
-        self._dumps: list[int] = []  # /distill/dump requests: the engine's sample count when each came
+        # the addresses answered here rather than by the registry, as python-osc's dispatcher maps them: a
+        # handler takes the message's arguments, runs on the receive thread, must be quick, and raises
+        # ValueError(one sentence) to refuse
+        self.handlers: dict[str, Callable[[list], None]] = {DUMP: self._dump, NAMESPACE: self._namespace,
+                                                            REPLY: self._reply, **(handlers or {})}
+        self._dumps: deque[float] = deque()  # /distill/dump requests: the engine time when each came
         self.runtime_reply: tuple | None = None  # set by /distill/reply
         self.last_sender: tuple | None = None  # ("udp", addr) or ("tcp", _Tcp)
         self._tcp_clients: dict[socket.socket, _Tcp] = {}
@@ -644,7 +255,7 @@ class OscServer:
                     else:
                         self._read_tcp(key.data)
                 except Exception as e:  # never let one packet or peer stop the server
-                    self._warn("rx", f"OSC receive problem: {_first_line(e)}")
+                    self._warn("rx", f"OSC receive problem: {one_line(e)}")
 
     def _spend(self, since: float) -> float:
         """Account receive-thread work since `since`; past FLOOD_SHARE of the window, rest until it ends.
@@ -716,7 +327,7 @@ class OscServer:
             self._drop_tcp(c)
             return
         if c.slip is None:
-            c.slip = chunk[0] == _SLIP_END
+            c.slip = chunk[0] == SLIP_END
         c.buf += chunk
         if c.slip:
             while True:
@@ -799,21 +410,12 @@ class OscServer:
             except Exception:
                 self._refused("a malformed message refused")
                 continue
-            self._dispatch(address, args, due, source, batches)
+            self._dispatch(address, args, due, batches)
         for at, batch in batches.items():
             self.engine.registry.submit_validated(batch, at=at)
             self.counters.messages += len(batch)
 
-    def _dispatch(self, address: str, args: list, due: float | None, source: tuple, batches: dict) -> None:
-        if address == DUMP:  # answered once the generator has applied what came before it
-            self._dumps.append(self.engine.player.samples)
-            return
-        if address == NAMESPACE:
-            self._queue_many(namespace_messages(self.engine.registry), None)
-            return
-        if address == REPLY:
-            self._set_reply(args, source)
-            return
+    def _dispatch(self, address: str, args: list, due: float | None, batches: dict) -> None:
         handler = self.handlers.get(address)
         if handler is not None:
             try:
@@ -828,19 +430,19 @@ class OscServer:
             self._refused(str(e))
             return
         if not targets:
-            self._refused(f"unknown address {_first_line(address, 120)}")
+            self._refused(f"unknown address {one_line(address, 120)}")
             return
         at = None
         if due is not None:
             ahead = due - time.time()
             if ahead > MAX_AHEAD:
-                self._refused(f"a bundle for {_first_line(address, 80)} is {ahead:.0f} s ahead; "
+                self._refused(f"a bundle for {one_line(address, 80)} is {ahead:.0f} s ahead; "
                               f"the limit is {MAX_AHEAD:g} s")
                 return
             if ahead > 0:
                 # the frame it falls in: the start of the frame whose span holds the timetag (the same
                 # division as Player.time, so the generator applies it exactly at that frame)
-                rate = self.engine.player.frame_rate
+                rate = self.engine.frame_rate
                 at = math.floor(self.engine.time_of(due) * rate) / rate
                 if not self._schedule(at, len(targets)):
                     self._refused(f"{address} refused: {MAX_SCHEDULED} timed messages are already waiting")
@@ -874,7 +476,7 @@ class OscServer:
         return hit
 
     def _schedule(self, at: float, n: int) -> bool:
-        now = self.engine.player.time
+        now = self.engine.time
         while self._scheduled and self._scheduled[0] <= now:
             heapq.heappop(self._scheduled)
         if len(self._scheduled) + n > MAX_SCHEDULED:
@@ -883,19 +485,24 @@ class OscServer:
             heapq.heappush(self._scheduled, at)
         return True
 
-    def _set_reply(self, args: list, source: tuple) -> None:
+    def _dump(self, args: list) -> None:
+        self._dumps.append(self.engine.time)  # answered once the generator has applied what came before it
+
+    def _namespace(self, args: list) -> None:
+        self._queue_many(namespace_messages(self.engine.registry), None)
+
+    def _reply(self, args: list) -> None:
+        """/distill/reply PORT: replies go to that port on the sender's host; no port: as before."""
         if not args:
             self.runtime_reply = None
             return
         port = args[0]
         if len(args) != 1 or isinstance(port, bool) or not isinstance(port, (int, float)) or not (
                 math.isfinite(port) and 1 <= port <= 65535 and port == int(port)):
-            self._refused(f"{REPLY} takes one port number (1..65535), got {_first_line(args, 80)}")
+            self._refused(f"{REPLY} takes one port number (1..65535), got {one_line(args, 80)}")
             return
-        if source[0] == "tcp":
-            host = source[1].peer[0]
-        else:
-            host = source[1][0]
+        kind, where = self.last_sender  # the sender of this message
+        host = where.peer[0] if kind == "tcp" else where[0]
         self.runtime_reply = ("udp", (host, int(port)) if self.udp.family == socket.AF_INET
                               else (host, int(port), 0, 0))
 
@@ -915,7 +522,7 @@ class OscServer:
             return
         self._error_window = (second, sent + 1)
         log.debug("refused: %s", sentence)
-        self._queue(f"{PREFIX}/error", (_first_line(sentence),), target)
+        self._queue(ERROR, (one_line(sentence),), target)
 
     def _queue(self, address: str, args: tuple, target: tuple | None = None) -> None:
         try:
@@ -951,11 +558,11 @@ class OscServer:
             except queue.Empty:
                 pass
             except Exception as e:
-                self._warn("tx", f"OSC reply problem: {_first_line(e)}")
+                self._warn("tx", f"OSC reply problem: {one_line(e)}")
             try:
                 self._send_changes()
-                while self._dumps and self.engine.player.samples > self._dumps[0]:
-                    self._dumps.pop(0)
+                while self._dumps and self.engine.time > self._dumps[0]:
+                    self._dumps.popleft()
                     for address, args in dump_messages(self.engine.registry):
                         self._send(None, address, args)
                 for _ in range(100):
@@ -966,38 +573,28 @@ class OscServer:
                 now = time.monotonic()
                 if self.feedback and now >= next_meter:
                     next_meter = max(next_meter + meter_period, now - meter_period)
-                    self._send(None, f"{PREFIX}/meter", (float(self.engine.level),))
-                    codes = getattr(self.engine.player, "last_codes", None)
-                    if codes is not None and codes is not last_codes:
+                    self._send(None, METER, (float(self.engine.level),))
+                    codes = self.engine.last_codes
+                    if codes is not last_codes:
                         last_codes = codes
-                        self._send(None, f"{PREFIX}/codes", tuple(int(c) for c in codes.tolist()))
+                        self._send(None, CODES, tuple(int(c) for c in codes.tolist()))
                 if now >= next_stats:
                     next_stats = max(next_stats + STATS_PERIOD, now)
                     if self.feedback:
-                        self._send(None, f"{PREFIX}/stats", self.stats())
+                        self._send(None, STATS, self.stats())
                     suppressed = self.counters.errors_suppressed - reported
                     if suppressed:
                         reported += suppressed
-                        self._send(None, f"{PREFIX}/error", (f"{suppressed} more refused messages were not "
+                        self._send(None, ERROR, (f"{suppressed} more refused messages were not "
                                                              f"reported (at most {ERRORS_PER_SECOND} per second)",))
             except Exception as e:  # a reply problem must never stop feedback or anything else
-                self._warn("tx", f"OSC reply problem: {_first_line(e)}")
+                self._warn("tx", f"OSC reply problem: {one_line(e)}")
 
     def stats(self) -> tuple[float, float, int, float, float]:
         """(rtf, buffer depth ms, underruns, latency ms, tempo bpm or 0) as /distill/stats sends them."""
-        e = self.engine
-        summary = {}
-        for _ in range(5):
-            try:
-                summary = e.telemetry.summary()
-                break
-            except (RuntimeError, ValueError):  # the window was appended to while copying
-                continue
-        buffer_ms = e.queued_seconds() * 1000.0
-        latency_ms = e.latency_ms()
-        bpm = (e.tempo() if e.tempo is not None else None) or 0.0
-        return (float(summary.get("rtf", 0.0)), float(buffer_ms), int(summary.get("underruns", 0)), float(latency_ms),
-                float(bpm))
+        s = self.engine.stats()
+        bpm = (self.tempo() if self.tempo is not None else None) or 0.0
+        return float(s["rtf"]), float(s["buffer_ms"]), int(s["underruns"]), float(s["latency_ms"]), float(bpm)
 
     def _send_changes(self) -> None:
         latest: dict[str, tuple] = {}
@@ -1010,13 +607,13 @@ class OscServer:
             self.counters.applied += 1
             p = registry.params.get(address)
             if p is None or not p.stored:  # a command: every one is reported
-                self._send(None, f"{PREFIX}/state", (address, *args))
+                self._send(None, STATE, (address, *args))
                 continue
             for changed, value in registry.expand(address, args) + [(address, args)]:  # mix: its worlds, then itself
                 latest.pop(changed, None)  # re-insert: keep the order of the latest change
                 latest[changed] = value
         for address, args in latest.items():
-            self._send(None, f"{PREFIX}/state", (address, *args))
+            self._send(None, STATE, (address, *args))
 
     def _send_item(self, item: tuple) -> None:
         target, address, args = item
@@ -1030,7 +627,7 @@ class OscServer:
             data = build_message(address, args)
         except Exception as e:
             self.counters.replies_dropped += 1
-            self._warn("build", f"cannot build OSC reply {address}: {_first_line(e)}")
+            self._warn("build", f"cannot build OSC reply {address}: {one_line(e)}")
             return
         kind, where = target
         if kind == "udp":
@@ -1070,16 +667,3 @@ class OscServer:
                     c.sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m distill_live.control.osc.server",
-                                     description="Print the README's OSC table, generated from the registry.")
-    parser.add_argument("--markdown", action="store_true", help="print the markdown tables (the default)")
-    parser.parse_args(argv)
-    print(markdown_table(), end="")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
