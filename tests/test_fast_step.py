@@ -1,5 +1,5 @@
-"""The live step functions are rearranged for speed at batch 1 (distill_live/model/codec.py `Decoder.step`,
-distill_live/model/prior.py `Prior.step` and `sample`); these tests hold them to the plain definitions.
+"""The live paths are rearranged for speed at batch 1 (the codec blocks' fast paths in distill_live/model/codec.py,
+`Prior.step` and `sample` in distill_live/model/prior.py); these tests hold them to the plain definitions.
 
 tests/test_streaming.py already checks decode_step against whole-sequence decoding and the prior's
 teacher-forced step against its training forward pass; here: absent levels in the decoder, and the

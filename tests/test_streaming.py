@@ -55,15 +55,15 @@ def test_frame_by_frame_encoding_equals_whole_sequence(name):
     t = torch.arange(frames * cfg.hop) / cfg.sample_rate
     audio = 0.3 * torch.randn(2, frames * cfg.hop, generator=gen) * torch.sin(2 * torch.pi * 3 * t) ** 2
     with torch.no_grad():
-        whole_latent = codec.encoder(audio)
+        whole_latent, _ = codec.encoder(audio, codec.encoder.start(2))
         whole = codec.encode(audio)  # first, so its k-means init has settled the codebooks the streams copy
         state = codec.start_encoding(batch=2)
         latents, codes = [], []
         for frame in audio.split(cfg.hop, dim=1):
-            latent, _ = codec.encoder.step(frame, state)
+            latent, _ = codec.encoder(frame, state)
             frame_codes, state = codec.encode_step(frame, state)
             assert frame_codes.shape == (2, cfg.levels)
-            latents.append(latent)
+            latents.append(latent[:, 0])
             codes.append(frame_codes)
     latents, codes = torch.stack(latents, dim=1), torch.stack(codes, dim=1)
     assert torch.allclose(latents, whole_latent, atol=1e-5, rtol=1e-4), \

@@ -1,11 +1,13 @@
 """The codec: causal encoder -> residual vector quantizer -> causal decoder with an inverse-STFT head.
 
-Every convolution looks only at the past, so the decoder runs one frame at a time with a small
-cached state (`Codec.start` / `Codec.decode_step`) and produces the same samples as decoding the
-whole sequence at once. Decoding a sequence is streaming from a zero state (`Decoder.forward`);
-`Decoder.step` is the same arithmetic arranged for one frame at batch 1, where the cost is in the
-number of operations rather than in their size (see its docstring). tests/test_streaming.py checks
-that the two agree.
+Every convolution looks only at the past, so encoder and decoder run one frame at a time with a small
+cached state (`Codec.start_encoding` / `encode_step`, `Codec.start` / `decode_step`) and give the
+same numbers as a whole sequence at once: encoding or decoding a sequence is streaming from a zero
+state. Each block has one definition and chooses its fast path itself: for the few steps of a
+streamed frame, outside training, the operations that are slow at that size (depthwise conv1d,
+complex assembly, the overlap-add loop) become equivalent cheaper ones, since at batch 1 the cost is
+in the number of operations rather than in their size. Training and long inputs take the plain
+path, so training is exactly what it was. tests/test_streaming.py checks that the two agree.
 """
 from __future__ import annotations
 
@@ -19,9 +21,21 @@ from vector_quantize_pytorch import ResidualVQ
 
 from .config import CodecConfig
 
+STREAM_STEPS = 8  # inputs this short (a streamed frame: 1 step, or `upsample` after the decoder's upsampling)
+#                   take the fast path outside training
+
+
+def fast(module: nn.Module, steps: int) -> bool:
+    """Whether a block takes its fast path: a streamed frame's few steps, not training."""
+    return steps <= STREAM_STEPS and not module.training
+
 
 class CausalBlock(nn.Module):
-    """ConvNeXt block on [B, T, D] whose depthwise convolution sees only the past."""
+    """ConvNeXt block on [B, T, D] whose depthwise convolution sees only the past.
+
+    The blocks are called with `block.forward(...)`, not `block(...)`: at batch 1 nn.Module's call
+    machinery costs about as much as a block's arithmetic, and no hooks are used.
+    """
 
     def __init__(self, dim: int, kernel: int):
         super().__init__()
@@ -33,28 +47,24 @@ class CausalBlock(nn.Module):
         self.scale = nn.Parameter(torch.full((dim,), 0.1))
 
     def forward(self, x: torch.Tensor, past: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: [B, T, D]; past: the last `context` inputs [B, D, context]. Returns output and new past."""
-        seq = torch.cat([past, x.transpose(1, 2)], dim=2)
-        h = self.depthwise(seq).transpose(1, 2)
-        h = self.project(F.gelu(self.expand(self.norm(h))))
-        return x + self.scale * h, seq[:, :, seq.shape[2] - self.context:]
+        """x: [B, T, D]; past: the last `context` inputs [B, D, context]. Returns output and new past.
 
-    def step(self, x: torch.Tensor, past: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`forward` for the few steps of one streamed frame (x [B, T, D], T small).
-
-        The depthwise convolution over `past` + x becomes a multiply-add over sliding windows: for a
-        handful of outputs a conv1d call costs ~40 us of setup, the multiply-add ~5 us.
+        Fast path: the depthwise convolution over `past` + x becomes a multiply-add over sliding windows
+        (for a handful of outputs a conv1d call costs ~40 us of setup, the multiply-add ~5 us).
         """
         seq = torch.cat([past, x.transpose(1, 2)], dim=2)  # [B, D, context + T]
-        weight = self.depthwise.weight[:, 0]  # [D, kernel]
-        if x.shape[1] == 1:
-            h = (seq * weight).sum(-1)[:, None]
+        streaming = fast(self, x.shape[1])
+        if not streaming:
+            h = self.depthwise(seq).transpose(1, 2)
+        elif x.shape[1] == 1:
+            h = ((seq * self.depthwise.weight[:, 0]).sum(-1) + self.depthwise.bias)[:, None]
         else:
-            h = (seq.unfold(2, self.context + 1, 1) * weight[:, None]).sum(-1).transpose(1, 2)  # [B, T, D]
-        h = F.layer_norm(h + self.depthwise.bias, self.norm.normalized_shape, self.norm.weight, self.norm.bias,
-                         self.norm.eps)
+            windows = seq.unfold(2, self.context + 1, 1)  # [B, D, T, kernel]
+            h = (windows * self.depthwise.weight).sum(-1).transpose(1, 2) + self.depthwise.bias  # [B, T, D]
+        h = F.layer_norm(h, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
         h = F.linear(F.gelu(F.linear(h, self.expand.weight, self.expand.bias)), self.project.weight, self.project.bias)
-        return torch.addcmul(x, self.scale, h), seq[:, :, x.shape[1]:]
+        out = torch.addcmul(x, self.scale, h) if streaming else x + self.scale * h  # the same sum, in one op
+        return out, seq[:, :, x.shape[1]:]
 
 
 @dataclass
@@ -87,31 +97,28 @@ class Encoder(nn.Module):
         # empty bin added the same large constant to the projection, which (after the norms) drowned
         # out the few bins that tell one sound from another: a fresh codec could not tell a bright
         # clip from a dark one and learnt one average spectrum for both.
-        return self.proj(torch.log1p(torch.fft.rfft(windows * self.window).abs() * 1e4) * 0.25)
-
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        frames = audio.shape[-1] // self.hop
-        audio = F.pad(audio[:, : frames * self.hop], (self.n_fft - self.hop, 0))
-        x = self._features(audio.unfold(-1, self.n_fft, self.hop))
-        for block in self.blocks:
-            x, _ = block(x, x.new_zeros(x.shape[0], x.shape[2], block.context))
-        return self.out(self.norm(x))
+        return F.linear(torch.log1p(torch.fft.rfft(windows * self.window).abs() * 1e4) * 0.25, self.proj.weight,
+                        self.proj.bias)
 
     def start(self, batch: int = 1) -> EncoderState:
         p = self.proj.weight
         return EncoderState(p.new_zeros(batch, self.n_fft - self.hop),
                             [p.new_zeros(batch, p.shape[0], b.context) for b in self.blocks])
 
-    def step(self, audio: torch.Tensor, state: EncoderState) -> tuple[torch.Tensor, EncoderState]:
-        """One frame, audio [B, hop] -> latent [B, latent_dim]: `forward` for the frame that ends with `audio`."""
-        seq = torch.cat([state.samples, audio], dim=1)  # [B, n_fft]: this frame's window
-        x = self._features(seq)[:, None]
+    def forward(self, audio: torch.Tensor, state: EncoderState) -> tuple[torch.Tensor, EncoderState]:
+        """audio [B, n] -> latent [B, n // hop, latent_dim], continuing from `state` (`start` for silence
+        before the audio). Frame t's window ends with its last sample."""
+        frames = audio.shape[-1] // self.hop
+        seq = torch.cat([state.samples, audio[:, : frames * self.hop]], dim=1)
+        x = self._features(seq.unfold(-1, self.n_fft, self.hop))
         block_past = []
         for block, past in zip(self.blocks, state.block_past):
-            x, past = block.step(x, past)
+            x, past = block.forward(x, past)
             block_past.append(past)
-        latent = self.out(self.norm(x))[:, 0]
-        return latent, EncoderState(seq[:, self.hop:], block_past, state.books, state.books_sq)
+        latent = F.linear(F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps),
+                          self.out.weight, self.out.bias)
+        return latent, EncoderState(seq[:, seq.shape[1] - state.samples.shape[1]:], block_past, state.books,
+                                    state.books_sq)
 
 
 class ISTFTHead(nn.Module):
@@ -149,29 +156,25 @@ class ISTFTHead(nn.Module):
         return self.advance[index]  # [steps, bins]
 
     def forward(self, x: torch.Tensor, tail: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, steps, dim] -> (audio [B, steps * hop], new tail). Fast path: the spectrum in polar form in
+        one call, and the overlap-add as one fold."""
         batch, steps = x.shape[0], x.shape[1]
-        log_mag, phase = self.out(x).chunk(2, dim=-1)
+        streaming = fast(self, steps)
+        log_mag, phase = F.linear(x, self.out.weight, self.out.bias).chunk(2, dim=-1)
         phase = phase + self._phase_advance(steps, start)
         mag = torch.exp(log_mag.clamp(max=6.0))
-        frames = torch.fft.irfft(torch.complex(mag * torch.cos(phase), mag * torch.sin(phase)), n=self.n_fft)
-        frames = frames * self.window  # [B, steps, n_fft]
-        length = steps * self.hop
-        out = F.pad(tail, (0, length))
-        for i in range(self.n_fft // self.hop):
-            part = frames[:, :, i * self.hop:(i + 1) * self.hop].reshape(batch, length)
-            out[:, i * self.hop:i * self.hop + length] += part
-        return out[:, :length], out[:, length:]
-
-    def step(self, x: torch.Tensor, tail: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """`forward` with fewer operations, for streaming: polar form in one call, overlap-add as one fold."""
-        steps = x.shape[1]
-        log_mag, phase = F.linear(x, self.out.weight, self.out.bias).chunk(2, dim=-1)
-        spec = torch.polar(torch.exp(log_mag.clamp(max=6.0)), phase + self._phase_advance(steps, start))
+        spec = torch.polar(mag, phase) if streaming else torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
         frames = torch.fft.irfft(spec, n=self.n_fft) * self.window  # [B, steps, n_fft]
         length = steps * self.hop
-        out = F.fold(frames.transpose(1, 2), (1, length + tail.shape[1]), (1, self.n_fft), stride=(1, self.hop))
-        out = out.view(x.shape[0], -1)
-        out[:, :tail.shape[1]] += tail
+        if streaming:
+            out = F.fold(frames.transpose(1, 2), (1, length + tail.shape[1]), (1, self.n_fft), stride=(1, self.hop))
+            out = out.view(batch, -1)
+            out[:, :tail.shape[1]] += tail
+        else:
+            out = F.pad(tail, (0, length))
+            for i in range(self.n_fft // self.hop):
+                part = frames[:, :, i * self.hop:(i + 1) * self.hop].reshape(batch, length)
+                out[:, i * self.hop:i * self.hop + length] += part
         return out[:, :length], out[:, length:]
 
 
@@ -209,45 +212,26 @@ class Decoder(nn.Module):
         )
 
     def forward(self, latent: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
-        """latent [B, T, latent_dim] -> audio [B, T*hop], continuing from `state`."""
-        batch, frames = latent.shape[0], latent.shape[1]
-        x = self.inp(latent)
-        block_past = []
-        for block, past in zip(self.blocks, state.block_past):
-            x, past = block(x, past)
-            block_past.append(past)
-        x = self.up(self.norm(x)).reshape(batch, frames * self.cfg.upsample, self.cfg.up_dim)
-        up_past = []
-        for block, past in zip(self.up_blocks, state.up_past):
-            x, past = block(x, past)
-            up_past.append(past)
-        audio, tail = self.head(self.up_norm(x), state.tail, state.head_step)
-        head_step = (state.head_step + x.shape[1]) % self.head.period
-        return audio, DecoderState(block_past, up_past, tail, state.table, head_step)
+        """latent [B, T, latent_dim] -> audio [B, T*hop], continuing from `state`.
 
-    def step(self, latent: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
-        """One frame, latent [B, latent_dim] -> audio [B, hop]: `forward` for T = 1 in fewer operations.
-
-        At batch 1 a frame is a few MFLOP: its time goes to reading the weights (8 MB for the
-        default preset) and to the fixed cost of each tensor operation. This path cuts the second:
-        it calls the functional ops directly (no module dispatch) and swaps the operations that
-        are slow at this size (depthwise conv1d, complex assembly, overlap-add loop) for
-        equivalent cheaper ones.
+        Written with the functional ops and `block.forward`: at batch 1 a frame is a few MFLOP, its time
+        goes to reading the weights (8 MB for the default preset) and to the fixed cost of each
+        operation, and module dispatch is one of those costs.
         """
-        batch = latent.shape[0]
-        x = F.linear(latent, self.inp.weight, self.inp.bias)[:, None]
+        batch, frames = latent.shape[0], latent.shape[1]
+        x = F.linear(latent, self.inp.weight, self.inp.bias)
         block_past = []
         for block, past in zip(self.blocks, state.block_past):
-            x, past = block.step(x, past)
+            x, past = block.forward(x, past)
             block_past.append(past)
         x = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
-        x = F.linear(x, self.up.weight, self.up.bias).view(batch, self.cfg.upsample, self.cfg.up_dim)
+        x = F.linear(x, self.up.weight, self.up.bias).reshape(batch, frames * self.cfg.upsample, self.cfg.up_dim)
         up_past = []
         for block, past in zip(self.up_blocks, state.up_past):
-            x, past = block.step(x, past)
+            x, past = block.forward(x, past)
             up_past.append(past)
         x = F.layer_norm(x, self.up_norm.normalized_shape, self.up_norm.weight, self.up_norm.bias, self.up_norm.eps)
-        audio, tail = self.head.step(x, state.tail, state.head_step)
+        audio, tail = self.head.forward(x, state.tail, state.head_step)
         head_step = (state.head_step + x.shape[1]) % self.head.period
         return audio, DecoderState(block_past, up_past, tail, state.table, head_step)
 
@@ -275,7 +259,7 @@ class Codec(nn.Module):
     def forward(self, audio: torch.Tensor, quantizer_dropout: bool = False):
         """Training pass: audio [B, n] -> (reconstruction [B, T*hop], codes [B, T, L], commitment loss)."""
         self.quantizer.quantize_dropout = quantizer_dropout and self.cfg.levels > 1
-        latent = self.encoder(audio)
+        latent, _ = self.encoder(audio, self.encoder.start(audio.shape[0]))
         with torch.autocast(audio.device.type, enabled=False):  # the quantizer stays in float32
             quantized, codes, commit = self.quantizer(latent.float())
         recon, _ = self.decoder(quantized, self.decoder.start(audio.shape[0]))
@@ -285,7 +269,8 @@ class Codec(nn.Module):
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         """audio [B, n] -> codes [B, n // hop, levels]. Call in eval mode."""
         self.quantizer.quantize_dropout = False
-        _, codes, _ = self.quantizer(self.encoder(audio))
+        latent, _ = self.encoder(audio, self.encoder.start(audio.shape[0]))
+        _, codes, _ = self.quantizer(latent)
         return codes
 
     def start_encoding(self, batch: int = 1) -> EncoderState:
@@ -302,8 +287,8 @@ class Codec(nn.Module):
         The residual quantizer's nearest-codebook search (the same squared distance its `cdist`
         computes), written out for one frame: the library's forward costs far more in bookkeeping.
         """
-        latent, state = self.encoder.step(audio, state)
-        residual, codes = latent, []
+        latent, state = self.encoder.forward(audio, state)
+        residual, codes = latent[:, 0], []
         for books, books_sq in zip(state.books, state.books_sq):
             distance = (residual ** 2).sum(-1, keepdim=True) + books_sq - 2 * residual @ books.T
             code = distance.clamp_min(1e-8).argmin(-1)  # [B]
@@ -355,4 +340,4 @@ class Codec(nn.Module):
             state.table = self.latent_table()
         rows = codes[:, :levels] + self._level_offsets[:levels]
         latent = F.embedding_bag(rows, state.table, mode="sum")  # [B, latent_dim]
-        return self.decoder.step(latent, state)
+        return self.decoder.forward(latent[:, None], state)

@@ -17,6 +17,11 @@ conditioning while the controls do not change, feeds the GRU through one fused c
 chosen code's head embedding once instead of re-summing all coarser levels per level, and samples
 without `torch.multinomial`'s checks (see `sample`). `forward` (training) and `level_logits` are the plain definitions;
 tests/test_fast_step.py checks that `step` samples exactly what they give.
+
+Unlike the codec's blocks, the prior keeps two definitions (`forward` and `step`, and the same pair in
+its attention layers): `forward` is teacher-forced, every level of every frame given at once, while
+`step` samples each level before the next can be computed and carries the recurrent or rolling
+key/value memory, so one cannot be the other on a short input without losing the speed.
 """
 from __future__ import annotations
 
