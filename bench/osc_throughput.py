@@ -31,6 +31,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from distill_live.control.osc.server import OscServer  # noqa: E402
 from distill_live.live.engine import Engine  # noqa: E402
+from distill_live.live.soundcard import PacedOutput  # noqa: E402
+from distill_live.model.modelfile import random_model  # noqa: E402
 
 SENDER = r"""
 import json, socket, sys, time
@@ -55,39 +57,6 @@ while sent < total:
         time.sleep(0.0005)
 print(json.dumps({"sent": sent, "seconds": time.perf_counter() - start}))
 """
-
-
-def tiny_model():
-    from distill_live.model.codec import Codec
-    from distill_live.model.config import preset
-    from distill_live.model.modelfile import DistillModel
-    from distill_live.model.prior import Prior
-
-    torch.manual_seed(0)
-    cfg = preset("tiny")
-    cfg.prior.worlds = 2
-    c = cfg.codec
-    return DistillModel(cfg, Codec(c).eval(), Prior(cfg.prior, c.levels, c.codebook_size).eval(),
-                        [torch.randint(c.codebook_size, (40, c.levels)) for _ in range(3)],
-                        {"manifest": {"worlds": ["bells", "noise"]}})
-
-
-class Card:
-    """Takes one hop from the ring every frame period through the engine's callback (a sound card)."""
-
-    def __init__(self, engine: Engine):
-        self.engine, self.stop_flag = engine, threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        e = self.engine
-        period, out, t0, k = e.hop / e.sample_rate, np.zeros((e.hop, 1), np.float32), time.perf_counter(), 0
-        while not self.stop_flag.is_set():
-            delay = t0 + k * period - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            e.callback(out, e.hop, None, None)
-            k += 1
 
 
 class Sink:
@@ -159,14 +128,14 @@ def main() -> None:
 
         model, model_name = load_model(args.model), os.path.basename(args.model)
     else:
-        model, model_name = tiny_model(), "tiny preset, random weights"
+        model, model_name = random_model("tiny", 0, ["bells", "noise"], [40] * 3), "tiny preset, random weights"
     engine = Engine(model, buffer_ms=60)
     sink = Sink()
     server = OscServer(engine, port=0, reply=None if args.no_replies else ("127.0.0.1", sink.port))
     engine.registry.submit("/distill/play", [1])
     engine.start()
-    card = Card(engine)
-    card.thread.start()
+    card = PacedOutput(engine, 1, engine.hop)  # stands in for a sound card
+    card.open()
     time.sleep(1.0)  # warm up
     results = []
     try:
@@ -174,7 +143,7 @@ def main() -> None:
             results.append(measure(engine, server, rate, args.seconds))
             time.sleep(0.5)
     finally:
-        card.stop_flag.set()
+        card.close()
         server.close()
         engine.stop()
         sink.stop_flag.set()

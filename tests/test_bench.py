@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from distill_live.commands.bench import random_model
-from distill_live.model.modelfile import save_model
+from distill_live.model.modelfile import random_model, save_model
+
+pytestmark = pytest.mark.slow  # runs distill-live bench
 
 KEYS = {"rtf", "frame_ms_p50", "frame_ms_p99", "frame_ms_max", "frame_period_ms", "frame_cpu_ms_p50", "prior_ms_p50", "decoder_ms_p50",
         "threads", "frames", "sample_rate", "hop", "model", "prior"}

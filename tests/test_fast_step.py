@@ -14,16 +14,7 @@ import torch
 from distill_live.model.codec import Codec
 from distill_live.model.config import preset
 from distill_live.model.prior import Controls, Prior, sample
-
-
-def random_codec(name: str) -> Codec:
-    torch.manual_seed(0)
-    codec = Codec(preset(name).codec)
-    with torch.no_grad():
-        for key, value in codec.quantizer.state_dict().items():
-            if key.endswith("_codebook.embed"):
-                value.normal_()
-    return codec.eval()
+from models import random_codec
 
 
 @pytest.mark.parametrize("name", ["tiny", "default"])

@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import tomllib
 
@@ -33,10 +32,10 @@ from distill_live.control.midi.ports import list_ports
 from distill_live.control.osc.server import OscServer
 from distill_live.live.engine import Engine
 from distill_live.live.player import render
-from distill_live.model.codec import Codec
-from distill_live.model.config import preset
-from distill_live.model.modelfile import DistillModel
-from distill_live.model.prior import Prior
+from cards import PacedCard
+from models import random_model
+
+pytestmark = pytest.mark.slow  # plays in real time through JACK MIDI
 
 MAP = """
 name = "jack test"
@@ -96,67 +95,19 @@ def tester(jack_env):
 def model():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # batch 1 is fastest on one thread, and the JACK server needs the other core
-    torch.manual_seed(0)
-    cfg = preset("tiny")
-    cfg.prior.worlds = 2
-    c = cfg.codec
-    codec = Codec(c)
-    codec(torch.randn(4, c.hop * 40))  # one training pass initialises the codebooks from data
-    model = DistillModel(cfg, codec.eval(), Prior(cfg.prior, c.levels, c.codebook_size).eval(),
-                         [torch.randint(c.codebook_size, (40, c.levels)) for _ in range(3)],
-                         {"manifest": {"worlds": ["bells", "noise"]}})
+    model = random_model()
     render(model, 0.3, messages=[(0.0, "/distill/cue", (1, 0.05))])  # warm torch up: first frames are slow
     yield model
     torch.set_num_threads(threads)
 
 
-class Card(threading.Thread):
-    """Stands in for a sound card: pulls audio from the engine callback at real-time pace."""
-
-    def __init__(self, engine: Engine, seconds: float = 20.0):
-        super().__init__(daemon=True)
-        self.engine, self.sr = engine, engine.sample_rate
-        self.heard = np.zeros(int(seconds * self.sr), dtype=np.float32)
-        self.consumed = 0
-        self.underruns: list[tuple[int, int]] = []  # (card sample, samples missing) where the ring ran dry
-        self.running = True
-        self.t0 = 0.0
-
-    def run(self) -> None:
-        self.t0 = time.monotonic()
-        while self.running:
-            due = min(len(self.heard), round((time.monotonic() - self.t0) * self.sr))
-            if due > self.consumed:
-                before = self.engine.ring.read
-                self.engine.callback(self.heard[self.consumed:due], due - self.consumed, None, None)
-                got = self.engine.ring.read - before
-                if got < due - self.consumed:
-                    self.underruns.append((self.consumed + got, due - self.consumed - got))
-                self.consumed = due
-            time.sleep(0.002)
-
-    def sample_at(self, monotonic: float) -> int:
-        """Which card sample was playing at that moment."""
-        return round((monotonic - self.t0) * self.sr)
-
-    def engine_time(self, card_sample: int) -> float:
-        """Engine time of a card sample: the engine's start-up silence and the silence of underruns
-        before it do not count."""
-        missing = sum(n for at, n in self.underruns if at < card_sample)
-        return (card_sample - self.engine.lead_in - missing) / self.sr
-
-
 @pytest.fixture()
 def engine(model):
-    engine = Engine(model, seed=0, buffer_ms=120)  # 120 ms of slack: the test machine is shared
-    engine.start()
-    card = Card(engine)
-    card.start()
-    engine.card = card
-    yield engine
-    card.running = False
-    card.join()
-    engine.stop()
+    # 120 ms of slack: the test machine is shared; 2 ms card blocks, so its samples' times are exact enough
+    card = PacedCard(Engine(model, seed=0, buffer_ms=120), block=32).start()
+    card.engine.card = card
+    yield card.engine
+    card.stop()
 
 
 def midi_args(*argv) -> argparse.Namespace:

@@ -11,16 +11,12 @@ import mido
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from distill_live.cli import main
 from distill_live.control.midi.mapfile import load_map
 from distill_live.control.midi.mapper import midi_file_messages
 from distill_live.control.params import ParamRegistry
-from distill_live.model.codec import Codec
-from distill_live.model.config import preset
-from distill_live.model.modelfile import DistillModel, save_model
-from distill_live.model.prior import Prior
+from models import random_model_file
 
 SR = 16000  # the tiny preset's rate: rendering at it keeps sample positions exact
 MAP = """
@@ -48,18 +44,7 @@ value = 0
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = preset("tiny")
-    cfg.prior.worlds = 2
-    c = cfg.codec
-    codec = Codec(c)
-    codec(torch.randn(4, c.hop * 40))  # one training pass initialises the codebooks from data
-    model = DistillModel(cfg, codec.eval(), Prior(cfg.prior, c.levels, c.codebook_size).eval(),
-                         [torch.randint(c.codebook_size, (40, c.levels)) for _ in range(3)],
-                         {"manifest": {"worlds": ["bells", "noise"]}})
-    path = tmp_path_factory.mktemp("model") / "m.distill"
-    save_model(path, model)
-    return path
+    return random_model_file(tmp_path_factory.mktemp("model") / "m.distill")
 
 
 def write_midi(path, events, ticks_per_beat=480) -> None:

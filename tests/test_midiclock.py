@@ -135,25 +135,10 @@ def test_a_quantised_key_starts_playback_at_the_first_frame_after_the_beat():
     """Clock times here are engine seconds, as in a render: the key lands exactly on the first 5 ms chunk after the beat."""
     import math
 
-    import torch
-
     from distill_live.live.player import Player
-    from distill_live.model.codec import Codec
-    from distill_live.model.config import preset
-    from distill_live.model.modelfile import DistillModel
-    from distill_live.model.prior import Prior
+    from models import random_model
 
-    torch.manual_seed(0)
-    cfg = preset("tiny")
-    cfg.prior.worlds = 1
-    c = cfg.codec
-    codec = Codec(c)
-    with torch.no_grad():  # random codebooks (untrained ones are all zero: silence)
-        for key, value in codec.quantizer.state_dict().items():
-            if key.endswith("_codebook.embed"):
-                value.normal_()
-    model = DistillModel(cfg, codec.eval(), Prior(cfg.prior, c.levels, c.codebook_size).eval(),
-                         [torch.randint(c.codebook_size, (20, c.levels)) for _ in range(2)], {"manifest": {"worlds": ["a"]}})
+    model = random_model(worlds=["a"], cues=(20, 20))
     registry = ParamRegistry.for_model(model)
     mapper = Mapper(parse_map("[keyboard]\nbase = 60\n", registry), registry, quantize="beat")
     offset = 0.013  # so the beat does not fall on a frame boundary

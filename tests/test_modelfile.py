@@ -12,10 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from distill_live.model.codec import Codec
-from distill_live.model.config import preset
 from distill_live.model.modelfile import FORMAT_VERSION, DistillModel, ModelFileError, load_model, save_model
-from distill_live.model.prior import Prior
+from models import random_model
 
 ROOT = Path(__file__).resolve().parents[1]
 META = {
@@ -28,18 +26,11 @@ META = {
 
 
 def make_model(with_prior: bool = True) -> DistillModel:
-    torch.manual_seed(0)
-    cfg = preset("tiny")
-    cfg.prior.worlds = 2
-    c = cfg.codec
-    codec = Codec(c)
-    with torch.no_grad():
-        for key, value in codec.quantizer.state_dict().items():
-            if key.endswith("_codebook.embed"):
-                value.normal_()
-    prior = Prior(cfg.prior, c.levels, c.codebook_size) if with_prior else None
-    cues = [torch.randint(c.codebook_size, (n, c.levels)) for n in (30, 41, 7)]
-    return DistillModel(cfg, codec.eval(), prior.eval() if prior else None, cues, json.loads(json.dumps(META)))
+    model = random_model(cues=(30, 41, 7))
+    model.meta = json.loads(json.dumps(META))
+    if not with_prior:
+        model.prior = None
+    return model
 
 
 @pytest.fixture(scope="module")

@@ -26,19 +26,21 @@ from distill_live.control.osc.server import OscConfigError, OscServer
 from distill_live.control.osc.wire import AddressPattern, slip_encode
 from distill_live.control.params import ParamRegistry
 from distill_live.live.engine import Engine
-from oscpeers import Listener, PacedEngine, tiny_model, wait_for
+from cards import paced_engine
+from models import random_model
+from oscpeers import Listener, wait_for
 
 P = "/distill"
 
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny_model()
+    return random_model()
 
 
 @pytest.fixture(scope="module")
 def rig(model):
-    card = PacedEngine(model, buffer_ms=80).start()
+    card = paced_engine(model, buffer_ms=80)
     listener = Listener()
     server = OscServer(card.engine, port=0, tcp_port=0, reply=("127.0.0.1", listener.port))
     client = SimpleUDPClient("127.0.0.1", server.port)

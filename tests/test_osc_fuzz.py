@@ -17,10 +17,12 @@ from distill_live.control.osc.namespace import DUMP, NAMESPACE
 from distill_live.control.osc.server import OscServer
 from distill_live.control.osc.wire import unix_to_ntp
 from distill_live.control.params import ParamRegistry
-from oscpeers import Listener, PacedEngine, tiny_model, wait_for
+from cards import paced_engine
+from models import random_model
+from oscpeers import Listener, wait_for
 
 P = "/distill"
-MODEL = tiny_model()
+MODEL = random_model()
 ADDRESSES = sorted(ParamRegistry.for_model(MODEL).params)
 PATTERNS = ["/distill/*", "/distill/world/*", "/distill/{gain,topk,mutate}", "/distill/descriptor/*",
             "/distill/descriptor/*/free", "//free", "/distill/[a-m]*", "/distill/[!g]ain", "/distill/?oop",
@@ -29,7 +31,7 @@ PATTERNS = ["/distill/*", "/distill/world/*", "/distill/{gain,topk,mutate}", "/d
 
 @pytest.fixture(scope="module")
 def rig():
-    card = PacedEngine(MODEL, buffer_ms=80).start()
+    card = paced_engine(MODEL, buffer_ms=80)
     listener = Listener()
     server = OscServer(card.engine, port=0, tcp_port=0, reply=("127.0.0.1", listener.port))
     SimpleUDPClient("127.0.0.1", server.port).send_message(f"{P}/play", 1)

@@ -12,7 +12,8 @@ from pythonosc.udp_client import SimpleUDPClient
 from distill_live.control.osc.oscquery import OscQueryServer, find
 from distill_live.control.osc.server import OscConfigError, OscServer
 from distill_live.live.engine import Engine
-from oscpeers import WORLDS, tiny_model, wait_for
+from models import WORLDS, random_model
+from oscpeers import wait_for
 
 P = "/distill"
 NAME = f"distill-test-{os.getpid()}"  # unique: another instance on this machine must not rename ours
@@ -20,7 +21,7 @@ NAME = f"distill-test-{os.getpid()}"  # unique: another instance on this machine
 
 @pytest.fixture(scope="module")
 def served():
-    engine = Engine(tiny_model())
+    engine = Engine(random_model())
     osc = OscServer(engine, port=0, feedback=False)
     query = OscQueryServer(engine, port=0, osc_port=osc.port, name=NAME)
     yield engine, osc, query
@@ -114,6 +115,7 @@ def test_loopback_unless_bind_any_and_allow_is_obeyed(served):
         fenced.close()
 
 
+@pytest.mark.slow  # waits for the advert to register
 def test_zeroconf_advert_on_loopback(served):
     pytest.importorskip("zeroconf", reason="zeroconf is an optional dependency and is not installed")
     from zeroconf import IPVersion, Zeroconf

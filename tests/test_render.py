@@ -7,28 +7,15 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
-from distill_live.model.codec import Codec
-from distill_live.model.config import preset
-from distill_live.model.modelfile import DistillModel, save_model
-from distill_live.model.prior import Prior
+from models import random_model_file
+
+pytestmark = pytest.mark.slow  # runs distill-live render
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = preset("tiny")
-    cfg.prior.worlds = 2
-    c = cfg.codec
-    codec = Codec(c)
-    codec(torch.randn(4, c.hop * 40))  # a training pass runs k-means init, so codebooks are not all zero
-    model = DistillModel(cfg, codec.eval(), Prior(cfg.prior, c.levels, c.codebook_size).eval(),
-                         [torch.randint(c.codebook_size, (40, c.levels)) for _ in range(3)],
-                         {"manifest": {"worlds": ["bells", "noise"]}})
-    path = tmp_path_factory.mktemp("model") / "m.distill"
-    save_model(path, model)
-    return path
+    return random_model_file(tmp_path_factory.mktemp("model") / "m.distill")
 
 
 def live(*args):

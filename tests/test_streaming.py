@@ -5,20 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distill_live.model.codec import Codec
 from distill_live.model.config import PRESETS, preset
 from distill_live.model.prior import Controls, Prior
-
-
-def random_codec(name: str) -> Codec:
-    """A codec with random weights and random codebooks (k-means init would leave them at zero)."""
-    torch.manual_seed(0)
-    codec = Codec(preset(name).codec)
-    with torch.no_grad():
-        for key, value in codec.quantizer.state_dict().items():
-            if key.endswith("_codebook.embed"):
-                value.normal_()
-    return codec.eval()
+from models import random_codec
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

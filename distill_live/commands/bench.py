@@ -24,10 +24,8 @@ from distill_live import UserError
 from distill_live.control.params import PREFIX, ParamRegistry
 from distill_live.control.score import parse_set
 from distill_live.live.player import Player
-from distill_live.model.codec import Codec
-from distill_live.model.config import PRESETS, preset
-from distill_live.model.modelfile import DistillModel, load_model
-from distill_live.model.prior import Prior
+from distill_live.model.config import PRESETS
+from distill_live.model.modelfile import DistillModel, load_model, random_model
 
 WARMUP_FRAMES = 50  # first frames allocate and fill caches; the play fade-in also ends within them
 
@@ -44,23 +42,6 @@ def register(sub) -> None:
                    help="set a control first, e.g. --set world/world0=1 --set guidance=2 (steering costs time)")
     p.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
     p.set_defaults(func=run)
-
-
-def random_model(name: str, seed: int = 0) -> DistillModel:
-    """A model of preset `name`'s shape with random weights, codebooks included (they start at zero
-    until k-means runs on a first training batch, which would make every code decode alike)."""
-    if name not in PRESETS:
-        raise UserError(f"unknown preset '{name}': use preset:{', preset:'.join(PRESETS)}")
-    cfg = preset(name)
-    torch.manual_seed(seed)
-    codec = Codec(cfg.codec)
-    with torch.no_grad():
-        for key, value in codec.quantizer.state_dict().items():
-            if key.endswith("_codebook.embed"):
-                value.normal_()
-    prior = Prior(cfg.prior, cfg.codec.levels, cfg.codec.codebook_size)
-    worlds = [f"world{i}" for i in range(cfg.prior.worlds)]
-    return DistillModel(cfg, codec.eval(), prior.eval(), [], {"manifest": {"worlds": worlds}})
 
 
 def _timed(fn, times: list[float]):
@@ -139,7 +120,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.time_limit > 0:
         raise UserError("--time-limit must be more than 0")
     if args.model.startswith("preset:"):
-        model = random_model(args.model[len("preset:"):], args.seed)
+        name = args.model[len("preset:"):]
+        if name not in PRESETS:
+            raise UserError(f"unknown preset '{name}': use preset:{', preset:'.join(PRESETS)}")
+        model = random_model(name, args.seed)
     else:
         model = load_model(args.model)
         if model.prior is None:

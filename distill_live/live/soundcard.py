@@ -169,23 +169,15 @@ class InputCard(SoundCard):
         pass  # the engine stops waiting for input that does not come, and fills its frames with silence
 
 
-class FileOutput:
-    """Drains the engine in real time into a sound file, for machines with no sound card.
+class PacedOutput:
+    """Drains the engine in real time without a sound card: `block` samples from `engine.callback` every
+    block period, on a fixed schedule, each handed to `played`. FileOutput writes them to a file; the
+    tests and benchmarks stand in for a sound card with it."""
 
-    The file is written under a temporary name and renamed when playing stops, so a half-written
-    recording never takes the place of a finished one."""
-
-    def __init__(self, engine, path: str | Path, channels: int, block: int):
-        import soundfile as sf
-
-        self.engine, self.path, self.channels, self.block = engine, Path(path), channels, block
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.part")
-        fmt = "FLAC" if self.path.suffix.lower() == ".flac" else "WAV"
-        self.file = sf.SoundFile(self.tmp, "w", samplerate=engine.sample_rate, channels=channels, format=fmt,
-                                 subtype="PCM_24")
+    def __init__(self, engine, channels: int, block: int):
+        self.engine, self.channels, self.block = engine, channels, block
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="distill-file-output", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="distill-paced-output", daemon=True)
 
     def open(self) -> None:
         self._thread.start()
@@ -195,23 +187,51 @@ class FileOutput:
         period = self.block / self.engine.sample_rate
         start, k = time.monotonic(), 0
         while not self._stop.is_set():
-            delay = start + k * period - time.monotonic()
+            due = start + k * period
+            delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             self.engine.callback(buf, self.block, None, None)
-            self.file.write(buf)
+            self.played(buf, due)
             k += 1
+
+    def played(self, block: np.ndarray, due: float) -> None:
+        """What became of a block [block, channels] the card took at time.monotonic() `due`: nothing here."""
 
     def check(self) -> None:
         pass
 
     def close(self) -> None:
-        """Finish the recording; one that never started (serve stopped with an error first) is dropped,
-        so it does not take the place of an earlier recording at the same path."""
         self._stop.set()
-        started = self._thread.ident is not None
         if self._thread.is_alive():
             self._thread.join(timeout=2)
+
+
+class FileOutput(PacedOutput):
+    """Records the engine in real time into a sound file, for machines with no sound card.
+
+    The file is written under a temporary name and renamed when playing stops, so a half-written
+    recording never takes the place of a finished one."""
+
+    def __init__(self, engine, path: str | Path, channels: int, block: int):
+        import soundfile as sf
+
+        super().__init__(engine, channels, block)
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.part")
+        fmt = "FLAC" if self.path.suffix.lower() == ".flac" else "WAV"
+        self.file = sf.SoundFile(self.tmp, "w", samplerate=engine.sample_rate, channels=channels, format=fmt,
+                                 subtype="PCM_24")
+
+    def played(self, block: np.ndarray, due: float) -> None:
+        self.file.write(block)
+
+    def close(self) -> None:
+        """Finish the recording; one that never started (serve stopped with an error first) is dropped,
+        so it does not take the place of an earlier recording at the same path."""
+        started = self._thread.ident is not None
+        super().close()
         self.file.close()
         if started:
             self.tmp.replace(self.path)

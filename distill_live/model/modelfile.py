@@ -13,6 +13,7 @@ import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -20,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from distill_live import atomic_write
 
 from .codec import Codec
-from .config import ModelConfig
+from .config import ModelConfig, preset
 from .prior import Prior
 
 FORMAT_VERSION = 1
@@ -75,6 +76,27 @@ class DistillModel:
             "memorisation": self.meta.get("history", {}).get("prior", {}).get("memorisation"),
             "config": self.config.to_dict(),
         }
+
+
+def random_model(preset_name: str, seed: int = 0, worlds: Sequence[str] = (), cues: Sequence[int] = ()) -> DistillModel:
+    """A model of a preset's shape with random weights: speed depends only on the shape, so `distill-live
+    bench preset:NAME` needs no trained model, and the tests use it. The codebooks are random too
+    (untrained ones stay zero until k-means runs on a first training batch, and every code would
+    decode alike). `worlds`: their names (default: the preset's count, world0, world1...); `cues`: the
+    length in frames of each random training passage."""
+    cfg = preset(preset_name)
+    worlds = list(worlds) or [f"world{i}" for i in range(cfg.prior.worlds)]
+    cfg.prior.worlds = len(worlds)
+    c = cfg.codec
+    torch.manual_seed(seed)
+    codec = Codec(c)
+    with torch.no_grad():
+        for key, value in codec.quantizer.state_dict().items():
+            if key.endswith("_codebook.embed"):
+                value.normal_()
+    prior = Prior(cfg.prior, c.levels, c.codebook_size)
+    passages = [torch.randint(c.codebook_size, (frames, c.levels)) for frames in cues]
+    return DistillModel(cfg, codec.eval(), prior.eval(), passages, {"manifest": {"worlds": worlds}})
 
 
 def save_model(path: str | Path, model: DistillModel) -> None:
