@@ -22,13 +22,16 @@ import json
 import os
 import random
 import re
-import shutil
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from jackaudio import jack_env, start_jackd, stop_process  # noqa: E402  (the tests' private jackd)
 
 
 def free_port() -> int:
@@ -84,26 +87,14 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=40)
     p.add_argument("--buffer-ms", type=float, default=None, help="serve --buffer-ms (default: serve's default)")
     args = p.parse_args()
-    import jack
-
     name = f"distill-latency-{os.getpid()}"
-    env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_AUDIO_RESERVATION="1", JACK_NO_START_SERVER="1")
-    jackd = subprocess.Popen([shutil.which("jackd") or "jackd", "--no-realtime", "-n", name, "-d", "dummy",
-                              "-r", str(args.rate), "-p", str(args.period)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = jack_env(name)
+    try:
+        jackd = start_jackd(name, args.period, args.rate)
+    except RuntimeError as e:
+        raise SystemExit(f"latency: {e}")
     serve = probe = None
     try:
-        jack.set_error_function(lambda m: None)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                jack.Client("wait", servername=name, no_start_server=True).close()
-                break
-            except jack.JackError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("latency: jackd did not start")
-                time.sleep(0.05)
-        jack.set_error_function(None)
         port = free_port()
         cmd = [sys.executable, "-m", "distill_live", "serve", args.model, "--stopped", "--osc-port", str(port),
                "--no-oscquery", "--midi-api", "off", "--channels", "1"]
@@ -151,8 +142,7 @@ def main() -> int:
             probe.close()
         if serve is not None and serve.poll() is None:
             serve.kill()
-        jackd.terminate()
-        jackd.wait(5)
+        stop_process(jackd)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ overlap, and report their median and max), resident memory, open file descriptor
 
     .venv/bin/python bench/soak.py [MODEL] [--minutes 10] [--rate 1000] [--midi-rate 200]
 
-The module also serves tests/test_soak.py (start_jackd, Soak).
+The module also serves tests/test_soak.py (Soak); the private jackd is tests/jackaudio.py's.
 """
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ import json
 import os
 import random
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -36,6 +35,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from jackaudio import jack_env, start_jackd, stop_process  # noqa: E402  (the tests' private jackd)
+
 DEMO = ROOT / "demo" / "demo.distill"
 WARM_UP = 10.0  # seconds after serve's first line before the "start" figures are taken
 V_LINE = re.compile(r"rtf ([\d.]+)\s+frame ([\d.]+)/([\d.]+) ms \(p50/p99\).*underruns (\d+)")
@@ -46,55 +48,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-# -- a private JACK server -------------------------------------------------------------------------
-
-
-def jack_env(name: str) -> dict:
-    return dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_AUDIO_RESERVATION="1", JACK_NO_START_SERVER="1")
-
-
-def jack_up(name: str) -> bool:
-    import jack
-
-    jack.set_error_function(lambda m: None)
-    try:
-        jack.Client("soak-probe", servername=name, no_start_server=True).close()
-        return True
-    except jack.JackError:
-        return False
-    finally:
-        jack.set_error_function(None)
-
-
-def start_jackd(name: str, period: int = 1024, rate: int = 48000, timeout: float = 15.0,
-                log: Path | None = None) -> subprocess.Popen:
-    """jackd --no-realtime -n NAME -d dummy, waited for until it accepts clients."""
-    out = open(log, "ab") if log else subprocess.DEVNULL
-    proc = subprocess.Popen([shutil.which("jackd") or "jackd", "--no-realtime", "-n", name, "-d", "dummy",
-                             "-r", str(rate), "-p", str(period)], env=jack_env(name), stdin=subprocess.DEVNULL,
-                            stdout=out, stderr=subprocess.STDOUT)
-    if log:
-        out.close()
-    deadline = time.monotonic() + timeout
-    while not jack_up(name):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_process(proc)
-            raise RuntimeError(f"jackd {name} did not start (exit {proc.returncode})")
-        time.sleep(0.05)
-    return proc
-
-
-def stop_process(proc: subprocess.Popen, sig: int = 15, timeout: float = 5.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout)
 
 
 # -- /proc figures ---------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Real audio files for tests: signals, every format distill reads, and the broken files it must survive."""
+"""Real audio files for tests: signals, every format distill reads, the broken files it must survive, and
+the training tests' collection of sounds (one way to make a folder of them)."""
 from __future__ import annotations
 
 import shutil
@@ -76,3 +77,46 @@ def nan_wav(path: Path, sr: int = 16000, seconds: float = 1.0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, audio, sr, subtype="FLOAT")
     return path
+
+
+# -- the training tests' collection ----------------------------------------------------------------
+
+SR = 16000  # the tiny preset's rate
+
+
+def bells(seconds: float, pitch: float, rng, sr: int = SR) -> np.ndarray:
+    """A bell struck every 0.6 s: three decaying partials, slightly detuned at random."""
+    t = np.arange(int(seconds * sr)) / sr
+    out = np.zeros_like(t)
+    for start in np.arange(0, seconds, 0.6):  # a strike every 0.6 s
+        u = np.clip(t - start, 0, None)
+        on = t >= start
+        for ratio, decay in ((1.0, 3.0), (2.76, 5.0), (5.4, 8.0)):
+            f = pitch * ratio * (1 + 0.01 * rng.standard_normal())
+            out += on * np.sin(2 * np.pi * f * u) * np.exp(-decay * u) / ratio
+    return 0.3 * out
+
+
+def filtered_noise(seconds: float, cutoff: float, rng, sr: int = SR) -> np.ndarray:
+    """Noise through a low-pass at `cutoff` Hz, swelling at 1.3 Hz."""
+    n = int(seconds * sr)
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1 / sr)
+    spectrum *= 1 / (1 + (freqs / cutoff) ** 4)
+    x = np.fft.irfft(spectrum, n)
+    t = np.arange(n) / sr
+    return 0.3 * x / np.abs(x).max() * (0.6 + 0.4 * np.sin(2 * np.pi * 1.3 * t))
+
+
+def bells_and_hiss(root: Path, count: int, seconds: float, seed: int, worlds: bool = True,
+                   pitch_step: float = 1 / 4, cutoff: float = 500.0, hiss: str = "flac") -> Path:
+    """`count` bells (bell{i}.wav, rising by `pitch_step` octaves from 330 Hz) and as many hisses
+    (hiss{i}.flac or .wav, cutoff doubling from `cutoff`), in worlds `bells/` and `noise/` or side by
+    side in `root`. The same arguments give the same files."""
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        bell = bells(seconds, 330 * 2 ** (i * pitch_step), rng).astype(np.float32)
+        noise = filtered_noise(seconds, cutoff * 2 ** i, rng).astype(np.float32)
+        write(root / ("bells" if worlds else "") / f"bell{i}.wav", bell, SR)
+        write(root / ("noise" if worlds else "") / f"hiss{i}.{hiss}", noise, SR, "flac" if hiss == "flac" else "wav16")
+    return root

@@ -1,4 +1,8 @@
-"""Shared fixtures. Keep this file small: fixtures used by one test file live in that file.
+"""Shared fixtures. Keep this file small: fixtures used by one test file live in that file; helpers
+shared by several are modules beside it (models.py, cards.py, jackaudio.py, audiofiles.py, oscpeers.py).
+
+A test that uses ``jack_server`` or ``trained_model`` is marked ``slow`` here (see
+``pytest_collection_modifyitems``); modules that are slow for other reasons mark themselves.
 
 ``jack_server`` (session scope): a real JACK server (Debian jackd2) on the dummy driver,
 under a private name, so tests get a real-time-paced sound card without hardware.
@@ -10,15 +14,14 @@ In-process JACK clients (tests/jackaudio.py) use ``servername=jack_server.name``
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from jackaudio import jack_env, start_jackd, stop_process
 
 JACK_SAMPLE_RATE = 48000
 # Frames per period. 1024 (21.3 ms, about one 20 ms model frame; also jackd's dummy
@@ -27,8 +30,13 @@ JACK_SAMPLE_RATE = 48000
 # xruns in 7 of 10 two-second runs, 512 in 1 of 20, 1024 in 0 of 50, even with both cores
 # busy. JACK reports xruns server-wide, so one late Python client flags every client.
 JACK_PERIOD = int(os.environ.get("DISTILL_TEST_JACK_PERIOD", "1024"))
-JACK_START_TIMEOUT = 15.0  # jackd is usually up in ~0.5 s
-JACK_STOP_TIMEOUT = 5.0
+SLOW_FIXTURES = {"jack_server", "trained_model"}  # a real-time server, a minute or two of training
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @dataclass(frozen=True)
@@ -47,46 +55,10 @@ class JackServer:
             return ""
 
 
-def _die_with_parent() -> None:
-    """In the jackd child: get SIGTERM if pytest dies without running teardown."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(JACK_STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(JACK_STOP_TIMEOUT)
-
-
-def _server_accepts_clients(name: str) -> bool:
-    import jack
-
-    try:
-        client = jack.Client("distill-probe", servername=name, no_start_server=True)
-    except jack.JackError:
-        return False
-    client.close()
-    return True
-
-
 @pytest.fixture(scope="session")
 def jack_server(tmp_path_factory) -> JackServer:
-    jackd = shutil.which("jackd")
-    if jackd is None:
-        pytest.fail("jackd is not installed: run scripts/setup.sh", pytrace=False)
     try:
-        import jack  # JACK-Client, from the dev extra
+        import jack  # noqa: F401  (JACK-Client, from the dev extra)
     except (ImportError, OSError) as e:
         pytest.fail(f"the JACK-Client package cannot be imported ({e}): run scripts/setup.sh", pytrace=False)
 
@@ -98,47 +70,16 @@ def jack_server(tmp_path_factory) -> JackServer:
             if stale.is_file():  # (jack_db-N is a folder; it does no harm)
                 stale.unlink(missing_ok=True)
     name = f"distill-test-{os.getpid()}"
-    env = dict(os.environ)
-    env.update(
-        JACK_DEFAULT_SERVER=name,
-        JACK_NO_AUDIO_RESERVATION="1",
-        JACK_NO_START_SERVER="1",  # never let libjack autostart some other server
-    )
     log = tmp_path_factory.mktemp("jackd") / "jackd.log"
-    cmd = [
-        jackd, "--no-realtime", "-n", name,
-        "-d", "dummy", "-r", str(JACK_SAMPLE_RATE), "-p", str(JACK_PERIOD),
-    ]
-    with open(log, "wb") as logf:
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-        )
-
-    jack.set_error_function(lambda msg: None)  # silence "cannot connect" while polling
     try:
-        deadline = time.monotonic() + JACK_START_TIMEOUT
-        while not _server_accepts_clients(name):
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"jackd exited with {proc.returncode} before accepting clients: "
-                    f"{' '.join(cmd)}\n{log.read_text(errors='replace')}", pytrace=False,
-                )
-            if time.monotonic() > deadline:
-                _stop(proc)
-                pytest.fail(
-                    f"jackd did not accept clients within {JACK_START_TIMEOUT}s: "
-                    f"{' '.join(cmd)}\n{log.read_text(errors='replace')}", pytrace=False,
-                )
-            time.sleep(0.05)
-    finally:
-        jack.set_error_function(None)
-
-    server = JackServer(name, env, JACK_SAMPLE_RATE, JACK_PERIOD, proc.pid, log)
+        proc = start_jackd(name, JACK_PERIOD, JACK_SAMPLE_RATE, log)
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    server = JackServer(name, jack_env(name), JACK_SAMPLE_RATE, JACK_PERIOD, proc.pid, log)
     try:
         yield server
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 # -- a small trained model, shared by the tests that need one that makes sense ---------------------

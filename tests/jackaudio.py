@@ -1,4 +1,5 @@
-"""Record what another JACK client plays, for tests that run real audio through JACK.
+"""JACK for the tests and the benchmarks: start a private jackd (the one way they all start it), and
+record what another JACK client plays.
 
 Uses the JACK-Client package (``import jack``) in the test process. Whatever plays the
 audio (the engine, or a test script using sounddevice) runs in a *subprocess* started
@@ -36,14 +37,91 @@ ports exist.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 DEFAULT_SOURCE = r"PortAudio(-\d+)?"
+JACK_START_TIMEOUT = 15.0  # jackd is usually up in ~0.5 s
+JACK_STOP_TIMEOUT = 5.0
+
+
+# -- a private JACK server -------------------------------------------------------------------------
+
+
+def jack_env(name: str) -> dict:
+    """os.environ for processes that use the JACK server `name` (and never autostart another)."""
+    return dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_AUDIO_RESERVATION="1", JACK_NO_START_SERVER="1")
+
+
+def jack_up(name: str) -> bool:
+    """Whether the JACK server `name` accepts clients."""
+    import jack
+
+    jack.set_error_function(lambda m: None)  # silence "cannot connect" while polling
+    try:
+        jack.Client("distill-probe", servername=name, no_start_server=True).close()
+        return True
+    except jack.JackError:
+        return False
+    finally:
+        jack.set_error_function(None)
+
+
+def _die_with_parent() -> None:
+    """In the jackd child: get SIGTERM if its parent dies without stopping it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def start_jackd(name: str, period: int = 1024, rate: int = 48000, log: Path | None = None) -> subprocess.Popen:
+    """`jackd --no-realtime -n NAME -d dummy`, waited for until it accepts clients. Raises RuntimeError
+    (with jackd's output when `log` holds it) if it does not start."""
+    jackd = shutil.which("jackd")
+    if jackd is None:
+        raise RuntimeError("jackd is not installed: run scripts/setup.sh")
+    cmd = [jackd, "--no-realtime", "-n", name, "-d", "dummy", "-r", str(rate), "-p", str(period)]
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, env=jack_env(name), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    if log:
+        out.close()
+    deadline = time.monotonic() + JACK_START_TIMEOUT
+    while not jack_up(name):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc)
+            said = log.read_text(errors="replace") if log else ""
+            raise RuntimeError(f"jackd did not accept clients (exit {proc.returncode}): {' '.join(cmd)}\n{said}")
+        time.sleep(0.05)
+    return proc
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = JACK_STOP_TIMEOUT) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
+# -- recording what a client plays -----------------------------------------------------------------
 
 
 def _natural_key(name: str):

@@ -21,7 +21,9 @@ from distill_train.codec_stage import CROP_FRAMES
 from distill_train.data import load_dataset
 from distill_train.discriminators import Discriminator, discriminator_loss
 from distill_train.loop import Interrupted, Settings, run, seed_everything
-from tests.audiofiles import sine, write
+from audiofiles import sine, write
+
+pytestmark = pytest.mark.slow  # trains
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000

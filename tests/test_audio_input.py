@@ -25,6 +25,8 @@ from distill_live.model.modelfile import load_model
 from jackaudio import JackSource, TimedCapture
 from oscpeers import Listener, wait_for
 
+pytestmark = pytest.mark.slow  # runs serve into JACK
+
 DEMO = Path(__file__).resolve().parent.parent / "demo" / "demo.distill"
 P = "/distill"
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from distill_live.model.codec import Codec
 from distill_live.model.config import preset
 from distill_train.codec_stage import spectral_loss
 from distill_train.loop import learning_rate
+
+pytestmark = pytest.mark.slow  # trains a codec for a while
 
 # At 200-600 steps the bright clip still comes out 9-30 dB quiet (the decoder has not yet learnt
 # phases that add up for partials between its bins); from about 1000 steps it holds for every seed tried.

@@ -89,6 +89,7 @@ def test_absurd_rates_and_channel_counts_are_refused_from_the_header(tmp_path, m
     assert not {"channels-64.wav", "rate-1hz.wav", "rate-768k.wav", "rate-8mhz.wav"} & set(read), read
 
 
+@pytest.mark.slow  # trains a model
 def test_training_goes_on_with_the_good_files(tmp_path):
     data = tmp_path / "data"
     reasons = bad_files(data)

@@ -30,12 +30,20 @@ from safetensors.torch import load_file
 
 from distill_live.live.player import render
 from distill_live.model.modelfile import load_model
-from test_train import data  # noqa: F401  (the same synthetic bells and hiss as the single-process tests)
+from audiofiles import bells_and_hiss
+
+pytestmark = pytest.mark.slow  # trains under torchrun
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--preset", "tiny", "--steps", "12", "--prior-steps", "12", "--batch-size", "2", "--eval-every", "6",
          "--checkpoint-every", "6", "--seed", "3", "--quiet", "--device", "cpu"]  # the GPU tests add --device cuda
 TIMEOUT = 240
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """The same bells and hiss as the single-process tests (test_train.py)."""
+    return bells_and_hiss(tmp_path_factory.mktemp("sounds"), count=3, seconds=2.4, seed=0)
 
 
 def free_port() -> int:

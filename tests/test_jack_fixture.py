@@ -9,8 +9,11 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from jackaudio import JackCapture, dominant_frequency
+
+pytestmark = pytest.mark.slow  # plays through JACK
 
 # Played in a subprocess with jack_server.env. Prints one JSON line when done.
 PLAYER = textwrap.dedent(

@@ -22,10 +22,11 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from distill_live.live.engine import Engine
 from distill_live.model.modelfile import load_model
+from jackaudio import jack_env, start_jackd, stop_process
 from oscpeers import Listener, wait_for
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from soak import jack_env, start_jackd, stop_process  # noqa: E402
+pytestmark = pytest.mark.slow  # runs distill-live serve
+
 
 DEMO = Path(__file__).resolve().parent.parent / "demo" / "demo.distill"
 

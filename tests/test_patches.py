@@ -22,6 +22,8 @@ from distill_live.model.descriptors import DESCRIPTORS
 from models import WORLDS, random_model_file
 from oscpeers import Listener, wait_for
 
+pytestmark = pytest.mark.slow  # runs serve, sclang and pd
+
 ROOT = Path(__file__).resolve().parent.parent
 PATCHES = ROOT / "patches"
 SC_DIR = PATCHES / "supercollider"

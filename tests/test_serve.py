@@ -19,6 +19,8 @@ from distill_live.model.modelfile import load_model
 from jackaudio import JackCapture
 from oscpeers import Listener, wait_for
 
+pytestmark = pytest.mark.slow  # runs distill-live serve
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

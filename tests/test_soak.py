@@ -8,11 +8,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from jackaudio import JackCapture
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from soak import DEMO, Soak, proc_figures  # noqa: E402
+
+pytestmark = pytest.mark.slow  # a minute of flood
 
 
 def test_serve_survives_a_minute_of_osc_and_midi_flood_without_leaking(jack_server, monkeypatch):

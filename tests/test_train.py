@@ -22,45 +22,18 @@ from safetensors.torch import load_file
 
 from distill_live.model.modelfile import load_model
 from distill_train.health import code_counts, codebook_health, collapse_warnings, memorisation
+from audiofiles import SR, bells, bells_and_hiss
+
+pytestmark = pytest.mark.slow  # trains
 
 ROOT = Path(__file__).resolve().parents[1]
-SR = 16000
 FLAGS = ["--preset", "tiny", "--steps", "40", "--prior-steps", "40", "--batch-size", "4", "--eval-every", "20",
          "--checkpoint-every", "20", "--seed", "3", "--quiet"]
 
 
-def bells(seconds: float, pitch: float, rng) -> np.ndarray:
-    t = np.arange(int(seconds * SR)) / SR
-    out = np.zeros_like(t)
-    for start in np.arange(0, seconds, 0.6):  # a strike every 0.6 s
-        u = np.clip(t - start, 0, None)
-        on = t >= start
-        for ratio, decay in ((1.0, 3.0), (2.76, 5.0), (5.4, 8.0)):
-            f = pitch * ratio * (1 + 0.01 * rng.standard_normal())
-            out += on * np.sin(2 * np.pi * f * u) * np.exp(-decay * u) / ratio
-    return 0.3 * out
-
-
-def filtered_noise(seconds: float, cutoff: float, rng) -> np.ndarray:
-    n = int(seconds * SR)
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1 / SR)
-    spectrum *= 1 / (1 + (freqs / cutoff) ** 4)
-    x = np.fft.irfft(spectrum, n)
-    t = np.arange(n) / SR
-    return 0.3 * x / np.abs(x).max() * (0.6 + 0.4 * np.sin(2 * np.pi * 1.3 * t))
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("sounds")
-    rng = np.random.default_rng(0)
-    (root / "bells").mkdir()
-    (root / "noise").mkdir()
-    for i in range(3):
-        sf.write(root / "bells" / f"bell{i}.wav", bells(2.4, 330 * 2 ** (i / 4), rng).astype(np.float32), SR)
-        sf.write(root / "noise" / f"hiss{i}.flac", filtered_noise(2.4, 500 * 2 ** i, rng).astype(np.float32), SR)
-    return root
+    return bells_and_hiss(tmp_path_factory.mktemp("sounds"), count=3, seconds=2.4, seed=0)
 
 
 def train(*args, **kw) -> subprocess.CompletedProcess:

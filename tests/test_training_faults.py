@@ -15,15 +15,15 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from torch import nn
 
 from distill_live.model.modelfile import load_model
 from distill_train import loop
-from test_train import SR, bells, filtered_noise
+from audiofiles import bells_and_hiss
+
+pytestmark = pytest.mark.slow  # trains, kills and resumes
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--preset", "tiny", "--steps", "12", "--prior-steps", "12", "--batch-size", "2", "--eval-every", "6",
@@ -32,12 +32,8 @@ FLAGS = ["--preset", "tiny", "--steps", "12", "--prior-steps", "12", "--batch-si
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("sounds")
-    rng = np.random.default_rng(1)
-    for i in range(2):
-        sf.write(root / f"bell{i}.wav", bells(2.0, 330 * 2 ** (i / 3), rng).astype(np.float32), SR)
-        sf.write(root / f"hiss{i}.wav", filtered_noise(2.0, 800 * 2 ** i, rng).astype(np.float32), SR)
-    return root
+    return bells_and_hiss(tmp_path_factory.mktemp("sounds"), count=2, seconds=2.0, seed=1, worlds=False,
+                          pitch_step=1 / 3, cutoff=800.0, hiss="wav")
 
 
 def start(args: list, **kw) -> subprocess.Popen:
