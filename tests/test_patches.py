@@ -522,6 +522,23 @@ def test_patch_readmes_explain_the_three_steps_and_point_to_the_midi_maps():
     for needed in ("distill-live serve", "/distill/reply", "distill_live/control/midi/maps", "docs/midi.md", "sclang",
                    "pd -nogui", "udpreceive"):
         assert needed in text, needed
-    for shipped in (ROOT / "distill_live" / "midimaps").glob("*.toml"):
+    shipped_maps = sorted((ROOT / "distill_live" / "control" / "midi" / "maps").glob("*.toml"))
+    assert shipped_maps, "no shipped MIDI maps found"
+    for shipped in shipped_maps:
         assert shipped.stem in text, f"patches/README.md does not mention the {shipped.stem} MIDI map"
     assert DESCRIPTORS  # the descriptor sliders are named after these
+
+
+def test_the_generators_write_the_committed_patches_from_the_registry(tmp_path):
+    """patches/tools/*.py take the controls' names and ranges from the registry: run now, they write
+    exactly the committed .pd and .maxpat files."""
+    shutil.copytree(PATCHES / "tools", tmp_path / "tools", ignore=shutil.ignore_patterns("__pycache__"))
+    for tool, folder in (("make_pd.py", "puredata"), ("make_max.py", "max")):
+        (tmp_path / folder).mkdir()
+        r = subprocess.run([sys.executable, str(tmp_path / "tools" / tool)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        written_files = sorted((tmp_path / folder).iterdir())
+        assert written_files, f"{tool} wrote nothing"
+        for written in written_files:
+            assert written.read_bytes() == (PATCHES / folder / written.name).read_bytes(), \
+                f"{folder}/{written.name} differs from what {tool} writes now: rerun it and commit"

@@ -1,6 +1,8 @@
 """Write patches/max/distill.maxpat and distill-audio-and-metro.maxpat (Max 8/9 patcher JSON).
 
-The .maxpat files are committed; this script is how they were made (`python patches/tools/make_max.py`).
+The .maxpat files are committed; this script is how they were made (`.venv/bin/python
+patches/tools/make_max.py`, after changing the layout or the registry: control names and ranges come from
+the parameter registry, registry.py).
 tests/test_patches.py checks the committed files: JSON structure, inlet/outlet counts, and that every
 OSC address they send is in the parameter registry.
 """
@@ -9,9 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from registry import DESCRIPTORS, names, span
+
 OUT = Path(__file__).resolve().parent.parent / "max"
 WORLD_SLOTS = 8
-DESCRIPTORS = ("loudness", "brightness", "noisiness")
 REPLY_PORT = 9001
 
 
@@ -164,14 +167,14 @@ def control_patch() -> str:
     p.chain(meter_set, meter)
 
     y = 190
-    for i, (name, lo, hi) in enumerate((("gain", 0, 2), ("temperature", 0, 2), ("topp", 0.01, 1),
-                                        ("guidance", 0, 5), ("mutate", 0, 1))):
+    for i, (name, (lo, hi)) in enumerate((n, span(n)) for n in names("gain", "temperature", "topp", "guidance",
+                                                                        "mutate")):
         xx = x + 175 * i
         p.comment(xx, y, f"{name} {lo:g}..{hi:g}", w=160)
         views[name] = sl = p.slider(xx, y + 22, lo, hi)
         send_from(sl, xx, y + 52, f"/distill/{name}")
     y = 310
-    for i, name in enumerate(("topk", "loop", "levels", "lock", "seed")):
+    for i, name in enumerate(names("topk", "loop", "levels", "lock", "seed")):
         xx = x + 110 * i
         p.comment(xx, y, name, w=100)
         views[name] = n = p.number(xx, y + 22, 1 if name in ("loop", "levels") else 0)
@@ -215,11 +218,11 @@ def control_patch() -> str:
 
     # state -> GUI ("set" never sends back)
     rs = p.obj(x0, 380, "r distill.state")
-    names = ["play", "freeze", "gain", "temperature", "topp", "guidance", "mutate", "topk", "loop", "levels", "lock",
-             "seed", "cue"] + [f"descriptor/{d}" for d in DESCRIPTORS] + [f"descriptor/{d}/free" for d in DESCRIPTORS]
-    route = p.obj(x0, 410, "route " + " ".join(f"/distill/{n}" for n in names), w=360)
+    routed = names("play", "freeze", "gain", "temperature", "topp", "guidance", "mutate", "topk", "loop", "levels",
+                   "lock", "seed", "cue") + [f"descriptor/{d}" for d in DESCRIPTORS] + [f"descriptor/{d}/free" for d in DESCRIPTORS]
+    route = p.obj(x0, 410, "route " + " ".join(f"/distill/{n}" for n in routed), w=360)
     p.chain(rs, route)
-    for i, n in enumerate(names):
+    for i, n in enumerate(routed):
         if n.endswith("/free"):
             target, text = views[f"descriptor/{n.split('/')[1]}#hold"], "set 0"
             box = p.msg(x0 + (i % 6) * 60, 450 + (i // 6) * 30, text)
@@ -234,7 +237,7 @@ def control_patch() -> str:
             p.wire(route, one, i)
             p.chain(one, views[f"{n}#hold"])
     s_world_state = p.obj(x0, 580, "s distill.worldstate")
-    p.wire(route, s_world_state, len(names))
+    p.wire(route, s_world_state, len(routed))
 
     # world mixer: 8 slots named from /distill/namespace rows, in manifest order
     y = 680

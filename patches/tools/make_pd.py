@@ -1,16 +1,18 @@
 """Write patches/puredata/distill.pd and test-driver.pd (vanilla Pd 0.51+).
 
-The .pd files are committed; this script is how they were made (run it after changing the layout:
-`python patches/tools/make_pd.py`). tests/test_patches.py checks the committed files, not this script.
+The .pd files are committed; this script is how they were made (run it after changing the layout or
+the registry: `.venv/bin/python patches/tools/make_pd.py`). Control names and ranges come from the
+parameter registry (registry.py). tests/test_patches.py checks the committed files, not this script.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from registry import DESCRIPTORS, names, span
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE.parent / "puredata"
 WORLD_SLOTS = 8
-DESCRIPTORS = ("loudness", "brightness", "noisiness")
 BG, FG, LBL = -262144, -1, -1  # iemgui colours in the numeric form every Pd version reads
 
 
@@ -153,14 +155,14 @@ def control_patch() -> str:
 
     # state -> GUI, with "set" so nothing is sent back
     y2 = y1 + 240
-    fixed = ["play", "gain", "temperature", "topk", "topp", "guidance", "cue", "freeze", "loop", "levels", "lock",
-             "mutate", "seed"]
+    fixed = names("play", "gain", "temperature", "topk", "topp", "guidance", "cue", "freeze", "loop", "levels", "lock",
+                  "mutate", "seed")
     rstate = p.obj(x0 - 690, y2, "r distill-state")
-    names = fixed + [f"descriptor/{d}" for d in DESCRIPTORS] + [f"descriptor/{d}/free" for d in DESCRIPTORS]
-    ignored = ["reset", "model", "mix"]  # states with no slider (the worlds of /mix come as world states)
-    route = p.obj(x0 - 690, y2 + 25, "route " + " ".join(f"/distill/{n}" for n in names + ignored))
+    routed = fixed + [f"descriptor/{d}" for d in DESCRIPTORS] + [f"descriptor/{d}/free" for d in DESCRIPTORS]
+    ignored = names("reset", "model", "mix")  # states with no slider (the worlds of /mix come as world states)
+    route = p.obj(x0 - 690, y2 + 25, "route " + " ".join(f"/distill/{n}" for n in routed + ignored))
     p.chain(rstate, route)
-    for i, n in enumerate(names):
+    for i, n in enumerate(routed):
         x, y = x0 - 690 + (i % 8) * 170, y2 + 60 + (i // 8) * 30
         if n.endswith("/free"):
             m = p.msg(x, y, f"; distill-{n.split('/')[1]}-hold set 0")
@@ -171,7 +173,7 @@ def control_patch() -> str:
             m = p.msg(x, y, f"; distill-{n} set $1")
         p.wire(route, m, i)
     sworld = p.obj(x0 - 690, y2 + 160, "s distill-world-state")  # the rest: worlds
-    p.wire(route, sworld, len(names) + len(ignored))
+    p.wire(route, sworld, len(routed) + len(ignored))
 
     # -- controls ------------------------------------------------------------------------------
     def control(x, y, name, gui, fmt="", address=None, recv=True):
@@ -199,13 +201,13 @@ def control_patch() -> str:
     p.chain(p.obj(cx + 440, cy, "r distill-meter"), meter)
 
     cy += 120
-    for i, (name, lo, hi) in enumerate((("gain", 0, 2), ("temperature", 0, 2), ("topp", 0.01, 1),
-                                        ("guidance", 0, 5), ("mutate", 0, 1))):
+    for i, (name, (lo, hi)) in enumerate((n, span(n)) for n in names("gain", "temperature", "topp", "guidance",
+                                                                        "mutate")):
         x = cx + 170 * (i % 4)
         y = cy + 120 * (i // 4)
         control(x, y, name, p.hsl(x, y + 25, lo, hi, name))
     cy += 240
-    for i, name in enumerate(("topk", "loop", "levels", "lock", "seed")):
+    for i, name in enumerate(names("topk", "loop", "levels", "lock", "seed")):
         x = cx + 110 * i
         control(x, cy, name, p.atom(x, cy + 25, 6, name), "-f i")
     # cue with a crossfade: [pack f 0.1], the fade atom sets the right inlet

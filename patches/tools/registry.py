@@ -1,0 +1,24 @@
+"""What the patch generators take from distill's parameter registry: the controls' names and ranges.
+
+A control renamed or given another range in the registry (distill_live/control/params.py) changes the
+generated patches, or stops the generator with a KeyError naming it, instead of breaking a concert.
+"""
+from __future__ import annotations
+
+from distill_live.control.osc.namespace import doc_registry
+from distill_live.model.descriptors import DESCRIPTORS  # noqa: F401  (the generators' descriptor names)
+
+REGISTRY = doc_registry()
+
+
+def span(name: str) -> tuple[float, float]:
+    """(lo, hi) of /distill/NAME; whole numbers as ints, as the patches write them."""
+    lo, hi = REGISTRY.params[f"/distill/{name}"].range
+    return tuple(int(v) if float(v).is_integer() else v for v in (lo, hi))
+
+
+def names(*wanted: str) -> list[str]:
+    """The controls, checked: each must be in the registry."""
+    for name in wanted:
+        REGISTRY.params[f"/distill/{name}"]  # noqa: B018  (a KeyError names a control the registry lost)
+    return list(wanted)
