@@ -2,7 +2,8 @@
 
     wire.py       packets, bundles, timetags, SLIP and address patterns (no distill in it)
     namespace.py  every address distill speaks, the replies, and the README's OSC tables
-    server.py     the OSC server: a receive thread and a reply thread around the registry
+    server.py     the OSC server's receive thread: one table from address to handler, the registry for the rest
+    replies.py    its reply thread: state, meters, stats and errors, to the reply target
     oscquery.py   the namespace as JSON over HTTP, and its zeroconf advert
 """
 from __future__ import annotations

@@ -5,24 +5,21 @@
                                       ▼ outbox                                  ▼  applies per chunk)
     reply target ◄── reply thread ◄── engine.changes, level, last codes, stats
 
-* One **receive thread** reads every socket (selectors), parses packets (wire.py), and maps each
-  address to a handler through one table, as python-osc's dispatcher does: the few addresses
-  answered here (dump, namespace, reply, and MIDI learn and save when serve passes them on), and
-  the registry for everything else (address patterns matched against it, arguments validated). It
-  never sleeps and never sends: a bundle with a future timetag is submitted at once with
-  `at=engine.time_of(timetag)`, and the generator applies it at the frame that plays at that
-  time. (python-osc's own dispatcher sleeps in the receive path until a bundle is due, so it is
-  not used.)
-* One **reply thread** sends everything that goes out: `/distill/state` for every applied change
-  (drained from `engine.changes`), `/distill/meter` and `/distill/codes` about 30 times a second,
-  `/distill/stats` once a second, and whatever the receive thread queued (errors, dump,
-  namespace). A reply target that is unreachable or slow only drops replies.
-* The engine is seen only through its public face: `registry`, `time`, `frame_rate`, `time_of`,
-  `level`, `last_codes`, `stats()`, and the `changes` and `errors` queues. The audio callback is
-  never touched.
+One **receive thread** (this file) reads every socket (selectors), parses packets (wire.py), and
+maps each address to a handler through one table, as python-osc's dispatcher does: the few
+addresses answered here (dump, namespace, reply, and MIDI learn and save when serve passes them
+on), and the registry for everything else (address patterns matched against it, arguments
+validated). It never sleeps and never sends: a bundle with a future timetag is submitted at once
+with `at=engine.time_of(timetag)`, and the generator applies it at the frame that plays at that
+time. (python-osc's own dispatcher sleeps in the receive path until a bundle is due, so it is not
+used.) A flood takes at most a share of the interpreter from the generator (`_spend`).
 
-The replies' formats are in namespace.py (and the README's OSC table). They go to the reply target:
+One **reply thread** (replies.py) sends everything that goes out, to the reply target kept here:
 `/distill/reply`, else `--reply HOST:PORT`, else the last sender.
+
+The engine is seen only through its public face: `registry`, `time`, `frame_rate`, `time_of`,
+`level`, `last_codes`, `stats()`, and the `changes` and `errors` queues. The audio callback is
+never touched.
 """
 from __future__ import annotations
 
@@ -30,43 +27,27 @@ import heapq
 import ipaddress
 import logging
 import math
-import queue
 import selectors
 import socket
 import struct
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 from distill_live.control.params import ParamError, ParamRegistry
 
-from .namespace import (
-    CODES,
-    DUMP,
-    ERROR,
-    ERRORS_PER_SECOND,
-    METER,
-    METER_RATE,
-    NAMESPACE,
-    REPLY,
-    STATE,
-    STATS,
-    dump_messages,
-    namespace_messages,
-)
+from .namespace import DUMP, NAMESPACE, REPLY, namespace_messages
+from .replies import Counters, Replies
 from .wire import (
     MAX_PACKET,
     SLIP_END,
     AddressPattern,
     PacketError,
-    build_message,
+    TcpClient,
     has_wildcards,
     one_line,
     parse_packet,
     slip_decode,
-    slip_encode,
 )
 
 log = logging.getLogger("distill.osc")
@@ -76,9 +57,6 @@ DEFAULT_PORT = 9000
 MAX_AHEAD = 60.0  # seconds: a bundle further in the future than this is refused
 MAX_SCHEDULED = 10_000  # future-timed messages waiting at once
 MAX_TCP_CLIENTS = 16
-STATS_PERIOD = 1.0  # seconds between /distill/stats
-OUTBOX_SIZE = 8192  # replies waiting for the reply thread; more are dropped (counted)
-TCP_BACKLOG_LIMIT = 1 << 20  # bytes of replies buffered for a slow TCP client before it is dropped
 FLOOD_WINDOW = 0.02  # seconds: the receive thread accounts its work per window ...
 FLOOD_SHARE = 0.4  # ... and rests for the rest of a window once it has worked this share of it, so a flood
 #                   can take at most this share of the interpreter from the generator (the kernel drops the excess)
@@ -102,34 +80,6 @@ def check_bind(host: str, bind_any: bool, what: str = "OSC") -> list[tuple]:
     return infos
 
 
-@dataclass(eq=False)
-class _Tcp:
-    sock: socket.socket
-    peer: tuple
-    slip: bool | None = None  # decided by the first byte: 0xC0 = SLIP (OSC 1.1), else length prefixes (1.0)
-    buf: bytearray = field(default_factory=bytearray)
-    discarding: bool = False  # SLIP: skipping an oversized frame until its END
-    pending: bytes = b""  # replies not yet written (slow reader)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    dead: bool = False
-
-    def frame(self, data: bytes) -> bytes:
-        return struct.pack(">i", len(data)) + data if self.slip is False else slip_encode(data)
-
-
-@dataclass
-class Counters:
-    packets: int = 0  # packets received (any sender)
-    messages: int = 0  # messages submitted to the registry (each matched address counts)
-    refused: int = 0  # messages or packets refused
-    not_allowed: int = 0  # packets from senders outside --allow
-    applied: int = 0  # changes the engine reported applied (drained from engine.changes)
-    replies: int = 0  # messages sent
-    replies_dropped: int = 0  # replies that could not be sent or queued
-    errors_suppressed: int = 0  # /distill/error over the rate limit
-    flood_pauses: int = 0  # times the receive thread rested to leave the generator its share
-
-
 class OscServer:
     """OSC over UDP (and TCP) for one engine. Thread-safe to `close()` from anywhere."""
 
@@ -138,10 +88,8 @@ class OscServer:
                  feedback: bool = True, handlers: dict[str, Callable[[list], None]] | None = None,
                  tempo: Callable[[], float | None] | None = None):
         self.engine = engine
-        self.tempo = tempo  # the bpm of the clock serve follows (MIDI), for /distill/stats; None: no clock
         self.allow = [ipaddress.ip_network(a, strict=False) if isinstance(a, str) else a for a in allow]
         self.counters = Counters()
-        self.feedback = feedback
         infos = check_bind(host, bind_any)
         family, _, _, _, sockaddr = infos[0]
         self._sel = selectors.DefaultSelector()
@@ -170,27 +118,23 @@ class OscServer:
         # ValueError(one sentence) to refuse
         self.handlers: dict[str, Callable[[list], None]] = {DUMP: self._dump, NAMESPACE: self._namespace,
                                                             REPLY: self._reply, **(handlers or {})}
-        self._dumps: deque[float] = deque()  # /distill/dump requests: the engine time when each came
         self.runtime_reply: tuple | None = None  # set by /distill/reply
-        self.last_sender: tuple | None = None  # ("udp", addr) or ("tcp", _Tcp)
-        self._tcp_clients: dict[socket.socket, _Tcp] = {}
+        self.last_sender: tuple | None = None  # ("udp", addr) or ("tcp", TcpClient)
+        self._tcp_clients: dict[socket.socket, TcpClient] = {}
         self._allowed_cache: dict[str, bool] = {}
         self._pattern_cache: dict[str, tuple[str, ...]] = {}
         self._pattern_registry = None
         self._scheduled: list[float] = []  # engine times of future-timed messages not yet due
-        self._error_window = (0.0, 0)  # (second, errors sent in it)
-        self._warned: dict[str, float] = {}
         self._window_end, self._busy = 0.0, 0.0
-        self.outbox: queue.Queue = queue.Queue(OUTBOX_SIZE)
         self._closing = threading.Event()
         self._sel.register(self.udp, selectors.EVENT_READ, "udp")
         if self.tcp is not None:
             self._sel.register(self.tcp, selectors.EVENT_READ, "listen")
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self.replies = Replies(engine, self.udp, lambda: self.reply_target, self.counters, feedback, tempo)
+        self._tx = self.replies.thread
         self._rx = threading.Thread(target=self._receive_loop, name="distill-osc-rx", daemon=True)
-        self._tx = threading.Thread(target=self._reply_loop, name="distill-osc-tx", daemon=True)
         self._rx.start()
-        self._tx.start()
 
     @staticmethod
     def _bind(sock: socket.socket, host: str, port: int, what: str) -> None:
@@ -216,9 +160,9 @@ class OscServer:
             self._wake_w.send(b"x")
         except OSError:
             pass
-        for t in (self._rx, self._tx):
-            if t is not threading.current_thread():
-                t.join(timeout=2)
+        if self._rx is not threading.current_thread():
+            self._rx.join(timeout=2)
+        self.replies.close()
         self._close_sockets()
 
     def _close_sockets(self) -> None:
@@ -255,7 +199,7 @@ class OscServer:
                     else:
                         self._read_tcp(key.data)
                 except Exception as e:  # never let one packet or peer stop the server
-                    self._warn("rx", f"OSC receive problem: {one_line(e)}")
+                    self.replies.warn("rx", f"OSC receive problem: {one_line(e)}")
 
     def _spend(self, since: float) -> float:
         """Account receive-thread work since `since`; past FLOOD_SHARE of the window, rest until it ends.
@@ -289,16 +233,16 @@ class OscServer:
         except OSError:
             return
         if len(self._tcp_clients) >= MAX_TCP_CLIENTS or not self._allowed(peer[0]):
-            self._refuse_sender(peer[0]) if not self._allowed(peer[0]) else self._warn(
+            self._refuse_sender(peer[0]) if not self._allowed(peer[0]) else self.replies.warn(
                 "tcp-full", f"refused a TCP OSC client: already {MAX_TCP_CLIENTS} connected")
             sock.close()
             return
         sock.setblocking(False)
-        client = _Tcp(sock, peer)
+        client = TcpClient(sock, peer)
         self._tcp_clients[sock] = client
         self._sel.register(sock, selectors.EVENT_READ, client)
 
-    def _drop_tcp(self, c: _Tcp) -> None:
+    def _drop_tcp(self, c: TcpClient) -> None:
         c.dead = True
         self._tcp_clients.pop(c.sock, None)
         try:
@@ -309,14 +253,14 @@ class OscServer:
         if self.last_sender and self.last_sender[1] is c:
             self.last_sender = None
 
-    def _read_tcp(self, c: _Tcp) -> None:
+    def _read_tcp(self, c: TcpClient) -> None:
         t = time.perf_counter()
         try:
             self._read_tcp_chunk(c)
         finally:
             self._spend(t)
 
-    def _read_tcp_chunk(self, c: _Tcp) -> None:
+    def _read_tcp_chunk(self, c: TcpClient) -> None:
         try:
             chunk = c.sock.recv(1 << 16)
         except (BlockingIOError, InterruptedError):
@@ -335,7 +279,7 @@ class OscServer:
                 if end < 0:
                     if len(c.buf) > 2 * MAX_PACKET:  # escaped size bound
                         if not c.discarding:
-                            self._error(("tcp", c), f"a packet of more than {2 * MAX_PACKET} bytes refused: "
+                            self.replies.error(("tcp", c), f"a packet of more than {2 * MAX_PACKET} bytes refused: "
                                                     f"the limit is {MAX_PACKET}")
                         c.discarding = True
                         c.buf.clear()
@@ -350,7 +294,7 @@ class OscServer:
             while len(c.buf) >= 4:
                 size = struct.unpack_from(">i", c.buf, 0)[0]
                 if size <= 0 or size > MAX_PACKET:
-                    self._error(("tcp", c), f"TCP packet size {size} refused (1..{MAX_PACKET} bytes); "
+                    self.replies.error(("tcp", c), f"TCP packet size {size} refused (1..{MAX_PACKET} bytes); "
                                             f"closing the connection")
                     self._drop_tcp(c)
                     return
@@ -382,8 +326,8 @@ class OscServer:
         # told to the configured target only: never answer a sender we do not obey
         target = self.runtime_reply or self.reply_to
         if target is not None:
-            self._error(target, f"ignored a packet from {ip}: that sender is not in --allow")
-        self._warn(f"allow:{ip}", f"ignoring OSC from {ip}: not in --allow")
+            self.replies.error(target, f"ignored a packet from {ip}: that sender is not in --allow")
+        self.replies.warn(f"allow:{ip}", f"ignoring OSC from {ip}: not in --allow")
 
     def handle_packet(self, data: bytes, source: tuple, ip: str) -> None:
         """Parse and apply one packet from `source` (("udp", addr) or ("tcp", conn)). Never raises."""
@@ -457,7 +401,7 @@ class OscServer:
                 self._refused(str(e))
                 continue
             for note in notes:
-                self._error(None, note)
+                self.replies.error(None, note)
             batch.append((target, value))
 
     def _match(self, address: str, registry: ParamRegistry) -> tuple[str, ...]:
@@ -486,10 +430,10 @@ class OscServer:
         return True
 
     def _dump(self, args: list) -> None:
-        self._dumps.append(self.engine.time)  # answered once the generator has applied what came before it
+        self.replies.dump()
 
     def _namespace(self, args: list) -> None:
-        self._queue_many(namespace_messages(self.engine.registry), None)
+        self.replies.put_many(namespace_messages(self.engine.registry), None)
 
     def _reply(self, args: list) -> None:
         """/distill/reply PORT: replies go to that port on the sender's host; no port: as before."""
@@ -506,164 +450,10 @@ class OscServer:
         self.runtime_reply = ("udp", (host, int(port)) if self.udp.family == socket.AF_INET
                               else (host, int(port), 0, 0))
 
-    # -- outgoing (queued; only the reply thread sends) ---------------------------------------------------
-
     def _refused(self, sentence: str) -> None:
         self.counters.refused += 1
-        self._error(None, sentence)
-
-    def _error(self, target: tuple | None, sentence: str) -> None:
-        now = int(time.monotonic())
-        second, sent = self._error_window
-        if second != now:
-            second, sent = now, 0
-        if sent >= ERRORS_PER_SECOND:
-            self.counters.errors_suppressed += 1
-            return
-        self._error_window = (second, sent + 1)
-        log.debug("refused: %s", sentence)
-        self._queue(ERROR, (one_line(sentence),), target)
-
-    def _queue(self, address: str, args: tuple, target: tuple | None = None) -> None:
-        try:
-            self.outbox.put_nowait((target, address, args))
-        except queue.Full:
-            self.counters.replies_dropped += 1
-
-    def _queue_many(self, messages: list[tuple[str, tuple]], target: tuple | None) -> None:
-        for address, args in messages:
-            self._queue(address, args, target)
-
-    def _warn(self, key: str, text: str, every: float = 10.0) -> None:
-        now = time.monotonic()
-        if now - self._warned.get(key, -every) >= every:
-            if len(self._warned) > 1024:
-                self._warned.clear()
-            self._warned[key] = now
-            log.warning(text)
-
-    # -- reply thread --------------------------------------------------------------------------------
-
-    def _reply_loop(self) -> None:
-        meter_period = 1.0 / METER_RATE
-        next_meter = next_stats = time.monotonic()
-        last_codes = None
-        reported = 0
-        while not self._closing.is_set():
-            try:
-                item = self.outbox.get(timeout=0.01)
-                self._send_item(item)
-                for _ in range(OUTBOX_SIZE):
-                    self._send_item(self.outbox.get_nowait())
-            except queue.Empty:
-                pass
-            except Exception as e:
-                self._warn("tx", f"OSC reply problem: {one_line(e)}")
-            try:
-                self._send_changes()
-                while self._dumps and self.engine.time > self._dumps[0]:
-                    self._dumps.popleft()
-                    for address, args in dump_messages(self.engine.registry):
-                        self._send(None, address, args)
-                for _ in range(100):
-                    try:
-                        self._error(None, self.engine.errors.get_nowait())
-                    except queue.Empty:
-                        break
-                now = time.monotonic()
-                if self.feedback and now >= next_meter:
-                    next_meter = max(next_meter + meter_period, now - meter_period)
-                    self._send(None, METER, (float(self.engine.level),))
-                    codes = self.engine.last_codes
-                    if codes is not last_codes:
-                        last_codes = codes
-                        self._send(None, CODES, tuple(int(c) for c in codes.tolist()))
-                if now >= next_stats:
-                    next_stats = max(next_stats + STATS_PERIOD, now)
-                    if self.feedback:
-                        self._send(None, STATS, self.stats())
-                    suppressed = self.counters.errors_suppressed - reported
-                    if suppressed:
-                        reported += suppressed
-                        self._send(None, ERROR, (f"{suppressed} more refused messages were not "
-                                                             f"reported (at most {ERRORS_PER_SECOND} per second)",))
-            except Exception as e:  # a reply problem must never stop feedback or anything else
-                self._warn("tx", f"OSC reply problem: {one_line(e)}")
+        self.replies.error(None, sentence)
 
     def stats(self) -> tuple[float, float, int, float, float]:
         """(rtf, buffer depth ms, underruns, latency ms, tempo bpm or 0) as /distill/stats sends them."""
-        s = self.engine.stats()
-        bpm = (self.tempo() if self.tempo is not None else None) or 0.0
-        return float(s["rtf"]), float(s["buffer_ms"]), int(s["underruns"]), float(s["latency_ms"]), float(bpm)
-
-    def _send_changes(self) -> None:
-        latest: dict[str, tuple] = {}
-        registry, changes = self.engine.registry, self.engine.changes
-        for _ in range(100_000):
-            try:
-                address, args = changes.get_nowait()
-            except queue.Empty:
-                break
-            self.counters.applied += 1
-            p = registry.params.get(address)
-            if p is None or not p.stored:  # a command: every one is reported
-                self._send(None, STATE, (address, *args))
-                continue
-            for changed, value in registry.expand(address, args) + [(address, args)]:  # mix: its worlds, then itself
-                latest.pop(changed, None)  # re-insert: keep the order of the latest change
-                latest[changed] = value
-        for address, args in latest.items():
-            self._send(None, STATE, (address, *args))
-
-    def _send_item(self, item: tuple) -> None:
-        target, address, args = item
-        self._send(target, address, args)
-
-    def _send(self, target: tuple | None, address: str, args: Iterable[Any]) -> None:
-        target = target or self.reply_target
-        if target is None:
-            return
-        try:
-            data = build_message(address, args)
-        except Exception as e:
-            self.counters.replies_dropped += 1
-            self._warn("build", f"cannot build OSC reply {address}: {one_line(e)}")
-            return
-        kind, where = target
-        if kind == "udp":
-            try:
-                self.udp.sendto(data, where)
-                self.counters.replies += 1
-            except OSError as e:  # unreachable, refused, buffer full: the reply is dropped, nothing else
-                self.counters.replies_dropped += 1
-                self._warn(f"reply:{where}", f"cannot send OSC replies to {where[0]}:{where[1]} ({e.strerror or e})")
-        else:
-            self._send_tcp(where, where.frame(data))
-
-    def _send_tcp(self, c: _Tcp, frame: bytes) -> None:
-        with c.lock:
-            if c.dead:
-                self.counters.replies_dropped += 1
-                return
-            data = c.pending + frame
-            try:
-                sent = c.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                c.dead = True
-                self.counters.replies_dropped += 1
-                try:
-                    c.sock.shutdown(socket.SHUT_RDWR)  # the receive thread sees EOF and cleans up
-                except OSError:
-                    pass
-                return
-            c.pending = data[sent:]
-            self.counters.replies += 1
-            if len(c.pending) > TCP_BACKLOG_LIMIT:
-                c.dead = True
-                self._warn(f"tcp-slow:{c.peer}", f"dropping TCP OSC client {c.peer[0]}: it does not read replies")
-                try:
-                    c.sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        return self.replies.stats()

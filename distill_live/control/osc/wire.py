@@ -6,7 +6,10 @@ here, with a depth limit, so a hostile packet is refused instead of recursing wi
 """
 from __future__ import annotations
 
+import socket
 import struct
+import threading
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from pythonosc.osc_message import OscMessage
@@ -237,3 +240,24 @@ class AddressPattern:
             return memo[key]
 
         return go(0, 0)
+
+
+# -- TCP ----------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class TcpClient:
+    """One TCP connection: its framing, what it sent that is not a whole packet yet, and replies not yet
+    written to it (a slow reader). The receive side reads it, the reply side writes to it."""
+
+    sock: socket.socket
+    peer: tuple
+    slip: bool | None = None  # decided by the first byte: 0xC0 = SLIP (OSC 1.1), else length prefixes (1.0)
+    buf: bytearray = field(default_factory=bytearray)
+    discarding: bool = False  # SLIP: skipping an oversized frame until its END
+    pending: bytes = b""  # replies not yet written (slow reader)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    dead: bool = False
+
+    def frame(self, data: bytes) -> bytes:
+        return struct.pack(">i", len(data)) + data if self.slip is False else slip_encode(data)
