@@ -90,24 +90,17 @@ def start_midi(engine, args: argparse.Namespace, log: Callable[[str], None] = pr
 def osc_handlers(control: MidiControl | None) -> dict[str, Callable[[list], None]]:
     """`/distill/midi/learn <param>` and `/distill/midi/save <file>` for the OSC server (each raises
     ValueError with one sentence to refuse)."""
-    def learn(args: list) -> None:
-        if control is None:
-            raise ValueError(f"{MIDI_LEARN} refused: MIDI is off")
-        if len(args) != 1 or not isinstance(args[0], str):
-            raise ValueError(f"{MIDI_LEARN} takes one parameter name, e.g. gain")
-        try:
-            control.learn(args[0])
-        except MidiMapError as e:
-            raise ValueError(str(e)) from None
+    def handler(address: str, takes: str, act: str) -> Callable[[list], None]:
+        def handle(args: list) -> None:
+            if control is None:
+                raise ValueError(f"{address} refused: MIDI is off")
+            if len(args) != 1 or not isinstance(args[0], str):
+                raise ValueError(f"{address} takes {takes}")
+            try:
+                getattr(control, act)(args[0])
+            except MidiMapError as e:
+                raise ValueError(str(e)) from None
+        return handle
 
-    def save(args: list) -> None:
-        if control is None:
-            raise ValueError(f"{MIDI_SAVE} refused: MIDI is off")
-        if len(args) != 1 or not isinstance(args[0], str):
-            raise ValueError(f"{MIDI_SAVE} takes one file name")
-        try:
-            control.save(args[0])
-        except MidiMapError as e:
-            raise ValueError(str(e)) from None
-
-    return {MIDI_LEARN: learn, MIDI_SAVE: save}
+    return {MIDI_LEARN: handler(MIDI_LEARN, "one parameter name, e.g. gain", "learn"),
+            MIDI_SAVE: handler(MIDI_SAVE, "one file name", "save")}
