@@ -74,7 +74,8 @@ class Simulation:
         self.rate, self.hop = model.config.codec.sample_rate, model.config.codec.hop
         self.clock, self.in_block, self.out_block, self.fast = clock, in_block, out_block, fast
         self.feed = TakenInput(1, self.rate, self.rate, self.hop)
-        self.engine = Engine(model, ParamRegistry.for_model(model, audio_input=True), buffer_ms=buffer_ms, audio_input=self.feed)
+        registry = ParamRegistry.for_model(model, audio_input=True)
+        self.engine = Engine(model, registry, buffer_ms=buffer_ms, audio_input=self.feed)
         self.late = np.random.default_rng(0).uniform(0, late_ms * self.rate / 1000, 10_000)  # per block, samples
         self.compute = compute_ms * self.rate / 1000
         self.delivered_at: list[int] = []  # input sample k arrived at this time (samples)

@@ -8,8 +8,8 @@
 The callback only copies from the ring (and counts underruns). Everything heavy happens in the
 generator thread, which keeps the ring one sound card block plus `buffer_ms` ahead and never more:
 whatever is queued is latency. It works in chunks of a quarter frame (see player.py), so the
-ring can stay that short while the model still computes whole frames. Model files asked for over OSC (`/distill/model`) are loaded by a third thread
-so the generator never waits on a disk.
+ring can stay that short while the model still computes whole frames. Model files asked for over
+OSC (`/distill/model`) are loaded by a third thread so the generator never waits on a disk.
 
 With an audio input (audioinput.py) the generator also pulls what the input callback copied, and
 a frame waits until a whole frame of input has arrived; input beyond what keeps the card fed is
@@ -53,7 +53,7 @@ class Telemetry:
         self.faults = 0  # frames the generator could not make (silence instead)
 
     def summary(self) -> dict:
-        times = np.array(self.compute) if self.compute else np.zeros(1)
+        times = np.array(self.compute.copy()) if self.compute else np.zeros(1)  # (a copy is one step: never torn)
         p50, p99 = np.percentile(times, [50, 99])
         return {
             "frames": self.frames,
@@ -116,14 +116,8 @@ class Engine:
     def stats(self) -> dict:
         """The telemetry summary (frames, underruns, faults, frame_ms_p50/p99, rtf), the buffer depth and the
         latency estimate in ms."""
-        summary = {"rtf": 0.0, "underruns": self.telemetry.underruns}
-        for _ in range(5):
-            try:
-                summary = self.telemetry.summary()
-                break
-            except (RuntimeError, ValueError):  # the window was appended to while copying
-                continue
-        return {**summary, "buffer_ms": 1000.0 * self.queued_seconds(), "latency_ms": self.latency_ms()}
+        buffer_ms, latency_ms = 1000.0 * self.queued_seconds(), self.latency_ms()
+        return {**self.telemetry.summary(), "buffer_ms": buffer_ms, "latency_ms": latency_ms}
 
     def queued_seconds(self) -> float:
         return self.ring.available() / self.sample_rate

@@ -219,7 +219,8 @@ def control_patch() -> str:
     # state -> GUI ("set" never sends back)
     rs = p.obj(x0, 380, "r distill.state")
     routed = names("play", "freeze", "gain", "temperature", "topp", "guidance", "mutate", "topk", "loop", "levels",
-                   "lock", "seed", "cue") + [f"descriptor/{d}" for d in DESCRIPTORS] + [f"descriptor/{d}/free" for d in DESCRIPTORS]
+                   "lock", "seed", "cue")
+    routed += [f"descriptor/{d}" for d in DESCRIPTORS] + [f"descriptor/{d}/free" for d in DESCRIPTORS]
     route = p.obj(x0, 410, "route " + " ".join(f"/distill/{n}" for n in routed), w=360)
     p.chain(rs, route)
     for i, n in enumerate(routed):
