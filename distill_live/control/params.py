@@ -119,11 +119,15 @@ class ParamRegistry:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list[tuple[float, int, str, tuple]] = []  # generator-side heap of timed messages
         self._order = 0
-        # what `controls` reads: the Controls fields that have a control of their name, the worlds, the descriptors
-        self._prior = [(f.name, self.params[f"{PREFIX}/{f.name}"]) for f in dataclasses.fields(Controls)
-                       if f"{PREFIX}/{f.name}" in self.params]
-        self._worlds = [self.params[f"{PREFIX}/world/{w}"] for w in self.worlds]
-        self._descriptors = [(d, self.params[f"{PREFIX}/descriptor/{d}"]) for d in DESCRIPTORS]
+        # what `controls` reads: the fields of Controls that have a control of their name (as they are,
+        # as on/off, or eased), the worlds and the descriptors
+        named = [(f.name, self.params[f"{PREFIX}/{f.name}"]) for f in dataclasses.fields(Controls)
+                 if f"{PREFIX}/{f.name}" in self.params]
+        self._plain = [(name, p.address) for name, p in named if not p.smooth and p.types != "b"]
+        self._switches = [(name, p.address) for name, p in named if not p.smooth and p.types == "b"]
+        self._eased = [(name, p.address) for name, p in named if p.smooth]
+        self._worlds = [f"{PREFIX}/world/{w}" for w in self.worlds]
+        self._descriptors = [(d, f"{PREFIX}/descriptor/{d}") for d in DESCRIPTORS]
 
     @classmethod
     def for_model(cls, model, audio_input: bool = False) -> "ParamRegistry":
@@ -241,21 +245,21 @@ class ParamRegistry:
         return self.values[f"{PREFIX}/{name}"]
 
     def world_weights(self) -> list[float]:
-        return [self.values[p.address] for p in self._worlds]
+        return [self.values[a] for a in self._worlds]
 
     def controls(self, smooth: Callable[[str, float], float]) -> Controls:
         """What the prior reads: each field of `Controls` from the control of the same name (on/off as a
         bool), `world_weights` from the world/ controls (None when all are 0) and `descriptors` from the
         descriptor/ controls (None where free). `smooth(address, value)` eases the values of controls
-        that have a smoothing time; call from the generator thread."""
-        def value(p: Param) -> Any:
-            v = self.values[p.address]
-            return smooth(p.address, v) if p.smooth else bool(v) if p.types == "b" else v
-
-        weights = [value(p) for p in self._worlds]
+        that have a smoothing time (worlds and descriptors); call from the generator thread."""
+        values = self.values
+        fields = {name: values[a] for name, a in self._plain}
+        fields.update((name, bool(values[a])) for name, a in self._switches)
+        fields.update((name, smooth(a, values[a])) for name, a in self._eased)
+        weights = [smooth(a, values[a]) for a in self._worlds]
         return Controls(world_weights=weights if sum(weights) > 1e-6 else None,
-                        descriptors=[value(p) if self.held[d] else None for d, p in self._descriptors],
-                        **{name: value(p) for name, p in self._prior})
+                        descriptors=[smooth(a, values[a]) if self.held[d] else None for d, a in self._descriptors],
+                        **fields)
 
     def snapshot(self) -> tuple[dict[str, Any], dict[str, bool]]:
         """Copies of `values` and `held`, from any thread. The generator thread may be writing: a copy is
