@@ -84,6 +84,7 @@ class Replies:
         self.put(ERROR, (one_line(sentence),), target)
 
     def put(self, address: str, args: tuple, target: tuple | None = None) -> None:
+        """Queue one reply for the reply thread (dropped, and counted, when the outbox is full)."""
         try:
             self.outbox.put_nowait((target, address, args))
         except queue.Full:
@@ -94,6 +95,7 @@ class Replies:
             self.put(address, args, target)
 
     def warn(self, key: str, text: str, every: float = 10.0) -> None:
+        """Log `text`, at most once every `every` seconds for the same `key` (either thread)."""
         now = time.monotonic()
         if now - self._warned.get(key, -every) >= every:
             if len(self._warned) > 1024:
