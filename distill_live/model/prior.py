@@ -25,7 +25,8 @@ key/value memory, so one cannot be the other on a short input without losing the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import torch
