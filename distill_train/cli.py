@@ -23,9 +23,13 @@ DEFAULT_STEPS = {"tiny": (400, 300), "small": (20000, 6000), "default": (60000, 
 ADVERSARIAL_STEPS = {"tiny": 200, "small": 5000, "default": 15000}
 # batch size per process (codec crops, prior sequences) when --batch-size is not given
 BATCH = {"cpu": (8, 16), "mps": (8, 16), "cuda": (32, 64)}
-# codec: held-out loss after 3000 tiny steps on sonic-pi-samples was 5.33 at 5e-4, 3.96 at 1e-3,
-# 3.36 at 2e-3, 3.27 at 4e-3; small, 1200 steps: 4.91 at 5e-4, 3.99 at 2e-3 (README, design)
-CODEC_LR, PRIOR_LR = 2e-3, 1e-3
+# codec learning rate per preset: held-out loss after 3000 tiny steps on sonic-pi-samples was 5.33 at
+# 5e-4, 3.96 at 1e-3, 3.36 at 2e-3, 3.27 at 4e-3; small, 1200 steps: 4.91 at 5e-4, 3.99 at 2e-3. The
+# tiny codec of the steering tests (bells and rumble, 1000 steps, seeds 0-9) gave the bells back
+# 10-36 dB too quiet at 2e-3 (the decoder had not yet found phases that add up for partials) and
+# 2-7 dB at 3e-3 (bench/steering.py, docs/benchmarks.md)
+CODEC_LR = {"tiny": 3e-3, "small": 2e-3, "default": 2e-3}
+PRIOR_LR = 1e-3
 ADVERSARIAL_LR = 2e-4  # decoder and discriminators, as in HiFi-GAN
 
 EPILOG = """\
@@ -126,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, help="batch size of both stages, per process under torchrun "
                    "(default: " + "; ".join(f"{k} codec {v[0]} crops, prior {v[1]} sequences" for k, v in BATCH.items())
                    + ")")
-    p.add_argument("--lr", type=positive_float, help=f"peak learning rate of both stages (default: codec "
-                   f"{CODEC_LR:g}, prior {PRIOR_LR:g})")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate of both stages (default: codec "
+                   + ", ".join(f"{k} {v:g}" for k, v in CODEC_LR.items()) + f"; prior {PRIOR_LR:g})")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in the run directory")
@@ -476,7 +480,7 @@ def train(args) -> int:
             f"{len(dataset.valid())} held out), {len(dataset.worlds)} worlds: {', '.join(dataset.worlds)}; "
             f"{c.levels} levels x {c.codebook_size} codes, EMA decay {c.ema_decay:g}")
         steps = args.steps or DEFAULT_STEPS[preset_name][0]
-        batch, lr = args.batch_size or BATCH[device.type][0], args.lr or CODEC_LR
+        batch, lr = args.batch_size or BATCH[device.type][0], args.lr or CODEC_LR[preset_name]
         settings = Settings(steps=steps, batch_size=batch, lr=lr, checkpoint_every=args.checkpoint_every,
                             eval_every=args.eval_every, quiet=quiet,
                             time_budget_s=args.codec_minutes * 60 if args.codec_minutes else None)
