@@ -23,7 +23,7 @@ from distill_live.model.config import preset
 from distill_live.model.modelfile import load_model
 from distill_train.codec_stage import CROP_FRAMES, extract_codes
 from distill_train.data import CropSampler, load_dataset
-from distill_train.prior_stage import PriorStage
+from distill_train.prior_stage import PriorStage, heard_descriptors
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = Path("/usr/share/sonic-pi/samples")
@@ -61,7 +61,9 @@ def main() -> None:
     model.config.prior.worlds = len(dataset.worlds)
     cues = extract_codes(model.codec, dataset.clips, torch.device("cpu"))
     with tempfile.TemporaryDirectory() as run_dir:
-        stage = PriorStage(model.config, model.codec, cues, dataset, 64, 128, 0, torch.device("cpu"), Path(run_dir))
+        _, descriptors = heard_descriptors(model.codec, cues, dataset.clips)
+        stage = PriorStage(model.config, model.codec, cues, descriptors, dataset, 64, 128, 0, torch.device("cpu"),
+                           Path(run_dir))
         figures["prior_sequences_64x128"] = timed(stage.batch, args.repeats)
     print(json.dumps(figures, indent=2))
 

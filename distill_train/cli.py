@@ -424,7 +424,7 @@ def train(args) -> int:
     from .codec_stage import CROP_FRAMES, CodecStage, extract_codes
     from .health import code_counts, codebook_health, collapse_warnings
     from .loop import Settings, TrainError, pick_device, run, seed_everything
-    from .prior_stage import PriorStage
+    from .prior_stage import PriorStage, heard_descriptors
 
     stages = check(args)
     data, output = Path(args.data), Path(args.output)
@@ -575,7 +575,9 @@ def train(args) -> int:
                         eval_every=args.eval_every, quiet=quiet,
                         time_budget_s=args.prior_minutes * 60 if args.prior_minutes else None)
     seed_everything(args.seed + 1)
-    stage = PriorStage(config, codec, cues, dataset, batch, seq_frames, args.seed + 1, device, run_dir,
+    stats, descriptors = heard_descriptors(codec, cues, dataset.clips)
+    meta["descriptor_stats"] = stats.to_dict()
+    stage = PriorStage(config, codec, cues, descriptors, dataset, batch, seq_frames, args.seed + 1, device, run_dir,
                        patience=args.patience)
     checkpoint = run_dir / "checkpoint-prior.safetensors"
     fp = on_codec_fingerprint(checkpoint, fingerprint(config, dataset, args.seed, batch, lr), codec, args.resume, log)

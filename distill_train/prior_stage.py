@@ -9,9 +9,16 @@ the prior learnt silence as a state it never leaves: generated audio fell silent
 two. Each example has its clip's world (dropped to "no world" with probability world_dropout), its
 per-frame descriptors (each dropped independently with descriptor_dropout; held ones get a little
 jitter so the prior tolerates targets a performer sets by hand) and, on about a fifth of the
-batches, fine input levels hidden as when fewer levels are sampled live. Loss: cross-entropy per level. Held-out loss
-is measured on whole held-out sequences with world and descriptors given; training stops early
-when it has not improved for `patience` evaluations, and the best weights are kept.
+batches, fine input levels hidden as when fewer levels are sampled live.
+
+The descriptors are those of the codec's rendering of the codes, not of the recordings (see
+`heard_descriptors`). A quarter of the examples move to another world midway, the condition with
+them (never dropped there), as a performer moves a world fader: without them the prior only ever
+saw a condition that agreed with the sound so far, and learnt to follow the sound, not the condition.
+
+Loss: cross-entropy per level. Held-out loss is measured on whole held-out sequences with world and
+descriptors given; training stops early when it has not improved for `patience` evaluations, and the
+best weights are kept.
 
 The first evaluation (step 1, before the warm-up has moved anything) is the untrained prior's: it is
 the baseline, never a candidate. Only held-out losses below it count as improvements. On a small
@@ -30,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from distill_live.model.config import ModelConfig
+from distill_live.model.descriptors import DescriptorStats, frame_descriptors
 from distill_live.model.prior import Controls, Prior
 
 from . import distributed
@@ -39,10 +47,34 @@ from .report import prior_report, write_wav
 
 INPUT_LEVELS_SHARE = 0.2  # batches trained with fine input levels hidden
 DESCRIPTOR_JITTER = 0.02
+SWITCH_SHARE = 0.25  # sequences that move to another world midway, with the condition
 VALID_MAX_FRAMES = 512
 PREVIEW_SECONDS = 10.0
 MEMORISATION_FRAMES = 1000
 MEMORISATION_SEED = 1
+
+
+def heard_descriptors(codec, codes: list[torch.Tensor], clips) -> tuple[DescriptorStats, list[np.ndarray]]:
+    """What the prior is conditioned on: the descriptors of the codec's own rendering of each clip's
+    codes, normalised to the range of the training clips' (returned with that range).
+
+    The prior chooses codes and the codec turns them into the sound a listener hears, so a held target
+    means "codes that sound this loud / bright / noisy through this codec". Measured on the recordings
+    instead, a sound the codec renders unlike the recording steers the wrong way: on a three-world
+    variant of the steering tests' sounds (bells, rumble, white-noise hiss) the tiny codec gave the
+    bells back 37 dB too quiet, the prior learnt that loud targets want bell codes (their strikes are
+    the loudest frames of the recordings), and holding loudness high made the output quieter.
+    """
+    hop, rate = codec.cfg.hop, codec.cfg.sample_rate
+    device = next(codec.parameters()).device
+    codec.eval()
+    raw = []
+    with torch.no_grad():
+        for code in codes:
+            audio = codec.decode(code[None].to(device))[0].cpu().numpy()
+            raw.append(frame_descriptors(audio, hop, rate))
+    stats = DescriptorStats.fit([r for r, clip in zip(raw, clips) if clip.split == "train"])
+    return stats, [stats.normalise(r) for r in raw]
 
 
 def align(descriptors: np.ndarray, frames: int) -> np.ndarray:
@@ -57,8 +89,8 @@ def align(descriptors: np.ndarray, frames: int) -> np.ndarray:
 class PriorStage(Stage):
     name = "prior"
 
-    def __init__(self, config: ModelConfig, codec, codes: list[torch.Tensor], dataset, batch_size: int,
-                 seq_frames: int, seed: int, device: torch.device, run_dir: Path, patience: int = 6):
+    def __init__(self, config: ModelConfig, codec, codes: list[torch.Tensor], descriptors: list[np.ndarray], dataset,
+                 batch_size: int, seq_frames: int, seed: int, device: torch.device, run_dir: Path, patience: int = 6):
         self.config, self.codec, self.device, self.run_dir = config, codec, device, run_dir
         self.cfg = config.prior
         self.levels, self.size = config.codec.levels, config.codec.codebook_size
@@ -67,8 +99,8 @@ class PriorStage(Stage):
         self.prior = Prior(self.cfg, self.levels, self.size).to(device)
         self.model = distributed.wrap(self.prior, device)  # what train_step calls (DDP under torchrun)
         self.worlds = len(dataset.worlds)
-        items = [(code, align(clip.descriptors, len(code)), clip.world, clip.split)
-                 for code, clip in zip(codes, dataset.clips)]
+        items = [(code, align(d, len(code)), clip.world, clip.split)
+                 for code, d, clip in zip(codes, descriptors, dataset.clips)]
         self.train_items = [i for i in items if i[3] == "train"]
         valid = [i for i in items if i[3] == "valid"]
         self.valid_source = "held-out clips" if valid else "training clips (nothing could be held out)"
@@ -78,6 +110,9 @@ class PriorStage(Stage):
         self.by_world: dict[int, list[int]] = {}
         for index, item in enumerate(self.train_items):
             self.by_world.setdefault(item[2], []).append(index)
+        # worlds a sequence may move between: those of more than one clip (a clip then never needs
+        # followers from other worlds)
+        self.switchable = sorted(w for w, items in self.by_world.items() if len(items) > 1)
         frames = np.array([len(i[0]) for i in self.train_items], dtype=np.float64)
         self.weights = frames / frames.sum()
         self.rng = np.random.default_rng(seed)
@@ -92,7 +127,7 @@ class PriorStage(Stage):
     # -- batches ----------------------------------------------------------------------------------
 
     def batch(self):
-        """codes [B, T, L], world weights [B, W+1], descriptors [B, T, 3], held [B, T, 3], input_levels.
+        """codes [B, T, L], world weights [B, T, W+1], descriptors [B, T, 3], held [B, T, 3], input_levels.
 
         Under torchrun the batch of all ranks is drawn and each rank keeps its own part, so every
         rank's generator stays in the same state.
@@ -102,28 +137,23 @@ class PriorStage(Stage):
         codes = np.zeros((b, t, self.levels), dtype=np.int64)
         desc = np.zeros((b, t, 3), dtype=np.float32)
         held = np.zeros((b, t, 3), dtype=np.float32)
-        weights = np.zeros((b, self.worlds + 1), dtype=np.float32)
+        weights = np.zeros((b, t, self.worlds + 1), dtype=np.float32)
         which = rng.choice(len(self.train_items), size=b, p=self.weights)
         for row, i in enumerate(which):
-            code, d, world, _ = self.train_items[i]
-            start = int(rng.integers(0, max(1, len(code) - t + 1)))
-            # a clip shorter than the sequence is followed by others of its world; a world of one clip
-            # (each file its own world) borrows followers from every world and trains unconditioned
-            followers = self.by_world[world] if len(self.by_world[world]) > 1 else self.all_items
-            mixed = followers is self.all_items and len(code) - start < t
-            filled = 0
-            while True:
-                n = min(t - filled, len(code) - start)
-                codes[row, filled:filled + n] = code.numpy()[start:start + n]
-                desc[row, filled:filled + n] = d[start:start + n]
-                filled += n
-                if filled == t:
-                    break
-                code, d, _, _ = self.train_items[rng.choice(followers)]
-                start = 0
-            held[row] = rng.random(3) >= self.cfg.descriptor_dropout
-            unconditioned = mixed or rng.random() < self.cfg.world_dropout
-            weights[row, self.worlds if unconditioned else world] = 1.0
+            world = self.train_items[i][2]
+            if world in self.switchable and len(self.switchable) > 1 and rng.random() < SWITCH_SHARE:
+                # the performer moves to another world: the condition changes at `at`, and the sound with it
+                at = int(rng.integers(t // 4, 3 * t // 4 + 1))
+                other = rng.choice([w for w in self.switchable if w != world])
+                self._fill(row, 0, at, i, codes, desc)
+                self._fill(row, at, t, self.by_world[other][rng.choice(len(self.by_world[other]))], codes, desc)
+                weights[row, :at, world] = weights[row, at:, other] = 1.0
+                held[row] = rng.random(3) >= self.cfg.descriptor_dropout
+            else:
+                mixed = self._fill(row, 0, t, i, codes, desc)
+                held[row] = rng.random(3) >= self.cfg.descriptor_dropout
+                unconditioned = mixed or rng.random() < self.cfg.world_dropout
+                weights[row, :, self.worlds if unconditioned else world] = 1.0
         desc = np.clip(desc + rng.normal(0.0, DESCRIPTOR_JITTER, size=(b, t, 3)).astype(np.float32), 0.0, 1.0)
         input_levels = None
         if self.levels > 1 and rng.random() < INPUT_LEVELS_SHARE:
@@ -132,6 +162,26 @@ class PriorStage(Stage):
         return (torch.from_numpy(codes[mine]), torch.from_numpy(weights[mine]), torch.from_numpy(desc[mine]),
                 torch.from_numpy(held[mine]),
                 None if input_levels is None else input_levels[mine])
+
+    def _fill(self, row: int, lo: int, hi: int, i: int, codes: np.ndarray, desc: np.ndarray) -> bool:
+        """Fill frames lo..hi of a batch row from training clip i, from a random start; a clip that ends
+        too soon is followed by others of its world (a world of one clip borrows followers from every
+        world: then the row mixes worlds, and the caller trains it unconditioned; returns True)."""
+        code, d, world, _ = self.train_items[i]
+        rng, t = self.rng, hi - lo
+        start = int(rng.integers(0, max(1, len(code) - t + 1)))
+        followers = self.by_world[world] if len(self.by_world[world]) > 1 else self.all_items
+        mixed = followers is self.all_items and len(code) - start < t
+        filled = lo
+        while True:
+            n = min(hi - filled, len(code) - start)
+            codes[row, filled:filled + n] = code.numpy()[start:start + n]
+            desc[row, filled:filled + n] = d[start:start + n]
+            filled += n
+            if filled == hi:
+                return mixed
+            code, d, _, _ = self.train_items[rng.choice(followers)]
+            start = 0
 
     def _loss(self, codes: torch.Tensor, weights: torch.Tensor, desc: torch.Tensor, held: torch.Tensor,
               input_levels: torch.Tensor | None = None, model: torch.nn.Module | None = None):
@@ -156,8 +206,8 @@ class PriorStage(Stage):
         count = 0.0
         for code, d, world, _ in self.valid_items:
             n = min(len(code), VALID_MAX_FRAMES)
-            weights = torch.zeros(1, self.worlds + 1)
-            weights[0, world] = 1.0
+            weights = torch.zeros(1, n, self.worlds + 1)
+            weights[0, :, world] = 1.0
             _, per_level = self._loss(code[None, :n], weights, torch.from_numpy(d[None, :n]),
                                       torch.ones(1, n, 3))
             totals += per_level.cpu() * n

@@ -76,6 +76,13 @@ def test_round_trip_keeps_weights_cues_and_meta(saved):
     assert not loaded.codec.training and not loaded.prior.training
 
 
+def test_a_model_from_before_the_heads_were_conditioned_loads_as_it_was_trained(saved):
+    """Model files written before `condition_heads` existed lack the field: their prior was trained with
+    the conditioning on the temporal model's input only, and must play that way. The shipped demo is one."""
+    assert load_model(saved[0]).config.prior.condition_heads  # what training writes now
+    assert load_model(ROOT / "demo" / "demo.distill").config.prior.condition_heads is False
+
+
 def test_codec_only_model_round_trips(tmp_path):
     path = tmp_path / "codec.distill"
     save_model(path, make_model(with_prior=False))

@@ -1,4 +1,5 @@
-"""What the prior trains on: clips shorter than a sequence are followed by other clips of their world.
+"""What the prior trains on: clips shorter than a sequence are followed by other clips of their world,
+and some sequences move to another world midway, with the condition.
 
 Padded with silence instead, a collection of one-shots taught the prior that silence is never
 followed by anything: measured on five sonic-pi-samples folders of drum hits (tiny preset, 1000 codec
@@ -33,17 +34,29 @@ def test_short_clips_are_followed_by_clips_of_their_own_world_or_any_when_alone(
              for (w, c), n in lengths.items()]
     dataset = Dataset(str(tmp_path), 16000, 320, ["a", "b", "c"], clips, [], DescriptorStats.fit([np.zeros((4, 3))]))
     codes = [clip_codes(w, c, n) for (w, c), n in lengths.items()]
-    stage = PriorStage(config, None, codes, dataset, batch_size=16, seq_frames=24, seed=0,
+    stage = PriorStage(config, None, codes, [c.descriptors for c in clips], dataset, batch_size=16, seq_frames=24, seed=0,
                        device=torch.device("cpu"), run_dir=tmp_path)
 
-    followed, lonely = set(), 0
+    followed, lonely, switched = set(), 0, 0
     for _ in range(5):
         rows, weights, _, _, _ = stage.batch()
         for row, weight in zip(rows, weights):
+            label = weight.argmax(-1)  # the world asked for at each frame (3 = none)
+            assert (weight.sum(-1) == 1).all() and (weight.max(-1).values == 1).all()
+            moves = [t for t in range(1, len(row)) if label[t] != label[t - 1]]
+            assert len(moves) <= 1, label.tolist()
+            if moves:  # the performer moved to another world: the sound moves with the condition, there
+                switched += 1
+                at = moves[0]
+                assert int(row[at, 0]) != int(row[at - 1, 0]), (row.tolist(), label.tolist())
+                for lo, hi in ((0, at), (at, len(row))):
+                    if label[lo] != 3:
+                        assert (row[lo:hi, 0] == label[lo]).all(), (row.tolist(), label.tolist())
+                continue
             world = int(row[0, 0])
             if world == 2:  # the lonely clip is followed by any clip, and the example is unconditioned
                 lonely += 1
-                assert weight.tolist() == [0, 0, 0, 1] and (row[6:, 0] != 2).any(), (row.tolist(), weight)
+                assert (label == 3).all() and (row[6:, 0] != 2).any(), (row.tolist(), weight)
             else:
                 assert (row[:, 0] == world).all(), "a clip of another world followed"
             for t in range(1, len(row)):
@@ -55,4 +68,4 @@ def test_short_clips_are_followed_by_clips_of_their_own_world_or_any_when_alone(
                 previous_world = int(row[t - 1, 0])
                 assert frame == 0 and previous_frame == lengths[(previous_world, previous_clip)] - 1, row.tolist()
                 followed.add((previous_clip, clip))
-    assert len(followed) >= 5 and lonely  # several different successions, not one clip looped
+    assert len(followed) >= 5 and lonely and switched  # several different successions, not one clip looped

@@ -63,9 +63,10 @@ def test_frame_by_frame_encoding_equals_whole_sequence(name):
 
 @pytest.mark.parametrize("kind", ["gru", "transformer"])
 @pytest.mark.parametrize("name", ["tiny", "small"])
-def test_prior_step_logprobs_equal_full_forward(kind, name):
+@pytest.mark.parametrize("condition_heads", [True, False], ids=["heads", "input-only"])
+def test_prior_step_logprobs_equal_full_forward(kind, name, condition_heads):
     cfg = preset(name)
-    cfg.prior.kind = kind
+    cfg.prior.kind, cfg.prior.condition_heads = kind, condition_heads
     cfg.prior.worlds = 3
     levels, size = cfg.codec.levels, cfg.codec.codebook_size
     torch.manual_seed(0)

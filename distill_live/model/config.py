@@ -53,6 +53,7 @@ class PriorConfig:
     world_dropout: float = 0.2  # chance a training example is seen unconditioned
     descriptor_dropout: float = 0.3  # chance each descriptor is left free
     dropout: float = 0.1
+    condition_heads: bool = True  # world and descriptors also reach the per-level heads (see Prior)
 
 
 @dataclass
@@ -65,7 +66,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        return cls(codec=_build(CodecConfig, d.get("codec", {})), prior=_build(PriorConfig, d.get("prior", {})))
+        prior = {"condition_heads": False, **d.get("prior", {})}  # model files older than it played without
+        return cls(codec=_build(CodecConfig, d.get("codec", {})), prior=_build(PriorConfig, prior))
 
 
 def _build(kind, d: dict):

@@ -4,6 +4,14 @@ A temporal model (GRU, or a small transformer with a rolling key/value cache) re
 frame's codes plus the conditioning and yields one vector per frame; per-level heads then pick the
 frame's codes coarse to fine, each head seeing the levels already chosen.
 
+The conditioning (the world weights and the held descriptors, one vector) is added to the temporal
+model's input and, with `condition_heads` (every model trained since it existed), to its output
+before the heads too. Through the temporal model alone it was weak: the previous frame's codes
+already say most of what the next frame will be, so a small prior learnt to lean on them, and a
+held descriptor moved the output on some training seeds and not on others. Training sequences
+that move to another world midway, with the condition, teach the same thing from the other side:
+when the condition changes, the sound follows (distill_train/prior_stage.py).
+
 Live use is one frame at a time:
 
     state = prior.start(seed=1)
@@ -169,10 +177,10 @@ class Prior(nn.Module):
         return out
 
     def condition(self, world_weights: torch.Tensor, descriptors: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
-        """world_weights [B, worlds+1] (rows sum to 1; last column = no world); descriptors, held [B, ..., 3]."""
+        """world_weights [B, (T,) worlds+1] (rows sum to 1; last column = no world); descriptors, held [B, ..., 3]."""
         world = world_weights @ self.world_embed.weight
         desc = self.descriptor_proj(torch.cat([descriptors * held, held], dim=-1))
-        if desc.dim() == 3:
+        if desc.dim() > world.dim():
             world = world[:, None]
         return world + desc
 
@@ -189,6 +197,7 @@ class Prior(nn.Module):
                 held: torch.Tensor, input_levels: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced logits [B, T, L, K] for codes [B, T, L].
 
+        world_weights are [B, W+1], or [B, T, W+1] for a condition that changes along the sequence;
         descriptors/held [B, T, 3] are the targets for each predicted frame. `input_levels` [B]
         optionally hides fine levels of the input frames, as happens live when fewer levels are
         sampled.
@@ -199,8 +208,10 @@ class Prior(nn.Module):
             keep = torch.arange(self.levels, device=codes.device) < input_levels[:, None, None]
             prev = prev.masked_fill(~keep, -1)
         x = torch.cat([self.start_frame.expand(b, 1, -1), self.embed_frames(prev)], dim=1)
-        x = self.drop(x + self.condition(world_weights, descriptors, held))
-        h = self.norm(self._temporal(x))
+        cond = self.condition(world_weights, descriptors, held)
+        h = self.norm(self._temporal(self.drop(x + cond)))
+        if self.cfg.condition_heads:
+            h = h + cond
         return torch.stack([self.level_logits(h, codes, level) for level in range(self.levels)], dim=2)
 
     def _temporal(self, x: torch.Tensor) -> torch.Tensor:
@@ -276,7 +287,8 @@ class Prior(nn.Module):
                 x = layer.step(x, keys[i], values[i], state.steps)
             x = x[:, 0]
         state.steps += 1
-        return F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
+        h = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
+        return h + cond if self.cfg.condition_heads else h
 
     def _remember(self, state: PriorState, codes: torch.Tensor) -> None:
         state.history[state.written % HISTORY] = codes
