@@ -85,42 +85,14 @@ def jack_server(tmp_path_factory) -> JackServer:
 # -- a small trained model, shared by the tests that need one that makes sense ---------------------
 
 
-def _partials(rng, seconds: float, sr: int) -> "np.ndarray":
-    import numpy as np
-
-    t = np.arange(int(seconds * sr)) / sr
-    out = np.zeros_like(t)
-    for onset in np.arange(0, seconds, 0.5):
-        f = rng.uniform(1500, 3500)
-        env = np.where(t >= onset, np.exp(-(t - onset) * 6), 0)
-        out += env * (np.sin(2 * np.pi * f * t) + 0.5 * np.sin(2 * np.pi * 2.7 * f * t))
-    return 0.3 * out / np.abs(out).max()
-
-
-def _rumble(rng, seconds: float, sr: int) -> "np.ndarray":
-    import numpy as np
-
-    spec = np.fft.rfft(rng.standard_normal(int(seconds * sr)))
-    spec[np.fft.rfftfreq(int(seconds * sr), 1 / sr) > 300] = 0
-    out = np.fft.irfft(spec, int(seconds * sr))
-    return 0.3 * out / np.abs(out).max()
-
-
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory) -> Path:
-    """A `tiny` model trained by the real CLI on two worlds: bright bells and dark rumble (a minute or two)."""
-    import numpy as np
-    import soundfile as sf
+    """A `tiny` model trained by the real CLI on two worlds that differ in every descriptor: struck
+    bells and dark rumble (tests/worlds.py; about a minute)."""
+    from worlds import train, write_worlds
 
     root = tmp_path_factory.mktemp("trained")
-    rng = np.random.default_rng(0)
-    for world, make in (("bells", _partials), ("rumble", _rumble)):
-        (root / "data" / world).mkdir(parents=True)
-        for i in range(4):
-            sf.write(root / "data" / world / f"{world}{i}.wav", make(rng, 3.0, 16000), 16000)
     model = root / "models" / "trained.distill"
-    r = subprocess.run([sys.executable, "-m", "distill_train", root / "data", "-o", model, "--preset", "tiny",
-                        "--steps", "600", "--prior-steps", "500", "--seed", "0", "--quiet"],
-                       capture_output=True, text=True)
+    r = train(write_worlds(root / "data"), model, seed=0)
     assert r.returncode == 0, r.stderr[-2000:]
     return model

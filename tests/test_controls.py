@@ -1,18 +1,18 @@
 """Each control moves a trained model's output in the expected direction.
 
 The model is the session's `trained_model` (tests/conftest.py): a tiny model trained by the real
-CLI on two synthetic worlds that differ in every descriptor, 'bells' (bright decaying partials)
-and 'rumble' (dark low noise).
+CLI on two synthetic worlds that differ in every descriptor, 'bells' (bright decaying partials, struck
+with a burst of noise) and 'rumble' (dark low noise) (tests/worlds.py). bench/steering.py trains the
+same model with ten seeds and reports the effects these tests measure.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-from distill_live.model.descriptors import frame_descriptors
-from distill_live.model.modelfile import load_model
 from distill_live.live.player import Player, render
+from distill_live.model.modelfile import load_model
+from worlds import TARGETS, descriptors_of, loudness_db, play, world_distances, world_references
 
 
 @pytest.fixture(scope="session")
@@ -20,49 +20,37 @@ def trained(trained_model):
     return load_model(trained_model), trained_model.parent.parent
 
 
-def descriptors_of(audio, model):
-    c = model.config.codec
-    d = frame_descriptors(audio, c.hop, c.sample_rate)
-    loud = d[:, 0] > -60
-    return d[loud].mean(0)
-
-
-def play(model, seconds, messages, seed=1):
-    return render(model, seconds, seed=seed, messages=messages)
-
-
-SEEDS = (1, 2, 3)
-
-
-def settled(audio):
-    """The last two thirds: the first seconds still carry the start-up state, not the control."""
-    return audio[len(audio) // 3:]
+def held(model, descriptor: str) -> dict[float, np.ndarray]:
+    """The settled output with `descriptor` held low and high (guidance 2), pooled over the render seeds."""
+    return {target: play(model, [(0, f"/distill/descriptor/{descriptor}", (target,)), (0, "/distill/guidance", (2.0,))])
+            for target in TARGETS}
 
 
 def test_brightness_target_moves_the_spectral_centroid(trained):
     model, _ = trained
-    centroids = {}
-    for target in (0.05, 0.95):  # pooled over three seeds: one 6 s draw of a tiny model can go either way
-        audio = np.concatenate([settled(play(model, 6, [(0, "/distill/descriptor/brightness", (target,)),
-                                                        (0, "/distill/guidance", (2.0,))], seed=seed))
-                                for seed in SEEDS])
-        centroids[target] = descriptors_of(audio, model)[1]
+    centroids = {t: descriptors_of(audio, model)[1] for t, audio in held(model, "brightness").items()}
     assert centroids[0.95] > centroids[0.05] * 1.2, centroids
+
+
+def test_loudness_target_moves_the_level(trained):
+    model, _ = trained
+    levels = {t: loudness_db(audio, model) for t, audio in held(model, "loudness").items()}
+    assert levels[0.95] > levels[0.05] + 20 * np.log10(1.2), levels  # frames x1.2 louder, on average
+
+
+def test_noisiness_target_moves_the_spectral_flatness(trained):
+    model, _ = trained
+    flatness = {t: descriptors_of(audio, model)[2] for t, audio in held(model, "noisiness").items()}
+    assert flatness[0.95] > flatness[0.05] * 1.2, flatness
 
 
 def test_world_weight_pulls_towards_that_worlds_sound(trained):
     model, root = trained
-    c = model.config.codec
-    reference = {w: np.mean([descriptors_of(sf.read(f)[0], model) for f in (root / "data" / w).glob("*.wav")], 0)
-                 for w in ("bells", "rumble")}
-    scale = np.abs(reference["bells"] - reference["rumble"]) + 1e-6
-    for world, other in (("bells", "rumble"), ("rumble", "bells")):
-        audio = np.concatenate([settled(play(model, 6, [(0, f"/distill/world/{world}", (1.0,))], seed=seed))
-                                for seed in SEEDS])
-        got = descriptors_of(audio, model)
-        near = np.abs((got - reference[world]) / scale).sum()
-        far = np.abs((got - reference[other]) / scale).sum()
-        assert near < far, (world, near, far, got, reference)
+    references = world_references(model, root / "data")
+    for world in model.worlds:
+        got = descriptors_of(play(model, [(0, f"/distill/world/{world}", (1.0,))]), model)
+        distances = world_distances(got, references)
+        assert min(distances, key=distances.get) == world, (world, distances, got, references)
 
 
 def test_freeze_repeats_the_last_frames(trained):
@@ -83,8 +71,8 @@ def test_freeze_repeats_the_last_frames(trained):
 
 def test_fewer_levels_change_the_output_and_leave_fine_levels_empty(trained):
     model, _ = trained
-    full = play(model, 2, [])
-    coarse = play(model, 2, [(0, "/distill/levels", (1,))])
+    full = render(model, 2, seed=1)
+    coarse = render(model, 2, seed=1, messages=[(0, "/distill/levels", (1,))])
     assert not np.allclose(full, coarse)
     player = Player(model, seed=1)
     player.registry.submit("/distill/play", [1])
@@ -110,8 +98,8 @@ def test_lock_follows_the_cue_on_coarse_levels(trained):
 
 def test_temperature_zero_is_deterministic_whatever_the_seed(trained):
     model, _ = trained
-    a = play(model, 1, [(0, "/distill/temperature", (0.0,))], seed=1)
-    b = play(model, 1, [(0, "/distill/temperature", (0.0,))], seed=2)
-    c = play(model, 1, [], seed=1)
-    d = play(model, 1, [], seed=2)
+    a = render(model, 1, seed=1, messages=[(0, "/distill/temperature", (0.0,))])
+    b = render(model, 1, seed=2, messages=[(0, "/distill/temperature", (0.0,))])
+    c = render(model, 1, seed=1)
+    d = render(model, 1, seed=2)
     assert np.array_equal(a, b) and not np.array_equal(c, d)
