@@ -2,8 +2,8 @@
 
 tests/test_controls.py checks each control on one tiny model trained with seed 0. Whether a control
 works should not depend on that seed, nor on the CPU's kernels (a model trained on another CPU has
-slightly different weights). This script trains the same model (tests/worlds.py: bells, rumble and
-hiss, the same steps) with each seed, measures every control as the tests do, and prints one JSON
+slightly different weights). This script trains the same model (tests/worlds.py: bells and
+rumble, the same steps) with each seed, measures every control as the tests do, and prints one JSON
 line per seed, then a summary with the minimum and the spread of each effect:
 
     brightness  centroid at target 0.95 / at 0.05 (guidance 2)    the test asks > 1.2
