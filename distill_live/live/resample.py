@@ -4,34 +4,49 @@ soxr (used offline) hands back audio in lumps of tens of milliseconds, and every
 on stage. This one returns every chunk's worth at once, with a delay of `half_width` input
 samples (1 ms for a 16 kHz model): a windowed-sinc interpolator evaluated at each output
 sample's position. Any ratio works; downsampling lowers the cutoff so nothing aliases.
+
+The rates a card runs are small multiples of each other (16 -> 48 kHz is 1:3, 48 -> 44.1 kHz is
+160:147), so an output sample falls at one of a few fractional positions between input samples,
+the same ones over and over. Positions are counted exactly, in 1/`phases` of an input sample, and
+the kernel for each position is computed once, when the resampler is made: a chunk then costs one
+gather and one multiply-add per tap.
 """
 from __future__ import annotations
 
+from math import gcd
+
 import numpy as np
+
+MAX_PHASES = 4096  # more distinct positions than this (an odd pair of rates): kernels per chunk
 
 
 class StreamResampler:
     def __init__(self, in_rate: int, out_rate: int, half_width: int = 16):
-        self.step = in_rate / out_rate  # input samples per output sample
+        g = gcd(in_rate, out_rate)
+        self.in_step, self.phases = in_rate // g, out_rate // g  # an output every in_step/phases inputs
         self.cutoff = min(1.0, out_rate / in_rate) * 0.95  # of the input's Nyquist
         self.hw = half_width
         self.offsets = np.arange(-half_width + 1, half_width + 1)  # taps around each position
         self.history = np.zeros(2 * half_width, np.float32)  # the last input samples
-        self.pos = float(half_width)  # next output's position in history + new input: `hw` samples behind
+        self.pos = half_width * self.phases  # next output's position in history + new input, in 1/phases
         self.delay = half_width / in_rate  # seconds
+        self.table = self.kernel(np.arange(self.phases) / self.phases) if self.phases <= MAX_PHASES else None
+
+    def kernel(self, frac: np.ndarray) -> np.ndarray:
+        """The taps for outputs at these fractions (0..1) past an input sample: [len(frac), 2 * hw]."""
+        x = self.offsets[None, :] - frac[:, None]  # distance of each tap, in input samples
+        window = 0.42 + 0.5 * np.cos(np.pi * x / self.hw) + 0.08 * np.cos(2 * np.pi * x / self.hw)
+        return (self.cutoff * np.sinc(self.cutoff * x) * window).astype(np.float32)
 
     def process(self, chunk: np.ndarray) -> np.ndarray:
         buf = np.concatenate([self.history, chunk.astype(np.float32, copy=False)])
-        last = len(buf) - self.hw - 1  # an output needs `hw` samples after its position
-        n = max(0, int(np.floor((last - self.pos) / self.step)) + 1)
-        positions = self.pos + self.step * np.arange(n)
-        base = np.floor(positions).astype(np.int64)
-        x = self.offsets[None, :] - (positions - base)[:, None]  # distance of each tap, in input samples
-        window = 0.42 + 0.5 * np.cos(np.pi * x / self.hw) + 0.08 * np.cos(2 * np.pi * x / self.hw)
-        kernel = self.cutoff * np.sinc(self.cutoff * x) * window
-        out = (buf[base[:, None] + self.offsets[None, :]] * kernel).sum(axis=1).astype(np.float32)
-        self.pos += self.step * n
+        last = (len(buf) - self.hw - 1) * self.phases  # an output needs `hw` samples after its position
+        n = max(0, (last - self.pos) // self.in_step + 1)
+        positions = self.pos + self.in_step * np.arange(n, dtype=np.int64)
+        base, phase = np.divmod(positions, self.phases)
+        taps = self.table[phase] if self.table is not None else self.kernel(phase / self.phases)
+        out = np.einsum("ij,ij->i", buf[base[:, None] + self.offsets[None, :]], taps)
         drop = len(buf) - len(self.history)
         self.history = buf[drop:]
-        self.pos -= drop
+        self.pos += self.in_step * n - drop * self.phases
         return out
