@@ -55,7 +55,7 @@ def main() -> None:
         figures[f"codec_crops_{batch}"] = timed(lambda: sampler.batch(batch), args.repeats)
 
     # the prior's batches: codes of the same sounds through the demo model's codec
-    model = load_model(ROOT / "demo" / "demo.distill")
+    model = load_model(ROOT / "distill_live" / "demo" / "demo.distill")
     c = model.config.codec
     dataset = load_dataset(args.samples, c.sample_rate, c.hop, crop_frames=CROP_FRAMES, seed=0, log=lambda *_: None)
     model.config.prior.worlds = len(dataset.worlds)

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from jackaudio import jack_env, start_jackd, stop_process  # noqa: E402  (the tests' private jackd)
 
-DEMO = ROOT / "demo" / "demo.distill"
+DEMO = ROOT / "distill_live" / "demo" / "demo.distill"
 WARM_UP = 10.0  # seconds after serve's first line before the "start" figures are taken
 V_LINE = re.compile(r"rtf ([\d.]+)\s+frame ([\d.]+)/([\d.]+) ms \(p50/p99\).*underruns (\d+)")
 FINAL = re.compile(r"stopped after (\d+) frames, (\d+) underruns")

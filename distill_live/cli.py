@@ -12,7 +12,7 @@ import sys
 from distill_live import UserError
 
 COMMANDS = ["distill_live.commands.info", "distill_live.commands.render", "distill_live.commands.serve",
-            "distill_live.commands.devices", "distill_live.commands.bench"]
+            "distill_live.commands.devices", "distill_live.commands.bench", "distill_live.commands.patches"]
 
 
 def main(argv: list[str] | None = None) -> int:

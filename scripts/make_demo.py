@@ -35,17 +35,17 @@ Steps:
    2 CPU cores: codec 8000 steps and prior (early-stopped at 1600 of 2000, best at 400) in
    12.3 min, with another job sharing the machine; alone, tiny trains at about 25-28 codec steps/s.
    The run directory `<work>/run/` holds checkpoints, previews and report images; the codec's and
-   the prior's reports are stacked into `<out>/report.png`.
+   the prior's reports are stacked into `<pictures>/demo-report.png`.
 
 3. **Tour.** `<out>/tour.score` (written by this script; the score format of `distill-live render
    --score`) visits every world, blends two of them, holds descriptors, jumps to a training cue and
    freezes. It is rendered with `distill-live render` to `<out>/tour.wav` (not committed) and drawn
-   as a spectrogram with the world names on the timeline, `<out>/tour.png`.
+   as a spectrogram with the world names on the timeline, `<pictures>/demo-tour.png`.
 
 Everything is seeded: the sounds are bit-identical on every run; training is deterministic for the
 same steps, seed, torch build and machine. `--quick` trains a handful of steps to smoke-test the
-script (the model is then noise, not a demo). The default `--out` is `demo/` of the repository; `--work
-DIR` keeps the sounds and the run directory, which otherwise live in a temporary folder.
+script (the model is then noise, not a demo). The default `--out` is `distill_live/demo/`, which the
+wheel carries, and `--pictures` is `docs/`, beside the README; `--work DIR` keeps the sounds and the run directory, which otherwise live in a temporary folder.
 """
 from __future__ import annotations
 
@@ -217,7 +217,7 @@ def tour_score(worlds=WORLDS, cue: int = 0, cue_world: str = WORLDS[1]) -> tuple
     passage `cue` (a file of `cue_world`), then a freeze of that passage's last half second.
     """
     lines = ["# The demo tour: every world, a blend, a descriptor hold, a cue jump, a freeze.",
-             f"# distill-live render demo/demo.distill -o tour.wav --seconds {TOUR_SECONDS:g} --score demo/tour.score",
+             f"# distill-live render -o tour.wav --seconds {TOUR_SECONDS:g}   (no model, no score: the demo plays this tour)",
              "0     /distill/temperature       0.9"]
     sections = []
 
@@ -269,7 +269,7 @@ def draw_tour(wav: Path, png: Path, sections) -> None:
     ax.set_xlim(0, len(audio) / sr)
     ax.set_xlabel("seconds")
     ax.set_ylabel("Hz")
-    ax.set_title("demo/demo.distill playing demo/tour.score")
+    ax.set_title("the demo model playing its tour score")
     for start, end, label in sections:
         ax.axvline(start, color="white", lw=0.8, alpha=0.8)
         ax.text((start + min(end, len(audio) / sr)) / 2, 0.97 * top, label, color="white", ha="center", va="top",
@@ -308,7 +308,10 @@ def stack_reports(run_dir: Path, png: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="make_demo.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(ROOT / "demo"), help="output folder (default: demo/ of the repository)")
+    p.add_argument("--out", default=str(ROOT / "distill_live" / "demo"),
+                   help="folder of the model and its tour score (default: distill_live/demo/, the bundled demo)")
+    p.add_argument("--pictures", default=str(ROOT / "docs"),
+                   help="folder of the README's pictures, demo-report.png and demo-tour.png (default: docs/)")
     p.add_argument("--work", help="keep the synthesised sounds (<work>/sounds) and the training run directory "
                                   "(<work>/run: checkpoints, previews, reports) here (default: a temporary folder, "
                                   "removed at the end)")
@@ -323,8 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     import shutil
     import tempfile
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out, pictures = Path(args.out), Path(args.pictures)
+    for folder in (out, pictures):
+        folder.mkdir(parents=True, exist_ok=True)
     model = out / "demo.distill"
     steps, prior_steps = QUICK_STEPS if args.quick else (args.steps, args.prior_steps)
 
@@ -348,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(" ".join(cmd), file=sys.stderr)
                 subprocess.run(cmd, check=True, cwd=ROOT)
             minutes = (time.time() - started) / 60
-            stack_reports(run_dir, out / "report.png")
+            stack_reports(run_dir, pictures / "demo-report.png")
         finally:
             if not args.work:
                 shutil.rmtree(work, ignore_errors=True)
@@ -361,12 +365,13 @@ def main(argv: list[str] | None = None) -> int:
     cue = next(i for i, f in enumerate(files) if f["world"] == cue_world and f.get("split") == "train")
     text, sections = tour_score(WORLDS, cue, cue_world)
     (out / "tour.score").write_text(text)
-    wav = out / "tour.wav"  # demo/.gitignore keeps it out of git
+    wav = out / "tour.wav"  # .gitignore keeps it out of git, pyproject out of the wheel
     subprocess.run([sys.executable, "-m", "distill_live", "render", str(model), "-o", str(wav),
                     "--seconds", f"{TOUR_SECONDS:g}", "--seed", "0", "--sample-rate", str(SR),
                     "--score", str(out / "tour.score")], check=True, cwd=ROOT)
-    draw_tour(wav, out / "tour.png", sections)
-    print(f"wrote {model}, {out / 'report.png'}, {out / 'tour.score'}, {wav}, {out / 'tour.png'}", file=sys.stderr)
+    draw_tour(wav, pictures / "demo-tour.png", sections)
+    print(f"wrote {model}, {out / 'tour.score'}, {wav}, {pictures / 'demo-report.png'}, {pictures / 'demo-tour.png'}",
+          file=sys.stderr)
     return 0
 
 

@@ -7,9 +7,10 @@
 #
 # Environment:
 #   DISTILL_BENCH_DATA=1     same as --bench-data
-#   DISTILL_TORCH_SPEC=...   pip requirement for torch (default: torch==2.13.0, a CPU
-#                            wheel, on Linux x86_64 without an NVIDIA GPU; plain
-#                            `torch` with nvidia-smi or on macOS)
+#   DISTILL_TORCH_SPEC=...   pip requirement for torch (default, on Linux x86_64 without
+#                            an NVIDIA GPU: the CPU build from PyTorch's CPU index, else
+#                            torch==2.13.0 from a CPU wheel pip has at hand; plain `torch`
+#                            with nvidia-smi or on macOS)
 #   PYTHON=python3.11        interpreter used to create .venv
 set -euo pipefail
 
@@ -107,31 +108,43 @@ PY=.venv/bin/python
 PYVER="$($PY -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 case "$PYVER" in
     3.11|3.12) ;;
-    *) say "warning: .venv uses Python $PYVER; python-rtmidi has wheels for 3.11 and 3.12 only" ;;
+    *) say "warning: .venv uses Python $PYVER; python-rtmidi has wheels for 3.11 and 3.12 only (the MIDI tests need it)" ;;
 esac
 
 PIP=("$PY" -m pip install -qq --disable-pip-version-check --progress-bar off)
 
 # ---------------------------------------------------------------- torch
-# torch goes in first, so that the project's "torch>=2.3" is already satisfied and pip
-# does not pull a CUDA build (GBs) on CPU machines.
+# torch goes in first, so that the project's "torch>=2.3" is already satisfied and pip does not
+# pull PyPI's torch, which on Linux x86_64 is the CUDA build (several GB), on a machine without a GPU.
+CPU_INDEX="https://download.pytorch.org/whl/cpu"
+LOCAL_CPU_TORCH="torch==2.13.0"  # the CPU wheel the project's CI machines keep at hand (pip find-links)
 if [ -n "${DISTILL_TORCH_SPEC:-}" ]; then
-    TORCH_SPEC="$DISTILL_TORCH_SPEC"
-    say "torch: $TORCH_SPEC (from DISTILL_TORCH_SPEC)"
+    say "torch: $DISTILL_TORCH_SPEC (from DISTILL_TORCH_SPEC)"
+    "${PIP[@]}" "$DISTILL_TORCH_SPEC"
+elif "$PY" -c 'import torch' 2>/dev/null; then
+    say "torch: $("$PY" -c 'import torch; print(torch.__version__)') already installed"
 elif [ "$OS" = "Darwin" ]; then
-    TORCH_SPEC="torch"
-    say "torch: latest from PyPI (macOS)"
+    say "torch: from PyPI (macOS)"
+    "${PIP[@]}" torch
 elif command -v nvidia-smi >/dev/null 2>&1; then
-    TORCH_SPEC="torch"
     say "torch: nvidia-smi found, installing the CUDA build of torch (large download)"
+    "${PIP[@]}" torch
 elif [ "$OS" = "Linux" ] && [ "$ARCH" = "x86_64" ]; then
-    TORCH_SPEC="torch==2.13.0"
-    say "torch: $TORCH_SPEC (CPU)"
+    if "$PY" -c "import sys, urllib.request; urllib.request.urlopen('$CPU_INDEX/torch/', timeout=10)" 2>/dev/null; then
+        say "torch: the CPU build from PyTorch's CPU index ($CPU_INDEX)"
+        "${PIP[@]}" torch --index-url "$CPU_INDEX"
+    elif "${PIP[@]}" --no-index --no-deps "$LOCAL_CPU_TORCH" 2>/dev/null; then
+        say "torch: PyTorch's CPU index cannot be reached; $LOCAL_CPU_TORCH from a CPU wheel pip has at hand"
+        "${PIP[@]}" "$LOCAL_CPU_TORCH"  # its small dependencies
+    else
+        say "warning: PyTorch's CPU index cannot be reached and pip has no CPU wheel of torch at hand:"
+        say "installing PyPI's torch, the CUDA build (several GB); to avoid it, install a CPU wheel first"
+        "${PIP[@]}" torch
+    fi
 else
-    TORCH_SPEC="torch"
-    say "torch: latest from PyPI ($OS $ARCH)"
+    say "torch: from PyPI ($OS $ARCH)"
+    "${PIP[@]}" torch
 fi
-"${PIP[@]}" "$TORCH_SPEC"
 
 # ---------------------------------------------------------------- the project
 say "installing distill (editable) with the dev extra"

@@ -27,7 +27,7 @@ from oscpeers import Listener, wait_for
 
 pytestmark = pytest.mark.slow  # runs serve into JACK
 
-DEMO = Path(__file__).resolve().parent.parent / "demo" / "demo.distill"
+DEMO = Path(__file__).resolve().parent.parent / "distill_live" / "demo" / "demo.distill"
 P = "/distill"
 
 

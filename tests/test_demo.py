@@ -1,5 +1,5 @@
-"""The bundled demo model (demo/demo.distill, made by scripts/make_demo.py): its worlds are really
-different when played, and the tour score in demo/ plays on it.
+"""The bundled demo model (distill_live/demo/demo.distill, made by scripts/make_demo.py): its worlds are really
+different when played, and the tour score beside it plays on it.
 
 The worlds test renders the model through a score that visits every world in turn and classifies
 half-second windows of the render by their descriptors (loudness, brightness, noisiness, scaled
@@ -22,7 +22,7 @@ from distill_live.live.player import render
 from distill_live.model.descriptors import DescriptorStats, frame_descriptors
 from distill_live.model.modelfile import load_model
 
-DEMO = Path(__file__).resolve().parents[1] / "demo"
+DEMO = Path(__file__).resolve().parents[1] / "distill_live" / "demo"
 SECTION = 6.0  # seconds of each world in the test score
 SETTLE = 1.0  # seconds skipped after each change of world (smoothing, the prior's memory)
 WINDOW = 25  # frames per classified window (half a second at 50 frames/s)

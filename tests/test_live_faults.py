@@ -28,7 +28,7 @@ from oscpeers import Listener, wait_for
 pytestmark = pytest.mark.slow  # runs distill-live serve
 
 
-DEMO = Path(__file__).resolve().parent.parent / "demo" / "demo.distill"
+DEMO = Path(__file__).resolve().parent.parent / "distill_live" / "demo" / "demo.distill"
 
 
 def free_port() -> int:

@@ -1,4 +1,4 @@
-"""The patches in patches/: real sclang and pd -nogui against a running `distill-live serve`, and static checks
+"""The patches in distill_live/patches/ (written by patches/tools/): real sclang and pd -nogui against a running `distill-live serve`, and static checks
 of every patch (Max patcher JSON structure, and every OSC address a patch sends exists in the parameter
 registry with arguments of the right type, so a renamed parameter breaks the build, not the concert)."""
 from __future__ import annotations
@@ -26,10 +26,11 @@ from oscpeers import Listener, wait_for
 pytestmark = pytest.mark.slow  # runs serve, sclang and pd
 
 ROOT = Path(__file__).resolve().parent.parent
-PATCHES = ROOT / "patches"
-SC_DIR = PATCHES / "supercollider"
-PD_DIR = PATCHES / "puredata"
-MAX_DIR = PATCHES / "max"
+PATCHES = ROOT / "distill_live" / "patches"
+SC_DIR = PATCHES / "supercollider" / "Distill"  # the Quark
+PD_DIR = PATCHES / "puredata" / "distill"  # the abstraction and its help
+MAX_DIR = PATCHES / "max" / "distill"  # the Max package
+TOOLS = ROOT / "patches" / "tools"
 P = "/distill"
 
 
@@ -169,7 +170,7 @@ def test_pd_nogui_runs_the_control_patch_with_the_test_driver(engine):
 
 # (inlets, outlets) of the Max 8/9 objects the patches use; a new object class must be added here
 MAX_UI = {"message": (2, 1), "comment": (1, 0), "slider": (1, 1), "toggle": (1, 1), "button": (1, 1),
-          "number": (1, 2), "flonum": (1, 2)}
+          "number": (1, 2), "flonum": (1, 2), "bpatcher": (0, 0)}  # (distill.maxpat has no inlets or outlets)
 
 
 def max_newobj_iolets(text: str) -> tuple[int, int]:
@@ -195,8 +196,8 @@ def max_newobj_iolets(text: str) -> tuple[int, int]:
 
 
 def maxpats():
-    files = sorted(MAX_DIR.glob("*.maxpat"))
-    assert {f.name for f in files} >= {"distill.maxpat", "distill-audio-and-metro.maxpat"}
+    files = sorted(MAX_DIR.glob("patchers/*.maxpat")) + sorted(MAX_DIR.glob("help/*.maxhelp"))
+    assert {f.name for f in files} >= {"distill.maxpat", "distill-audio-and-metro.maxpat", "distill.maxhelp"}
     return files
 
 
@@ -469,7 +470,7 @@ def sc_messages(path: Path):
 
 def all_patch_messages():
     sent, routed = [], []
-    for path in sorted(MAX_DIR.glob("*.maxpat")):
+    for path in maxpats():
         s, r = max_messages(path)
         sent += s
         routed += r
@@ -493,7 +494,8 @@ def test_every_address_a_patch_sends_is_in_the_registry_with_the_right_types():
     # every patch covers the whole control surface (worlds through a slot, descriptors each)
     generic = lambda a: re.sub(r"/descriptor/[^/]+", "/descriptor/D", canonical(a))  # noqa: E731 (SC: any name)
     wanted = {generic(a) for a in REGISTRY.params} - {f"{P}/model", f"{P}/mix"}
-    for name, glob in (("Max", "max/*.maxpat"), ("Pd", "puredata/distill.pd"), ("SuperCollider", "supercollider/Distill.scd")):
+    for name, glob in (("Max", "max/distill/patchers/*.maxpat"), ("Pd", "puredata/distill/distill.pd"),
+                       ("SuperCollider", "supercollider/Distill/Distill.scd")):
         files = [str(p.relative_to(PATCHES)) for p in PATCHES.glob(glob)]
         covered = {generic(a) for w, a, _ in sent if any(w.startswith(Path(f).name) for f in files)}
         assert not wanted - covered, f"{name} patches do not send {sorted(wanted - covered)}"
@@ -520,27 +522,24 @@ def test_a_renamed_parameter_breaks_the_address_check(monkeypatch):
 
 def test_patch_readmes_explain_the_three_steps_and_point_to_the_midi_maps():
     text = (PATCHES / "README.md").read_text()
-    for needed in ("distill-live serve", "/distill/reply", "distill_live/control/midi/maps", "docs/midi.md", "sclang",
+    for needed in ("distill-live serve", "/distill/reply", "distill_live/control/midi/maps", "midi.md", "sclang",
                    "pd -nogui", "udpreceive"):
         assert needed in text, needed
     shipped_maps = sorted((ROOT / "distill_live" / "control" / "midi" / "maps").glob("*.toml"))
     assert shipped_maps, "no shipped MIDI maps found"
     for shipped in shipped_maps:
-        assert shipped.stem in text, f"patches/README.md does not mention the {shipped.stem} MIDI map"
+        assert shipped.stem in text, f"distill_live/patches/README.md does not mention the {shipped.stem} MIDI map"
     assert DESCRIPTORS  # the descriptor sliders are named after these
 
 
-def test_the_generators_write_the_committed_patches_from_the_registry(tmp_path, monkeypatch):
+def test_the_generators_write_the_committed_patches_from_the_registry(monkeypatch):
     """patches/tools/*.py take the controls' names and ranges from the registry: run now, they write
-    exactly the committed .pd and .maxpat files."""
-    shutil.copytree(PATCHES / "tools", tmp_path / "tools", ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.syspath_prepend(str(tmp_path / "tools"))  # their `from registry import ...`
-    for tool, folder in (("make_pd.py", "puredata"), ("make_max.py", "max")):
-        (tmp_path / folder).mkdir()
-        runpy.run_path(str(tmp_path / "tools" / tool), run_name="__main__")  # writes into tmp_path / folder
-        sys.modules.pop("registry", None)  # the tools' helper, imported from tmp_path
-        written_files = sorted((tmp_path / folder).iterdir())
-        assert written_files, f"{tool} wrote nothing"
-        for written in written_files:
-            assert written.read_bytes() == (PATCHES / folder / written.name).read_bytes(), \
-                f"{folder}/{written.name} differs from what {tool} writes now: rerun it and commit"
+    exactly the committed files of distill_live/patches/."""
+    monkeypatch.syspath_prepend(str(TOOLS))  # their `from registry import ...`
+    for tool in sorted(TOOLS.glob("make_*.py")):
+        files = runpy.run_path(str(tool))["files"]()
+        assert files, f"{tool.name} writes nothing"
+        for rel, text in files.items():
+            committed = PATCHES / rel
+            assert committed.is_file() and committed.read_text(encoding="utf-8") == text, \
+                f"distill_live/patches/{rel} differs from what {tool.name} writes now: rerun it and commit"

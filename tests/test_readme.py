@@ -57,7 +57,8 @@ def anchors(path: Path) -> set[str]:
     return {slug(m.group(1)) for m in re.finditer(r"^#+ (.+)$", text, flags=re.M)}
 
 
-@pytest.mark.parametrize("page", [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "patches" / "README.md"],
+@pytest.mark.parametrize("page", [README, *sorted((ROOT / "docs").glob("*.md")),
+                                  *sorted((ROOT / "distill_live" / "patches").glob("*.md"))],
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_relative_link_resolves_inside_the_repository(page):
     text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)

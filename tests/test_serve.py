@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,8 +28,10 @@ def free_port() -> int:
 
 
 def serve(model, *args, env=None) -> tuple[subprocess.Popen, int]:
+    """`distill-live serve MODEL ...` (model None: no MODEL argument, the bundled demo)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "distill_live", "serve", str(model), "--osc-port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "distill_live", "serve", *([str(model)] if model else []),
+                             "--osc-port", str(port),
                              "--no-oscquery", "--midi-api", "off", *map(str, args)],
                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc, port
@@ -63,13 +64,10 @@ def rumble_cue(model_path) -> int:
     return next(i for i, f in enumerate(files) if f["world"] == "rumble")
 
 
-DEMO = Path(__file__).resolve().parent.parent / "demo" / "demo.distill"
-
-
 def test_quick_start_plays_the_demo_into_jack_without_underruns_and_fades_out_at_stop(jack_server):
-    """The README's first command, `distill-live serve demo/demo.distill`, with a JACK server as the card."""
+    """The README's first command, `distill-live serve` (no model: the bundled demo), into a JACK server."""
     with JackCapture(jack_server.name, channels=2, seconds=5.0, trigger_level=1e-4) as cap:
-        proc, _ = serve(DEMO, "--seconds", 3, env=jack_server.env)
+        proc, _ = serve(None, "--seconds", 3, env=jack_server.env)
         try:
             assert cap.connect("PortAudio", min_ports=2, timeout=60) == ["PortAudio:out_0", "PortAudio:out_1"]
             audio = cap.wait(timeout=60)

@@ -8,7 +8,7 @@ import numpy as np
 from distill_live.live.player import render, soft_clip
 from distill_live.model.modelfile import load_model
 
-DEMO = Path(__file__).resolve().parents[1] / "demo" / "demo.distill"
+DEMO = Path(__file__).resolve().parents[1] / "distill_live" / "demo" / "demo.distill"
 
 
 def test_soft_clip_passes_what_is_below_the_knee_and_bounds_the_rest():

@@ -1,4 +1,4 @@
-"""`distill-live info MODEL [--json]`: what is inside a model file."""
+"""`distill-live info [MODEL] [--json]`: what is inside a model file (no MODEL: the bundled demo)."""
 from __future__ import annotations
 
 import argparse
@@ -6,10 +6,12 @@ import json
 
 from distill_live.model.modelfile import load_model
 
+from .bundled import model_argument
+
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="show what is inside a .distill model file")
-    p.add_argument("model", help="a .distill file")
+    model_argument(p, "describe")
     p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     p.set_defaults(func=run)
 

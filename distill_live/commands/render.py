@@ -1,5 +1,7 @@
-"""`distill-live render MODEL -o OUT.wav --seconds S [--seed N] [--score FILE] [--set NAME=VALUE ...]
-[--midi-file FILE.mid [--midi-map MAP.toml]]`."""
+"""`distill-live render [MODEL] -o OUT.wav --seconds S [--seed N] [--score FILE] [--set NAME=VALUE ...]
+[--midi-file FILE.mid [--midi-map MAP.toml]]`.
+
+With no MODEL it renders the bundled demo, and with neither a score nor a MIDI file, the demo's tour."""
 from __future__ import annotations
 
 import argparse
@@ -16,10 +18,12 @@ from distill_live.control.score import load_score, parse_set
 from distill_live.live.player import render
 from distill_live.model.modelfile import load_model
 
+from .bundled import DEMO, DEMO_TOUR, model_argument
+
 
 def register(sub) -> None:
     p = sub.add_parser("render", help="render a model to a sound file, optionally following a score")
-    p.add_argument("model", help="a .distill file")
+    model_argument(p, "render (with no score either: the demo's tour)")
     p.add_argument("-o", "--output", required=True, help="output file: .wav (24-bit) or .flac")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0)
@@ -29,7 +33,7 @@ def register(sub) -> None:
     p.add_argument("--midi-file", metavar="FILE.mid",
                    help="play a standard MIDI file as the control score, through --midi-map")
     p.add_argument("--midi-map", metavar="MAP.toml",
-                   help="MIDI mapping file, or a shipped map name (default: generic); see docs/midi.md")
+                   help="MIDI mapping file, or a shipped map name (default: generic); its format: midi.md in `distill-live patches`")
     p.add_argument("--sample-rate", type=int, default=48000,
                    help="file sample rate (default 48000; the model's rate is resampled with soxr if different)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (1 is fastest at batch 1)")
@@ -42,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"cannot write '{out}': use a .wav or .flac file name")
     if args.seconds <= 0:
         raise UserError("--seconds must be more than 0")
+    if args.model == str(DEMO) and not (args.score or args.midi_file):
+        args.score = str(DEMO_TOUR)
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
     if model.prior is None:

@@ -25,6 +25,8 @@ from distill_live.live.player import PLAY_FADE
 from distill_live.live.soundcard import FileOutput, InputCard, NoSoundCard, SoundCard, choose_device, device_rate
 from distill_live.model.modelfile import load_model
 
+from .bundled import PATCHES, model_argument
+
 log = logging.getLogger("distill.serve")
 
 
@@ -43,7 +45,7 @@ def _latency(text: str) -> str | float:
 def register(sub) -> None:
     p = sub.add_parser("serve", help="play a model live on the sound card, steered over OSC and MIDI",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", help="a .distill file")
+    model_argument(p)
     g = p.add_argument_group("audio")
     g.add_argument("--device", help="output device: index or name (see `distill-live devices`); "
                                     "default: JACK if a JACK server runs, else the system default")
@@ -170,8 +172,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"distill-live: listening to '{in_device['name']}' ({in_device['hostapi']}, "
                   f"{audio_input.channels} channel{'s' if audio_input.channels > 1 else ''}); input mode "
                   f"{args.input_mode} (/distill/input/mode)", flush=True)
-        print("distill-live: now open patches/max/distill.maxpat, patches/supercollider/Distill.scd or "
-              "patches/puredata/distill.pd (see patches/README.md); Ctrl-C stops", flush=True)
+        print(f"distill-live: steer it from the Max, SuperCollider, Pd, TouchOSC or Open Stage Control patches in "
+              f"{PATCHES} (`distill-live patches DIR` copies them); Ctrl-C stops", flush=True)
         _main_loop(engine, [sink] + ([source] if source else []), stop, args, midi_control)
         # fade out: stop playing and let the fade reach the card before closing it
         engine.registry.submit(f"{PREFIX}/play", [0])

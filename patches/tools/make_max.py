@@ -1,19 +1,23 @@
-"""Write patches/max/distill.maxpat and distill-audio-and-metro.maxpat (Max 8/9 patcher JSON).
+"""Write the Max package distill_live/patches/max/distill/ (Max 8/9): package-info.json, patchers/distill.maxpat
+(the control surface, also an abstraction: [bpatcher distill.maxpat]), patchers/distill-audio-and-metro.maxpat
+and help/distill.maxhelp.
 
-The .maxpat files are committed; this script is how they were made (`.venv/bin/python
-patches/tools/make_max.py`, after changing the layout or the registry: control names and ranges come from
-the parameter registry, registry.py).
+The files are committed; this script is how they were made (`.venv/bin/python patches/tools/make_max.py`,
+after changing the layout or the registry: control names and ranges come from the parameter registry,
+registry.py).
 tests/test_patches.py checks the committed files: JSON structure, inlet/outlet counts, and that every
 OSC address they send is in the parameter registry.
 """
 from __future__ import annotations
 
 import json
+import sys
+from importlib.metadata import version
 from pathlib import Path
 
-from registry import DESCRIPTORS, names, span
+from registry import DESCRIPTORS, PATCHES, names, span, write
 
-OUT = Path(__file__).resolve().parent.parent / "max"
+PACKAGE = "max/distill"  # the Max package, inside the patches folder
 WORLD_SLOTS = 8
 REPLY_PORT = 9001
 
@@ -85,6 +89,10 @@ class Patcher:
 
     def flonum(self, x, y, lo=0.0):
         return self._box("flonum", x, y, 50, 22, 1, 2, ["", "bang"], format=6, minimum=lo, parameter_enable=0)
+
+    def bpatcher(self, x, y, w, h, name):
+        return self._box("bpatcher", x, y, w, h, 0, 0, [], name=name, embed=0, offset=[0.0, 0.0],
+                         enablehscroll=1, enablevscroll=1, lockeddragscroll=0, viewvisibility=1)
 
     def toggle(self, x, y):
         return self._box("toggle", x, y, 24, 24, 1, 1, ["int"], parameter_enable=0)
@@ -364,8 +372,48 @@ def audio_and_metro_patch() -> str:
     return p.json()
 
 
+def help_patch() -> str:
+    """help/distill.maxhelp: what Max opens on alt-click of a distill box; the control surface itself, and
+    how to send and receive anything else through it."""
+    p = Patcher((60.0, 80.0, 1340.0, 900.0))
+    p.comment(15, 10, "distill: play a running `distill-live serve` from Max. Start the engine (distill-live serve, "
+                      "or distill-live serve my.distill); the panel below connects on load (it sends to udp "
+                      f"127.0.0.1:9000 and asks for replies on port {REPLY_PORT}). Put it in your own patch as "
+                      "[bpatcher distill.maxpat], or open distill.maxpat on its own.", w=1000, lines=2)
+    p.bpatcher(15, 60, 1300, 560, "distill.maxpat")
+    x, y = 15, 640
+    p.comment(x, y, "Send anything else through it: any /distill address into [s distill.osc] (the OSC table: "
+                    "python -m distill_live.control.osc). Replies come out of [r distill.state].", w=900)
+    examples = ["/distill/play 1", "/distill/cue 2 0.5", "/distill/world/bells 1", "/distill/descriptor/brightness 0.8",
+                "/distill/descriptor/brightness/free", "/distill/freeze 1", "/distill/freeze 0"]
+    send = p.obj(x, y + 100, "s distill.osc")
+    for i, text in enumerate(examples):
+        p.wire(p.msg(x + 190 * (i % 4), y + 30 + 30 * (i // 4), text, w=180), send)
+    p.comment(x + 500, y + 100, "every change, also from MIDI or another patch:", w=300)
+    p.chain(p.obj(x + 800, y + 100, "r distill.state"), p.obj(x + 800, y + 130, "print distill.state"))
+    return p.json()
+
+
+def package_info() -> str:
+    """package-info.json: what the Package Manager and the Packages folder read."""
+    info = {
+        "name": "distill", "displayname": "distill", "version": version("distill"), "author": "distill",
+        "description": "Play distill, a real-time neural instrument (distill-live serve), from Max over OSC: "
+                       "a control surface whose sliders follow the engine, and a patch for its audio.",
+        "tags": ["osc", "instrument", "neural", "sampler"], "website": "", "max_version_min": "8.0",
+        "os": {"macintosh": {"platform": ["ia32", "x64", "aarch64"], "min_version": "none"},
+               "windows": {"platform": ["ia32", "x64"], "min_version": "none"}},
+        "homepatcher": "", "package_extra": {}, "filelist": {},
+    }
+    return json.dumps(info, indent=1) + "\n"
+
+
+def files() -> dict[str, str]:
+    return {f"{PACKAGE}/package-info.json": package_info(),
+            f"{PACKAGE}/patchers/distill.maxpat": control_patch(),
+            f"{PACKAGE}/patchers/distill-audio-and-metro.maxpat": audio_and_metro_patch(),
+            f"{PACKAGE}/help/distill.maxhelp": help_patch()}
+
+
 if __name__ == "__main__":
-    OUT.mkdir(exist_ok=True)
-    (OUT / "distill.maxpat").write_text(control_patch())
-    (OUT / "distill-audio-and-metro.maxpat").write_text(audio_and_metro_patch())
-    print("wrote", OUT / "distill.maxpat", OUT / "distill-audio-and-metro.maxpat")
+    write(PATCHES if len(sys.argv) < 2 else Path(sys.argv[1]), files())

@@ -1,4 +1,5 @@
-"""Write patches/puredata/distill.pd and test-driver.pd (vanilla Pd 0.51+).
+"""Write the Pd abstraction distill_live/patches/puredata/distill/: distill.pd (a control surface, and the
+abstraction [distill PORT REPLYPORT]), its help patch distill-help.pd, and test-driver.pd (vanilla Pd 0.51+).
 
 The .pd files are committed; this script is how they were made (run it after changing the layout or
 the registry: `.venv/bin/python patches/tools/make_pd.py`). Control names and ranges come from the
@@ -6,12 +7,12 @@ parameter registry (registry.py). tests/test_patches.py checks the committed fil
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from registry import DESCRIPTORS, names, span
+from registry import DESCRIPTORS, PATCHES, names, span, write
 
-HERE = Path(__file__).resolve().parent
-OUT = HERE.parent / "puredata"
+FOLDER = "puredata/distill"  # the abstraction's folder, inside the patches folder
 WORLD_SLOTS = 8
 BG, FG, LBL = -262144, -1, -1  # iemgui colours in the numeric form every Pd version reads
 
@@ -355,8 +356,32 @@ def driver_patch() -> str:
     return p.text_out()
 
 
+def help_patch() -> str:
+    """distill-help.pd: what Pd opens on right-click > Help of a [distill] box."""
+    p = Patch(760, 560)
+    p.text(10, 5, "[distill PORT REPLYPORT]: play a running `distill-live serve` from Pd. It sends OSC to "
+                  "127.0.0.1:PORT (default 9000) and listens for replies on REPLYPORT (default 9002). "
+                  "-1 -1 (as here) connects only when told to: click the message below once the engine runs. "
+                  "Open the box to see its sliders; they follow every change, also from MIDI or another patch.")
+    p.obj(10, 90, "distill -1 -1")
+    p.msg(10, 130, "; distill-connect 127.0.0.1 9000; distill-listen 9002")
+    p.text(420, 130, "<- connect (the engine's OSC port, the port for its replies)")
+    p.text(10, 190, "Every control listens on [r distill-NAME]: send to it from anywhere")
+    for i, text in enumerate(["; distill-play 1", "; distill-play 0", "; distill-gain 0.5", "; distill-cue 2",
+                              "; distill-world-0 1", "; distill-brightness 0.8", "; distill-brightness-hold 0",
+                              "; distill-freeze 1", "; distill-freeze 0", "; distill-reset bang"]):
+        p.msg(10 + 180 * (i % 4), 220 + 35 * (i // 4), text)
+    p.text(10, 340, "Replies: [r distill-state] gives each change as /distill/NAME VALUE")
+    p.chain(p.obj(10, 370, "r distill-state"), p.obj(10, 400, "print distill-state"))
+    p.text(10, 450, "The world slots (distill-world-0 ...) take the model's world names, in its order, from "
+                    "/distill/namespace. The OSC table: python -m distill_live.control.osc")
+    return p.text_out()
+
+
+def files() -> dict[str, str]:
+    return {f"{FOLDER}/distill.pd": control_patch(), f"{FOLDER}/distill-help.pd": help_patch(),
+            f"{FOLDER}/test-driver.pd": driver_patch()}
+
+
 if __name__ == "__main__":
-    OUT.mkdir(exist_ok=True)
-    (OUT / "distill.pd").write_text(control_patch())
-    (OUT / "test-driver.pd").write_text(driver_patch())
-    print("wrote", OUT / "distill.pd", OUT / "test-driver.pd")
+    write(PATCHES if len(sys.argv) < 2 else Path(sys.argv[1]), files())

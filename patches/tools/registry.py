@@ -5,10 +5,23 @@ generated patches, or stops the generator with a KeyError naming it, instead of 
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from distill_live.control.osc.namespace import doc_registry
 from distill_live.model.descriptors import DESCRIPTORS  # noqa: F401  (the generators' descriptor names)
 
 REGISTRY = doc_registry()
+# the patches live inside the package, so that the wheel carries them (`distill-live patches` copies them out)
+PATCHES = Path(__file__).resolve().parents[2] / "distill_live" / "patches"
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    """Write {path inside the patches folder: text} under root (the package's patches folder, or a test's)."""
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print("wrote", path)
 
 
 def span(name: str) -> tuple[float, float]:

@@ -294,7 +294,7 @@ def resolve(name: Any, registry: ParamRegistry) -> str | None:
         names = [short_name(a) for a in registry.params]
         hint = difflib.get_close_matches(short, names, n=1)
         raise ValueError(f"unknown parameter '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else
-                                                          "; see the OSC table in the README for all names"))
+                                                          "; `python -m distill_live.control.osc` lists them all"))
     types = registry.params[address].types
     if types == "f*":
         raise ValueError(f"'{short}' takes one number per world and cannot follow one control; "
@@ -319,7 +319,7 @@ class MidiMap:
     idle: list[str] = field(default_factory=list)  # why some bindings do nothing with this model
 
     def to_toml(self) -> str:
-        out = ["# distill MIDI map (see docs/midi.md for the format)"]
+        out = ["# distill MIDI map (its format: midi.md, in the folder `distill-live patches` names)"]
         if self.name:
             out.append(f"name = {_toml(self.name)}")
         if self.description:

@@ -32,6 +32,12 @@ from .mapper import Mapper
 VIRTUAL_NAME = "distill"  # the port other programs connect to
 POLL = 0.001  # seconds between looks at the ports when nothing came in
 LEARN_FILE = "distill-midi.toml"
+# python-rtmidi has no wheel for Python 3.13 yet, so distill installs without it there (see pyproject)
+NO_RTMIDI = ("MIDI is off: python-rtmidi is not installed" + (
+    f" (it has no ready-made package for Python {sys.version_info.major}.{sys.version_info.minor} yet); get MIDI "
+    "with `pip install python-rtmidi`, which builds it (needs a C++ compiler, and on Linux the ALSA headers: "
+    "libasound2-dev), or use Python 3.12" if sys.version_info >= (3, 13) else "; get it with "
+    "`pip install python-rtmidi`") + ". OSC and everything else work without it.")
 
 
 # -- which MIDI system -----------------------------------------------------------------------------
@@ -83,7 +89,7 @@ def choose_api(requested: str | None = "auto") -> tuple[str | None, str]:
     try:
         _rtmidi()
     except ImportError:
-        return None, "MIDI is off: python-rtmidi is not installed (pip install python-rtmidi); playing on without it."
+        return None, NO_RTMIDI
     has_alsa = os.path.exists("/dev/snd/seq")
     if requested == "alsa":
         return ("alsa", "") if has_alsa else (

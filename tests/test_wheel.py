@@ -1,0 +1,113 @@
+"""The player's way in: the wheel, built from the tracked files and installed into a fresh virtualenv
+without the dev extra and without the repository on the path, plays the bundled demo, writes the
+patches and describes the demo (the README's quick start, as a musician runs it).
+
+torch comes from pip's cache or a local wheel: the same version as the developer's .venv, pinned, and
+from PyTorch's CPU index only when that is a CPU build, so the test never pulls a CUDA build.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+pytestmark = pytest.mark.slow  # builds a wheel and a virtualenv (about a minute, pip's cache reused)
+
+ROOT = Path(__file__).resolve().parent.parent
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def run(cmd: list, cwd: Path, env: dict, timeout: float = 600) -> str:
+    r = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, f"{' '.join(map(str, cmd))} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout + r.stderr
+
+
+def torch_requirement() -> list[str]:
+    """The .venv's torch, pinned; PyTorch's CPU index as an extra source only for a +cpu build."""
+    spec = ["torch==" + torch.__version__]
+    if torch.__version__.endswith("+cpu"):
+        try:
+            urllib.request.urlopen(f"{CPU_INDEX}/torch/", timeout=5)
+            spec += ["--extra-index-url", CPU_INDEX]
+        except OSError:
+            pass  # unreachable (as on CI's machines): pip's find-links has the wheel
+    return spec
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> tuple[Path, dict]:
+    """(the fresh venv's bin folder, an environment without the repository or the dev venv on it)."""
+    work = tmp_path_factory.mktemp("wheel")
+    src = work / "src"  # the tracked files only, as a fresh clone has them
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if not p.startswith(str(ROOT)))
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", work / "dist", src], work, env)
+    wheel = next((work / "dist").glob("distill-*.whl"))
+    base = getattr(sys, "_base_executable", sys.executable)
+    run([base, "-m", "venv", work / "venv"], work, env)
+    bin_dir = work / "venv" / ("Scripts" if os.name == "nt" else "bin")
+    pip = [bin_dir / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    run(pip + torch_requirement(), work, env)
+    run(pip + [wheel], work, env)
+    env["VIRTUAL_ENV"] = str(work / "venv")
+    env["PATH"] = str(bin_dir) + os.pathsep + env["PATH"]
+    return bin_dir, env
+
+
+def test_the_wheel_installs_without_the_dev_extra_or_the_repository(installed, tmp_path):
+    bin_dir, env = installed
+    where = run([bin_dir / "python", "-c", "import distill_live, importlib.util as u; print(distill_live.__file__); "
+                 "print(u.find_spec('pytest') is None and u.find_spec('jack') is None)"], tmp_path, env).split()
+    assert Path(where[0]).is_relative_to(bin_dir.parent) and not Path(where[0]).is_relative_to(ROOT), where
+    assert where[1] == "True", "the dev extra (pytest, JACK-Client) came along"
+
+
+def test_serve_with_no_model_plays_the_bundled_demo_and_every_path_it_prints_exists(installed, tmp_path):
+    bin_dir, env = installed
+    out = run([bin_dir / "distill-live", "serve", "--output", "x.wav", "--seconds", 3, "--osc-port", 0,
+               "--oscquery-port", 0], tmp_path, env, timeout=180)
+    assert re.search(r"playing \S+demo\.distill recording to x\.wav", out), out
+    audio, rate = sf.read(tmp_path / "x.wav")
+    assert 2.5 < len(audio) / rate < 4.0 and abs(audio).max() > 1e-3, (len(audio) / rate, abs(audio).max())
+    # every absolute path it prints, but OSC addresses and devices it says are missing (/dev/snd/seq)
+    paths = [Path(p.rstrip(".,;:)")) for p in re.findall(r"(?:^|(?<=[\s'(]))(/[^\s'\"`]+)", out, re.M)
+             if not p.startswith(("/distill", "/dev/"))]
+    assert any(p.name == "patches" for p in paths), out
+    missing = [str(p) for p in paths if not p.exists()]
+    assert not missing, f"serve printed paths a pip user does not have: {missing}\n{out}"
+
+
+def test_patches_writes_every_shipped_patch_into_a_folder(installed, tmp_path):
+    bin_dir, env = installed
+    out = run([bin_dir / "distill-live", "patches", tmp_path / "mine"], tmp_path, env)
+    written = {p.relative_to(tmp_path / "mine").as_posix() for p in (tmp_path / "mine").rglob("*") if p.is_file()}
+    shipped = {p.relative_to(ROOT / "distill_live" / "patches").as_posix()
+               for p in (ROOT / "distill_live" / "patches").rglob("*") if p.is_file()}
+    maps = {f"midi-maps/{p.name}" for p in (ROOT / "distill_live" / "control" / "midi" / "maps").glob("*.toml")}
+    assert written == shipped | maps, (written ^ (shipped | maps))
+    for rel in ("max/distill/package-info.json", "supercollider/Distill/Distill.quark",
+                "puredata/distill/distill-help.pd", "layouts/distill.tosc"):
+        assert rel in written, rel
+    assert "Quarks.install(" in out and str(tmp_path / "mine") in out, out
+
+
+def test_info_with_no_model_describes_the_bundled_demo(installed, tmp_path):
+    bin_dir, env = installed
+    out = run([bin_dir / "distill-live", "info"], tmp_path, env)
+    assert re.search(r"worlds\s+bells, breath, drones, strings", out), out
