@@ -1,13 +1,20 @@
-"""Helpers for the OSC tests: a UDP listener that collects replies, and waiting for a condition.
-(The random-weight model is models.py's, the stand-in sound card cards.py's.)"""
+"""Helpers for the OSC tests: a UDP listener that collects replies, waiting for a condition, and a
+running `distill-live serve` to steer. (The random-weight model is models.py's, the stand-in sound card
+cards.py's.)"""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pythonosc.osc_message import OscMessage
+from pythonosc.udp_client import SimpleUDPClient
+
+P = "/distill"
 
 
 def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
@@ -53,3 +60,51 @@ class Listener:
         self._stop.set()
         self._thread.join(timeout=1)
         self.sock.close()
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Serve:
+    """`distill-live serve` recording to a file (no sound card), OSC on a free port, replies to `listener`."""
+
+    def __init__(self, model: Path, out: Path):
+        self.listener = Listener()
+        self.port = free_udp_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "distill_live", "serve", str(model), "--output", str(out), "--seconds", "120",
+             "--osc-port", str(self.port), "--no-oscquery", "--midi-api", "off",
+             "--reply", f"127.0.0.1:{self.listener.port}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.client = SimpleUDPClient("127.0.0.1", self.port)
+        deadline = time.monotonic() + 90
+        while not self.listener.of(f"{P}/dump/end"):  # the engine answers once it listens
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited ({self.proc.returncode}):\n{self.proc.stdout.read()}")
+            assert time.monotonic() < deadline, "serve did not answer /distill/dump in 90 s"
+            self.client.send_message(f"{P}/dump", [])
+            time.sleep(0.3)
+
+    def state(self) -> dict[str, list]:
+        """Take the replies back (a patch may have sent /distill/reply) and return a fresh dump."""
+        self.client.send_message(f"{P}/reply", self.listener.port)  # this socket's host, the listener's port
+        time.sleep(0.2)
+        start = len(self.listener.messages)
+        self.client.send_message(f"{P}/dump", [])
+        wait_for(lambda: any(a == f"{P}/dump/end" for a, _ in self.listener.messages[start:]), 10, "a dump")
+        return {p[0]: p[1:] for a, p in self.listener.messages[start:] if a == f"{P}/state"}
+
+    def errors(self) -> list[str]:
+        return [e[0] for e in self.listener.of(f"{P}/error")]
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.listener.close()

@@ -8,20 +8,17 @@ import os
 import re
 import runpy
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from pythonosc.udp_client import SimpleUDPClient
 
 from distill_live.control.osc import namespace
 from distill_live.control.params import ParamRegistry
 from distill_live.model.descriptors import DESCRIPTORS
 from models import WORLDS, random_model_file
-from oscpeers import Listener, wait_for
+from oscpeers import Serve, free_udp_port
 
 pytestmark = pytest.mark.slow  # runs serve, sclang and pd
 
@@ -32,57 +29,6 @@ PD_DIR = PATCHES / "puredata" / "distill"  # the abstraction and its help
 MAX_DIR = PATCHES / "max" / "distill"  # the Max package
 TOOLS = ROOT / "patches" / "tools"
 P = "/distill"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# -- a running engine ------------------------------------------------------------------------------
-
-
-class Serve:
-    """`distill-live serve` recording to a file (no sound card), OSC on a free port, replies to `listener`."""
-
-    def __init__(self, model: Path, out: Path):
-        self.listener = Listener()
-        self.port = free_udp_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "distill_live", "serve", str(model), "--output", str(out), "--seconds", "120",
-             "--osc-port", str(self.port), "--no-oscquery", "--midi-api", "off",
-             "--reply", f"127.0.0.1:{self.listener.port}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.client = SimpleUDPClient("127.0.0.1", self.port)
-        deadline = time.monotonic() + 90
-        while not self.listener.of(f"{P}/dump/end"):  # the engine answers once it listens
-            if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited ({self.proc.returncode}):\n{self.proc.stdout.read()}")
-            assert time.monotonic() < deadline, "serve did not answer /distill/dump in 90 s"
-            self.client.send_message(f"{P}/dump", [])
-            time.sleep(0.3)
-
-    def state(self) -> dict[str, list]:
-        """Take the replies back (a patch may have sent /distill/reply) and return a fresh dump."""
-        self.client.send_message(f"{P}/reply", self.listener.port)  # this socket's host, the listener's port
-        time.sleep(0.2)
-        start = len(self.listener.messages)
-        self.client.send_message(f"{P}/dump", [])
-        wait_for(lambda: any(a == f"{P}/dump/end" for a, _ in self.listener.messages[start:]), 10, "a dump")
-        return {p[0]: p[1:] for a, p in self.listener.messages[start:] if a == f"{P}/state"}
-
-    def errors(self) -> list[str]:
-        return [e[0] for e in self.listener.of(f"{P}/error")]
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.listener.close()
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +82,29 @@ def test_sclang_runs_the_supercollider_test_entry_point_against_serve(engine):
                           "levels": levels, "lock": 1, "mutate": 0.0625, "seed": 1234})
 
 
+def test_the_quark_installs_into_a_user_directory_and_its_class_drives_serve(engine, tmp_path):
+    """Quarks.install(path), as a SuperCollider user installs it, into a scratch user directory; then a
+    fresh sclang (its class library recompiled with the Quark) plays the engine through Distill.new and
+    finds the class's help file."""
+    sclang = shutil.which("sclang")
+    if sclang is None:
+        pytest.skip("sclang cannot run: not installed (Debian supercollider-language; scripts/setup.sh installs it)")
+    env = sclang_env()
+    env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_DATA_HOME=str(tmp_path / "data"))
+    install = tmp_path / "install.scd"
+    install.write_text(f'Quarks.install("{SC_DIR}"); ("INSTALLED " ++ Quarks.installed.collect(_.name)).postln; 0.exit;')
+    r = subprocess.run([sclang, "-D", str(install)], capture_output=True, text=True, timeout=90, env=env,
+                       stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert "INSTALLED [ Distill ]" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    assert str(SC_DIR) in (tmp_path / "config" / "SuperCollider" / "sclang_conf.yaml").read_text()
+    r = subprocess.run([sclang, "-D", str(SC_DIR / "test_distill.scd"), str(engine.port), str(free_udp_port()),
+                        "quark"], capture_output=True, text=True, timeout=90, env=env, stdin=subprocess.DEVNULL,
+                       cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and re.search(r"DISTILL-TEST OK .* errors=0 gui=off help=ok", out), out[-3000:]
+    assert engine.state()[f"{P}/seed"] == [1234]  # the engine heard the class's object
+
+
 # -- Pure Data ---------------------------------------------------------------------------------------
 
 
@@ -164,6 +133,17 @@ def test_pd_nogui_runs_the_control_patch_with_the_test_driver(engine):
                           "descriptor/brightness": 0.25, "descriptor/noisiness": None, "freeze": 0, "loop": 24,
                           "levels": 2, "lock": 1, "mutate": 0.125, "seed": 99})
     assert engine.errors()[before:] == [], engine.errors()[before:]
+
+
+def test_pd_opens_the_abstractions_help_patch_headless_without_errors():
+    pd = shutil.which("pd")
+    if pd is None:
+        pytest.skip("pd cannot run: not installed (Debian puredata; scripts/setup.sh installs it)")
+    r = subprocess.run([pd, "-nogui", "-noaudio", "-nomidi", "-stderr", "-open", str(PD_DIR / "distill-help.pd"),
+                        "-send", "pd quit"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    out = r.stdout + r.stderr
+    problems = [line for line in out.splitlines() if "error" in line.lower() or "couldn't" in line]
+    assert r.returncode == 0 and not problems, f"pd ({r.returncode}):\n{out[-3000:]}"
 
 
 # -- Max: patcher JSON structure -----------------------------------------------------------------------
@@ -539,7 +519,8 @@ def test_the_generators_write_the_committed_patches_from_the_registry(monkeypatc
     for tool in sorted(TOOLS.glob("make_*.py")):
         files = runpy.run_path(str(tool))["files"]()
         assert files, f"{tool.name} writes nothing"
-        for rel, text in files.items():
+        for rel, content in files.items():
             committed = PATCHES / rel
-            assert committed.is_file() and committed.read_text(encoding="utf-8") == text, \
+            data = content if isinstance(content, bytes) else content.encode("utf-8")
+            assert committed.is_file() and committed.read_bytes() == data, \
                 f"distill_live/patches/{rel} differs from what {tool.name} writes now: rerun it and commit"

@@ -15,12 +15,15 @@ REGISTRY = doc_registry()
 PATCHES = Path(__file__).resolve().parents[2] / "distill_live" / "patches"
 
 
-def write(root: Path, files: dict[str, str]) -> None:
-    """Write {path inside the patches folder: text} under root (the package's patches folder, or a test's)."""
-    for rel, text in files.items():
+def write(root: Path, files: dict[str, str | bytes]) -> None:
+    """Write {path inside the patches folder: text or bytes} under root (the package's patches folder)."""
+    for rel, content in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
         print("wrote", path)
 
 
