@@ -9,6 +9,7 @@ messages as the program would send them, from python-osc over UDP.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from distill_live.commands.bundled import DEMO
-from distill_live.control.layouts import widgets
+from distill_live.control.layouts import open_stage_control, touchosc, widgets
 from distill_live.control.params import ParamRegistry
 from distill_live.model.modelfile import load_model
 from models import WORLDS, random_model_file
@@ -85,9 +86,7 @@ def test_the_shipped_layouts_send_the_demos_registry_addresses_with_its_ranges(n
 
 def test_a_control_given_another_range_changes_the_layouts_too():
     registry = ParamRegistry(WORLDS, levels=4, codebook_size=64, cues=3)
-    registry.params["/distill/gain"].hi = 3.0
-    from distill_live.control.layouts import open_stage_control, touchosc
-
+    registry.params["/distill/gain"] = dataclasses.replace(registry.params["/distill/gain"], hi=3.0)
     gain = [s for s in json.loads(open_stage_control(registry))["content"]["widgets"] if s["id"] == "gain"]
     assert gain[0]["range"] == {"min": 0.0, "max": 3.0}
     assert b"<scaleMin>0</scaleMin><scaleMax>3</scaleMax>" in zlib.decompress(touchosc(registry))
