@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import struct
 import subprocess
 import sys
 import time
@@ -121,3 +122,13 @@ def test_every_widget_of_the_layouts_made_for_a_model_plays_on_serve(tmp_path):
                     assert state[s["address"]] == [pytest.approx(s["hi"])], (name, s, state.get(s["address"]))
     finally:
         engine.close()
+
+
+def test_a_fader_at_the_end_of_its_range_sent_as_a_32_bit_float_plays_without_a_note():
+    """OSC floats are 32-bit: a fader at topp's bottom, 0.01, arrives as 0.0099999998. That is the end of
+    the range, not a value past it, so the engine takes it without an 'out of range' error."""
+    registry = ParamRegistry(WORLDS, levels=4, codebook_size=64, cues=3)
+    bottom = struct.unpack("f", struct.pack("f", 0.01))[0]
+    assert bottom < 0.01
+    assert registry.validate("/distill/topp", [bottom]) == ((0.01,), [])
+    assert registry.validate("/distill/topp", [0.009])[1], "a value truly past the end still gets its note"

@@ -187,7 +187,7 @@ class ParamRegistry:
         lo = p.lo if p.lo is not None else v
         hi = p.hi if p.hi is not None else v
         c = min(hi, max(lo, v))
-        if c != v:
+        if abs(c - v) > 1e-6 * max(1.0, abs(c)):  # OSC floats are 32-bit: a fader at 0.01 sends 0.00999999977
             notes.append(f"{p.address}: {v} is out of range {p.lo:g}..{p.hi:g}, clamped to {c:g}")
         return c
 
