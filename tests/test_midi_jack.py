@@ -359,3 +359,31 @@ def test_without_a_midi_system_serve_plays_on(engine, capfd, monkeypatch):
                         "JACK server running); playing on without MIDI."]
         assert list_ports() == []
     assert capfd.readouterr().err == ""  # libjack's complaints stay off the console
+
+
+def test_where_no_virtual_input_can_be_made_serve_listens_to_every_input(engine, tester, patchbay, monkeypatch):
+    """Windows' own MIDI API cannot make virtual ports; serve with no MIDI options then listens to every
+    input there is, in one line, instead of failing. Windows cannot run here, so rtmidi's MidiIn is
+    given Windows' answer to open_virtual_port (the exception python-rtmidi raises there); the inputs
+    and the MIDI are real JACK MIDI."""
+    import rtmidi
+
+    class WindowsMidiIn(rtmidi.MidiIn):
+        def open_virtual_port(self, name=None):
+            raise rtmidi.UnsupportedOperationError("Virtual ports are not supported by the Windows MultiMedia API.")
+
+    monkeypatch.setattr(rtmidi, "MidiIn", WindowsMidiIn)
+    logs = []
+    control = start_midi(engine, midi_args(), log=logs.append)
+    try:
+        assert ("MIDI (jack): cannot create the MIDI input 'distill' on jack: Virtual ports are not "
+                           "supported by the Windows MultiMedia API; listening to every MIDI input instead "
+                           "(tester:out); --midi-in NAME picks an input.") in logs, logs
+        assert wait_for(lambda: patchbay.get_all_connections("tester:out"))
+        assert engine.registry.values["/distill/freeze"] == 0
+        tester.send(mido.Message("control_change", channel=0, control=64, value=127))  # generic map: the pedal
+        assert wait_for(lambda: engine.registry.values["/distill/freeze"] == 1)
+    finally:
+        control.close()
+    with pytest.raises(Exception, match="cannot create the MIDI input 'distill'"):
+        start_midi(engine, midi_args("--midi-virtual"), log=logs.append)  # asked for by name: refused

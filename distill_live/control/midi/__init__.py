@@ -72,8 +72,11 @@ def start_midi(engine, args: argparse.Namespace, log: Callable[[str], None] = pr
     control = MidiControl(engine, mapper, api, log, tuple(c - 1 for c in channels), learn_path)
     inputs = list(getattr(args, "midi_in", None) or ())
     try:
-        if getattr(args, "midi_virtual", False) or not inputs:
+        if getattr(args, "midi_virtual", False):
             control.open_virtual()
+        elif not inputs and not _open_default(control, log):
+            control.close()
+            return None
         for prefix in inputs:
             control.open(prefix)
         for param in learn:
@@ -85,6 +88,21 @@ def start_midi(engine, args: argparse.Namespace, log: Callable[[str], None] = pr
     log(f"MIDI ({api}): listening to {', '.join(name for name, _ in control.ports)} "
         f"with map '{midimap.name or midimap.source}'")
     return control
+
+
+def _open_default(control: MidiControl, log: Callable[[str], None]) -> bool:
+    """With no MIDI options: a virtual input other programs connect to. Where the MIDI system cannot
+    make one (Windows' own MIDI API cannot), every input there is instead, said in one line. False
+    (MIDI off) when there is neither."""
+    try:
+        control.open_virtual()
+        return True
+    except UserError as e:
+        opened = control.open_all()
+        log(f"MIDI ({control.api}): {str(e).rstrip('.')}; " + (f"listening to every MIDI input instead ({', '.join(opened)})"
+                                              if opened else "no MIDI input is connected either, so MIDI is off")
+            + "; --midi-in NAME picks an input.")
+        return bool(opened)
 
 
 def osc_handlers(control: MidiControl | None) -> dict[str, Callable[[list], None]]:

@@ -172,6 +172,15 @@ class MidiControl:
         self.ports.append((f"{name} (virtual)", port))
         return name
 
+    def open_all(self) -> list[str]:
+        """Open every MIDI input there is now: what serve listens to where no virtual input can be made."""
+        probe = _open_in(self.api, "distill-list")
+        names = list(probe.get_ports())
+        probe.delete()
+        for name in names:
+            self.open(name)
+        return names
+
     def open(self, prefix: str) -> str:
         port = _open_in(self.api, "distill-in")
         names = port.get_ports()
