@@ -500,10 +500,11 @@ def test_a_renamed_parameter_breaks_the_address_check(monkeypatch):
         check_message("x", f"{P}/gain", ["s"])
 
 
-def test_patch_readmes_explain_the_three_steps_and_point_to_the_midi_maps():
+def test_patch_readmes_explain_the_three_steps_how_to_install_each_package_and_point_to_the_midi_maps():
     text = (PATCHES / "README.md").read_text()
-    for needed in ("distill-live serve", "/distill/reply", "distill_live/control/midi/maps", "midi.md", "sclang",
-                   "pd -nogui", "udpreceive"):
+    for needed in ("distill-live serve", "/distill/reply", "midi-maps", "midi.md", "sclang", "pd -nogui", "udpreceive",
+                   "Max 9/Packages", "Quarks.install(", "Recompile", "Pd's path", "distill-help.pd", "distill.tosc",
+                   "distill-open-stage-control.json", "--model"):
         assert needed in text, needed
     shipped_maps = sorted((ROOT / "distill_live" / "control" / "midi" / "maps").glob("*.toml"))
     assert shipped_maps, "no shipped MIDI maps found"
