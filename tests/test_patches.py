@@ -10,6 +10,7 @@ import runpy
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -213,6 +214,20 @@ def test_maxpat_is_valid_patcher_json(path):
         assert 0 <= inlet < boxes[dst]["numinlets"], (line, boxes[dst].get("text", boxes[dst]["maxclass"]))
         assert (src, outlet, dst, inlet) not in seen, f"duplicate line {line}"
         seen.add((src, outlet, dst, inlet))
+
+
+def test_the_max_package_has_what_max_reads_and_a_help_patch_for_the_abstraction():
+    """Max finds a package by package-info.json in Packages/<name>/, its abstractions in patchers/, and
+    the help of [distill] in help/distill.maxhelp, which shows the abstraction itself."""
+    info = json.loads((MAX_DIR / "package-info.json").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert MAX_DIR.name == info["name"] == "distill" and info["version"] == project["version"]
+    assert info["max_version_min"].startswith("8") and {"macintosh", "windows"} <= set(info["os"])
+    abstractions = {f.stem for f in (MAX_DIR / "patchers").glob("*.maxpat")}
+    helps = {f.stem for f in (MAX_DIR / "help").glob("*.maxhelp")}
+    assert helps and helps <= abstractions, (helps, abstractions)
+    boxes = [b["box"] for b in json.loads((MAX_DIR / "help" / "distill.maxhelp").read_text())["patcher"]["boxes"]]
+    assert any(b["maxclass"] == "bpatcher" and b["name"] == "distill.maxpat" for b in boxes)
 
 
 # -- every OSC address a patch sends exists, with the right argument types ---------------------------------
