@@ -45,7 +45,8 @@ Steps:
 Everything is seeded: the sounds are bit-identical on every run; training is deterministic for the
 same steps, seed, torch build and machine. `--quick` trains a handful of steps to smoke-test the
 script (the model is then noise, not a demo). The default `--out` is `distill_live/demo/`, which the
-wheel carries, and `--pictures` is `docs/`, beside the README; `--work DIR` keeps the sounds and the run directory, which otherwise live in a temporary folder.
+wheel carries, and `--pictures` is `docs/`, beside the README; `--work DIR` keeps the sounds and the
+run directory, which otherwise live in a temporary folder.
 """
 from __future__ import annotations
 

@@ -33,7 +33,8 @@ def register(sub) -> None:
     p.add_argument("--midi-file", metavar="FILE.mid",
                    help="play a standard MIDI file as the control score, through --midi-map")
     p.add_argument("--midi-map", metavar="MAP.toml",
-                   help="MIDI mapping file, or a shipped map name (default: generic); its format: midi.md in `distill-live patches`")
+                   help="MIDI mapping file, or a shipped map name (default: generic); "
+                        "its format: midi.md in `distill-live patches`")
     p.add_argument("--sample-rate", type=int, default=48000,
                    help="file sample rate (default 48000; the model's rate is resampled with soxr if different)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (1 is fastest at batch 1)")

@@ -53,7 +53,8 @@ def open_stage_control(registry: ParamRegistry) -> str:
     items = []
     for i, (kind, p) in enumerate(widgets(registry)):
         left, top = grid(i, 90, 330)
-        w = {"type": "fader" if kind == "fader" else "button", "id": p.name.replace("/", "_"), "label": p.name.replace("descriptor/", ""),
+        w = {"type": "fader" if kind == "fader" else "button", "id": p.name.replace("/", "_"),
+             "label": p.name.replace("descriptor/", ""),
              "left": left, "top": top, "width": 80, "height": 80 if kind != "fader" else 300,
              "address": p.address, "preArgs": [], "target": [], "comments": p.description}
         if kind == "fader":

@@ -99,9 +99,9 @@ def _open_default(control: MidiControl, log: Callable[[str], None]) -> bool:
         return True
     except UserError as e:
         opened = control.open_all()
-        log(f"MIDI ({control.api}): {str(e).rstrip('.')}; " + (f"listening to every MIDI input instead ({', '.join(opened)})"
-                                              if opened else "no MIDI input is connected either, so MIDI is off")
-            + "; --midi-in NAME picks an input.")
+        instead = (f"listening to every MIDI input instead ({', '.join(opened)})" if opened
+                   else "no MIDI input is connected either, so MIDI is off")
+        log(f"MIDI ({control.api}): {str(e).rstrip('.')}; {instead}; --midi-in NAME picks an input.")
         return bool(opened)
 
 
