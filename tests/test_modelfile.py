@@ -80,7 +80,7 @@ def test_a_model_from_before_the_heads_were_conditioned_loads_as_it_was_trained(
     """Model files written before `condition_heads` existed lack the field: their prior was trained with
     the conditioning on the temporal model's input only, and must play that way. The shipped demo is one."""
     assert load_model(saved[0]).config.prior.condition_heads  # what training writes now
-    assert load_model(ROOT / "demo" / "demo.distill").config.prior.condition_heads is False
+    assert load_model(ROOT / "distill_live" / "demo" / "demo.distill").config.prior.condition_heads is False
 
 
 def test_codec_only_model_round_trips(tmp_path):
