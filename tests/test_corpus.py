@@ -216,3 +216,30 @@ def _header(raw: bytes) -> tuple[dict, int]:
     import struct
     (n,) = struct.unpack("<Q", raw[:8])
     return json.loads(raw[8:8 + n]), n
+
+
+def test_resynthesis_through_the_corpus_plays_the_recording_nearest_the_input():
+    """serve --input in resynth mode with corpus/mix 1: a sine at one of the recordings' pitches, played
+    into the input, comes out as that recording (the other recordings are other pitches)."""
+    from distill_live.live.audioinput import AudioInput
+    from distill_live.live.player import Player
+
+    model = random_model(cues=(50, 50, 50))
+    c = model.config.codec
+    t = np.arange(50 * c.hop) / c.sample_rate
+    pitches = (200.0, 450.0, 1000.0)
+    waves = [AMPLITUDE * np.sin(2 * np.pi * f * t) for f in pitches]
+    model.recordings = [torch.from_numpy(np.round(w * 32767).astype(np.int16)) for w in waves]
+    model.cues = [model.codec.encode(torch.from_numpy(w.astype(np.float32))[None])[0] for w in waves]
+    feed = AudioInput(1, c.sample_rate, c.sample_rate, c.hop)
+    played = (AMPLITUDE * np.sin(2 * np.pi * pitches[1] * t[: 30 * c.hop] + 1.0)).astype(np.float32)
+    feed.callback(played[:, None], len(played), None, None)
+    feed.pull()
+    registry = ParamRegistry.for_model(model, audio_input=True)
+    registry.submit(f"{P}/play", [1])
+    registry.submit(f"{P}/corpus/mix", [1.0])
+    player = Player(model, registry, audio_input=feed)
+    out = np.concatenate([player.next_frame() for _ in range(30)])[10 * c.hop:]
+    spectrum = np.abs(np.fft.rfft(out * np.hanning(len(out))))
+    heard = np.fft.rfftfreq(len(out), 1 / c.sample_rate)[spectrum.argmax()]
+    assert abs(heard - pitches[1]) < 10, heard
