@@ -46,7 +46,7 @@ from quality import SAMPLES, collection, frechet, mel_frames, train  # noqa: E40
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = 0.5  # seconds: what the world classifier hears at once
-STICKS = (0.0, 0.5, 0.9, 0.99)
+STICKS = (0.5, 0.75, 0.9, 0.99)
 
 
 def play(model, seconds: float, mix: float, messages=(), seed: int = 1) -> tuple[np.ndarray, list[int]]:
@@ -144,9 +144,9 @@ def measure(model_path: Path, data: Path, seconds: float, world_seconds: float, 
         generated[name], jumps = play(model, seconds, mix)
         result["frechet"][name] = round(frechet(mel_frames(generated[name], c.sample_rate), real_frames), 2)
         if name == "corpus":
-            result["passages"] = {"stick 0.9 (default)": passages(jumps, int(seconds * c.frame_rate), c.frame_rate)}
+            result["passages"] = {"stick 0.75 (default)": passages(jumps, int(seconds * c.frame_rate), c.frame_rate)}
     for stick in STICKS:
-        if stick != 0.9:
+        if stick != 0.75:
             _, jumps = play(model, seconds / 2, 1.0, [("corpus/stick", (stick,))])
             result["passages"][f"stick {stick:g}"] = passages(jumps, int(seconds / 2 * c.frame_rate), c.frame_rate)
     if image is not None:

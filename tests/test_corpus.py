@@ -5,12 +5,18 @@ pitch and phase each), so a hard cut between two of them is a step far larger th
 one, and whose coarse codes are all different, so each frame has exactly one nearest frame."""
 from __future__ import annotations
 
+import json
+import struct
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from distill_live.control.params import ParamError, ParamRegistry
-from distill_live.live.player import render
+from distill_live.live.audioinput import AudioInput
+from distill_live.live.player import Player, render
 from distill_live.model.modelfile import FORMAT_VERSION, ModelFileError, load_model, save_model
 from models import random_model
 
@@ -149,7 +155,6 @@ def test_a_model_without_recordings_refuses_the_corpus_controls_in_one_sentence(
 
 
 def test_old_model_files_load_and_play_without_a_corpus():
-    from pathlib import Path
     demo = load_model(Path(__file__).resolve().parents[1] / "demo" / "demo.distill")
     assert demo.meta["format_version"] == 1 and demo.recordings == [] and demo.corpus is None
     assert demo.info()["corpus"] is None
@@ -201,7 +206,6 @@ def test_a_recording_of_the_wrong_length_is_refused(tmp_path):
 
 
 def test_a_missing_recording_is_refused(saved, tmp_path):
-    from safetensors.torch import load_file, save_file
     tensors = load_file(saved)
     del tensors["corpus.0"]
     with open(saved, "rb") as f:
@@ -212,8 +216,6 @@ def test_a_missing_recording_is_refused(saved, tmp_path):
 
 
 def _header(raw: bytes) -> tuple[dict, int]:
-    import json
-    import struct
     (n,) = struct.unpack("<Q", raw[:8])
     return json.loads(raw[8:8 + n]), n
 
@@ -221,9 +223,6 @@ def _header(raw: bytes) -> tuple[dict, int]:
 def test_resynthesis_through_the_corpus_plays_the_recording_nearest_the_input():
     """serve --input in resynth mode with corpus/mix 1: a sine at one of the recordings' pitches, played
     into the input, comes out as that recording (the other recordings are other pitches)."""
-    from distill_live.live.audioinput import AudioInput
-    from distill_live.live.player import Player
-
     model = random_model(cues=(50, 50, 50))
     c = model.config.codec
     t = np.arange(50 * c.hop) / c.sample_rate
@@ -238,6 +237,7 @@ def test_resynthesis_through_the_corpus_plays_the_recording_nearest_the_input():
     registry = ParamRegistry.for_model(model, audio_input=True)
     registry.submit(f"{P}/play", [1])
     registry.submit(f"{P}/corpus/mix", [1.0])
+    registry.submit(f"{P}/corpus/stick", [0.2])  # three recordings: a wrong one is 1/3 down the list at most
     player = Player(model, registry, audio_input=feed)
     out = np.concatenate([player.next_frame() for _ in range(30)])[10 * c.hop:]
     spectrum = np.abs(np.fft.rfft(out * np.hanning(len(out))))

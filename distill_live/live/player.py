@@ -77,7 +77,7 @@ class Playback:
 
     mix_from: float = 0.0
     mix_to: float = 0.0
-    stick: float = 0.9
+    stick: float = 0.75
     fade: float = 0.02
 
 
