@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -114,11 +115,25 @@ def passages(jumps: list[int], frames: int, frame_rate: float) -> dict:
 
 
 def frame_times(model, seconds: float) -> dict:
+    """The engine's frame loop with each decoder (wall clock, as the card sees it), and the corpus step
+    alone in CPU time (what it costs, whatever else the machine runs) for codes that match nothing,
+    so it jumps as often as it can."""
     out = {}
     for name, mix in (("neural", 0), ("corpus", 1)):
         r = bench(model, seconds, threads=1, settings=[f"corpus/mix={mix}"])
         out[name] = {k: r[k] for k in ("frame_ms_p50", "frame_ms_p99", "rtf", "prior_ms_p50", "decoder_ms_p50",
                                        "corpus_ms_p50", "corpus_ms_p99")}
+    c = model.config.codec
+    codes = torch.randint(c.codebook_size, (int(seconds * c.frame_rate), c.levels),
+                          generator=torch.Generator().manual_seed(0))
+    state, cpu = model.corpus.start(), []
+    for frame in codes:
+        t0 = time.thread_time()
+        _, state = model.corpus.play(state, frame)
+        cpu.append(time.thread_time() - t0)
+    p50, p99 = np.percentile(cpu, [50, 99]) * 1000
+    out["corpus_step_cpu_ms"] = {"p50": round(float(p50), 3), "p99": round(float(p99), 3),
+                                 "max": round(max(cpu) * 1000, 3), "jumps_per_second": round(state.jumps / seconds, 1)}
     return out
 
 

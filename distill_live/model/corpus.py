@@ -63,28 +63,29 @@ class Corpus:
         self.hop, self.sample_rate = cfg.hop, cfg.sample_rate
         self.coarse = max(1, cfg.levels // 2)
         self.pad = int(MAX_FADE * self.sample_rate) + int(ALIGN * self.sample_rate) + self.hop
-        pieces, starts, left, frame_world = [np.zeros(self.pad, np.float32)], [], [], []
+        pieces, starts, left, frame_world = [np.zeros(self.pad, np.int16)], [], [], []
         offset = self.pad
         for cue, rec, world in zip(cues, recordings, worlds):
             n = len(cue)
-            pieces += [rec.numpy().astype(np.float32) / 32768.0, np.zeros(self.pad, np.float32)]
+            pieces += [rec.numpy(), np.zeros(self.pad, np.int16)]
             starts.append(offset + np.arange(n) * self.hop)
             left.append(np.arange(n - 1, -1, -1))
             frame_world.append(np.full(n, world))
             offset += n * self.hop + self.pad
-        self.audio = np.concatenate(pieces)
+        self.audio = np.concatenate(pieces)  # int16 as stored (an hour at 48 kHz is 330 MB so, twice that as float)
         self.starts = np.concatenate(starts).astype(np.int64)
         self.left = np.concatenate(left)  # frames of its recording after each frame
         self.world = np.concatenate(frame_world).astype(np.int64)
+        # the search is torch's, not numpy's: numpy's BLAS runs its own threads, and on busy cores a
+        # matrix-vector product took 13 ms of wall time where torch on the engine's one thread takes 0.3
         with torch.no_grad():
-            self.books = codec.codebooks()[: self.coarse].detach().float().numpy()  # [coarse, K, D]
-            keys = codec.latent(torch.cat(cues), self.coarse).float().numpy()
-        self.keys = np.ascontiguousarray(keys)
-        self.keys_sq = (keys ** 2).sum(1)
+            self.books = codec.codebooks()[: self.coarse].detach().float().clone()  # [coarse, K, D]
+            self.keys = codec.latent(torch.cat(cues), self.coarse).detach().float().contiguous()
+        self.keys_sq = (self.keys ** 2).sum(1)
         self.frames = len(self.starts)
-        pairs = np.random.default_rng(0).integers(self.frames, size=(2, min(4096, self.frames)))
+        pairs = torch.from_numpy(np.random.default_rng(0).integers(self.frames, size=(2, min(4096, self.frames))))
         # how far apart two frames of the corpus typically are: the unit of the world preference
-        self.spread = float(np.median(((keys[pairs[0]] - keys[pairs[1]]) ** 2).sum(1))) or 1.0
+        self.spread = float(((self.keys[pairs[0]] - self.keys[pairs[1]]) ** 2).sum(1).median()) or 1.0
 
     @property
     def seconds(self) -> float:
@@ -96,13 +97,12 @@ class Corpus:
     def distances(self, codes: torch.Tensor, world_weights: list[float] | None = None) -> np.ndarray:
         """Squared distance from the coarse latent of `codes` [levels] (-1 = absent) to every frame,
         plus the world preference: frames of worlds weighted less than the most weighted one count
-        farther, up to WORLD_PREFERENCE typical frame steps for a world at 0."""
-        c = codes[: self.coarse].tolist()
-        query = np.zeros(self.keys.shape[1], np.float32)
-        for level, code in enumerate(c):
+        farther, up to WORLD_PREFERENCE of a typical distance between two frames for a world at 0."""
+        query = torch.zeros(self.keys.shape[1])
+        for level, code in enumerate(codes[: self.coarse].tolist()):
             if code >= 0:
                 query += self.books[level, code]
-        d = self.keys_sq - 2.0 * (self.keys @ query) + float(query @ query)
+        d = (self.keys_sq - 2.0 * torch.mv(self.keys, query) + query.dot(query)).numpy()
         if world_weights is not None and max(world_weights) > 0:
             w = np.asarray(world_weights, np.float32)
             penalty = WORLD_PREFERENCE * self.spread * (1.0 - w / w.max())
@@ -118,7 +118,7 @@ class Corpus:
         if s.pos < 0:  # the first frame: start at the nearest frame, nothing to fade from
             s.frame = int(np.argmin(d))
             s.pos = int(self.starts[s.frame])
-            out = self.audio[s.pos:s.pos + hop].copy()
+            out = self.read(s.pos, hop)
             s.pos += hop
             return out, s
         # a recording is left while a fade's worth of it remains (the fade plays that out), and a jump
@@ -137,16 +137,20 @@ class Corpus:
             s.old, s.fade_left, s.fade_len, s.doubt = s.pos, length, length, 0.0
             s.frame, s.pos = best, self._aligned(s.pos, int(self.starts[best]), length)
             s.jumps += 1
-        out = self.audio[s.pos:s.pos + hop].copy()
+        out = self.read(s.pos, hop)
         if s.fade_left > 0:
             n = min(hop, s.fade_left)
             done = s.fade_len - s.fade_left
             ramp = (np.arange(done, done + n, dtype=np.float32) + 1.0) / (s.fade_len + 1.0)
-            out[:n] = self.audio[s.old:s.old + n] * (1.0 - ramp) + out[:n] * ramp
+            out[:n] = self.read(s.old, n) * (1.0 - ramp) + out[:n] * ramp
             s.old += n
             s.fade_left -= n
         s.pos += hop
         return out, s
+
+    def read(self, start: int, n: int) -> np.ndarray:
+        """`n` samples of the recordings from `start`, as float32."""
+        return self.audio[start:start + n].astype(np.float32) * (1.0 / 32768.0)
 
     def _aligned(self, old: int, new: int, length: int) -> int:
         """`new` moved by up to ALIGN seconds to where the recording there best matches the next
@@ -155,8 +159,8 @@ class Corpus:
         lag = int(ALIGN * self.sample_rate)
         if lag == 0:
             return new
-        leaving = self.audio[old:old + length]
-        window = self.audio[new - lag:new + lag + length]
+        leaving = self.read(old, length)
+        window = self.read(new - lag, 2 * lag + length)
         corr = np.correlate(window, leaving, mode="valid")  # [2 * lag + 1]
         energy = np.convolve(window ** 2, np.ones(length, np.float32), mode="valid") + 1e-9
         return new - lag + int(np.argmax(corr / np.sqrt(energy)))

@@ -102,7 +102,7 @@ def random_model(preset_name: str, seed: int = 0, worlds: Sequence[str] = (), cu
     (untrained ones stay zero until k-means runs on a first training batch, and every code would
     decode alike). `worlds`: their names (default: the preset's count, world0, world1...); `cues`: the
     length in frames of each random training passage; `recordings`: give each passage a recording
-    (noise of a random colour and loudness), so the corpus decoder can play it."""
+    (band-limited noise at a random loudness), so the corpus decoder can play it."""
     cfg = preset(preset_name)
     worlds = list(worlds) or [f"world{i}" for i in range(cfg.prior.worlds)]
     cfg.prior.worlds = len(worlds)
