@@ -150,7 +150,7 @@ def test_a_model_without_recordings_refuses_the_corpus_controls_in_one_sentence(
     with pytest.raises(ParamError) as e:
         registry.submit(f"{P}/corpus/mix", [1.0])
     message = str(e.value)
-    assert "without its recordings" in message and "\n" not in message
+    assert "holds no recordings" in message and "\n" not in message
     assert f"{P}/corpus/mix" in message
 
 

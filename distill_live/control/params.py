@@ -157,8 +157,8 @@ class ParamRegistry:
         if p is None:
             raise ParamError(f"unknown address {address}")
         if p.name.startswith("corpus/") and not self.corpus:
-            raise ParamError(f"{address} refused: this model was saved without its recordings, so it has no "
-                             "corpus to play (train it without --no-corpus)")
+            raise ParamError(f"{address} refused: this model holds no recordings to play (distill-train keeps "
+                             "them unless given --no-corpus; model files from before corpus playback have none)")
         notes: list[str] = []
         args = list(args)
         for a in args:
