@@ -18,6 +18,7 @@ import queue
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from distill_live.model.corpus import FADE, MAX_FADE, STICK
 from distill_live.model.descriptors import DESCRIPTORS
 from distill_live.model.prior import Controls
 
@@ -98,11 +99,11 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
         Param("model", "s", None, "hot-swap to another model file (in the models folder)", stored=False),
         Param("corpus/mix", "f", 0.0, "from the neural decoder (0) to playing the training recordings the "
               "codes point at (1)", 0.0, 1.0, smooth=0.05),
-        Param("corpus/stick", "f", 0.75, "how strongly corpus playback keeps to the recording playing: it "
+        Param("corpus/stick", "f", STICK, "how strongly corpus playback keeps to the recording playing: it "
               "leaves it once this share of the corpus matches the codes better (over the last few frames); "
               "0 always plays the nearest frame, 1 plays each recording to its end", 0.0, 1.0),
-        Param("corpus/fade", "f", 0.02, "crossfade in seconds where corpus playback jumps to another "
-              "recording", 0.001, 0.1),
+        Param("corpus/fade", "f", FADE, "crossfade in seconds where corpus playback jumps to another "
+              "recording", 0.001, MAX_FADE),
     ]
     if audio_input:
         params += [

@@ -32,7 +32,7 @@ import torch
 
 from distill_live.control.params import INPUT_MODES, PREFIX, ParamRegistry
 from distill_live.model.codec import EncoderState
-from distill_live.model.corpus import CorpusState
+from distill_live.model.corpus import FADE, STICK, CorpusState
 from distill_live.model.modelfile import DistillModel
 from distill_live.model.prior import Controls, PriorState
 
@@ -77,8 +77,8 @@ class Playback:
 
     mix_from: float = 0.0
     mix_to: float = 0.0
-    stick: float = 0.75
-    fade: float = 0.02
+    stick: float = STICK
+    fade: float = FADE
 
 
 @dataclass

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+STICK = 0.75  # the default of /distill/corpus/stick (see above)
+FADE = 0.02  # seconds: the default crossfade at a jump (/distill/corpus/fade)
 MAX_FADE = 0.1  # seconds: the longest crossfade at a jump
 ALIGN = 0.003  # seconds: how far a jump may shift to line up with the recording it leaves
 WORLD_PREFERENCE = 0.5  # a frame of an unweighted world counts this share of a typical distance farther
@@ -109,7 +111,7 @@ class Corpus:
             d += np.append(penalty, 0.0)[self.world]  # world -1 (not known): index -1, no penalty
         return d
 
-    def play(self, state: CorpusState, codes: torch.Tensor, stick: float = 0.5, fade: float = 0.01,
+    def play(self, state: CorpusState, codes: torch.Tensor, stick: float = STICK, fade: float = FADE,
              world_weights: list[float] | None = None) -> tuple[np.ndarray, CorpusState]:
         """One frame of audio [hop] for `codes` [levels], and the new state."""
         hop = self.hop
@@ -122,10 +124,11 @@ class Corpus:
             s.pos += hop
             return out, s
         # a recording is left while a fade's worth of it remains (the fade plays that out), and a jump
-        # lands where a fade's worth of the new one follows: no fade ever runs past a recording's end
+        # lands where two fades' worth of the new one follow (one to fade in, one to leave it again):
+        # no fade ever runs past a recording's end, and none is cut short by the next
         length = max(1, min(int(fade * self.sample_rate), int(MAX_FADE * self.sample_rate)))
         need = -(-length // hop)
-        landing = np.where(self.left > need, d, np.inf)
+        landing = np.where(self.left > 2 * need, d, np.inf)
         best = int(np.argmin(landing)) if np.isfinite(landing).any() else int(np.argmin(d))
         can_go_on = self.left[s.frame] > need
         if can_go_on:
