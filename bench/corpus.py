@@ -24,7 +24,6 @@ audio (`--image`, default docs/bench-corpus.png).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -43,7 +42,7 @@ from distill_live.model.modelfile import load_model, random_model  # noqa: E402
 from distill_train.data import load_dataset  # noqa: E402
 from distill_train.losses import log_mel  # noqa: E402
 from distill_train.report import generated_vs_real_report  # noqa: E402
-from quality import SAMPLES, collection, frechet, mel_frames, train  # noqa: E402
+from quality import frechet, mel_frames, model_arguments, model_to_measure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = 0.5  # seconds: what the world classifier hears at once
@@ -197,25 +196,14 @@ def measure(model_path: Path, data: Path, seconds: float, world_seconds: float, 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="measure this model (trained with its recordings) instead of training one")
-    p.add_argument("--out", default="runs/corpus", help="where the collection links and the model go")
-    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "default"])
-    p.add_argument("--codec-minutes", type=float, default=5)
-    p.add_argument("--prior-minutes", type=float, default=4)
-    p.add_argument("--samples", default=str(SAMPLES), help="the folder of Sonic Pi's .flac samples")
+    p = model_arguments(__doc__, "runs/corpus", "tiny", 5, 4)
     p.add_argument("--seconds", type=float, default=60, help="seconds generated through each decoder")
     p.add_argument("--world-seconds", type=float, default=10, help="seconds per world for world recognition")
     p.add_argument("--image", default=str(ROOT / "docs" / "bench-corpus.png"), help="the spectrogram (none: '')")
     args = p.parse_args()
-    out = Path(args.out)
-    data = collection(out / "sonic-pi", Path(args.samples))
     result = {"load_average_before": [round(x, 2) for x in os.getloadavg()]}
-    if args.model:
-        model = Path(args.model)
-    else:
-        model, wall = train(data, out, args.preset, args.codec_minutes, args.prior_minutes, 0, "cpu")
-        result["train_wall_minutes"] = round(wall / 60, 1)
+    data, model, trained = model_to_measure(args)
+    result.update(trained)
     result.update(measure(model, data, args.seconds, args.world_seconds, Path(args.image) if args.image else None))
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result, indent=2))
