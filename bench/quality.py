@@ -170,28 +170,38 @@ def measure(model_path: Path, data: Path, seconds: float, image: Path | None = N
     return result
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def model_arguments(description: str, out: str, preset: str, codec_minutes: float,
+                    prior_minutes: float) -> argparse.ArgumentParser:
+    """The options of a benchmark that trains a model on the collection or measures a given one."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="measure this model instead of training one")
-    p.add_argument("--out", default="runs/bench", help="where the collection links and the model go")
-    p.add_argument("--preset", default="small", choices=["tiny", "small", "default"])
-    p.add_argument("--codec-minutes", type=float, default=20)
-    p.add_argument("--prior-minutes", type=float, default=10)
+    p.add_argument("--out", default=out, help="where the collection links and the model go")
+    p.add_argument("--preset", default=preset, choices=["tiny", "small", "default"])
+    p.add_argument("--codec-minutes", type=float, default=codec_minutes)
+    p.add_argument("--prior-minutes", type=float, default=prior_minutes)
     p.add_argument("--adversarial-minutes", type=float, default=0,
                    help="also run the adversarial stage this long (the figures then show the codec before and after it)")
     p.add_argument("--device", default="auto", help="training device (auto, cpu, cuda, mps)")
     p.add_argument("--samples", default=str(SAMPLES), help="the folder of Sonic Pi's .flac samples")
-    p.add_argument("--seconds", type=float, default=60, help="seconds of generated audio to compare")
-    args = p.parse_args()
+    return p
+
+
+def model_to_measure(args: argparse.Namespace) -> tuple[Path, Path, dict]:
+    """The collection, the model (--model, or one trained now) and the training's wall time, if any."""
     out = Path(args.out)
     data = collection(out / "sonic-pi", Path(args.samples))
-    result = {}
     if args.model:
-        model = Path(args.model)
-    else:
-        model, wall = train(data, out, args.preset, args.codec_minutes, args.prior_minutes, args.adversarial_minutes,
-                            args.device)
-        result["train_wall_minutes"] = round(wall / 60, 1)
+        return data, Path(args.model), {}
+    model, wall = train(data, out, args.preset, args.codec_minutes, args.prior_minutes, args.adversarial_minutes,
+                        args.device)
+    return data, model, {"train_wall_minutes": round(wall / 60, 1)}
+
+
+def main() -> None:
+    p = model_arguments(__doc__, "runs/bench", "small", 20, 10)
+    p.add_argument("--seconds", type=float, default=60, help="seconds of generated audio to compare")
+    args = p.parse_args()
+    data, model, result = model_to_measure(args)
     result.update(measure(model, data, args.seconds, Path(args.out) / "generated-vs-real.png"))
     print(json.dumps(result, indent=2))
 

@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", type=positive_int, help="residual quantizer levels (default: the preset's)")
     p.add_argument("--codebook-size", type=positive_int, help="codes per level (default: dataset-adaptive)")
     p.add_argument("--ema-decay", type=decay, help="codebook EMA decay (default: dataset-adaptive)")
+    p.add_argument("--corpus", action=argparse.BooleanOptionalAction, default=True,
+                   help="store the training recordings in the model (16-bit, at the model rate), so it can play "
+                        "them as its corpus (/distill/corpus/mix); --no-corpus leaves them out (default: stored)")
     p.add_argument("--prior-kind", choices=["gru", "transformer"], default="gru", help="temporal model of the "
                    "prior (default gru)")
     p.add_argument("--batch-size", type=positive_int, help="batch size of both stages, per process under torchrun "
@@ -421,7 +424,7 @@ def train(args) -> int:
 
     from . import distributed
     from .adversarial_stage import AdversarialStage
-    from .codec_stage import CROP_FRAMES, CodecStage, extract_codes
+    from .codec_stage import CROP_FRAMES, CodecStage, extract_codes, recordings
     from .health import code_counts, codebook_health, collapse_warnings
     from .loop import Settings, TrainError, pick_device, run, seed_everything
     from .prior_stage import PriorStage, heard_descriptors
@@ -533,7 +536,8 @@ def train(args) -> int:
         meta = {"manifest": dataset.manifest(), "descriptor_stats": dataset.stats.to_dict(), "health": health,
                 "history": {"codec": codec_history, "wall_s": round(time.time() - started, 1)},
                 "training": meta_training}
-        distributed.on_main(lambda: write_model(output, DistillModel(config, codec, None, cues, meta)))
+        kept = recordings(dataset.clips, cues, c.hop) if args.corpus else []
+        distributed.on_main(lambda: write_model(output, DistillModel(config, codec, None, cues, meta, kept)))
         log(f"codec: held-out loss {codec_history['valid_loss_start']} -> {codec_history['valid_loss_end']}; "
             f"utilisation per level {' '.join(format(h['utilization'], '.0%') for h in health)}; "
             f"wrote {output} (codec only)")
@@ -587,7 +591,8 @@ def train(args) -> int:
     def write_the_model() -> dict:
         meta["history"]["prior"] = history = prior_history(stage, result, steps, lr)
         meta["history"]["wall_s"] = round(time.time() - started, 1)
-        write_model(output, DistillModel(config, codec, prior, cues, meta))
+        write_model(output, DistillModel(config, codec, prior, cues, meta,
+                                         recordings(dataset.clips, cues, c.hop) if args.corpus else []))
         return history
 
     history = distributed.on_main(write_the_model)

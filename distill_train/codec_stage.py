@@ -169,3 +169,10 @@ def extract_codes(codec: Codec, clips, device: torch.device) -> list[torch.Tenso
         n = (len(clip.audio) // hop) * hop
         out.append(codec.encode(torch.from_numpy(clip.audio[:n]).to(device)[None])[0].cpu().long())
     return out
+
+
+def recordings(clips, cues: list[torch.Tensor], hop: int) -> list[torch.Tensor]:
+    """Each clip's audio as the model file keeps it for corpus playback: 16-bit, as many samples as its
+    cue has frames (model/corpus.py plays frame i of a cue as samples [i * hop, (i + 1) * hop))."""
+    return [torch.from_numpy(np.round(np.clip(clip.audio[:len(cue) * hop], -1.0, 32767 / 32768) * 32768)
+                             .astype(np.int16)) for clip, cue in zip(clips, cues)]

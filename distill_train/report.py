@@ -153,13 +153,16 @@ def prior_report(path: Path, history: dict, levels: int, generated: torch.Tensor
     _save(fig, path)
 
 
-def generated_vs_real_report(path: Path, generated: np.ndarray, real: np.ndarray, sample_rate: int) -> None:
-    """Log-mel spectrograms of generated audio above held-out real audio, on one time axis."""
-    fig = _figure(2, 1, (14, 7))
-    longest = max(len(generated), len(real)) / sample_rate
-    for row, (title, audio) in enumerate((("generated (seed 1, default controls)", generated),
-                                          ("held-out real audio, all of it, files one after another", real))):
-        ax = fig.add_subplot(2, 1, row + 1)
+def generated_vs_real_report(path: Path, generated: np.ndarray | dict[str, np.ndarray], real: np.ndarray,
+                             sample_rate: int) -> None:
+    """Log-mel spectrograms of generated audio (one row, or one per title of a dict) above held-out real
+    audio, on one time axis."""
+    rows = generated if isinstance(generated, dict) else {"generated (seed 1, default controls)": generated}
+    rows = {**rows, "held-out real audio, all of it, files one after another": real}
+    fig = _figure(len(rows), 1, (14, 3.5 * len(rows)))
+    longest = max(len(audio) for audio in rows.values()) / sample_rate
+    for row, (title, audio) in enumerate(rows.items()):
+        ax = fig.add_subplot(len(rows), 1, row + 1)
         ax.imshow(_spectrogram(audio, sample_rate), origin="lower", aspect="auto", cmap="magma",
                   extent=(0, len(audio) / sample_rate, 0, 80), vmin=-11.5)
         ax.set_xlim(0, longest)

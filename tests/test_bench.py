@@ -55,6 +55,17 @@ def test_bench_model_file_table_and_json(tmp_path):
     assert "rtf" in r.stdout and "p99" in r.stdout
 
 
+def test_bench_times_the_corpus_decoder_in_place_of_the_neural_one(tmp_path):
+    path = tmp_path / "corpus.distill"
+    save_model(path, random_model("tiny", cues=[200, 300], recordings=True))
+    r = live("bench", path, "--seconds", 0.5, "--set", "corpus/mix=1", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["decoder_ms_p50"] is None  # at mix 1 the neural decoder does not run
+    assert 0 < out["corpus_ms_p50"] <= out["corpus_ms_p99"]
+    assert out["prior_ms_p50"] + out["corpus_ms_p50"] <= 1.5 * out["frame_ms_p50"]
+
+
 @pytest.mark.parametrize("args, words", [
     (["preset:huge"], "unknown preset"),
     (["preset:tiny", "--seconds", "0"], "--seconds"),

@@ -130,7 +130,7 @@ def test_the_generator_raising_plays_silence_reports_once_and_recovers(monkeypat
         engine.generate_one()
     assert engine.level > 1e-3
 
-    def broken(self, controls):
+    def broken(self, *args):
         raise RuntimeError("the prior went to NaN")
 
     monkeypatch.setattr(voice_cls, "step", broken)

@@ -93,6 +93,16 @@ def test_tiny_run_learns_and_writes_a_complete_model(reference):
     for cue, entry in zip(model.cues, files):
         assert cue.shape[1] == model.config.codec.levels
         assert abs(cue.shape[0] - entry["seconds"] * SR / hop) <= 1  # whole frames of the clip
+    # the recordings of the cues travel with it (16-bit), and the cue's own codes play them back
+    assert len(model.recordings) == len(model.cues)
+    for cue, audio in zip(model.cues, model.recordings):
+        assert audio.dtype == torch.int16 and len(audio) == len(cue) * hop and audio.abs().max() > 1000
+    state, played = model.corpus.start(), []
+    for codes in model.cues[0]:
+        frame, state = model.corpus.play(state, codes, stick=1.0)
+        played.append(frame)
+    whole = model.recordings[0].numpy() / 32768.0
+    np.testing.assert_allclose(np.concatenate(played)[hop:-hop], whole[hop:-hop], atol=1e-6)
     assert {"lo", "hi"} <= set(model.meta["descriptor_stats"]["brightness"])
     memo = prior["memorisation"]
     assert memo["whole_frames"]["longest_copy_frames"] >= 0
@@ -161,9 +171,10 @@ def test_new_prior_on_an_existing_codec(data, reference, tmp_path):
     out = tmp_path / "new.distill"
     r = train("--stages", "prior", data, "-o", out, "--codec", reference, "--prior-kind", "transformer",
               "--preset", "tiny", "--prior-steps", "20", "--eval-every", "10", "--checkpoint-every", "100",
-              "--batch-size", "4", "--quiet")
+              "--batch-size", "4", "--quiet", "--no-corpus")
     assert r.returncode == 0, r.stderr
     old, new = load_model(reference), load_model(out)
+    assert old.recordings and new.recordings == [] and new.info()["corpus"] is None  # --no-corpus
     assert new.config.prior.kind == "transformer"
     for key, value in old.codec.state_dict().items():
         assert torch.equal(value, new.codec.state_dict()[key]), key

@@ -27,6 +27,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"  prior     {info['prior'] or 'none (codec only)'}")
     print(f"  worlds    {', '.join(info['worlds']) or '-'}")
     print(f"  cues      {info['cues']} passages from {info['files']} files")
+    corpus = info["corpus"]
+    print(f"  corpus    {corpus['seconds']:g} s of recordings, {corpus['bytes'] / 2 ** 20:.1f} MiB: it can play them "
+          f"(/distill/corpus/mix)" if corpus else "  corpus    none: saved without its recordings, it plays only "
+          "through its neural decoder")
     memo = info["memorisation"]
     if memo:
         copy = memo["whole_frames"]["longest_copy_frames"]

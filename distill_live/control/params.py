@@ -18,6 +18,7 @@ import queue
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from distill_live.model.corpus import FADE, MAX_FADE, STICK
 from distill_live.model.descriptors import DESCRIPTORS
 from distill_live.model.prior import Controls
 
@@ -66,7 +67,8 @@ INPUT_MODES = ("off", "resynth", "continue")  # /distill/input/mode 0, 1, 2
 def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: int,
                  audio_input: bool = False) -> list[Param]:
     """Every control of a model with these worlds, levels, codebook size and cue count; the audio input's
-    controls only when there is one (serve --input)."""
+    controls only when there is one (serve --input). The corpus controls are always listed (a hot-swap
+    may bring the recordings); the registry refuses them for a model saved without its recordings."""
     last_cue = max(0, cues - 1)
     params = [
         Param("play", "b", 0, "start (1) or stop (0) with a short fade"),
@@ -95,6 +97,13 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
         Param("seed", "i", 0, "reseed the random generator", 0, 2**31 - 1),
         Param("reset", "", None, "clear the prior's memory and start fresh", stored=False),
         Param("model", "s", None, "hot-swap to another model file (in the models folder)", stored=False),
+        Param("corpus/mix", "f", 0.0, "from the neural decoder (0) to playing the training recordings the "
+              "codes point at (1)", 0.0, 1.0, smooth=0.05),
+        Param("corpus/stick", "f", STICK, "how strongly corpus playback keeps to the recording playing: it "
+              "leaves it once this share of the corpus matches the codes better (over the last few frames); "
+              "0 always plays the nearest frame, 1 plays each recording to its end", 0.0, 1.0),
+        Param("corpus/fade", "f", FADE, "crossfade in seconds where corpus playback jumps to another "
+              "recording", 0.001, MAX_FADE),
     ]
     if audio_input:
         params += [
@@ -111,8 +120,10 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
 
 
 class ParamRegistry:
-    def __init__(self, worlds: Sequence[str], levels: int, codebook_size: int, cues: int, audio_input: bool = False):
+    def __init__(self, worlds: Sequence[str], levels: int, codebook_size: int, cues: int, audio_input: bool = False,
+                 corpus: bool = True):
         self.worlds = list(worlds)
+        self.corpus = corpus  # the model holds its recordings: the corpus/ controls apply
         self.params = {p.address: p for p in build_params(worlds, levels, codebook_size, cues, audio_input)}
         self.values: dict[str, Any] = {a: p.default for a, p in self.params.items() if p.stored and p.default is not None}
         self.held = {d: False for d in DESCRIPTORS}
@@ -134,7 +145,7 @@ class ParamRegistry:
         """The controls of a DistillModel: its worlds, levels, codebook size and cues (and the audio
         input's controls with `audio_input`, serve --input)."""
         c = model.config.codec
-        return cls(model.worlds, c.levels, c.codebook_size, len(model.cues), audio_input)
+        return cls(model.worlds, c.levels, c.codebook_size, len(model.cues), audio_input, bool(model.recordings))
 
     def __contains__(self, address: str) -> bool:
         return address in self.params
@@ -146,6 +157,9 @@ class ParamRegistry:
         p = self.params.get(address)
         if p is None:
             raise ParamError(f"unknown address {address}")
+        if p.name.startswith("corpus/") and not self.corpus:
+            raise ParamError(f"{address} refused: this model holds no recordings to play (distill-train keeps "
+                             "them unless given --no-corpus; model files from before corpus playback have none)")
         notes: list[str] = []
         args = list(args)
         for a in args:

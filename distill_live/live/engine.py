@@ -33,7 +33,7 @@ from distill_live.model.modelfile import DistillModel, ModelFileError, load_mode
 from distill_live.model.prior import Controls
 
 from .audioinput import AudioInput
-from .player import Heard, Player, Voice
+from .player import Heard, Playback, Player, Voice
 from .resample import StreamResampler
 from .ringbuffer import RingBuffer
 
@@ -269,6 +269,7 @@ class Engine:
                 (old.worlds, oc.levels, oc.codebook_size, len(old.cues), oc.sample_rate):
             raise ValueError(f"/distill/model {name} refused: its worlds, levels, cues or sample rate differ "
                              "from the playing model's (restart serve to play it)")
+        model.corpus  # built here, in the loader thread, not at the first frame that plays it
         return model
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -279,9 +280,10 @@ class Engine:
         listening = self.input is not None
         scratch = Voice.start(self.player.model, 0, listening)
         silence = torch.zeros(1, self.hop)
+        both = Playback(0.5, 0.5)  # both decoders, and the corpus is built before the card starts
         with torch.inference_mode():
             for _ in range(frames):
-                scratch.step(Controls())
+                scratch.step(Controls(), both)
                 if listening:
                     scratch.listen(Heard(silence, loud=False, leads=True))
                     scratch.step(Controls())

@@ -14,6 +14,11 @@ input is above the gate, and once it has stayed below for `/distill/input/hold` 
 takes over from what the input last played. Whenever the prior takes over from the input (the gate
 closing, a switch to mode 0, a freeze) it is first primed, as a cue jump does, with the input's
 last loud frames.
+
+A model that holds its recordings can also play the codes as those recordings (model/corpus.py):
+`/distill/corpus/mix` crossfades from the neural decoder (0) to the corpus (1). A decoder at a mix
+that does not hear it is not run, so either alone costs only itself; the neural decoder starts
+afresh when it comes back, under the mix's ramp.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import torch
 
 from distill_live.control.params import INPUT_MODES, PREFIX, ParamRegistry
 from distill_live.model.codec import EncoderState
+from distill_live.model.corpus import FADE, STICK, CorpusState
 from distill_live.model.modelfile import DistillModel
 from distill_live.model.prior import Controls, PriorState
 
@@ -65,6 +71,17 @@ class Heard:
 
 
 @dataclass
+class Playback:
+    """How a frame's codes become sound: the corpus's share (at the frame's start and end), and how it
+    plays (see Corpus.play)."""
+
+    mix_from: float = 0.0
+    mix_to: float = 0.0
+    stick: float = STICK
+    fade: float = FADE
+
+
+@dataclass
 class Voice:
     """One model and the memory of its prior, decoder and (with an audio input) encoder."""
 
@@ -75,6 +92,8 @@ class Voice:
     memory: deque = field(default_factory=lambda: deque(maxlen=INPUT_MEMORY))  # codes of the last loud input frames
     lead: torch.Tensor | None = None  # the input's codes, to play at the next step instead of the prior's
     following: bool = False  # the last frame played the input's codes
+    corpus_state: CorpusState | None = None  # playback of the recordings (None: not playing them)
+    neural: bool = True  # the neural decoder ran at the last frame (its state is current)
 
     @classmethod
     def start(cls, model: DistillModel, seed: int, listening: bool | EncoderState | None = False) -> "Voice":
@@ -97,7 +116,7 @@ class Voice:
         self.lead = codes if heard.leads else None
         return encoded
 
-    def step(self, controls: Controls) -> tuple[np.ndarray, torch.Tensor]:
+    def step(self, controls: Controls, playback: Playback | None = None) -> tuple[np.ndarray, torch.Tensor]:
         if self.lead is not None:
             codes, self.lead = self.lead, None
             if controls.levels is not None:
@@ -108,8 +127,30 @@ class Voice:
             if self.following:
                 self._prime(controls)
             codes, self.prior_state = self.model.prior.step(self.prior_state, controls)
-        audio, self.decoder_state = self.model.codec.decode_step(codes[None], self.decoder_state)
-        return audio[0].numpy(), codes
+        return self.sound(codes, controls, playback or Playback()), codes
+
+    def sound(self, codes: torch.Tensor, controls: Controls, playback: Playback) -> np.ndarray:
+        """The frame's audio: the neural decoder, the corpus, or a crossfade of the two."""
+        corpus = self.model.corpus if playback.mix_from > 0 or playback.mix_to > 0 else None
+        if corpus is None:
+            self.corpus_state = None
+        elif self.corpus_state is None:
+            self.corpus_state = corpus.start()
+        neural = corpus is None or playback.mix_from < 1 or playback.mix_to < 1
+        if neural:
+            if not self.neural:
+                self.decoder_state = self.model.codec.start(1)
+            audio, self.decoder_state = self.model.codec.decode_step(codes[None], self.decoder_state)
+            audio = audio[0].numpy()
+        self.neural = neural
+        if corpus is None:
+            return audio
+        played, self.corpus_state = corpus.play(self.corpus_state, codes, playback.stick, playback.fade,
+                                                controls.world_weights)
+        if not neural:
+            return played
+        mix = np.linspace(playback.mix_from, playback.mix_to, len(played) + 1, dtype=np.float32)[1:]
+        return audio * (1.0 - mix) + played * mix
 
     def _prime(self, controls: Controls) -> None:
         """The prior takes over from the input: start it from the input's last loud frames, as a cue
@@ -144,6 +185,7 @@ class Player:
         self.smoothed: dict[str, float] = {}
         self.envelope = 0.0  # play/stop fade level
         self.gain = float(self.registry.get("gain"))
+        self.corpus_mix = 0.0  # the corpus's share at the end of the last frame
         self.last_codes = torch.full((model.config.codec.levels,), -1, dtype=torch.long)
         self.on_fault = on_fault or (lambda sentence: None)  # told what went wrong (render has no one to tell)
         self.applied: list[tuple[str, tuple]] = []  # messages applied at the last chunk (the engine reports them)
@@ -174,6 +216,14 @@ class Player:
     def controls(self) -> Controls:
         """What the prior reads this frame, built by the registry; worlds and descriptors eased at the frame rate."""
         return self.registry.controls(lambda address, value: self._smooth(address, value, self.frame_rate))
+
+    def playback(self) -> Playback:
+        """How this frame's codes become sound, from the corpus/ controls (the mix eased at the frame rate)."""
+        start = self.corpus_mix
+        if self.registry.corpus:
+            self.corpus_mix = self._smooth(f"{PREFIX}/corpus/mix", self.registry.get("corpus/mix"), self.frame_rate)
+            return Playback(start, self.corpus_mix, self.registry.get("corpus/stick"), self.registry.get("corpus/fade"))
+        return Playback()
 
     def crossfade_to(self, voice: Voice, seconds: float) -> None:
         frames = max(1, round(seconds * self.frame_rate))
@@ -224,10 +274,11 @@ class Player:
             self.raw_silent = True
             return
         controls = self.controls()
-        audio, self.last_codes = self.voice.step(controls)
+        playback = self.playback()
+        audio, self.last_codes = self.voice.step(controls, playback)
         if self.fading is not None:
             old, left, total = self.fading
-            old_audio, _ = old.step(controls)
+            old_audio, _ = old.step(controls, playback)
             mix = (total - left + self._frame_ramp) / total  # 0 -> 1 across the fade
             audio = old_audio * (1.0 - mix) + audio * mix
             self.fading = (old, left - 1, total) if left > 1 else None

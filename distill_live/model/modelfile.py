@@ -7,6 +7,7 @@ sentence instead of a traceback or a huge allocation.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -22,9 +23,10 @@ from distill_live import atomic_write
 
 from .codec import Codec
 from .config import ModelConfig, preset
+from .corpus import Corpus
 from .prior import Prior
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: may hold the training recordings (corpus.<i>); a file without them is written as 1
 MODEL_TYPE = "distill"
 MAX_HEADER = 64 * 1024 * 1024
 DTYPE_SIZES = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "U8": 1, "BOOL": 1, "F64": 8, "I8": 1}
@@ -51,6 +53,19 @@ class DistillModel:
     prior: Prior | None = None
     cues: list[torch.Tensor] = field(default_factory=list)  # per training file: codes [frames, levels]
     meta: dict = field(default_factory=dict)  # manifest, descriptor_stats, health, history
+    recordings: list[torch.Tensor] = field(default_factory=list)  # per cue: int16 audio [frames * hop], or none
+
+    @functools.cached_property
+    def corpus(self) -> Corpus | None:
+        """The recordings as a corpus to play (corpus.py), built on first use; None without them."""
+        if not self.recordings:
+            return None
+        worlds = self.worlds
+        files = self.meta.get("manifest", {}).get("files", [])
+        cue_worlds = [worlds.index(f.get("world")) if f.get("world") in worlds else -1 for f in files]
+        if len(cue_worlds) != len(self.cues):
+            cue_worlds = [-1] * len(self.cues)
+        return Corpus(self.codec, self.cues, self.recordings, cue_worlds)
 
     @property
     def worlds(self) -> list[str]:
@@ -59,7 +74,7 @@ class DistillModel:
     def info(self) -> dict:
         c = self.config.codec
         return {
-            "format_version": FORMAT_VERSION,
+            "format_version": self.meta.get("format_version", FORMAT_VERSION),
             "sample_rate": c.sample_rate,
             "hop": c.hop,
             "frame_rate": c.frame_rate,
@@ -69,6 +84,8 @@ class DistillModel:
             "prior": self.config.prior.kind if self.prior is not None else None,
             "worlds": self.worlds,
             "cues": len(self.cues),
+            "corpus": {"seconds": round(sum(len(r) for r in self.recordings) / c.sample_rate, 3),
+                       "bytes": sum(2 * len(r) for r in self.recordings)} if self.recordings else None,
             "health": self.meta.get("health", {}),
             "files": len(self.meta.get("manifest", {}).get("files", [])),
             "seconds": self.meta.get("manifest", {}).get("seconds"),
@@ -78,12 +95,14 @@ class DistillModel:
         }
 
 
-def random_model(preset_name: str, seed: int = 0, worlds: Sequence[str] = (), cues: Sequence[int] = ()) -> DistillModel:
+def random_model(preset_name: str, seed: int = 0, worlds: Sequence[str] = (), cues: Sequence[int] = (),
+                 recordings: bool = False) -> DistillModel:
     """A model of a preset's shape with random weights: speed depends only on the shape, so `distill-live
     bench preset:NAME` needs no trained model, and the tests use it. The codebooks are random too
     (untrained ones stay zero until k-means runs on a first training batch, and every code would
     decode alike). `worlds`: their names (default: the preset's count, world0, world1...); `cues`: the
-    length in frames of each random training passage."""
+    length in frames of each random training passage; `recordings`: give each passage a recording
+    (band-limited noise at a random loudness), so the corpus decoder can play it."""
     cfg = preset(preset_name)
     worlds = list(worlds) or [f"world{i}" for i in range(cfg.prior.worlds)]
     cfg.prior.worlds = len(worlds)
@@ -96,7 +115,13 @@ def random_model(preset_name: str, seed: int = 0, worlds: Sequence[str] = (), cu
                 value.normal_()
     prior = Prior(cfg.prior, c.levels, c.codebook_size)
     passages = [torch.randint(c.codebook_size, (frames, c.levels)) for frames in cues]
-    return DistillModel(cfg, codec.eval(), prior.eval(), passages, {"manifest": {"worlds": worlds}})
+    audio = []
+    if recordings:
+        for frames in cues:
+            noise = torch.randn(frames * c.hop).cumsum(0) * torch.rand(()) * 0.02
+            noise -= torch.nn.functional.avg_pool1d(noise[None, None], 63, 1, 31, count_include_pad=False)[0, 0]
+            audio.append((noise.clamp(-1, 1) * 32767).round().to(torch.int16))
+    return DistillModel(cfg, codec.eval(), prior.eval(), passages, {"manifest": {"worlds": worlds}}, audio)
 
 
 def save_model(path: str | Path, model: DistillModel) -> None:
@@ -105,9 +130,14 @@ def save_model(path: str | Path, model: DistillModel) -> None:
         tensors.update({f"prior.{k}": v for k, v in model.prior.state_dict().items()})
     for i, cue in enumerate(model.cues):
         tensors[f"cues.{i}"] = cue.to(torch.int16)
+    if model.recordings and len(model.recordings) != len(model.cues):
+        raise ValueError(f"{len(model.recordings)} recordings for {len(model.cues)} cues: one per cue, or none")
+    for i, audio in enumerate(model.recordings):
+        tensors[f"corpus.{i}"] = audio.to(torch.int16)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    meta = dict(model.meta, format_version=FORMAT_VERSION, model_type=MODEL_TYPE,
-                config=model.config.to_dict(), has_prior=model.prior is not None, cues=len(model.cues))
+    meta = dict(model.meta, format_version=FORMAT_VERSION if model.recordings else 1, model_type=MODEL_TYPE,
+                config=model.config.to_dict(), has_prior=model.prior is not None, cues=len(model.cues),
+                corpus=bool(model.recordings))
     meta.pop("checksum", None)
     meta["checksum"] = _checksum(tensors, meta)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"distill": json.dumps(meta)}))
@@ -236,11 +266,14 @@ def load_model(path: str | Path, device: str = "cpu") -> DistillModel:
                              f"'{path}' is not a regular file, not a model file")
     header, meta = _read_header(path)
     config = _check_config(path, meta.get("config"))
-    has_prior, n_cues = meta.get("has_prior"), meta.get("cues", 0)
+    has_prior, n_cues, has_corpus = meta.get("has_prior"), meta.get("cues", 0), meta.get("corpus", False)
     if type(has_prior) is not bool:
         raise ModelFileError(f"'{path}' is damaged: it does not say whether it holds a prior")
     if type(n_cues) is not int or not 0 <= n_cues <= len(header):
         raise ModelFileError(f"'{path}' is damaged: its cue count {_short(n_cues, 20)} does not match its tensors")
+    if type(has_corpus) is not bool:
+        raise ModelFileError(f"'{path}' is damaged: it does not say whether it holds its recordings")
+    recordings = [f"corpus.{i}" for i in range(n_cues)] if has_corpus else []
     # every tensor's name, shape and dtype, checked against modules built on the meta device: no memory
     # is taken before the file is known to hold exactly what the configuration needs
     codec, prior = _modules(path, config, has_prior, None)
@@ -263,7 +296,15 @@ def load_model(path: str | Path, device: str = "cpu") -> DistillModel:
         if entry["dtype"] not in CUE_DTYPES or len(entry["shape"]) != 2 or entry["shape"][1] != config.codec.levels:
             raise ModelFileError(f"'{path}' is damaged: cue {i} is not a table of codes ({_short(entry['dtype'])}, shape "
                                  f"{_short(entry['shape'])})")
-    unknown = sorted(set(header) - set(expected) - {f"cues.{i}" for i in range(n_cues)} - {"__metadata__"})
+    for i, name in enumerate(recordings):
+        entry = header.get(name)
+        if entry is None:
+            raise ModelFileError(f"'{path}' is incomplete: the recording of cue {i} ('{name}') is missing")
+        if entry["dtype"] != "I16" or entry["shape"] != [header[f"cues.{i}"]["shape"][0] * config.codec.hop]:
+            raise ModelFileError(f"'{path}' is damaged: the recording of cue {i} is not 16-bit audio as long as "
+                                 f"its codes ({_short(entry['dtype'])}, shape {_short(entry['shape'])})")
+    unknown = sorted(set(header) - set(expected) - {f"cues.{i}" for i in range(n_cues)} - set(recordings)
+                     - {"__metadata__"})
     if unknown:
         raise ModelFileError(f"'{path}' holds tensors this version of distill does not know ('{_short(unknown[0])}')")
     unbuffered = sum(b.numel() * b.element_size() for m in (codec, prior) if m is not None for b in m.buffers())
@@ -296,4 +337,4 @@ def load_model(path: str | Path, device: str = "cpu") -> DistillModel:
     if prior is not None:
         prior.to(device).eval()
     cues = [tensors[f"cues.{i}"].long() for i in range(n_cues)]
-    return DistillModel(config, codec, prior, cues, meta)
+    return DistillModel(config, codec, prior, cues, meta, [tensors[name] for name in recordings])
