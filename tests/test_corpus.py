@@ -155,7 +155,7 @@ def test_a_model_without_recordings_refuses_the_corpus_controls_in_one_sentence(
 
 
 def test_old_model_files_load_and_play_without_a_corpus():
-    demo = load_model(Path(__file__).resolve().parents[1] / "demo" / "demo.distill")
+    demo = load_model(Path(__file__).resolve().parents[1] / "distill_live" / "demo" / "demo.distill")
     assert demo.meta["format_version"] == 1 and demo.recordings == [] and demo.corpus is None
     assert demo.info()["corpus"] is None
     assert np.isfinite(render(demo, 0.2)).all()
