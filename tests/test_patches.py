@@ -238,8 +238,8 @@ def test_maxpat_is_valid_patcher_json(path):
 
 WORLD = "<world>"  # worlds are model-specific: any world name in a patch is checked as this one
 REGISTRY = ParamRegistry([WORLD], levels=8, codebook_size=1024, cues=8)
-LAYER_TYPES = {f"{P}/dump": "", f"{P}/namespace": "", f"{P}/reply": "i?", f"{P}/midi/learn": "s",
-               f"{P}/midi/save": "s"}
+LAYER_TYPES = {f"{P}/dump": "", f"{P}/namespace": "", f"{P}/reply": "i?", f"{P}/subscribe": "i?",
+               f"{P}/unsubscribe": "i?", f"{P}/midi/learn": "s", f"{P}/midi/save": "s"}
 assert set(LAYER_TYPES) == {row[0] for row in namespace.LAYER_ROWS}
 REPLIES = {row[0] for row in namespace.REPLY_ROWS} | {f"{P}/dump/end", f"{P}/namespace", f"{P}/namespace/end"}
 
@@ -265,8 +265,8 @@ def check_message(where: str, address: str, args: list[str]) -> None:
     numeric = all(a in "nif*" for a in args)
     variadic = "*" in args
     n = len(args)
-    if types == "":
-        ok = n == 0
+    if types == "":  # a trigger: nothing, or a button's 1 (its 0 does nothing)
+        ok = n == 0 or (n == 1 and numeric)
     elif types in ("f", "b"):
         ok = n == 1 and numeric
     elif types == "i":
@@ -492,7 +492,8 @@ def test_every_address_a_patch_sends_is_in_the_registry_with_the_right_types():
             address.removesuffix("/free") in REGISTRY.params, f"{where}: {address} is neither a control nor a reply"
     # every patch covers the whole control surface (worlds through a slot, descriptors each)
     generic = lambda a: re.sub(r"/descriptor/[^/]+", "/descriptor/D", canonical(a))  # noqa: E731 (SC: any name)
-    wanted = {generic(a) for a in REGISTRY.params} - {f"{P}/model", f"{P}/mix"}
+    # presets are not in the patches yet: they are being moved into the package (issue 24) and gain them there
+    wanted = {generic(a) for a in REGISTRY.params} - {f"{P}/model", f"{P}/mix", f"{P}/preset/save", f"{P}/preset/recall"}
     for name, glob in (("Max", "max/*.maxpat"), ("Pd", "puredata/distill.pd"), ("SuperCollider", "supercollider/Distill.scd")):
         files = [str(p.relative_to(PATCHES)) for p in PATCHES.glob(glob)]
         covered = {generic(a) for w, a, _ in sent if any(w.startswith(Path(f).name) for f in files)}
