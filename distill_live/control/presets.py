@@ -131,7 +131,7 @@ def parse_presets(text: str, registry: ParamRegistry, source: str = "presets") -
             except ParamError as e:
                 raise PresetFileError(f"{where}: preset {key}: {e}") from None
             if notes:
-                raise PresetFileError(f"{where}: preset {key}: {notes[0]}")
+                raise PresetFileError(f"{where}: preset {key}: {name} = {value} is outside {p.lo:g}..{p.hi:g}")
             snapshot[name] = args[0]
         out[int(key)] = snapshot
     return out

@@ -519,10 +519,12 @@ class OscServer:
         until = math.inf if target[0] == "tcp" else time.monotonic() + self.lease
         now = time.monotonic()
         kept = tuple(s for s in self.subscribers if s.until > now and not _gone(s.target) and s.target != target)
-        if len(kept) >= MAX_SUBSCRIBERS:
+        if len(kept) >= MAX_SUBSCRIBERS:  # said to the client that asked, which hears nothing else
             self.subscribers = kept
-            raise ValueError(f"{SUBSCRIBE} refused: {MAX_SUBSCRIBERS} clients are already subscribed (one "
-                             f"unsubscribes, or stays silent for {self.lease:g} s, to make room)")
+            self.counters.refused += 1
+            self.replies.error(target, f"{SUBSCRIBE} refused: {MAX_SUBSCRIBERS} clients are already subscribed "
+                                       f"(one unsubscribes, or stays silent for {self.lease:g} s, to make room)")
+            return
         self.subscribers = kept + (Subscriber(target, until),)
         port = target[1][1] if target[0] == "udp" else 0
         self.replies.put(SUBSCRIBED, (port, float(self.lease) if target[0] == "udp" else 0.0), target)
