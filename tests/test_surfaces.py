@@ -286,9 +286,10 @@ def test_websocket_and_http_refuse_what_allow_does_not_cover(rig):
         with pytest.raises(InvalidStatus) as e:
             connect(f"ws://127.0.0.1:{query.port}/").close()
         assert e.value.response.status_code == 403
-        with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(f"http://127.0.0.1:{query.port}/", timeout=10)
-        assert e.value.code == 403
+        for path in ("/", "/ui/", "/ui/page.js"):  # the web page too
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(f"http://127.0.0.1:{query.port}{path}", timeout=10)
+            assert e.value.code == 403
     finally:
         query.close()
 
@@ -374,3 +375,19 @@ def test_presets_round_trip_through_the_file(model, tmp_path):
     again = Presets.load(tmp_path / "p.toml", registry)
     assert again.snapshots == presets.snapshots and again.numbers() == [0, 127]
     assert math.isclose(tomllib.loads((tmp_path / "p.toml").read_text())["0"]["world/bells"], 1.0)
+
+
+def test_the_web_page_is_served_from_the_package(rig):
+    """Its three files, on the OSCQuery port; nothing else (a file name cannot climb out of the folder)."""
+    base = f"http://127.0.0.1:{rig.query.port}"
+    with urllib.request.urlopen(f"{base}/ui") as r:  # sent on to /ui/
+        page = r.read().decode()
+        assert r.url == f"{base}/ui/" and "page.js" in page and "page.css" in page
+    for name, kind in (("page.js", "text/javascript"), ("page.css", "text/css")):
+        with urllib.request.urlopen(f"{base}/ui/{name}") as r:
+            assert r.headers["Content-Type"].startswith(kind) and len(r.read()) > 500
+    for bad in ("/ui/nothing.js", "/ui/../oscquery.py", "/ui/%2e%2e/web/page.js"):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"{base}{bad}", timeout=10)
+        assert e.value.code == 404, bad
+    assert "http" not in page.replace("http-equiv", "")  # nothing loads from elsewhere

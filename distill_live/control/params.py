@@ -53,6 +53,12 @@ class Param:
         return f"{PREFIX}/{self.name}"
 
     @property
+    def group(self) -> str:
+        """Where a surface lays this control out (the web page's sections, OSCQuery's TAGS)."""
+        return next((g for prefix, g in GROUPS if self.name == prefix or self.name.startswith(prefix + "/")),
+                    "sampling")
+
+    @property
     def range(self) -> tuple[float, float]:
         """(lo, hi), including the implicit ones: on/off and each world weight of `mix` are 0..1; a
         trigger or a string has 0..0."""
@@ -63,6 +69,10 @@ class Param:
         return float(self.lo), float(self.hi)
 
 
+# the group of each control (by name or the first part of it); the rest is "sampling"
+GROUPS = (("play", "output"), ("gain", "output"), ("model", "output"), ("mix", "worlds"), ("world", "worlds"),
+          ("descriptor", "descriptors"), ("cue", "cues"), ("freeze", "cues"), ("loop", "cues"),
+          ("levels", "levels"), ("lock", "levels"), ("preset", "presets"), ("input", "input"))
 INPUT_MODES = ("off", "resynth", "continue")  # /distill/input/mode 0, 1, 2
 PRESETS = 128  # preset numbers 0..127, as MIDI program changes count
 

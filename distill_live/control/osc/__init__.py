@@ -4,7 +4,7 @@
     namespace.py  every address distill speaks, the replies, and the README's OSC tables
     server.py     the OSC server's receive thread: one table from address to handler, the registry for the rest
     replies.py    its reply thread: state, meters, stats and errors, to the reply target and subscribers
-    oscquery.py   the namespace as JSON over HTTP, its WebSocket (LISTEN), the zeroconf advert
+    oscquery.py   the namespace as JSON over HTTP, its WebSocket (LISTEN), the web page, the zeroconf advert
     livefeed.py   what the WebSocket streams: changes on their own addresses, meters, codes, measures
 """
 from __future__ import annotations

@@ -6,6 +6,7 @@ without configuration and follow it as it moves.
     GET /distill/gain           one node: FULL_PATH, TYPE, RANGE, CLIPMODE, ACCESS, VALUE, DESCRIPTION
     GET /distill/gain?VALUE     one attribute: {"VALUE": [1.0]}   (204 if the node has none, 400 if unknown)
     GET /?HOST_INFO             NAME, OSC_PORT, OSC_TRANSPORT, EXTENSIONS (LISTEN, PATH_CHANGED)
+    GET /ui/                    the web page (control/web/): every control, meters, the code grid
     ws://host:port/             the WebSocket (the OSCQuery spec's bi-directional part):
         {"COMMAND": "LISTEN", "DATA": "/distill/gain"}   from then on, every change of that node comes as a
         {"COMMAND": "IGNORE", "DATA": "/distill/gain"}   binary OSC message (`/distill/gain 0.5`), until IGNORE
@@ -33,6 +34,7 @@ import logging
 import socket
 import threading
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import unquote, urlsplit
 
@@ -47,12 +49,15 @@ log = logging.getLogger("distill.oscquery")
 
 DEFAULT_OSCQUERY_PORT = 9001
 MAX_LISTEN = 1024  # addresses one WebSocket client may LISTEN to
+PAGE = Path(__file__).resolve().parent.parent / "web"  # the web page's files, shipped in the package
+PAGE_FILES = {"index.html": "text/html; charset=utf-8", "page.js": "text/javascript; charset=utf-8",
+              "page.css": "text/css; charset=utf-8"}
 UNITS = {"s": "time.second", "dBFS": "gain.db"}  # the registry's units as OSCQuery's UNIT names them
 
-ATTRIBUTES = ("FULL_PATH", "CONTENTS", "TYPE", "RANGE", "CLIPMODE", "ACCESS", "VALUE", "DESCRIPTION")
+ATTRIBUTES = ("FULL_PATH", "CONTENTS", "TYPE", "RANGE", "CLIPMODE", "ACCESS", "VALUE", "DESCRIPTION", "TAGS", "UNIT")
 EXTENSIONS = {
     "ACCESS": True, "VALUE": True, "RANGE": True, "DESCRIPTION": True, "CLIPMODE": True,
-    "TAGS": False, "EXTENDED_TYPE": False, "UNIT": True, "CRITICAL": False, "LISTEN": True,
+    "TAGS": True, "EXTENDED_TYPE": False, "UNIT": True, "CRITICAL": False, "LISTEN": True,
     "PATH_CHANGED": True, "PATH_RENAMED": False, "PATH_ADDED": False, "PATH_REMOVED": False,
 }
 CONTAINERS = {
@@ -65,7 +70,8 @@ CONTAINERS = {
 
 def param_node(p: Param, registry: ParamRegistry, values: dict, presets=None) -> dict:
     """The OSCQuery JSON of one parameter; `presets`: the saved ones, the VALS of the recall's RANGE."""
-    node: dict[str, Any] = {"FULL_PATH": p.address, "DESCRIPTION": p.description, "TYPE": TYPES[p.types][1]}
+    node: dict[str, Any] = {"FULL_PATH": p.address, "DESCRIPTION": p.description, "TYPE": TYPES[p.types][1],
+                            "TAGS": [p.group]}
     lo, hi = p.range
     value = values.get(p.address)
     if p.types in ("f", "i"):
@@ -123,7 +129,7 @@ def find(root: dict, path: str) -> dict | None:
 
 
 class OscQueryServer:
-    """OSCQuery over HTTP and its WebSocket on one port, served by one thread (an asyncio
+    """OSCQuery over HTTP and its WebSocket, and the web page, on one port, served by one thread (an asyncio
     loop). `osc`: the OSC server that applies what WebSocket clients send (None: they can only listen)."""
 
     def __init__(self, engine, host: str = "127.0.0.1", port: int = DEFAULT_OSCQUERY_PORT, osc_port: int | None = None,
@@ -217,7 +223,7 @@ class OscQueryServer:
 
     def _http(self, connection, request):
         """Every HTTP request: refuse what --allow does not cover, let WebSocket upgrades through, answer
-        the rest (OSCQuery JSON)."""
+        the rest (OSCQuery JSON, the web page)."""
         from websockets.datastructures import Headers
         from websockets.http11 import Response
 
@@ -238,6 +244,8 @@ class OscQueryServer:
             return None  # the WebSocket: _client takes over
         url = urlsplit(request.path)
         path = unquote(url.path) or "/"
+        if path == "/ui" or path.startswith("/ui/"):
+            return self._page(path[len("/ui"):], respond)
         attr = url.query.split("=", 1)[0].upper() if url.query else ""
         if attr == "HOST_INFO":
             return json_response(200, self.host_info())
@@ -251,6 +259,16 @@ class OscQueryServer:
         if attr not in node:
             return respond(204)
         return json_response(200, {attr: node[attr]})
+
+    @staticmethod
+    def _page(path: str, respond):
+        """A file of the web page (control/web/); `/ui` is sent on to `/ui/`, which is its index.html."""
+        if not path:
+            return respond(301, more=[("Location", "/ui/")])
+        name = path.lstrip("/") or "index.html"
+        if name not in PAGE_FILES:
+            return respond(404, b"no such file\n", "text/plain")
+        return respond(200, (PAGE / name).read_bytes(), PAGE_FILES[name], more=[("Cache-Control", "no-cache")])
 
     async def _client(self, connection) -> None:
         """One WebSocket client: LISTEN and IGNORE (text, JSON), OSC packets (binary) for the OSC server."""
