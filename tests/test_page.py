@@ -42,7 +42,7 @@ def served(tmp_path_factory):
     osc_port, http_port = free_port(), free_port(socket.SOCK_STREAM)
     proc = subprocess.Popen([sys.executable, "-m", "distill_live", "serve", str(DEMO), "--output", str(tmp / "out.wav"),
                              "--osc-port", str(osc_port), "--oscquery-port", str(http_port), "--midi-api", "off",
-                             "--seconds", "120"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             "--seconds", "600"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{http_port}/ui/"
 
