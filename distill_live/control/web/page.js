@@ -6,7 +6,7 @@
 
 const P = "/distill";
 const GRID_FRAMES = 256;  // frames of codes shown, newest on the right
-const state = { values: {}, frames: 0, codes: [], levels: 0, descriptors: [], worlds: [], sent: 0 };
+const state = { values: {}, frames: 0, codes: [], levels: 0, descriptors: [], worlds: [] };
 window.distill = state;  // for tests and the curious: what the page knows
 
 // -- OSC over the WebSocket -----------------------------------------------------------------------
@@ -57,7 +57,7 @@ let ws = null;
 const listening = [];
 
 function send(address, args) {
-  if (ws && ws.readyState === WebSocket.OPEN) { ws.send(encode(address, args)); state.sent++; }
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(encode(address, args));
 }
 
 function connect() {
