@@ -29,7 +29,8 @@ from distill_live.control.osc.server import MAX_SUBSCRIBERS, OscServer
 from distill_live.control.params import ParamRegistry
 from distill_live.control.presets import PresetFileError, Presets, presets_path
 from distill_live.control.score import parse_score
-from cards import paced_engine
+from distill_live.live.engine import Engine
+from cards import PacedCard, paced_engine
 from models import random_model, random_model_file
 from oscpeers import Listener, wait_for
 
@@ -397,3 +398,23 @@ def test_the_web_page_is_served_from_the_package(rig):
             urllib.request.urlopen(f"{base}{bad}", timeout=10)
         assert e.value.code == 404, bad
     assert "http" not in page.replace("http-equiv", "")  # nothing loads from elsewhere
+
+
+# -- the engine's helper thread --------------------------------------------------------------------
+
+
+def test_two_model_loads_in_one_chunk_each_load_their_own_file(model, tmp_path, caplog):
+    """The helper thread loads models and writes presets for the generator; two hot-swaps asked in one chunk
+    (a patch sending two messages at once) are two jobs with their own file names."""
+    from distill_live.model.modelfile import save_model
+
+    save_model(tmp_path / "b.distill", model)
+    card = PacedCard(Engine(model, models_dir=tmp_path)).start()
+    try:
+        with caplog.at_level("INFO", logger="distill.engine"):
+            card.engine.registry.submit_validated([(f"{P}/model", ("b.distill",)), (f"{P}/model", ("../a.distill",))])
+            wait_for(lambda: "swapped to model b.distill" in caplog.text, 30, f"the swap (log: {caplog.text})")
+            refusal = wait_for(card.engine.errors.get, 10, "the refusal")
+        assert "../a.distill refused" in refusal and card.engine.errors.empty()
+    finally:
+        card.stop()

@@ -17,6 +17,7 @@ skipped, so the input is heard about one frame + one card block + `buffer_ms` af
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import queue
@@ -212,8 +213,7 @@ class Engine:
             if self._ramps:
                 self._end_ramps(address, args)
             if address == MODEL:  # loaded by the helper thread, swapped in by this one
-                name = args[0]
-                self._jobs.put(lambda: self._load(name))
+                self._jobs.put(functools.partial(self._load, args[0]))
             elif address in (SAVE, RECALL):
                 self._preset(address, args)
         if self.take is not None:
@@ -363,8 +363,6 @@ class Engine:
         except queue.Empty:
             return
         self.player.swap_model(model)
-
-    # -- model loader thread ---------------------------------------------------------------------
 
     # -- helper thread: what must not happen on the generator thread ----------------------------
 
