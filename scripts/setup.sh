@@ -33,8 +33,10 @@ ARCH="$(uname -m)"
 # ---------------------------------------------------------------- system packages
 # libportaudio2: sounddevice; libsndfile1: soundfile; jackd2: test sound card (dummy
 # driver) and JACK MIDI; liblo-tools: oscsend/oscdump; ffmpeg: decoding odd formats;
-# supercollider-language (sclang) and puredata (pd -nogui): OSC peers in the tests.
-APT_PACKAGES=(libportaudio2 libsndfile1 jackd2 liblo-tools ffmpeg supercollider-language puredata)
+# supercollider-language (sclang) and puredata (pd -nogui): OSC peers in the tests; chromium and
+# chromium-driver: the web page's tests (Selenium drives Debian's chromedriver, nothing is downloaded).
+APT_PACKAGES=(libportaudio2 libsndfile1 jackd2 liblo-tools ffmpeg supercollider-language puredata chromium
+              chromium-driver)
 if [ "$BENCH_DATA" = "1" ]; then
     APT_PACKAGES+=(sonic-pi-samples)
 fi

@@ -79,7 +79,7 @@ class PacedCard(PacedOutput):
         return (card_sample - self.engine.lead_in - missing) / self.rate
 
 
-def paced_engine(model, seed: int = 0, buffer_ms: float = 60.0) -> PacedCard:
+def paced_engine(model, seed: int = 0, buffer_ms: float = 60.0, presets=None) -> PacedCard:
     """An Engine playing into a PacedCard, both started (`.stop()` stops both)."""
     torch.set_num_threads(1)  # 2 shared cores: intra-op threads make a frame 10-50x slower under load
-    return PacedCard(Engine(model, seed=seed, buffer_ms=buffer_ms)).start()
+    return PacedCard(Engine(model, seed=seed, buffer_ms=buffer_ms, presets=presets)).start()

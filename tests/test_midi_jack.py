@@ -249,7 +249,7 @@ def test_learn_and_save_over_osc(engine, tester, patchbay, tmp_path):
     from distill_live.control.osc.server import OscServer
 
     control = start_midi(engine, midi_args(), log=lambda line: None)
-    server = OscServer(engine, port=0, feedback=False, handlers=osc_handlers(control))  # as serve starts it
+    server = OscServer(engine, port=0, meters=False, handlers=osc_handlers(control))  # as serve starts it
     try:
         connect(patchbay)
         osc = SimpleUDPClient("127.0.0.1", server.port)
@@ -327,7 +327,7 @@ def test_clock_tempo_and_a_quantised_cue_within_one_frame(engine, patchbay, map_
         # it delivers MIDI up to ~20 ms late in drifting bursts (measured), so the live estimate gets a
         # looser bound (2.5 %) than the exact ones in test_midiclock.py.
         assert control.tempo() == pytest.approx(120.0, abs=3.0)
-        server = OscServer(engine, port=0, feedback=False, tempo=control.tempo)  # as serve starts it
+        server = OscServer(engine, port=0, meters=False, tempo=control.tempo)  # as serve starts it
         try:
             assert server.stats()[4] == pytest.approx(120.0, abs=3.0)
         finally:

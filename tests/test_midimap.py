@@ -344,6 +344,25 @@ def test_program_change_selects_one_world():
     assert rig.send("program_change", program=9) == []
 
 
+def test_program_change_recalls_a_preset_by_map():
+    rig = Rig('[program]\nfirst = 1\nparam = "preset/recall"\ncrossfade = 2.0\n', worlds=["a", "b", "c"])
+    assert rig.send("program_change", program=4) == [("/distill/preset/recall", (3, 2.0))]
+    assert rig.send("program_change", program=0) == []  # below `first`: nothing
+    assert [rig.value(f"world/{w}") for w in "abc"] == [0.0, 0.0, 0.0]  # the worlds are left alone
+    assert Rig('[program]\nparam = "/distill/preset/recall"\n').send("program_change", program=0) == \
+        [("/distill/preset/recall", (0, 0.05))]  # the full address works too, with the default crossfade
+
+
+@pytest.mark.parametrize("table, words", [
+    ('param = "gain"', ['[program] param must be "world"', "not 'gain'"]),
+    ('param = "preset/recall"\ncrossfade = 20.0', ["crossfade 20.0 is outside 0..10 seconds"]),
+])
+def test_a_bad_program_table_is_one_sentence(table, words):
+    with pytest.raises(MidiMapError) as e:
+        Rig(f"[program]\n{table}\n")
+    assert all(w in str(e.value) for w in words) and "\n" not in str(e.value), str(e.value)
+
+
 def test_channels_in_the_file_count_from_1():
     rig = Rig("""
         channel = 2

@@ -277,7 +277,7 @@ def test_future_bundle_lands_on_the_frame_that_plays_at_its_timetag(rig):
 
 def test_immediate_and_past_bundles_apply_now_and_a_bundle_is_atomic(model):
     engine = Engine(model)  # driven by hand: frame boundaries are exact
-    server = OscServer(engine, port=0, feedback=False)
+    server = OscServer(engine, port=0, meters=False)
     try:
         client = SimpleUDPClient("127.0.0.1", server.port)
         client.send(bundle(IMMEDIATELY, (f"{P}/gain", [0.5]), (f"{P}/topk", [3])))
@@ -401,7 +401,7 @@ def test_tcp_slip_and_length_prefixed_streams(rig):
 
 def test_tcp_sender_gets_replies_on_its_connection_when_no_reply_target(model):
     engine = Engine(model)
-    server = OscServer(engine, port=0, tcp_port=0, feedback=False)
+    server = OscServer(engine, port=0, tcp_port=0, meters=False)
     try:
         for mode in ("1.1", "1.0"):  # replies use the framing the client chose
             with SimpleTCPClient("127.0.0.1", server.tcp_port, mode=mode) as c:
@@ -455,7 +455,7 @@ def test_bad_flags_are_one_sentence(argv, words, capsys):
 def test_allow_ignores_other_senders_and_tells_the_reply_target(model):
     engine = Engine(model)
     listener = Listener()
-    server = OscServer(engine, port=0, allow=["10.0.0.0/8"], reply=("127.0.0.1", listener.port), feedback=False)
+    server = OscServer(engine, port=0, allow=["10.0.0.0/8"], reply=("127.0.0.1", listener.port), meters=False)
     try:
         SimpleUDPClient("127.0.0.1", server.port).send_message(f"{P}/mutate", 0.5)
         wait_for(lambda: server.counters.not_allowed == 1, what="the packet refused")

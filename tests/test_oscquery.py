@@ -22,7 +22,7 @@ NAME = f"distill-test-{os.getpid()}"  # unique: another instance on this machine
 @pytest.fixture(scope="module")
 def served():
     engine = Engine(random_model())
-    osc = OscServer(engine, port=0, feedback=False)
+    osc = OscServer(engine, port=0, meters=False)
     query = OscQueryServer(engine, port=0, osc_port=osc.port, name=NAME)
     yield engine, osc, query
     query.close()
@@ -48,7 +48,10 @@ def test_every_parameter_appears_with_its_type_range_access_and_value(served):
         assert node["TYPE"] == expected_type, address
         if p.types in ("f", "i"):
             assert node["RANGE"] == [{"MIN": p.lo, "MAX": p.hi}] and node["CLIPMODE"] == ["both"]
-            assert node["VALUE"] == [registry.values[address]] and node["ACCESS"] == 3
+            if p.stored:
+                assert node["VALUE"] == [registry.values[address]] and node["ACCESS"] == 3
+            else:  # a command with a number (/distill/preset/save): no value to show
+                assert "VALUE" not in node and node["ACCESS"] == 2
         elif p.types == "b":
             assert node["VALUE"] == [bool(registry.values[address])] and node["ACCESS"] == 3
         elif p.types == "f*":
@@ -66,7 +69,8 @@ def test_every_parameter_appears_with_its_type_range_access_and_value(served):
             if "TYPE" in child:
                 yield child["FULL_PATH"]
             yield from leaves(child)
-    assert set(leaves(root)) == set(registry.params)
+    measured = {f"/distill/{n}" for n in ("meter", "codes", "stats", "measured")}  # read-only: what the engine measures
+    assert set(leaves(root)) == set(registry.params) | measured
 
 
 def test_values_are_live(served):
@@ -87,7 +91,7 @@ def test_host_info(served):
     assert status == 200
     assert info["NAME"] == NAME and info["OSC_PORT"] == osc.port and info["OSC_TRANSPORT"] == "UDP"
     assert info["OSC_IP"] == "127.0.0.1"
-    assert info["EXTENSIONS"]["VALUE"] and info["EXTENSIONS"]["RANGE"] and not info["EXTENSIONS"]["LISTEN"]
+    assert info["EXTENSIONS"]["VALUE"] and info["EXTENSIONS"]["RANGE"] and info["EXTENSIONS"]["LISTEN"]
 
 
 def test_errors_follow_http(served):

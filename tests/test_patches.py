@@ -234,8 +234,8 @@ def test_the_max_package_has_what_max_reads_and_a_help_patch_for_the_abstraction
 
 WORLD = "<world>"  # worlds are model-specific: any world name in a patch is checked as this one
 REGISTRY = ParamRegistry([WORLD], levels=8, codebook_size=1024, cues=8)
-LAYER_TYPES = {f"{P}/dump": "", f"{P}/namespace": "", f"{P}/reply": "i?", f"{P}/midi/learn": "s",
-               f"{P}/midi/save": "s"}
+LAYER_TYPES = {f"{P}/dump": "", f"{P}/namespace": "", f"{P}/reply": "i?", f"{P}/subscribe": "i?",
+               f"{P}/unsubscribe": "i?", f"{P}/midi/learn": "s", f"{P}/midi/save": "s"}
 assert set(LAYER_TYPES) == {row[0] for row in namespace.LAYER_ROWS}
 REPLIES = {row[0] for row in namespace.REPLY_ROWS} | {f"{P}/dump/end", f"{P}/namespace", f"{P}/namespace/end"}
 
@@ -261,8 +261,8 @@ def check_message(where: str, address: str, args: list[str]) -> None:
     numeric = all(a in "nif*" for a in args)
     variadic = "*" in args
     n = len(args)
-    if types == "":
-        ok = n == 0
+    if types == "":  # a trigger: nothing, or a button's 1 (its 0 does nothing)
+        ok = n == 0 or (n == 1 and numeric)
     elif types in ("f", "b"):
         ok = n == 1 and numeric
     elif types == "i":

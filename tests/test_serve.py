@@ -193,3 +193,51 @@ def test_bad_flags_are_one_sentence(trained_model):
         proc, _ = serve(trained_model, *args)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 2 and words in err and "Traceback" not in err, err
+
+
+def test_a_take_renders_again_sample_for_sample(jack_server, tmp_path):
+    """serve --record and --record-score while the card plays; the render command the score names gives
+    the take back exactly, with every kind of control a performer sends in between (a mix, a cue jump,
+    a freeze, a reseed, a reset, a preset recalled with a crossfade)."""
+    from models import random_model_file
+
+    model = random_model_file(tmp_path / "take-model.distill", seed=3)
+    take, score = tmp_path / "take.wav", tmp_path / "take.score"
+    with JackCapture(jack_server.name, channels=1, seconds=3.0, trigger_level=1e-4) as cap:
+        proc, port = serve(model, "--seconds", 5, "--seed", 7, "--record", take, "--record-score", score,
+                           env=jack_server.env)
+        try:
+            cap.connect("PortAudio", timeout=60)
+            client = SimpleUDPClient("127.0.0.1", port)
+            rate = jack_server.sample_rate
+            for after, address, args in ((0.3, "/distill/preset/save", 1), (0.2, "/distill/gain", 0.5),
+                                         (0.1, "/distill/mix", [0.2, 0.9]), (0.2, "/distill/temperature", 1.4),
+                                         (0.3, "/distill/cue", [1, 0.1]), (0.3, "/distill/freeze", 1),
+                                         (0.3, "/distill/freeze", 0), (0.2, "/distill/seed", 5),
+                                         (0.2, "/distill/reset", []), (0.2, "/distill/preset/recall", [1, 0.4])):
+                time.sleep(after)
+                client.send_message(address, args)
+            heard = cap.wait(timeout=60)[:, 0]
+        finally:
+            out, err = finish(proc)
+    assert np.sqrt(np.mean(heard ** 2)) > 1e-3, "the card plays while the take records"
+    assert f"the take is in {take} and {score}" in out
+    assert "[1]\ngain = 1.0\n" in (tmp_path / "take-model.presets.toml").read_text()  # saved beside the model
+    text = score.read_text()
+    for words in ("/distill/gain 0.5", "/distill/cue 1 0.1", "/distill/reset", "# ", "/distill/preset/recall 1 0.4"):
+        assert words in text, words
+    ramp = [float(line.split()[2]) for line in text.splitlines() if " /distill/gain " in line and line[0] != "#"]
+    assert len(ramp) > 3 and ramp[-1] == 1.0, ramp  # the recall's crossfade back to gain 1, step by step
+    command = next(line for line in text.splitlines() if "render it again" in line).split(": ", 1)[1]
+    argv = command.split()
+    assert argv[:3] == ["distill-live", "render", str(model)]
+    again = tmp_path / "again.wav"
+    argv[argv.index("-o") + 1] = str(again)
+    r = subprocess.run([sys.executable, "-m", "distill_live", *argv[1:]], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    played, rendered = sf.read(take, dtype="int32")[0], sf.read(again, dtype="int32")[0]
+    assert sf.info(take).samplerate == sf.info(again).samplerate == 16000
+    assert len(played) > 4 * 16000 and np.abs(played).max() > 2**31 // 1000
+    assert len(played) == len(rendered)
+    np.testing.assert_array_equal(played, rendered)

@@ -18,10 +18,12 @@ from distill_live import UserError
 from distill_live.control import midi, osc
 from distill_live.control.osc.server import OscConfigError
 from distill_live.control.params import INPUT_MODES, PREFIX, ParamRegistry
+from distill_live.control.presets import Presets, presets_path
 from distill_live.control.score import parse_set
 from distill_live.live.audioinput import AudioInput
 from distill_live.live.engine import Engine
 from distill_live.live.player import PLAY_FADE
+from distill_live.live.take import Take
 from distill_live.live.soundcard import FileOutput, InputCard, NoSoundCard, SoundCard, choose_device, device_rate
 from distill_live.model.modelfile import load_model
 
@@ -74,6 +76,15 @@ def register(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="set a control at start, e.g. --set world/bells=1 --set temperature=0.8")
     p.add_argument("--models-dir", help="folder /distill/model may load models from (default: the model's folder)")
+    p.add_argument("--presets", metavar="FILE.toml",
+                   help="presets file for /distill/preset/save and recall (default: beside the model, "
+                        "MODEL.presets.toml)")
+    g = p.add_argument_group("takes")
+    g.add_argument("--record", metavar="FILE.wav", help="also record what the engine plays to this file (at the "
+                                                        "model's rate), alongside the card")
+    g.add_argument("--record-score", metavar="FILE.score",
+                   help="write every control the engine applied, at the chunk it applied it: `distill-live render` "
+                        "with the same seed plays the take again, sample for sample")
     p.add_argument("--seconds", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     p.add_argument("-v", "--verbose", action="store_true", help="log telemetry once a second")
     osc.add_arguments(p)
@@ -110,9 +121,14 @@ def run(args: argparse.Namespace) -> int:
         registry.submit(f"{PREFIX}/play", [1])
     model_rate = model.config.codec.sample_rate
 
+    for option, name in (("--output", args.output), ("--record", args.record)):
+        if name and Path(name).suffix.lower() not in (".wav", ".flac"):
+            raise UserError(f"{option} {name}: use a .wav or .flac file name")
+    if args.record_score and listening:
+        raise UserError("--record-score cannot be used with --input: a score cannot replay the audio input "
+                        "(record the take with --record and the input on its own)")
+    presets = Presets.load(args.presets or presets_path(args.model), registry)
     if args.output:
-        if Path(args.output).suffix.lower() not in (".wav", ".flac"):
-            raise UserError(f"cannot record to '{args.output}': use a .wav or .flac file name")
         device, rate = None, args.sample_rate or model_rate
     else:
         try:
@@ -133,7 +149,11 @@ def run(args: argparse.Namespace) -> int:
 
     models_dir = Path(args.models_dir or Path(args.model).resolve().parent)
     engine = Engine(model, registry, seed=args.seed, buffer_ms=args.buffer_ms, device_rate=rate,
-                    models_dir=models_dir, audio_input=audio_input)
+                    models_dir=models_dir, audio_input=audio_input, presets=presets)
+    take = None
+    if args.record or args.record_score:
+        take = engine.take = Take(engine, args.model, args.seed, args.record, args.record_score)
+        take.start()
     if args.output:
         sink = FileOutput(engine, args.output, args.channels, engine.frame_samples)
         where = f"recording to {args.output}"
@@ -183,6 +203,10 @@ def run(args: argparse.Namespace) -> int:
             if part is not None:
                 part.close()
         engine.stop()
+        if take is not None:
+            take.close()
+            print(f"distill-live: the take is in {' and '.join(str(p) for p in (args.record, args.record_score) if p)}",
+                  flush=True)
     stats = engine.stats()
     print(f"distill-live: stopped after {stats['frames']} frames, {stats['underruns']} underruns", flush=True)
     return 0

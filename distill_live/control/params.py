@@ -34,7 +34,8 @@ class Param:
     """One address. `types` is the OSC type signature the address takes:
 
     "f" float, "i" int, "b" on/off (int 0/1), "s" string, "f*" any number of floats,
-    "i,f?" an int and an optional float, "" no argument (a trigger).
+    "i,f?" an int and an optional float, "" a trigger: no argument, or a number that fires it when it
+    is not 0 (a button sends 1 when pressed and 0 when let go; see `ParamRegistry.released`).
     """
 
     name: str  # the address below /distill, e.g. "gain", "world/bells"
@@ -45,10 +46,18 @@ class Param:
     hi: float | None = None
     smooth: float = 0.0  # seconds of smoothing the generator applies to a continuous value
     stored: bool = True  # False for commands (cue, reset, ...) that happen once and hold no value
+    preset: bool = True  # a stored value a preset keeps (not play or seed: when, not what it sounds like)
+    unit: str = ""  # what the number counts, for surfaces that show it (OSCQuery UNIT, the web page)
 
     @property
     def address(self) -> str:
         return f"{PREFIX}/{self.name}"
+
+    @property
+    def group(self) -> str:
+        """Where a surface lays this control out (the web page's sections, OSCQuery's TAGS)."""
+        return next((g for prefix, g in GROUPS if self.name == prefix or self.name.startswith(prefix + "/")),
+                    "sampling")
 
     @property
     def range(self) -> tuple[float, float]:
@@ -61,7 +70,12 @@ class Param:
         return float(self.lo), float(self.hi)
 
 
+# the group of each control (by name or the first part of it); the rest is "sampling"
+GROUPS = (("play", "output"), ("gain", "output"), ("model", "output"), ("mix", "worlds"), ("world", "worlds"),
+          ("descriptor", "descriptors"), ("cue", "cues"), ("freeze", "cues"), ("loop", "cues"),
+          ("levels", "levels"), ("lock", "levels"), ("corpus", "corpus"), ("preset", "presets"), ("input", "input"))
 INPUT_MODES = ("off", "resynth", "continue")  # /distill/input/mode 0, 1, 2
+PRESETS = 128  # preset numbers 0..127, as MIDI program changes count
 
 
 def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: int,
@@ -71,7 +85,7 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
     may bring the recordings); the registry refuses them for a model saved without its recordings."""
     last_cue = max(0, cues - 1)
     params = [
-        Param("play", "b", 0, "start (1) or stop (0) with a short fade"),
+        Param("play", "b", 0, "start (1) or stop (0) with a short fade", preset=False),
         Param("gain", "f", 1.0, "output gain; peaks past 0.9 bend softly towards ±1, never past it", 0.0, 2.0,
               smooth=0.05),
         Param("temperature", "f", 1.0, "sampling temperature: lower is safer, higher is wilder", 0.0, 2.0),
@@ -90,11 +104,11 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
         Param("cue", "i,f?", None, "jump to training passage i, with an optional crossfade in seconds",
               0, last_cue, stored=False),
         Param("freeze", "b", 0, "hold: loop the last frames (1) or continue (0)"),
-        Param("loop", "i", 8, "loop length in frames while frozen", 1, 256),
+        Param("loop", "i", 8, "loop length in frames while frozen", 1, 256, unit="frames"),
         Param("levels", "i", levels, "decode only this many coarse levels", 1, levels),
         Param("lock", "i", 0, "take this many coarse levels from the current cue; the prior fills the rest", 0, levels),
         Param("mutate", "f", 0.0, "chance of replacing a sampled code at random", 0.0, 1.0),
-        Param("seed", "i", 0, "reseed the random generator", 0, 2**31 - 1),
+        Param("seed", "i", 0, "reseed the random generator", 0, 2**31 - 1, preset=False),
         Param("reset", "", None, "clear the prior's memory and start fresh", stored=False),
         Param("model", "s", None, "hot-swap to another model file (in the models folder)", stored=False),
         Param("corpus/mix", "f", 0.0, "from the neural decoder (0) to playing the training recordings the "
@@ -104,6 +118,10 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
               "0 always plays the nearest frame, 1 plays each recording to its end", 0.0, 1.0),
         Param("corpus/fade", "f", FADE, "crossfade in seconds where corpus playback jumps to another "
               "recording", 0.001, MAX_FADE),
+        Param("preset/save", "i", None, "save every control (but play and seed) as preset n, in the presets "
+              "file beside the model", 0, PRESETS - 1, stored=False),
+        Param("preset/recall", "i,f?", None, "recall preset n, with an optional crossfade in seconds for the "
+              "continuous controls", 0, PRESETS - 1, stored=False),
     ]
     if audio_input:
         params += [
@@ -112,9 +130,9 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
                   "plays, and when it falls quiet the prior carries on from it", 0, 2),
             Param("input/gain", "f", 1.0, "audio input gain, before encoding", 0.0, 4.0, smooth=0.05),
             Param("input/gate", "f", -45.0, "input level (dBFS, RMS of a frame) above which the input counts "
-                  "as playing", -90.0, 0.0),
+                  "as playing", -90.0, 0.0, unit="dBFS"),
             Param("input/hold", "f", 0.3, "seconds the input must stay below the gate before the prior takes "
-                  "over (continue mode)", 0.0, 10.0),
+                  "over (continue mode)", 0.0, 10.0, unit="s"),
         ]
     return params
 
@@ -205,8 +223,18 @@ class ParamRegistry:
             notes.append(f"{p.address}: {v} is out of range {p.lo:g}..{p.hi:g}, clamped to {c:g}")
         return c
 
+    def released(self, address: str, args: Sequence[Any]) -> bool:
+        """A trigger's release: `/distill/reset 0`. A trigger fires with no argument or a non-zero one, so a
+        surface's button, which sends 1 when pressed and 0 when let go, fires once; the 0 does nothing."""
+        p = self.params.get(address)
+        return p is not None and p.types == "" and len(args) > 0 and isinstance(args[0], (int, float)) \
+            and float(args[0]) == 0
+
     def submit(self, address: str, args: Sequence[Any] = (), at: float | None = None) -> list[str]:
-        """Validate and queue a message for the generator; `at` is engine time in seconds (None = now)."""
+        """Validate and queue a message for the generator; `at` is engine time in seconds (None = now).
+        A trigger's release (`released`) is dropped."""
+        if self.released(address, args):
+            return []
         args, notes = self.validate(address, args)
         self._inbox.put((at, address, args))
         return notes

@@ -48,6 +48,8 @@ def parse_score(text: str, registry: ParamRegistry, source: str = "score") -> li
         if len(tokens) < 2:
             raise ScoreError(f"{where}: an address is missing after the time")
         address, args = tokens[1], [_arg(t) for t in tokens[2:]]
+        if registry.released(address, args):  # a trigger with 0 does nothing, as over OSC
+            continue
         try:
             args, notes = registry.validate(address, args)
         except ParamError as e:

@@ -17,18 +17,24 @@ skipped, so the input is heard about one frame + one card block + `buffer_ms` af
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import queue
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
+from distill_live.control.changes import Changes
 from distill_live.control.params import PREFIX, ParamRegistry
+from distill_live.control.presets import FREE, Presets, take_snapshot
+from distill_live.model.descriptors import DescriptorStats
 from distill_live.model.modelfile import DistillModel, ModelFileError, load_model
 from distill_live.model.prior import Controls
 
@@ -40,6 +46,19 @@ from .ringbuffer import RingBuffer
 log = logging.getLogger("distill.engine")
 
 MODEL = f"{PREFIX}/model"  # hot-swap: the engine loads it off the generator thread
+SAVE, RECALL = f"{PREFIX}/preset/save", f"{PREFIX}/preset/recall"  # presets: the engine keeps them
+CODE_HISTORY = 1024  # frames of codes kept for the surfaces (20 s at 50 frames/s)
+
+
+@dataclass
+class Ramp:
+    """A continuous control crossfading to a preset's value, a step each frame (see `Engine._recall`)."""
+
+    start: float
+    target: float
+    t0: float
+    t1: float
+    sent: float | None = None  # the last step submitted: anything else applied to the address ends the ramp
 
 
 class Telemetry:
@@ -71,7 +90,7 @@ class Engine:
 
     def __init__(self, model: DistillModel, registry: ParamRegistry | None = None, seed: int = 0,
                  buffer_ms: float = 10.0, device_rate: int | None = None, models_dir: str | Path | None = None,
-                 audio_input: AudioInput | None = None):
+                 audio_input: AudioInput | None = None, presets: Presets | None = None):
         self.player = Player(model, registry, seed, audio_input, on_fault=self._fault)
         self.input = audio_input
         self.registry = self.player.registry
@@ -89,10 +108,21 @@ class Engine:
         self.telemetry = Telemetry(self.hop / self.model_rate)
         self.level = 0.0  # recent peak of the output, for meters
         self.output_latency = 0.0  # seconds the sound card adds after the callback (set when the card opens)
-        self.changes: queue.SimpleQueue = queue.SimpleQueue()  # (address, args) applied, for /distill/state
+        self.changes = Changes()  # (engine time, address, args) applied, for every surface that listens
         self.errors: queue.SimpleQueue = queue.SimpleQueue()  # one-line sentences for /distill/error
+        self.presets = presets  # None: /distill/preset/save and recall are refused
+        self.take = None  # a Take (take.py) recording what the engine plays, and the controls it applied
         self.models_dir = Path(models_dir).resolve() if models_dir else None
-        self._load_requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._ramps: dict[str, Ramp] = {}  # preset crossfades under way, by address
+        # what the surfaces show: the last half second of output and the codes of recent frames (written by
+        # the generator, read by anyone: a reader may see a chunk half written, which a meter never shows)
+        self._recent = np.zeros(self.model_rate // 2, np.float32)
+        self._recent_written = 0
+        self._codes = np.full((CODE_HISTORY, c.levels), -1, np.int16)
+        self._codes_written = 0
+        stats = model.meta.get("descriptor_stats")
+        self.descriptor_stats = DescriptorStats.from_dict(stats) if stats else None  # the training ranges
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()  # work for the helper thread: loads, preset files
         self._loaded: queue.SimpleQueue = queue.SimpleQueue()
         self._running = False
         self._thread: threading.Thread | None = None
@@ -112,6 +142,21 @@ class Engine:
     def last_codes(self) -> torch.Tensor:
         """The codes of the frame playing, coarse to fine (-1: a level not decoded)."""
         return self.player.last_codes
+
+    def recent(self, n: int) -> np.ndarray:
+        """The last `n` samples the engine made (at most half a second), at the model's rate."""
+        n = min(n, len(self._recent))
+        end = self._recent_written
+        return self._recent[np.arange(end - n, end) % len(self._recent)]
+
+    def codes_since(self, frame: int | None) -> tuple[int, np.ndarray]:
+        """(the next frame number, the codes [frames, levels] of every frame from `frame` on, -1 where a
+        level was not decoded or the engine was stopped); None: none yet, just the frame number to ask from."""
+        end = self._codes_written
+        if frame is None:
+            return end, self._codes[:0]
+        start = max(frame, end - CODE_HISTORY + 1)
+        return end, self._codes[np.arange(start, end) % CODE_HISTORY]
 
     def stats(self) -> dict:
         """The telemetry summary (frames, underruns, faults, frame_ms_p50/p99, rtf), the buffer depth and the
@@ -156,6 +201,7 @@ class Engine:
         """Make one chunk and queue it for the card."""
         self._swap_if_loaded()
         frames_before = self.player.frames
+        at = self.player.time
         t0 = time.perf_counter()
         try:
             chunk = self.player.next_chunk()
@@ -163,9 +209,16 @@ class Engine:
             chunk = self.player.silent_chunk()
             self._fault(f"the generator failed and plays silence until it recovers: {type(e).__name__}: {e}")
         for address, args in self.player.applied:
-            self.changes.put((address, args))
-            if address == MODEL:  # loaded by the loader thread, swapped in by this one
-                self._load_requests.put(args[0])
+            self.changes.put(at, address, args)
+            if self._ramps:
+                self._end_ramps(address, args)
+            if address == MODEL:  # loaded by the helper thread, swapped in by this one
+                self._jobs.put(functools.partial(self._load, args[0]))
+            elif address in (SAVE, RECALL):
+                self._preset(address, args)
+        if self.take is not None:
+            self.take.put(chunk)  # what the card plays, at the model's rate
+        self._remember(chunk)
         if self._resampler is not None:  # its interpolation can overshoot a peak the Player bent to ±1
             chunk = self._resampler.process(chunk)
             np.clip(chunk, -1.0, 1.0, out=chunk)
@@ -175,9 +228,83 @@ class Engine:
                 self.telemetry.compute.append(self._frame_time)
             self._frame_time = 0.0
             self.telemetry.frames += 1
+            self._codes[self._codes_written % CODE_HISTORY] = -1 if self.player.raw_silent else self.player.last_codes
+            self._codes_written += 1
+            if self._ramps:
+                self._step_ramps()
         self._frame_time += spent
         self.level = float(np.abs(chunk).max()) if len(chunk) else 0.0
         self.ring.write(chunk)
+
+    def _remember(self, chunk: np.ndarray) -> None:
+        n, size = len(chunk), len(self._recent)
+        at = self._recent_written % size
+        first = min(n, size - at)
+        self._recent[at:at + first] = chunk[:first]
+        self._recent[:n - first] = chunk[first:]
+        self._recent_written += n
+
+    # -- presets (generator thread) --------------------------------------------------------------
+
+    def _preset(self, address: str, args: tuple) -> None:
+        if self.presets is None:
+            self.report(f"{address} refused: this engine has no presets file")
+        elif address == SAVE:
+            n = args[0]
+            self.presets.store(n, take_snapshot(self.registry))
+            self._jobs.put(self._write_presets)
+        else:
+            self._recall(*args)
+
+    def _recall(self, n: int, seconds: float) -> None:
+        """Set a preset's controls: the continuous ones ("f") crossfade for `seconds`, a step each frame,
+        the others are set at once. A recall ends any crossfade under way; moving a control that is
+        crossfading ends its crossfade."""
+        snapshot = self.presets.get(n)
+        if snapshot is None:
+            saved = ", ".join(map(str, self.presets.numbers())) or "none yet"
+            self.report(f"{RECALL} {n} refused: there is no preset {n} (saved: {saved})")
+            return
+        registry, now = self.registry, self.player.time
+        self._ramps = {}
+        at_once = []
+        for name, value in snapshot.items():
+            address = f"{PREFIX}/{name}"
+            p = registry.params.get(address)
+            if p is None:  # an audio input's control, and serve has no input
+                continue
+            if value == FREE:
+                at_once.append((f"{address}/free", ()))
+            elif p.types == "f" and seconds > 0 and registry.values.get(address) != value:
+                self._ramps[address] = Ramp(float(registry.values[address]), float(value), now, now + seconds)
+            else:
+                at_once.append((address, (value,)))
+        registry.submit_validated(at_once)
+        self._step_ramps()
+
+    def _step_ramps(self) -> None:
+        """Submit the next step of every crossfade (at each frame boundary), applied at the next chunk."""
+        now, steps = self.player.time, []
+        for address, r in list(self._ramps.items()):
+            x = min(1.0, max(0.0, (now - r.t0) / (r.t1 - r.t0)))
+            r.sent = r.start + (r.target - r.start) * x if x < 1.0 else r.target
+            steps.append((address, (r.sent,)))
+            if x >= 1.0:
+                del self._ramps[address]
+        self.registry.submit_validated(steps)
+
+    def _end_ramps(self, address: str, args: tuple) -> None:
+        for changed, value in self.registry.expand(address, args):
+            r = self._ramps.get(changed)
+            if r is not None and r.sent is not None and value != (r.sent,):
+                del self._ramps[changed]  # someone moved it: the crossfade lets go
+
+    def _write_presets(self) -> None:
+        try:
+            self.presets.write()
+        except OSError as e:
+            self.report(f"cannot write presets '{self.presets.path}' ({e.strerror or e}); "
+                        "they are kept until serve stops")
 
     def _run(self) -> None:
         self.warm_up()  # in this thread: torch's first calls in a new thread are slow too
@@ -237,21 +364,25 @@ class Engine:
             return
         self.player.swap_model(model)
 
-    # -- model loader thread ---------------------------------------------------------------------
+    # -- helper thread: what must not happen on the generator thread ----------------------------
 
-    def _load_loop(self) -> None:
+    def _help(self) -> None:
+        """Run what the generator thread hands over (loading a model, writing the presets file)."""
         while self._running:
             try:
-                name = self._load_requests.get(timeout=0.2)
+                job: Callable[[], None] = self._jobs.get(timeout=0.2)
             except queue.Empty:
                 continue
-            try:
-                model = self.load_compatible(name)
-            except (ModelFileError, ValueError) as e:
-                self.report(str(e))
-                continue
-            self._loaded.put(model)
-            log.info("swapped to model %s", name)
+            job()
+
+    def _load(self, name: str) -> None:
+        try:
+            model = self.load_compatible(name)
+        except (ModelFileError, ValueError) as e:
+            self.report(str(e))
+            return
+        self._loaded.put(model)
+        log.info("swapped to model %s", name)
 
     def load_compatible(self, name: str) -> DistillModel:
         """Load `name` from the models folder for a hot-swap; one-sentence ValueError if it cannot be."""
@@ -297,7 +428,7 @@ class Engine:
         self._running = True
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="distill-generator", daemon=True)
-        self._loader = threading.Thread(target=self._load_loop, name="distill-loader", daemon=True)
+        self._loader = threading.Thread(target=self._help, name="distill-helper", daemon=True)
         self._thread.start()
         self._loader.start()
         self._ready.wait(30)

@@ -45,6 +45,8 @@ written without the `/distill/` prefix (the full address is accepted too). `worl
 
     [program]                         # program change n selects world n - first, alone
     first = 0
+    param = "preset/recall"           # ... or recalls preset n - first instead
+    crossfade = 0.5                   # seconds (presets only; default 0.05)
 
     [bend]                            # pitch bend: centre is the middle of the range
     param = "guidance"
@@ -62,7 +64,6 @@ This file reads and checks a map; mapper.py plays one.
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import re
 import tomllib
@@ -71,6 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from distill_live import UserError
+from distill_live.control import toml_value
 from distill_live.control.params import PREFIX, ParamError, ParamRegistry
 
 SHIPPED = Path(__file__).with_name("maps")
@@ -173,9 +175,13 @@ class Keyboard:
 
 
 @dataclass
-class ProgramWorlds:
+class Program:
+    """Program changes: program n selects world n - first alone, or recalls preset n - first."""
+
     first: int
     channel: int | None
+    presets: bool = False
+    crossfade: float = 0.05
 
 
 # -- reading a map ---------------------------------------------------------------------------------
@@ -223,7 +229,7 @@ class _Table:
         "bend": {"param", "channel", "range", "curve", "takeover"},
         "pressure": {"param", "channel", "range", "curve", "takeover"},
         "keyboard": {"base", "channel", "velocity", "release", "crossfade"},
-        "program": {"first", "channel"},
+        "program": {"first", "channel", "param", "crossfade"},
         None: {"name", "channel", "description", "cc", "nrpn", "note", "keyboard", "program", "bend", "pressure"},
     }
 
@@ -314,37 +320,25 @@ class MidiMap:
     channel: int | None = None  # default channel (0-15), None = any
     bindings: list[Binding] = field(default_factory=list)
     keyboard: Keyboard | None = None
-    program: ProgramWorlds | None = None
+    program: Program | None = None
     specs: dict = field(default_factory=dict)  # the tables as written, in file order, for saving
     idle: list[str] = field(default_factory=list)  # why some bindings do nothing with this model
 
     def to_toml(self) -> str:
         out = ["# distill MIDI map (its format: midi.md, in the folder `distill-live patches` names)"]
         if self.name:
-            out.append(f"name = {_toml(self.name)}")
+            out.append(f"name = {toml_value(self.name)}")
         if self.description:
-            out.append(f"description = {_toml(self.description)}")
+            out.append(f"description = {toml_value(self.description)}")
         if self.channel is not None:
             out.append(f"channel = {self.channel + 1}")
         for section in ("keyboard", "program", "bend", "pressure"):
             if section in self.specs:
-                out += ["", f"[{section}]"] + [f"{k} = {_toml(v)}" for k, v in self.specs[section].items()]
+                out += ["", f"[{section}]"] + [f"{k} = {toml_value(v)}" for k, v in self.specs[section].items()]
         for section in ("cc", "nrpn", "note"):
             for spec in self.specs.get(section, []):
-                out += ["", f"[[{section}]]"] + [f"{k} = {_toml(v)}" for k, v in spec.items()]
+                out += ["", f"[[{section}]]"] + [f"{k} = {toml_value(v)}" for k, v in spec.items()]
         return "\n".join(out) + "\n"
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} to TOML")
 
 
 def shipped_maps() -> dict[str, Path]:
@@ -398,13 +392,24 @@ def parse_map(text: str, registry: ParamRegistry, source: str = "map") -> MidiMa
             if section == "keyboard":
                 midimap.keyboard = _keyboard(table, midimap, registry)
             elif section == "program":
-                midimap.program = ProgramWorlds(table.number("first", 0, 127, 0), table.channel(midimap.channel))
+                midimap.program = _program(table, midimap)
             else:
                 binding = _binding(table, section, midimap, registry)
                 if binding is not None:
                     midimap.bindings.append(binding)
     _check_pairs(midimap, lines)
     return midimap
+
+
+def _program(t: _Table, midimap: MidiMap) -> Program:
+    param = t.get("param", "world", str)
+    if short_name(param) not in ("world", "preset/recall"):
+        t.fail(f"[program] param must be \"world\" (program n plays world n - first alone) or "
+               f"\"preset/recall\" (it recalls preset n - first), not {param!r}", "param")
+    crossfade = t.get("crossfade", 0.05, float)
+    if not 0 <= crossfade <= 10:
+        t.fail(f"crossfade {crossfade} is outside 0..10 seconds", "crossfade")
+    return Program(t.number("first", 0, 127, 0), t.channel(midimap.channel), short_name(param) != "world", crossfade)
 
 
 def add_binding(midimap: MidiMap, registry: ParamRegistry, section: str, spec: dict,

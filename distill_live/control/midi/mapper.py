@@ -278,7 +278,12 @@ class Mapper:
         p = self.map.program
         if p is None or (p.channel is not None and p.channel != msg.channel):
             return
-        world = msg.program - p.first
+        n = msg.program - p.first
+        if p.presets:
+            if n >= 0:
+                self._emit(f"{PREFIX}/preset/recall", [n, p.crossfade], None, out)
+            return
+        world = n
         worlds = self.registry.worlds
         if 0 <= world < len(worlds):
             self._emit(f"{PREFIX}/mix", [1.0 if i == world else 0.0 for i in range(len(worlds))], None, out)

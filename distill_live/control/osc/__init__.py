@@ -3,8 +3,9 @@
     wire.py       packets, bundles, timetags, SLIP and address patterns (no distill in it)
     namespace.py  every address distill speaks, the replies, and the README's OSC tables
     server.py     the OSC server's receive thread: one table from address to handler, the registry for the rest
-    replies.py    its reply thread: state, meters, stats and errors, to the reply target
-    oscquery.py   the namespace as JSON over HTTP, and its zeroconf advert
+    replies.py    its reply thread: state, meters, stats and errors, to the reply target and subscribers
+    oscquery.py   the namespace as JSON over HTTP, its WebSocket (LISTEN), the web page, the zeroconf advert
+    livefeed.py   what the WebSocket streams: changes on their own addresses, meters, codes, measures
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .oscquery import DEFAULT_OSCQUERY_PORT, OscQueryServer
+from .replies import FEEDBACK
 from .server import DEFAULT_HOST, DEFAULT_PORT, OscServer
 
 log = logging.getLogger("distill.osc")
@@ -53,7 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--allow", type=_cidr, action="append", default=[], metavar="CIDR",
                    help="obey only senders in this network (repeatable), e.g. --allow 192.168.1.0/24")
     g.add_argument("--reply", type=_host_port, default=None, metavar="HOST:PORT",
-                   help="send replies and meters here (default: to the last sender)")
+                   help="send replies and meters here (default: to the last sender); any number of clients "
+                        "can also /distill/subscribe")
+    g.add_argument("--feedback", choices=FEEDBACK, default="both",
+                   help="send each change as /distill/state <address> <value> (state), on its own address so "
+                        "surfaces' faders follow (address), or both")
     g.add_argument("--no-osc", action="store_true", help="no OSC server at all")
     g.add_argument("--oscquery-port", type=_port, default=DEFAULT_OSCQUERY_PORT,
                    help="HTTP port of the OSCQuery namespace (default 9001)")
@@ -71,14 +77,14 @@ def start_control(engine, args: argparse.Namespace, handlers: dict[str, Callable
         if not getattr(args, "no_osc", False):
             osc = OscServer(engine, host=args.osc_host, port=args.osc_port, tcp_port=args.osc_tcp,
                             bind_any=args.osc_bind_any, allow=args.allow, reply=args.reply, handlers=handlers,
-                            tempo=tempo)
+                            tempo=tempo, feedback=getattr(args, "feedback", "both"))
             parts.append(osc)
             log.info("OSC on udp://%s:%d%s", args.osc_host, osc.port,
                      f" and tcp port {osc.tcp_port}" if osc.tcp_port else "")
         if not getattr(args, "no_oscquery", False):
             parts.append(OscQueryServer(engine, host=args.osc_host, port=args.oscquery_port,
                                         osc_port=osc.port if osc else None, bind_any=args.osc_bind_any,
-                                        allow=args.allow))
+                                        allow=args.allow, osc=osc))
     except Exception:
         for p in parts:
             p.close()

@@ -11,16 +11,18 @@ from distill_live.control.params import PREFIX, ParamRegistry
 
 # answered by the OSC server itself, not the registry
 DUMP, NAMESPACE, REPLY = f"{PREFIX}/dump", f"{PREFIX}/namespace", f"{PREFIX}/reply"
+SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBED = f"{PREFIX}/subscribe", f"{PREFIX}/unsubscribe", f"{PREFIX}/subscribed"
 MIDI_LEARN, MIDI_SAVE = f"{PREFIX}/midi/learn", f"{PREFIX}/midi/save"  # answered by MIDI (serve passes them on)
 # replies
 STATE, METER, CODES, STATS, ERROR = (f"{PREFIX}/{name}" for name in ("state", "meter", "codes", "stats", "error"))
 METER_RATE = 30.0  # /distill/meter and /distill/codes per second
+LEASE = 300.0  # seconds a UDP subscription lasts without a packet from its host
 ERRORS_PER_SECOND = 50  # /distill/error messages sent at most; the rest are counted and summarised
 
 # Each registry type signature (see params.Param) as the README's table writes it, and as OSCQuery's TYPE
 # (mix: one "f" per world). /distill/namespace sends the signature itself ("-" for none).
 TYPES = {"f": ("f", "f"), "i": ("i", "i"), "b": ("i 0/1", "T"), "s": ("s (path)", "s"), "f*": ("f × worlds", "f"),
-         "i,f?": ("i [f]", "if"), "": ("—", "N")}
+         "i,f?": ("i [f]", "if"), "": ("— or i", "N")}
 
 
 def namespace_messages(registry: ParamRegistry) -> list[tuple[str, tuple]]:
@@ -67,6 +69,10 @@ LAYER_ROWS = [
                              "per parameter, then `/distill/namespace/end <count>`"),
     (REPLY, "[i]", "1..65535", "", "send replies to this port on the sender's host (no argument: back to "
                                    "`--reply`, else the last sender)"),
+    (SUBSCRIBE, "[i]", "1..65535", "", "this client hears every reply too, at this port of its host (no argument: "
+                                       "the port it sends from; over TCP, its connection), until it is silent "
+                                       f"for {LEASE / 60:g} minutes; it is sent every value at once"),
+    (UNSUBSCRIBE, "[i]", "1..65535", "", "end the subscription `/distill/subscribe` made"),
     (MIDI_LEARN, "s", "", "", "bind the next MIDI control moved to this parameter (e.g. `gain`)"),
     (MIDI_SAVE, "s", "", "", "write the MIDI map, with what was learned, to this file"),
 ]
@@ -74,6 +80,9 @@ LAYER_ROWS = [
 REPLY_ROWS = [
     (STATE, "s, any…", "a change was applied: address and value(s); several changes of one address "
                                   "within 10 ms are sent as the latest"),
+    ("`<address>`", "any…", "the same change on the control's own address (`/distill/gain 0.5`), so a "
+                            "surface's fader follows; commands only on `/distill/state` (`serve --feedback`)"),
+    (SUBSCRIBED, "i f", "answers `/distill/subscribe`: the port replies go to, and the lease in seconds"),
     (METER, "f", f"output peak, about {METER_RATE:g} per second"),
     (CODES, "i…", "the current frame's codes, coarse to fine, at the meter rate (-1: a level not decoded)"),
     (STATS, "f f i f f", "real-time factor (0 before the first frame), buffer depth ms, underruns, "
@@ -117,5 +126,6 @@ def markdown_table(registry: ParamRegistry | None = None) -> str:
         lines.append(f"| `{address}` | {args} | {rng} | {default} | {esc(meaning)} |")
     lines += ["", "| reply | args | meaning |", "|---|---|---|"]
     for address, args, meaning in REPLY_ROWS:
-        lines.append(f"| `{address}` | {args} | {esc(meaning)} |")
+        shown = address if address.startswith("`") else f"`{address}`"
+        lines.append(f"| {shown} | {args} | {esc(meaning)} |")
     return "\n".join(lines) + "\n"

@@ -1,54 +1,77 @@
-"""OSCQuery: the parameter namespace as JSON over HTTP, so ossia score, Chataigne, VDMX, MadMapper and
-the ossia Max/Pd bindings discover every control without configuration.
+"""OSCQuery: the parameter namespace as JSON over HTTP, and its values live over a WebSocket on the same
+port, so ossia score, Chataigne, VDMX, MadMapper and the ossia Max/Pd bindings discover every control
+without configuration and follow it as it moves.
 
     GET /                       the whole tree
     GET /distill/gain           one node: FULL_PATH, TYPE, RANGE, CLIPMODE, ACCESS, VALUE, DESCRIPTION
     GET /distill/gain?VALUE     one attribute: {"VALUE": [1.0]}   (204 if the node has none, 400 if unknown)
-    GET /?HOST_INFO             NAME, OSC_PORT, OSC_TRANSPORT, EXTENSIONS
+    GET /?HOST_INFO             NAME, OSC_PORT, OSC_TRANSPORT, EXTENSIONS (LISTEN, PATH_CHANGED)
+    GET /ui/                    the web page (control/web/): every control, meters, the code grid
+    ws://host:port/             the WebSocket (the OSCQuery spec's bi-directional part):
+        {"COMMAND": "LISTEN", "DATA": "/distill/gain"}   from then on, every change of that node comes as a
+        {"COMMAND": "IGNORE", "DATA": "/distill/gain"}   binary OSC message (`/distill/gain 0.5`), until IGNORE
+        binary OSC from the client                       applied as if it came to the OSC port
+        {"COMMAND": "PATH_CHANGED", "DATA": "/distill/preset/recall"}   from the server: re-read that node
+                                                                        (a preset was saved: its VALS changed)
 
 Values are read from the registry at each request (live). Types: "f"/"i" with RANGE and CLIPMODE "both"
 (the engine clamps), on/off controls as "T" (OSC true/false; 1/0 ints are accepted too), triggers as "N",
-`/distill/mix` as one "f" per world, `/distill/cue` as "if". Served on loopback unless --osc-bind-any,
-only to senders in --allow. When the optional `zeroconf` package is installed the server is advertised
-as `_oscjson._tcp` (and the OSC port as `_osc._udp`): on loopback only when bound to loopback (nothing
-else could reach it), on every interface with --osc-bind-any.
+`/distill/mix` as one "f" per world, `/distill/cue` and `/distill/preset/recall` as "if" (the saved
+presets are the VALS of the recall's RANGE). Read-only nodes (ACCESS 1) carry what the engine measures:
+`/distill/meter`, `/distill/codes` (every frame's codes, coarse to fine), `/distill/stats`, and
+`/distill/measured` (the output's loudness, brightness and noisiness, 0..1 of the training range).
+HTTP and the WebSocket are one server (the `websockets` package), on loopback unless --osc-bind-any,
+only for clients in --allow. When the optional `zeroconf` package is installed the server is
+advertised as `_oscjson._tcp` (and the OSC port as `_osc._udp`): on loopback only when bound to
+loopback (nothing else could reach it), on every interface with --osc-bind-any.
 """
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
+from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import unquote, urlsplit
 
 from distill_live.control.params import PREFIX, Param, ParamRegistry
 
+from .livefeed import FEED_RATE, LiveFeed, telemetry_nodes
 from .namespace import TYPES
 from .server import OscConfigError, check_bind
+from .wire import MAX_PACKET, one_line
 
 log = logging.getLogger("distill.oscquery")
 
 DEFAULT_OSCQUERY_PORT = 9001
+MAX_LISTEN = 1024  # addresses one WebSocket client may LISTEN to
+PAGE = Path(__file__).resolve().parent.parent / "web"  # the web page's files, shipped in the package
+PAGE_FILES = {"index.html": "text/html; charset=utf-8", "page.js": "text/javascript; charset=utf-8",
+              "page.css": "text/css; charset=utf-8"}
+UNITS = {"s": "time.second", "dBFS": "gain.db"}  # the registry's units as OSCQuery's UNIT names them
 
-ATTRIBUTES = ("FULL_PATH", "CONTENTS", "TYPE", "RANGE", "CLIPMODE", "ACCESS", "VALUE", "DESCRIPTION")
+ATTRIBUTES = ("FULL_PATH", "CONTENTS", "TYPE", "RANGE", "CLIPMODE", "ACCESS", "VALUE", "DESCRIPTION", "TAGS", "UNIT")
 EXTENSIONS = {
     "ACCESS": True, "VALUE": True, "RANGE": True, "DESCRIPTION": True, "CLIPMODE": True,
-    "TAGS": False, "EXTENDED_TYPE": False, "UNIT": False, "CRITICAL": False, "LISTEN": False,
-    "PATH_CHANGED": False, "PATH_RENAMED": False, "PATH_ADDED": False, "PATH_REMOVED": False,
+    "TAGS": True, "EXTENDED_TYPE": False, "UNIT": True, "CRITICAL": False, "LISTEN": True,
+    "PATH_CHANGED": True, "PATH_RENAMED": False, "PATH_ADDED": False, "PATH_REMOVED": False,
 }
 CONTAINERS = {
     PREFIX: "distill: a neural instrument",
     f"{PREFIX}/world": "weights of the model's worlds (normalised)",
     f"{PREFIX}/descriptor": "descriptor targets: hold one with a value, release it with /free",
+    f"{PREFIX}/preset": "snapshots of every control: save one by number, recall it with a crossfade",
 }
 
 
-def param_node(p: Param, registry: ParamRegistry, values: dict) -> dict:
-    """The OSCQuery JSON of one parameter."""
-    node: dict[str, Any] = {"FULL_PATH": p.address, "DESCRIPTION": p.description, "TYPE": TYPES[p.types][1]}
+def param_node(p: Param, registry: ParamRegistry, values: dict, presets=None) -> dict:
+    """The OSCQuery JSON of one parameter; `presets`: the saved ones, the VALS of the recall's RANGE."""
+    node: dict[str, Any] = {"FULL_PATH": p.address, "DESCRIPTION": p.description, "TYPE": TYPES[p.types][1],
+                            "TAGS": [p.group]}
     lo, hi = p.range
     value = values.get(p.address)
     if p.types in ("f", "i"):
@@ -64,13 +87,19 @@ def param_node(p: Param, registry: ParamRegistry, values: dict) -> dict:
         node.update(TYPE=node["TYPE"] * n, RANGE=[{"MIN": 0.0, "MAX": 1.0}] * n, CLIPMODE=["both"] * n,
                     VALUE=[float(values.get(f"{PREFIX}/world/{w}", 0.0)) for w in registry.worlds])
     elif p.types == "i,f?":
-        node.update(RANGE=[{"MIN": int(lo), "MAX": int(hi)}, {"MIN": 0.0, "MAX": 10.0}], CLIPMODE=["both", "both"])
+        node.update(RANGE=[{"MIN": int(lo), "MAX": int(hi)}, {"MIN": 0.0, "MAX": 10.0}], CLIPMODE=["both", "both"],
+                    UNIT=["none", "time.second"])
+        if p.name == "preset/recall" and presets is not None:
+            node["RANGE"][0]["VALS"] = presets.numbers()
+    if p.unit in UNITS:
+        node["UNIT"] = [UNITS[p.unit]]
     node["ACCESS"] = 3 if "VALUE" in node else 2
     return node
 
 
-def tree(registry: ParamRegistry) -> dict:
-    """The whole namespace as one OSCQuery JSON object, values as they are now."""
+def tree(registry: ParamRegistry, presets=None) -> dict:
+    """The whole namespace as one OSCQuery JSON object, values as they are now, and the read-only
+    nodes of what the engine measures."""
     values, _ = registry.snapshot()
     root = {"FULL_PATH": "/", "ACCESS": 0, "DESCRIPTION": "root", "CONTENTS": {}}
     for p in registry.params.values():
@@ -81,10 +110,12 @@ def tree(registry: ParamRegistry) -> dict:
             node = node.setdefault("CONTENTS", {}).setdefault(
                 part, {"FULL_PATH": path, "ACCESS": 0, "DESCRIPTION": CONTAINERS.get(path, "")})
         contents = node.setdefault("CONTENTS", {})
-        leaf = param_node(p, registry, values)
+        leaf = param_node(p, registry, values, presets)
         if parts[-1] in contents:  # already created as a container (e.g. descriptor/x before descriptor/x/free)
             leaf["CONTENTS"] = contents[parts[-1]].get("CONTENTS", {})
         contents[parts[-1]] = leaf
+    for leaf in telemetry_nodes(registry):
+        root["CONTENTS"]["distill"]["CONTENTS"][leaf["FULL_PATH"].rsplit("/", 1)[1]] = leaf
     return root
 
 
@@ -97,85 +128,34 @@ def find(root: dict, path: str) -> dict | None:
     return node
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: "_Http"
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, fmt, *args):  # no stderr line per request
-        log.debug("%s " + fmt, self.client_address[0], *args)
-
-    def do_GET(self):  # noqa: N802
-        owner = self.server.owner
-        url = urlsplit(self.path)
-        path = unquote(url.path) or "/"
-        attr = url.query.split("=", 1)[0].upper() if url.query else ""
-        if attr == "HOST_INFO":
-            return self._json(200, owner.host_info())
-        node = find(tree(owner.engine.registry), path)
-        if node is None:
-            return self._json(404, {"ERROR": f"no OSC node at {path}"})
-        if not attr:
-            return self._json(200, node)
-        if attr not in ATTRIBUTES:
-            return self._json(400, {"ERROR": f"unknown or unsupported attribute {attr}"})
-        if attr not in node:
-            return self._status(204)
-        return self._json(200, {attr: node[attr]})
-
-    def do_HEAD(self):  # noqa: N802
-        self._status(405)
-
-    do_POST = do_PUT = do_DELETE = do_HEAD  # noqa: N815
-
-    def _json(self, code: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _status(self, code: int) -> None:
-        self.send_response(code)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-
-class _Http(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 16
-
-    def __init__(self, address, owner: "OscQueryServer", family: int):
-        self.address_family = family
-        self.owner = owner
-        super().__init__(address, _Handler)
-
-    def verify_request(self, request, client_address) -> bool:
-        return self.owner.allowed(client_address[0])
-
-
 class OscQueryServer:
+    """OSCQuery over HTTP and its WebSocket, and the web page, on one port, served by one thread (an asyncio
+    loop). `osc`: the OSC server that applies what WebSocket clients send (None: they can only listen)."""
+
     def __init__(self, engine, host: str = "127.0.0.1", port: int = DEFAULT_OSCQUERY_PORT, osc_port: int | None = None,
                  bind_any: bool = False, allow: Sequence = (), name: str = "distill", advertise: bool = True,
-                 osc_transport: str = "UDP"):
+                 osc_transport: str = "UDP", osc=None):
         self.engine = engine
         self.name = name
-        self.osc_port = osc_port
-        self.osc_transport = osc_transport
+        self.osc, self.osc_port, self.osc_transport = osc, osc_port, osc_transport
         self.host = host
         self.allow = [ipaddress.ip_network(a, strict=False) if isinstance(a, str) else a for a in allow]
         infos = check_bind(host, bind_any, "OSCQuery")
         family, sockaddr = infos[0][0], infos[0][4]
         try:
-            self.http = _Http((sockaddr[0], port), self, family)
+            self.sock = socket.create_server((sockaddr[0], port), family=family, backlog=16)
         except OSError as e:
             raise OscConfigError(f"cannot serve OSCQuery on {host}:{port} ({e.strerror or e}); "
                                  f"pick another --oscquery-port or use --no-oscquery") from None
-        self.port = self.http.server_address[1]
-        self._thread = threading.Thread(target=self.http.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="distill-oscquery", daemon=True)
+        self.port = self.sock.getsockname()[1]
+        self.feed = LiveFeed(engine)
+        self._ready = threading.Event()
+        self._stopping: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), name="distill-oscquery",
+                                        daemon=True)
         self._thread.start()
+        self._ready.wait(10)
         self.loopback = all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
         self.advert = Advert(name, self.port, osc_port, self.loopback) if advertise else None
         log.info("OSCQuery on http://%s:%d/", host, self.port)
@@ -204,9 +184,113 @@ class OscQueryServer:
     def close(self) -> None:
         if self.advert is not None:
             self.advert.close()
-        self.http.shutdown()
-        self.http.server_close()
-        self._thread.join(timeout=2)
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        self._thread.join(timeout=5)
+        self.feed.close()
+        self.sock.close()
+
+    # -- the server's thread ---------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        from websockets.asyncio.server import serve
+
+        self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
+        async with serve(self._client, sock=self.sock, process_request=self._http, max_size=MAX_PACKET,
+                         ping_interval=10, ping_timeout=10, compression=None, server_header=None,
+                         logger=log) as server:
+            self._ready.set()
+            ticker = asyncio.create_task(self._tick(server))
+            await self._stopping.wait()
+            ticker.cancel()
+
+    async def _tick(self, server) -> None:
+        """Send every LISTENing client what changed, FEED_RATE times a second."""
+        from websockets.asyncio.server import broadcast
+
+        while True:
+            await asyncio.sleep(1.0 / FEED_RATE)
+            try:
+                clients = [c for c in server.connections if getattr(c, "listening", None) is not None]
+                for message in self.feed.poll(any(c.listening for c in clients)):
+                    if isinstance(message, str):  # PATH_CHANGED: to everyone
+                        broadcast(clients, message)
+                        continue
+                    address, data = message
+                    broadcast([c for c in clients if address in c.listening], data)
+            except Exception as e:  # a feed problem must never stop the server
+                log.warning("OSCQuery feed problem: %s", one_line(e))
+
+    def _http(self, connection, request):
+        """Every HTTP request: refuse what --allow does not cover, let WebSocket upgrades through, answer
+        the rest (OSCQuery JSON, the web page)."""
+        from websockets.datastructures import Headers
+        from websockets.http11 import Response
+
+        def respond(code: int, body: bytes = b"", kind: str = "application/json", more=()) -> Response:
+            headers = Headers([("Content-Length", str(len(body))), ("Connection", "close"), *more])
+            if body:
+                headers["Content-Type"] = kind
+            return Response(code, HTTPStatus(code).phrase, headers, body)
+
+        def json_response(code: int, body: dict) -> Response:
+            return respond(code, json.dumps(body).encode())
+
+        ip = connection.remote_address[0]
+        if not self.allowed(ip):
+            log.warning("refused an OSCQuery request from %s: not in --allow", ip)
+            return respond(403, f"{ip} is not in distill's --allow\n".encode(), "text/plain")
+        if "websocket" in request.headers.get("Upgrade", "").lower():
+            return None  # the WebSocket: _client takes over
+        url = urlsplit(request.path)
+        path = unquote(url.path) or "/"
+        if path == "/ui" or path.startswith("/ui/"):
+            return self._page(path[len("/ui"):], respond)
+        attr = url.query.split("=", 1)[0].upper() if url.query else ""
+        if attr == "HOST_INFO":
+            return json_response(200, self.host_info())
+        node = find(tree(self.engine.registry, self.engine.presets), path)
+        if node is None:
+            return json_response(404, {"ERROR": f"no OSC node at {path}"})
+        if not attr:
+            return json_response(200, node)
+        if attr not in ATTRIBUTES:
+            return json_response(400, {"ERROR": f"unknown or unsupported attribute {attr}"})
+        if attr not in node:
+            return respond(204)
+        return json_response(200, {attr: node[attr]})
+
+    @staticmethod
+    def _page(path: str, respond):
+        """A file of the web page (control/web/); `/ui` is sent on to `/ui/`, which is its index.html."""
+        if not path:
+            return respond(301, more=[("Location", "/ui/")])
+        name = path.lstrip("/") or "index.html"
+        if name not in PAGE_FILES:
+            return respond(404, b"no such file\n", "text/plain")
+        return respond(200, (PAGE / name).read_bytes(), PAGE_FILES[name], more=[("Cache-Control", "no-cache")])
+
+    async def _client(self, connection) -> None:
+        """One WebSocket client: LISTEN and IGNORE (text, JSON), OSC packets (binary) for the OSC server."""
+        connection.listening = set()
+        ip = connection.remote_address[0]
+        async for message in connection:
+            if isinstance(message, bytes):
+                if self.osc is not None:
+                    self.osc.feed(message, ip)
+                continue
+            try:
+                command = json.loads(message)
+                verb, path = command["COMMAND"], command["DATA"]
+            except (ValueError, TypeError, KeyError):
+                continue  # not a command this server knows: the spec says to ignore it
+            if verb == "LISTEN" and isinstance(path, str) and len(connection.listening) < MAX_LISTEN:
+                connection.listening.add(path)
+                now = self.feed.current(path)
+                if now is not None:  # what it is now, so the client starts in step
+                    await connection.send(now)
+            elif verb == "IGNORE":
+                connection.listening.discard(path)
 
 
 class Advert:

@@ -1,13 +1,21 @@
 """The OSC server's reply thread: everything distill says over OSC goes out from here.
 
-    engine.changes ─► /distill/state (the latest of each address, every command)
+    engine.changes ─► /distill/state <address> <value> and <address> <value> (`feedback`: the latest
+                      of each address), /distill/state for every command
     engine.level, last_codes ─► /distill/meter, /distill/codes, about 30 times a second
     engine.stats() + the MIDI clock's tempo ─► /distill/stats, once a second
     engine.errors, and what the receive thread refused ─► /distill/error, at most 50 a second
     the receive thread's outbox (dump, namespace, errors for one sender) ─► as queued
 
-Replies go to the target the receive thread keeps (`/distill/reply`, else `--reply`, else the last
-sender). A target that is unreachable or slow only drops replies: nothing here can stop the server.
+Replies go to every listener: the reply target the receive thread keeps (`/distill/reply`, else
+`--reply`, else the last sender) and every client subscribed with `/distill/subscribe` whose lease has
+not ended (`Subscriber`). A target that is unreachable or slow only drops replies: nothing here can
+stop the server.
+
+A change goes out on `/distill/state` (what Max, Pd and SuperCollider patches route), on its own
+address (what TouchOSC, Open Stage Control and Lemur move a fader with), or both: `feedback` says
+which. Commands (cue, reset, ...) only ever on `/distill/state`, so a surface that sends back what it
+receives cannot fire them again.
 """
 from __future__ import annotations
 
@@ -18,7 +26,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from .namespace import CODES, ERROR, ERRORS_PER_SECOND, METER, METER_RATE, STATE, STATS, dump_messages
 from .wire import TcpClient, build_message, one_line
@@ -26,6 +34,7 @@ from .wire import TcpClient, build_message, one_line
 log = logging.getLogger("distill.osc")
 
 STATS_PERIOD = 1.0  # seconds between /distill/stats
+FEEDBACK = ("both", "state", "address")  # how a change is sent: on /distill/state, its own address, or both
 OUTBOX_SIZE = 8192  # replies waiting for the reply thread; more are dropped (counted)
 TCP_BACKLOG_LIMIT = 1 << 20  # bytes of replies buffered for a slow TCP client before it is dropped
 
@@ -43,16 +52,29 @@ class Counters:
     flood_pauses: int = 0  # times the receive thread rested to leave the generator its share
 
 
-class Replies:
-    """The reply thread of one OSC server. `target()` says where replies go now; `udp` sends them."""
+@dataclass(eq=False)
+class Subscriber:
+    """A client that asked for replies (`/distill/subscribe`): where they go, and until when
+    (time.monotonic(); every packet from its host renews it; a TCP connection's lasts until it closes)."""
 
-    def __init__(self, engine, udp: socket.socket, target: Callable[[], tuple | None], counters: Counters,
-                 feedback: bool = True, tempo: Callable[[], float | None] | None = None):
-        self.engine, self.udp, self.target, self.counters = engine, udp, target, counters
+    target: tuple  # ("udp", addr) or ("tcp", TcpClient)
+    until: float
+
+
+class Replies:
+    """The reply thread of one OSC server. `targets()` says where replies go now; `udp` sends them."""
+
+    def __init__(self, engine, udp: socket.socket, targets: Callable[[], Sequence[tuple]], counters: Counters,
+                 meters: bool = True, tempo: Callable[[], float | None] | None = None, feedback: str = "both"):
+        if feedback not in FEEDBACK:
+            raise ValueError(f"feedback must be one of {', '.join(FEEDBACK)}, not {feedback!r}")
+        self.engine, self.udp, self.targets, self.counters = engine, udp, targets, counters
+        self.meters = meters  # /distill/meter, /distill/codes and /distill/stats
         self.feedback = feedback
         self.tempo = tempo  # the bpm of the clock serve follows (MIDI), for /distill/stats; None: no clock
         self.outbox: queue.Queue = queue.Queue(OUTBOX_SIZE)
-        self._dumps: deque[float] = deque()  # /distill/dump requests: the engine time when each came
+        self._changes = engine.changes.listen()
+        self._dumps: deque[tuple[float, tuple | None]] = deque()  # /distill/dump: (engine time it came, target)
         self._error_window = (0.0, 0)  # (second, errors sent in it)
         self._warned: dict[str, float] = {}
         self._closing = threading.Event()
@@ -63,12 +85,14 @@ class Replies:
         self._closing.set()
         if self.thread is not threading.current_thread():
             self.thread.join(timeout=2)
+        self.engine.changes.unlisten(self._changes)
 
     # -- from the receive thread -----------------------------------------------------------------
 
-    def dump(self) -> None:
-        """Send every current value once the generator has applied what came before."""
-        self._dumps.append(self.engine.time)
+    def dump(self, target: tuple | None = None) -> None:
+        """Send every current value (to `target`, else every listener) once the generator has applied
+        what came before."""
+        self._dumps.append((self.engine.time, target))
 
     def error(self, target: tuple | None, sentence: str) -> None:
         """/distill/error `sentence` to `target` (None: the reply target), at most ERRORS_PER_SECOND a second."""
@@ -122,17 +146,19 @@ class Replies:
                 self.warn("tx", f"OSC reply problem: {one_line(e)}")
             try:
                 self._send_changes()
-                while self._dumps and self.engine.time > self._dumps[0]:
-                    self._dumps.popleft()
+                while self._dumps and self.engine.time > self._dumps[0][0]:
+                    _, target = self._dumps.popleft()
                     for address, args in dump_messages(self.engine.registry):
-                        self._send(None, address, args)
+                        if address == STATE and self.feedback != "state" and not args[0].endswith("/free"):
+                            self._send(target, args[0], args[1:])  # on its own address too
+                        self._send(target, address, args)
                 for _ in range(100):
                     try:
                         self.error(None, self.engine.errors.get_nowait())
                     except queue.Empty:
                         break
                 now = time.monotonic()
-                if self.feedback and now >= next_meter:
+                if self.meters and now >= next_meter:
                     next_meter = max(next_meter + meter_period, now - meter_period)
                     self._send(None, METER, (float(self.engine.level),))
                     codes = self.engine.last_codes
@@ -141,7 +167,7 @@ class Replies:
                         self._send(None, CODES, tuple(int(c) for c in codes.tolist()))
                 if now >= next_stats:
                     next_stats = max(next_stats + STATS_PERIOD, now)
-                    if self.feedback:
+                    if self.meters:
                         self._send(None, STATS, self.stats())
                     suppressed = self.counters.errors_suppressed - reported
                     if suppressed:
@@ -159,30 +185,34 @@ class Replies:
 
     def _send_changes(self) -> None:
         latest: dict[str, tuple] = {}
-        registry, changes = self.engine.registry, self.engine.changes
+        registry = self.engine.registry
         for _ in range(100_000):
             try:
-                address, args = changes.get_nowait()
+                _, address, args = self._changes.get_nowait()
             except queue.Empty:
                 break
             self.counters.applied += 1
             p = registry.params.get(address)
-            if p is None or not p.stored:  # a command: every one is reported
+            if p is None or not p.stored:  # a command: every one is reported, on /distill/state only
                 self._send(None, STATE, (address, *args))
                 continue
             for changed, value in registry.expand(address, args) + [(address, args)]:  # mix: its worlds, then itself
                 latest.pop(changed, None)  # re-insert: keep the order of the latest change
                 latest[changed] = value
         for address, args in latest.items():
-            self._send(None, STATE, (address, *args))
+            if self.feedback != "address":
+                self._send(None, STATE, (address, *args))
+            if self.feedback != "state":
+                self._send(None, address, args)
 
     def _send_item(self, item: tuple) -> None:
         target, address, args = item
         self._send(target, address, args)
 
     def _send(self, target: tuple | None, address: str, args: Iterable[Any]) -> None:
-        target = target or self.target()
-        if target is None:
+        """Send one reply to `target`, or to every listener when None."""
+        targets = (target,) if target is not None else self.targets()
+        if not targets:
             return
         try:
             data = build_message(address, args)
@@ -190,6 +220,10 @@ class Replies:
             self.counters.replies_dropped += 1
             self.warn("build", f"cannot build OSC reply {address}: {one_line(e)}")
             return
+        for target in targets:
+            self._send_to(target, data)
+
+    def _send_to(self, target: tuple, data: bytes) -> None:
         kind, where = target
         if kind == "udp":
             try:

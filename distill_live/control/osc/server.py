@@ -14,8 +14,14 @@ with `at=engine.time_of(timetag)`, and the generator applies it at the frame tha
 time. (python-osc's own dispatcher sleeps in the receive path until a bundle is due, so it is not
 used.) A flood takes at most a share of the interpreter from the generator (`_spend`).
 
-One **reply thread** (replies.py) sends everything that goes out, to the reply target kept here:
-`/distill/reply`, else `--reply HOST:PORT`, else the last sender.
+One **reply thread** (replies.py) sends everything that goes out, to every listener kept here: the
+reply target (`/distill/reply`, else `--reply HOST:PORT`, else the last sender) and any number of
+subscribers (`/distill/subscribe [PORT]`, at most MAX_SUBSCRIBERS). A subscription over UDP is a lease
+of LEASE seconds, renewed by every packet from the subscriber's host (and by subscribing again), so
+a phone that goes away stops costing anything; over TCP it lasts as long as the connection.
+
+Packets can also come from the OSCQuery WebSocket (`feed`, another thread): they wait in a queue and
+this thread handles them as it handles any packet.
 
 The engine is seen only through its public face: `registry`, `time`, `frame_rate`, `time_of`,
 `level`, `last_codes`, `stats()`, and the `changes` and `errors` queues. The audio callback is
@@ -27,6 +33,7 @@ import heapq
 import ipaddress
 import logging
 import math
+import queue
 import selectors
 import socket
 import struct
@@ -36,8 +43,8 @@ from typing import Callable, Sequence
 
 from distill_live.control.params import ParamError, ParamRegistry
 
-from .namespace import DUMP, NAMESPACE, REPLY, namespace_messages
-from .replies import Counters, Replies
+from .namespace import DUMP, LEASE, NAMESPACE, REPLY, SUBSCRIBE, SUBSCRIBED, UNSUBSCRIBE, namespace_messages
+from .replies import Counters, Replies, Subscriber
 from .wire import (
     MAX_PACKET,
     SLIP_END,
@@ -57,6 +64,7 @@ DEFAULT_PORT = 9000
 MAX_AHEAD = 60.0  # seconds: a bundle further in the future than this is refused
 MAX_SCHEDULED = 10_000  # future-timed messages waiting at once
 MAX_TCP_CLIENTS = 16
+MAX_SUBSCRIBERS = 16  # clients subscribed at once
 FLOOD_WINDOW = 0.02  # seconds: the receive thread accounts its work per window ...
 FLOOD_SHARE = 0.4  # ... and rests for the rest of a window once it has worked this share of it, so a flood
 #                   can take at most this share of the interpreter from the generator (the kernel drops the excess)
@@ -85,8 +93,8 @@ class OscServer:
 
     def __init__(self, engine, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, tcp_port: int | None = None,
                  bind_any: bool = False, allow: Sequence = (), reply: tuple[str, int] | None = None,
-                 feedback: bool = True, handlers: dict[str, Callable[[list], None]] | None = None,
-                 tempo: Callable[[], float | None] | None = None):
+                 meters: bool = True, handlers: dict[str, Callable[[list], None]] | None = None,
+                 tempo: Callable[[], float | None] | None = None, feedback: str = "both", lease: float = LEASE):
         self.engine = engine
         self.allow = [ipaddress.ip_network(a, strict=False) if isinstance(a, str) else a for a in allow]
         self.counters = Counters()
@@ -116,10 +124,15 @@ class OscServer:
         # the addresses answered here rather than by the registry, as python-osc's dispatcher maps them: a
         # handler takes the message's arguments, runs on the receive thread, must be quick, and raises
         # ValueError(one sentence) to refuse
-        self.handlers: dict[str, Callable[[list], None]] = {DUMP: self._dump, NAMESPACE: self._namespace,
-                                                            REPLY: self._reply, **(handlers or {})}
+        self.handlers: dict[str, Callable[[list], None]] = {
+            DUMP: self._dump, NAMESPACE: self._namespace, REPLY: self._reply, SUBSCRIBE: self._subscribe,
+            UNSUBSCRIBE: self._unsubscribe, **(handlers or {})}
         self.runtime_reply: tuple | None = None  # set by /distill/reply
         self.last_sender: tuple | None = None  # ("udp", addr) or ("tcp", TcpClient)
+        self._source: tuple = ("ws", None)  # the sender of the packet being handled (receive thread)
+        self.lease = lease
+        self.subscribers: tuple[Subscriber, ...] = ()  # replaced whole: the reply thread reads it
+        self._fed: queue.SimpleQueue = queue.SimpleQueue()  # packets from the WebSocket (`feed`)
         self._tcp_clients: dict[socket.socket, TcpClient] = {}
         self._allowed_cache: dict[str, bool] = {}
         self._pattern_cache: dict[str, tuple[str, ...]] = {}
@@ -131,7 +144,7 @@ class OscServer:
         if self.tcp is not None:
             self._sel.register(self.tcp, selectors.EVENT_READ, "listen")
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
-        self.replies = Replies(engine, self.udp, lambda: self.reply_target, self.counters, feedback, tempo)
+        self.replies = Replies(engine, self.udp, self.reply_targets, self.counters, meters, tempo, feedback)
         self._tx = self.replies.thread
         self._rx = threading.Thread(target=self._receive_loop, name="distill-osc-rx", daemon=True)
         self._rx.start()
@@ -178,6 +191,22 @@ class OscServer:
     def reply_target(self) -> tuple | None:
         return self.runtime_reply or self.reply_to or self.last_sender
 
+    def reply_targets(self) -> list[tuple]:
+        """Everyone who hears replies now: the reply target and the subscribers whose lease runs (any thread)."""
+        now = time.monotonic()
+        out = [self.reply_target] if self.reply_target is not None else []
+        out += [s.target for s in self.subscribers if s.until > now and not _gone(s.target) and s.target not in out]
+        return out
+
+    def feed(self, data: bytes, ip: str) -> None:
+        """A packet that came another way (the OSCQuery WebSocket), from `ip`: this server's thread applies
+        it as any other (thread-safe, never blocks)."""
+        self._fed.put((data, ip))
+        try:
+            self._wake_w.send(b"f")
+        except OSError:
+            pass
+
     # -- receive thread --------------------------------------------------------------------------
 
     def _receive_loop(self) -> None:
@@ -195,11 +224,23 @@ class OscServer:
                     elif key.data == "listen":
                         self._accept()
                     elif key.data == "wake":
-                        return
+                        if b"x" in self._wake_r.recv(4096):
+                            return
+                        self._read_fed()
                     else:
                         self._read_tcp(key.data)
                 except Exception as e:  # never let one packet or peer stop the server
                     self.replies.warn("rx", f"OSC receive problem: {one_line(e)}")
+
+    def _read_fed(self) -> None:
+        t = time.perf_counter()
+        while True:
+            try:
+                data, ip = self._fed.get_nowait()
+            except queue.Empty:
+                return
+            self.handle_packet(data, ("ws", None), ip)
+            t = self._spend(t)
 
     def _spend(self, since: float) -> float:
         """Account receive-thread work since `since`; past FLOOD_SHARE of the window, rest until it ends.
@@ -335,7 +376,11 @@ class OscServer:
         if not self._allowed(ip):
             self._refuse_sender(ip)
             return
-        self.last_sender = source
+        self._source = source  # of the packet being handled
+        if source[0] != "ws":  # a WebSocket client hears what it LISTENs to, not replies
+            self.last_sender = source
+        if self.subscribers:
+            self._renew(ip)
         if len(data) > MAX_PACKET:
             self._refused(f"a packet of {len(data)} bytes refused: the limit is {MAX_PACKET}")
             return
@@ -393,6 +438,8 @@ class OscServer:
                     return
         batch = batches.setdefault(at, [])
         for target in targets:
+            if registry.released(target, args):  # a button let go: a trigger fires on the press only
+                continue
             p = registry.params[target]
             a = [int(x) for x in args] if p.types == "b" and args and all(isinstance(x, bool) for x in args) else args
             try:
@@ -440,15 +487,59 @@ class OscServer:
         if not args:
             self.runtime_reply = None
             return
+        port = self._port(REPLY, args)
+        self.runtime_reply = self._sender_at(port)
+
+    def _port(self, address: str, args: list) -> int:
         port = args[0]
         if len(args) != 1 or isinstance(port, bool) or not isinstance(port, (int, float)) or not (
                 math.isfinite(port) and 1 <= port <= 65535 and port == int(port)):
-            self._refused(f"{REPLY} takes one port number (1..65535), got {one_line(args, 80)}")
+            raise ValueError(f"{address} takes one port number (1..65535), got {one_line(args, 80)}")
+        return int(port)
+
+    def _sender_at(self, port: int | None) -> tuple:
+        """The sender of the message being handled, at `port` of its host (None: where it sent from; a
+        TCP connection stays itself)."""
+        kind, where = self._source
+        if kind == "ws":
+            raise ValueError("replies go over UDP or TCP OSC; a WebSocket client LISTENs instead (OSCQuery)")
+        if kind == "tcp":
+            return ("tcp", where) if port is None else ("udp", self._udp_address(where.peer[0], port))
+        return ("udp", where if port is None else self._udp_address(where[0], port))
+
+    def _udp_address(self, host: str, port: int) -> tuple:
+        return (host, port) if self.udp.family == socket.AF_INET else (host, port, 0, 0)
+
+    # -- subscriptions (receive thread) ----------------------------------------------------------
+
+    def _subscribe(self, args: list) -> None:
+        """/distill/subscribe [PORT]: this sender hears every reply at PORT of its host (no port: the port
+        it sent from, or its TCP connection), until its lease ends; it is sent every value at once."""
+        target = self._sender_at(self._port(SUBSCRIBE, args) if args else None)
+        until = math.inf if target[0] == "tcp" else time.monotonic() + self.lease
+        now = time.monotonic()
+        kept = tuple(s for s in self.subscribers if s.until > now and not _gone(s.target) and s.target != target)
+        if len(kept) >= MAX_SUBSCRIBERS:  # said to the client that asked, which hears nothing else
+            self.subscribers = kept
+            self.counters.refused += 1
+            self.replies.error(target, f"{SUBSCRIBE} refused: {MAX_SUBSCRIBERS} clients are already subscribed "
+                                       f"(one unsubscribes, or stays silent for {self.lease:g} s, to make room)")
             return
-        kind, where = self.last_sender  # the sender of this message
-        host = where.peer[0] if kind == "tcp" else where[0]
-        self.runtime_reply = ("udp", (host, int(port)) if self.udp.family == socket.AF_INET
-                              else (host, int(port), 0, 0))
+        self.subscribers = kept + (Subscriber(target, until),)
+        port = target[1][1] if target[0] == "udp" else 0
+        self.replies.put(SUBSCRIBED, (port, float(self.lease) if target[0] == "udp" else 0.0), target)
+        self.replies.dump(target)
+
+    def _unsubscribe(self, args: list) -> None:
+        """/distill/unsubscribe [PORT]: the subscription /distill/subscribe [PORT] made ends."""
+        target = self._sender_at(self._port(UNSUBSCRIBE, args) if args else None)
+        self.subscribers = tuple(s for s in self.subscribers if s.target != target)
+
+    def _renew(self, ip: str) -> None:
+        until = time.monotonic() + self.lease
+        for s in self.subscribers:
+            if s.target[0] == "udp" and s.target[1][0] == ip:
+                s.until = until
 
     def _refused(self, sentence: str) -> None:
         self.counters.refused += 1
@@ -457,3 +548,8 @@ class OscServer:
     def stats(self) -> tuple[float, float, int, float, float]:
         """(rtf, buffer depth ms, underruns, latency ms, tempo bpm or 0) as /distill/stats sends them."""
         return self.replies.stats()
+
+
+def _gone(target: tuple) -> bool:
+    """A TCP subscriber whose connection closed."""
+    return target[0] == "tcp" and target[1].dead

@@ -1,0 +1,319 @@
+// distill's web page: every control of the OSCQuery tree, the live view and the code grid.
+// It reads the tree over HTTP, then LISTENs to every control and to what the engine measures over
+// the OSCQuery WebSocket, and sends binary OSC back on it, as ossia score does. No build step, no
+// library: the OSC it needs (int, float, string, true/false) is a few lines below.
+"use strict";
+
+const P = "/distill";
+const GRID_FRAMES = 256;  // frames of codes shown, newest on the right
+const state = { values: {}, frames: 0, codes: [], levels: 0, descriptors: [], worlds: [] };
+window.distill = state;  // for tests and the curious: what the page knows
+
+// -- OSC over the WebSocket -----------------------------------------------------------------------
+
+function oscString(s) {
+  const bytes = new TextEncoder().encode(s);
+  const out = new Uint8Array((bytes.length + 4) & ~3);
+  out.set(bytes);
+  return out;
+}
+
+function encode(address, args) {
+  const tags = "," + args.map(a => a.type).join("");
+  const parts = [oscString(address), oscString(tags)];
+  for (const a of args) {
+    if (a.type === "s") { parts.push(oscString(a.value)); continue; }
+    const b = new DataView(new ArrayBuffer(4));
+    a.type === "f" ? b.setFloat32(0, a.value) : b.setInt32(0, a.value);
+    parts.push(new Uint8Array(b.buffer));
+  }
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
+  return out.buffer;
+}
+
+function decode(buffer) {
+  const view = new DataView(buffer), bytes = new Uint8Array(buffer);
+  let at = 0;
+  const str = () => {
+    let end = at;
+    while (bytes[end]) end++;
+    const s = new TextDecoder().decode(bytes.subarray(at, end));
+    at = (end + 4) & ~3;
+    return s;
+  };
+  const address = str(), tags = str().slice(1), args = [];
+  for (const t of tags) {
+    if (t === "i") { args.push(view.getInt32(at)); at += 4; }
+    else if (t === "f") { args.push(view.getFloat32(at)); at += 4; }
+    else if (t === "s") args.push(str());
+    else if (t === "T" || t === "F") args.push(t === "T");
+  }
+  return { address, args };
+}
+
+let ws = null;
+const listening = [];
+
+function send(address, args) {
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(encode(address, args));
+}
+
+function connect() {
+  ws = new WebSocket(`ws://${location.host}/`);
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => {
+    link(true);
+    for (const address of listening) ws.send(JSON.stringify({ COMMAND: "LISTEN", DATA: address }));
+  };
+  ws.onmessage = e => {
+    if (typeof e.data === "string") {  // PATH_CHANGED: a preset was saved
+      const msg = JSON.parse(e.data);
+      if (msg.COMMAND === "PATH_CHANGED") refresh(msg.DATA);
+      return;
+    }
+    const { address, args } = decode(e.data);
+    receive(address, args);
+  };
+  ws.onclose = () => { link(false); setTimeout(connect, 1000); };
+}
+
+function link(on) {
+  const el = document.getElementById("link");
+  el.textContent = on ? "live" : "reconnecting…";
+  el.className = on ? "on" : "off";
+}
+
+// -- controls from the OSCQuery tree --------------------------------------------------------------
+
+const views = {};  // address -> function(args) that shows a value
+
+function leaves(node, out = []) {
+  if (node.TYPE && node.ACCESS !== 1) out.push(node);
+  for (const child of Object.values(node.CONTENTS || {})) leaves(child, out);
+  return out;
+}
+
+function short(address) { return address.slice(P.length + 1); }
+
+function label(address) {  // world/bells -> bells, descriptor/loudness/free -> loudness: the group says the rest
+  const parts = short(address).split("/");
+  return parts.length > 1 ? parts.slice(1).filter(p => p !== "free").join("/") : parts[0];
+}
+
+function row(labelText, title) {
+  const r = document.createElement("div");
+  r.className = "row";
+  const label = document.createElement("label");
+  label.textContent = labelText;
+  label.title = title;
+  r.append(label);
+  return r;
+}
+
+function fader(node) {
+  const [range] = node.RANGE, integer = node.TYPE === "i";
+  const r = row(label(node.FULL_PATH), node.DESCRIPTION);
+  const input = document.createElement("input");
+  Object.assign(input, { type: "range", min: range.MIN, max: range.MAX,
+                         step: integer ? 1 : (range.MAX - range.MIN) / 1000 });
+  input.dataset.address = node.FULL_PATH;
+  const out = document.createElement("output");
+  const unit = node.UNIT ? { "time.second": " s", "gain.db": " dB" }[node.UNIT[0]] || "" : "";
+  const show = v => { out.textContent = (integer ? String(v) : Number(v).toFixed(2)) + unit; };
+  let held = false;  // the performer's finger is on it: values coming back do not move it
+  input.addEventListener("pointerdown", () => { held = true; });
+  input.addEventListener("pointerup", () => { held = false; });
+  input.addEventListener("input", () => {
+    const v = Number(input.value);
+    show(v);
+    send(node.FULL_PATH, [{ type: integer ? "i" : "f", value: v }]);
+  });
+  views[node.FULL_PATH] = args => {
+    state.values[node.FULL_PATH] = args[0];
+    if (!held) input.value = args[0];
+    show(args[0]);
+  };
+  if (node.VALUE) views[node.FULL_PATH](node.VALUE);
+  r.append(input, out);
+  return r;
+}
+
+function toggle(node) {
+  const r = row(label(node.FULL_PATH), node.DESCRIPTION);
+  const b = document.createElement("button");
+  b.dataset.address = node.FULL_PATH;
+  b.textContent = "off";
+  b.addEventListener("click", () => send(node.FULL_PATH, [{ type: "i", value: b.classList.contains("on") ? 0 : 1 }]));
+  views[node.FULL_PATH] = args => {
+    const on = Boolean(args[0]);
+    state.values[node.FULL_PATH] = on;
+    b.classList.toggle("on", on);
+    b.textContent = on ? "on" : "off";
+  };
+  if (node.VALUE) views[node.FULL_PATH](node.VALUE);
+  r.append(b);
+  return r;
+}
+
+function trigger(node) {
+  const r = row(label(node.FULL_PATH), node.DESCRIPTION);
+  const b = document.createElement("button");
+  b.dataset.address = node.FULL_PATH;
+  b.textContent = short(node.FULL_PATH).split("/").pop();
+  b.addEventListener("click", () => send(node.FULL_PATH, []));
+  r.append(b);
+  return r;
+}
+
+function numbered(node, verb) {  // a command that takes a number: preset/save
+  const r = row(label(node.FULL_PATH), node.DESCRIPTION);
+  const n = document.createElement("input");
+  Object.assign(n, { type: "number", min: node.RANGE[0].MIN, max: node.RANGE[0].MAX, value: 0, className: "num" });
+  const b = document.createElement("button");
+  b.dataset.address = node.FULL_PATH;
+  b.textContent = verb;
+  b.addEventListener("click", () => send(node.FULL_PATH, [{ type: "i", value: Number(n.value) }]));
+  r.append(n, b);
+  return r;
+}
+
+function choices(node, numbers, into) {  // cue and preset/recall: one button each
+  into.replaceChildren(...numbers.map(i => {
+    const b = document.createElement("button");
+    b.textContent = String(i);
+    b.dataset.address = node.FULL_PATH;
+    b.title = `${node.FULL_PATH} ${i}`;
+    b.addEventListener("click", () => send(node.FULL_PATH, [{ type: "i", value: i }, { type: "f", value: 0.1 }]));
+    return b;
+  }));
+}
+
+function text(node) {  // model: a file name
+  const r = row(label(node.FULL_PATH), node.DESCRIPTION);
+  const t = document.createElement("input");
+  t.placeholder = "file.distill";
+  t.addEventListener("change", () => t.value && send(node.FULL_PATH, [{ type: "s", value: t.value }]));
+  r.append(t);
+  return r;
+}
+
+async function refresh(path) {  // a node changed (a preset saved): read it again
+  if (path !== `${P}/preset/recall`) return;
+  const node = await (await fetch(path)).json();
+  choices(node, node.RANGE[0].VALS || [], document.getElementById("presets"));
+}
+
+async function build() {
+  const tree = await (await fetch("/")).json();
+  const groups = {};
+  for (const node of leaves(tree)) {
+    const address = node.FULL_PATH, group = (node.TAGS || ["other"])[0];
+    if (address === `${P}/mix`) continue;  // the worlds have their own faders
+    const fieldset = groups[group] || (groups[group] = document.createElement("fieldset"));
+    if (!fieldset.firstChild) {
+      const legend = document.createElement("legend");
+      legend.textContent = group;
+      fieldset.append(legend);
+    }
+    listening.push(address);
+    if (address === `${P}/cue`) {
+      const all = [];
+      for (let i = node.RANGE[0].MIN; i <= node.RANGE[0].MAX; i++) all.push(i);
+      choices(node, all, document.getElementById("cues"));
+      views[address] = args => { document.getElementById("cue").textContent = String(args[0]); };
+    } else if (address === `${P}/preset/recall`) {
+      const r = row("recall", node.DESCRIPTION), into = document.createElement("div");
+      into.id = "presets";
+      r.append(into);
+      fieldset.append(r);
+      choices(node, node.RANGE[0].VALS || [], into);
+    } else if (node.TYPE === "f" || (node.TYPE === "i" && node.VALUE)) fieldset.append(fader(node));
+    else if (node.TYPE === "i") fieldset.append(numbered(node, "save"));
+    else if (node.TYPE === "T") fieldset.append(toggle(node));
+    else if (node.TYPE === "N") fieldset.append(trigger(node));
+    else if (node.TYPE === "s") fieldset.append(text(node));
+    if (address.startsWith(`${P}/world/`)) state.worlds.push(address);
+    if (/^\/distill\/descriptor\/[^/]+$/.test(address)) state.descriptors.push(address);
+    if (address.endsWith("/free")) {  // a descriptor let go: the model chooses it
+      const held = address.slice(0, -"/free".length);
+      views[address] = () => { state.values[held] = "free"; };
+    }
+  }
+  document.getElementById("controls").append(...Object.values(groups));
+  state.levels = tree.CONTENTS.distill.CONTENTS.levels.RANGE[0].MAX;
+  listening.push(`${P}/meter`, `${P}/stats`, `${P}/codes`, `${P}/measured`);
+  liveView();
+  connect();
+  requestAnimationFrame(draw);
+}
+
+// -- the live view --------------------------------------------------------------------------------
+
+function bars(into, addresses, name, marks) {
+  into.replaceChildren(...addresses.map(address => {
+    const r = row(name(address), address), bar = document.createElement("div");
+    bar.className = "bar";
+    bar.innerHTML = marks ? "<div></div><span class='mark'></span>" : "<div></div>";
+    bar.dataset.address = address;
+    r.append(bar);
+    return r;
+  }));
+}
+
+function liveView() {
+  bars(document.getElementById("mix"), state.worlds, a => a.split("/").pop());
+  bars(document.getElementById("descriptors"), state.descriptors, a => a.split("/").pop(), true);
+  views[`${P}/meter`] = ([peak]) => { document.getElementById("meter").style.width = `${Math.min(1, peak) * 100}%`; };
+  views[`${P}/stats`] = ([rtf, buffer, underruns, latency]) => {
+    state.underruns = underruns;
+    document.getElementById("stats").textContent =
+      `×${rtf.toFixed(1)} real time · ${underruns} underruns · ${latency.toFixed(0)} ms`;
+  };
+  views[`${P}/measured`] = measured => { state.measured = measured; };
+  views[`${P}/codes`] = codes => {
+    state.codes.push(codes);
+    if (state.codes.length > GRID_FRAMES) state.codes.shift();
+    state.frames++;
+  };
+}
+
+function receive(address, args) {
+  const view = views[address];
+  if (view) view(args);
+  else state.values[address] = args.length === 1 ? args[0] : args;
+}
+
+// -- drawing, once a screen refresh ---------------------------------------------------------------
+
+function draw() {
+  const total = state.worlds.reduce((n, a) => n + (state.values[a] || 0), 0);
+  for (const a of state.worlds) {
+    const bar = document.querySelector(`#mix .bar[data-address="${a}"] div`);
+    bar.style.width = `${total ? (state.values[a] || 0) / total * 100 : 0}%`;
+  }
+  state.descriptors.forEach((a, i) => {
+    const bar = document.querySelector(`#descriptors .bar[data-address="${a}"]`);
+    const target = state.values[a];
+    bar.firstChild.style.width = `${(state.measured ? state.measured[i] : 0) * 100}%`;  // measured
+    bar.lastChild.style.display = target === "free" || target === undefined ? "none" : "";
+    bar.lastChild.style.left = `${(target || 0) * 100}%`;  // the target, a line
+  });
+  const canvas = document.getElementById("grid"), g = canvas.getContext("2d");
+  if (canvas.width !== GRID_FRAMES) canvas.width = GRID_FRAMES;
+  const h = canvas.height / Math.max(1, state.levels);
+  g.fillStyle = "#000";
+  g.fillRect(0, 0, canvas.width, canvas.height);
+  const first = GRID_FRAMES - state.codes.length;
+  state.codes.forEach((codes, x) => {
+    codes.forEach((code, level) => {
+      // the same code, the same colour: repeats show as repeated colours
+      g.fillStyle = code < 0 ? "#222" : `hsl(${(code * 137.508) % 360}, 70%, ${45 + (code % 3) * 10}%)`;
+      g.fillRect(first + x, level * h, 1, h);
+    });
+  });
+  requestAnimationFrame(draw);
+}
+
+build();

@@ -1,0 +1,159 @@
+"""The web page (`http://127.0.0.1:9001/ui/`) in a real headless browser: Chromium from Debian, driven by
+Selenium through Debian's chromedriver (nothing is downloaded), against `distill-live serve` playing the
+demo. Screenshots of a desktop and a phone size are saved in the test's folder (and in docs/images/
+when DISTILL_SCREENSHOTS=1, for the README)."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from pythonosc.udp_client import SimpleUDPClient
+
+from oscpeers import Listener, wait_for
+
+pytestmark = pytest.mark.slow  # runs distill-live serve and a browser
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = next(p for p in (ROOT / "distill_live" / "demo" / "demo.distill", ROOT / "demo" / "demo.distill") if p.exists())
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+P = "/distill"
+
+if not (CHROMIUM and CHROMEDRIVER):
+    pytest.skip("needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)", allow_module_level=True)
+
+
+def free_port(kind=socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """serve playing the demo (recording to a file: this machine has no sound card of its own)."""
+    tmp = tmp_path_factory.mktemp("page")
+    osc_port, http_port = free_port(), free_port(socket.SOCK_STREAM)
+    proc = subprocess.Popen([sys.executable, "-m", "distill_live", "serve", str(DEMO), "--output", str(tmp / "out.wav"),
+                             "--osc-port", str(osc_port), "--oscquery-port", str(http_port), "--midi-api", "off",
+                             "--seconds", "600"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{http_port}/ui/"
+
+    def up():
+        try:
+            return urllib.request.urlopen(url, timeout=1).status == 200
+        except OSError:
+            assert proc.poll() is None, proc.communicate()
+            return False
+    wait_for(up, 60, "serve's web page")
+    listener = Listener()
+    client = SimpleUDPClient("127.0.0.1", osc_port)
+    client.send_message(f"{P}/reply", listener.port)
+    yield type("Served", (), dict(url=url, client=client, listener=listener, tmp=tmp, proc=proc))
+    listener.close()
+    proc.terminate()
+    proc.communicate(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console, to check for errors
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def dumped(served, address):
+    """The value the engine holds for `address`, asked over OSC with /distill/dump."""
+    start = len(served.listener.messages)
+    served.client.send_message(f"{P}/dump", [])
+    wait_for(lambda: any(a == f"{P}/dump/end" for a, _ in served.listener.messages[start:]), 10, "/distill/dump/end")
+    states = [m for a, m in served.listener.messages[start:] if a == f"{P}/state" and m[0] == address]
+    return states[-1][1] if states else None
+
+
+def page_value(driver, address):
+    return driver.execute_script("return window.distill.values[arguments[0]]", address)
+
+
+def test_the_page_steers_follows_and_shows_the_codes(served, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(served.url)
+    fader = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f'input[data-address="{P}/world/bells"]'),
+                     30, "the world faders")[0]
+    groups = [e.text.lower() for e in browser.find_elements(By.CSS_SELECTOR, "legend")]
+    assert {"output", "sampling", "worlds", "descriptors", "cues", "levels", "presets"} <= set(groups), groups
+    wait_for(lambda: browser.find_element(By.ID, "link").text == "live", 10, "the WebSocket")
+
+    # moving a world fader on the page: the engine obeys
+    fader.send_keys(Keys.END)
+    wait_for(lambda: dumped(served, f"{P}/world/bells") == 1.0, 10, "world/bells at 1 in the engine")
+    fader.send_keys(Keys.HOME)
+    wait_for(lambda: dumped(served, f"{P}/world/bells") == 0.0, 10, "world/bells at 0 in the engine")
+
+    # a control changed over OSC: the page follows
+    served.client.send_message(f"{P}/temperature", 0.25)
+    wait_for(lambda: page_value(browser, f"{P}/temperature") == 0.25, 10, "the page's temperature")
+    temperature = browser.find_element(By.CSS_SELECTOR, f'input[data-address="{P}/temperature"]')
+    assert float(temperature.get_attribute("value")) == 0.25
+
+    # a second page stays in step with the first
+    first = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    browser.get(served.url)
+    wait_for(lambda: browser.execute_script("return window.distill.frames") > 0, 30, "codes on the second page")
+    second = browser.current_window_handle
+    browser.switch_to.window(first)
+    topk = browser.find_element(By.CSS_SELECTOR, f'input[data-address="{P}/topk"]')
+    top = int(topk.get_attribute("max"))
+    topk.send_keys(Keys.END)
+    wait_for(lambda: dumped(served, f"{P}/topk") == top, 10, "topk at its top in the engine")
+    browser.switch_to.window(second)
+    wait_for(lambda: page_value(browser, f"{P}/topk") == top, 10, "the second page's topk")
+    browser.close()
+    browser.switch_to.window(first)
+
+    # the live view: codes scroll, one column a frame, within the code range
+    frames = browser.execute_script("return window.distill.frames")
+    wait_for(lambda: browser.execute_script("return window.distill.frames") > frames + 20, 10, "codes to scroll")
+    codes = browser.execute_script("return window.distill.codes.slice(-1)[0]")
+    levels = browser.execute_script("return window.distill.levels")
+    assert len(codes) == levels and all(c >= 0 for c in codes), codes
+
+    # a cue from the list: the page shows it
+    browser.find_element(By.CSS_SELECTOR, f'#cues button[title="{P}/cue 1"]').click()
+    wait_for(lambda: browser.find_element(By.ID, "cue").text == "1", 10, "the current cue on the page")
+
+    # nothing on the page comes from outside the machine
+    sources = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name).concat([location.href])")
+    assert all(s.startswith(("http://127.0.0.1", "ws://127.0.0.1")) for s in sources), sources
+
+    shots = [served.tmp / "page-desktop.png", served.tmp / "page-phone.png"]
+    browser.save_screenshot(str(shots[0]))
+    browser.set_window_size(390, 844)
+    time.sleep(0.5)
+    browser.save_screenshot(str(shots[1]))
+    browser.set_window_size(1280, 900)
+    if os.environ.get("DISTILL_SCREENSHOTS") == "1":
+        for shot in shots:
+            shutil.copy(shot, ROOT / "docs" / "images" / shot.name)
+    assert all(s.stat().st_size > 10_000 for s in shots)
+    errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
