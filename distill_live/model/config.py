@@ -50,8 +50,9 @@ class PriorConfig:
     head_hidden: int = 256
     worlds: int = 1
     descriptors: int = 3
-    world_dropout: float = 0.2  # chance a training example is seen unconditioned
+    world_dropout: float = 0.2  # chance a training example is seen without its world
     descriptor_dropout: float = 0.3  # chance each descriptor is left free
+    unconditioned: float = 0.15  # chance an example is seen with no world and no descriptor (what guidance subtracts)
     dropout: float = 0.1
     condition_heads: bool = True  # world and descriptors also reach the per-level heads (see Prior)
 
