@@ -55,6 +55,7 @@ class PriorConfig:
     unconditioned: float = 0.15  # chance an example is seen with no world and no descriptor (what guidance subtracts)
     dropout: float = 0.1
     condition_heads: bool = True  # world and descriptors also reach the per-level heads (see Prior)
+    descriptor_bins: int = 8  # a held descriptor is read as this many soft bins (1: as its raw value)
 
 
 @dataclass
@@ -67,7 +68,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        prior = {"condition_heads": False, **d.get("prior", {})}  # model files older than it played without
+        # model files older than these played without them
+        prior = {"condition_heads": False, "descriptor_bins": 1, **d.get("prior", {})}
         return cls(codec=_build(CodecConfig, d.get("codec", {})), prior=_build(PriorConfig, prior))
 
 
