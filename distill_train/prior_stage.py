@@ -9,7 +9,12 @@ the prior learnt silence as a state it never leaves: generated audio fell silent
 two. Each example has its clip's world (dropped to "no world" with probability world_dropout), its
 per-frame descriptors (each dropped independently with descriptor_dropout; held ones get a little
 jitter so the prior tolerates targets a performer sets by hand) and, on about a fifth of the
-batches, fine input levels hidden as when fewer levels are sampled live.
+batches, fine input levels hidden as when fewer levels are sampled live. A share of the examples
+(`unconditioned`) is given nothing at all: that is the prediction classifier-free guidance subtracts
+(Prior.step with guidance != 1), and from the dropouts alone it came out of 0.2 x 0.3^3 = 0.5% of
+the examples, too few to learn it. Guidance then pushed away from a poorly trained prediction and a
+held brightness moved the sound on some training seeds and not on others (docs/benchmarks.md,
+"Steering").
 
 The descriptors are those of the codec's rendering of the codes, not of the recordings (see
 `heard_descriptors`). A quarter of the examples move to another world midway, the condition with
@@ -151,9 +156,12 @@ class PriorStage(Stage):
                 held[row] = rng.random(3) >= self.cfg.descriptor_dropout
             else:
                 mixed = self._fill(row, 0, t, i, codes, desc)
+                if rng.random() < self.cfg.unconditioned:  # the row guidance subtracts: nothing given
+                    weights[row, :, self.worlds] = 1.0
+                    continue
                 held[row] = rng.random(3) >= self.cfg.descriptor_dropout
-                unconditioned = mixed or rng.random() < self.cfg.world_dropout
-                weights[row, :, self.worlds if unconditioned else world] = 1.0
+                no_world = mixed or rng.random() < self.cfg.world_dropout
+                weights[row, :, self.worlds if no_world else world] = 1.0
         desc = np.clip(desc + rng.normal(0.0, DESCRIPTOR_JITTER, size=(b, t, 3)).astype(np.float32), 0.0, 1.0)
         input_levels = None
         if self.levels > 1 and rng.random() < INPUT_LEVELS_SHARE:

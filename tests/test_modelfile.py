@@ -77,10 +77,13 @@ def test_round_trip_keeps_weights_cues_and_meta(saved):
 
 
 def test_a_model_from_before_the_heads_were_conditioned_loads_as_it_was_trained(saved):
-    """Model files written before `condition_heads` existed lack the field: their prior was trained with
-    the conditioning on the temporal model's input only, and must play that way. The shipped demo is one."""
-    assert load_model(saved[0]).config.prior.condition_heads  # what training writes now
-    assert load_model(ROOT / "distill_live" / "demo" / "demo.distill").config.prior.condition_heads is False
+    """Model files written before `condition_heads` and `descriptor_bins` existed lack the fields: their
+    prior was trained with the conditioning on the temporal model's input only, reading each descriptor
+    as its raw value, and must play that way. The shipped demo is one."""
+    prior = load_model(saved[0]).config.prior
+    assert prior.condition_heads and prior.descriptor_bins == 8  # what training writes now
+    demo = load_model(ROOT / "distill_live" / "demo" / "demo.distill").config.prior
+    assert demo.condition_heads is False and demo.descriptor_bins == 1
 
 
 def test_codec_only_model_round_trips(tmp_path):

@@ -13,7 +13,7 @@ import torch
 from distill_live.model.config import preset
 from distill_live.model.descriptors import DescriptorStats
 from distill_train.data import AudioClip, Dataset
-from distill_train.prior_stage import PriorStage
+from distill_train.prior_stage import SWITCH_SHARE, PriorStage
 
 LEVELS = 4
 
@@ -69,3 +69,27 @@ def test_short_clips_are_followed_by_clips_of_their_own_world_or_any_when_alone(
                 assert frame == 0 and previous_frame == lengths[(previous_world, previous_clip)] - 1, row.tolist()
                 followed.add((previous_clip, clip))
     assert len(followed) >= 5 and lonely and switched  # several different successions, not one clip looped
+
+
+def test_a_share_of_examples_is_given_nothing_for_guidance_to_subtract(tmp_path):
+    """Classifier-free guidance subtracts the prior's prediction given no world and no descriptor;
+    from the independent dropouts alone that case was 0.5% of the examples, too rare to learn."""
+    config = preset("tiny")
+    config.prior.worlds = 2
+    lengths = {(0, 0): 30, (0, 1): 30, (1, 2): 30, (1, 3): 30}
+    clips = [AudioClip(f"{w}/{c}.wav", w, np.zeros(1, np.float32), np.full((n, 3), 0.5, np.float32), "train")
+             for (w, c), n in lengths.items()]
+    dataset = Dataset(str(tmp_path), 16000, 320, ["a", "b"], clips, [], DescriptorStats.fit([np.zeros((4, 3))]))
+    codes = [clip_codes(w, c, n) for (w, c), n in lengths.items()]
+    stage = PriorStage(config, None, codes, [c.descriptors for c in clips], dataset, batch_size=64, seq_frames=16, seed=0,
+                       device=torch.device("cpu"), run_dir=tmp_path)
+    rows = nothing = 0
+    for _ in range(40):
+        _, weights, _, held, _ = stage.batch()
+        rows += len(weights)
+        nothing += int(((weights[:, :, -1] == 1).all(1) & (held == 0).all(2).all(1)).sum())
+    share = nothing / rows
+    p = config.prior
+    expected = (1 - SWITCH_SHARE) * (p.unconditioned + (1 - p.unconditioned) * p.world_dropout * p.descriptor_dropout ** 3)
+    assert expected > 0.1
+    assert abs(share - expected) < 0.03, (share, expected)

@@ -50,10 +50,12 @@ class PriorConfig:
     head_hidden: int = 256
     worlds: int = 1
     descriptors: int = 3
-    world_dropout: float = 0.2  # chance a training example is seen unconditioned
+    world_dropout: float = 0.2  # chance a training example is seen without its world
     descriptor_dropout: float = 0.3  # chance each descriptor is left free
+    unconditioned: float = 0.15  # chance an example is seen with no world and no descriptor (what guidance subtracts)
     dropout: float = 0.1
     condition_heads: bool = True  # world and descriptors also reach the per-level heads (see Prior)
+    descriptor_bins: int = 8  # a held descriptor is read as this many soft bins (1: as its raw value)
 
 
 @dataclass
@@ -66,7 +68,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        prior = {"condition_heads": False, **d.get("prior", {})}  # model files older than it played without
+        # model files older than these played without them
+        prior = {"condition_heads": False, "descriptor_bins": 1, **d.get("prior", {})}
         return cls(codec=_build(CodecConfig, d.get("codec", {})), prior=_build(PriorConfig, prior))
 
 

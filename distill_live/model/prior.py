@@ -151,7 +151,7 @@ class Prior(nn.Module):
         self.code_embed = nn.ModuleList(nn.Embedding(codebook_size, cfg.dim) for _ in range(levels))
         self.start_frame = nn.Parameter(torch.zeros(cfg.dim))
         self.world_embed = nn.Embedding(cfg.worlds + 1, cfg.dim)  # last row: no world
-        self.descriptor_proj = nn.Linear(2 * cfg.descriptors, cfg.dim)  # (value * held, held)
+        self.descriptor_proj = nn.Linear(cfg.descriptors * (cfg.descriptor_bins + 1), cfg.dim)  # (bins * held, held)
         self.drop = nn.Dropout(cfg.dropout)
         if cfg.kind == "gru":
             self.gru = nn.GRU(cfg.dim, cfg.dim, cfg.layers, batch_first=True)
@@ -179,10 +179,27 @@ class Prior(nn.Module):
     def condition(self, world_weights: torch.Tensor, descriptors: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
         """world_weights [B, (T,) worlds+1] (rows sum to 1; last column = no world); descriptors, held [B, ..., 3]."""
         world = world_weights @ self.world_embed.weight
-        desc = self.descriptor_proj(torch.cat([descriptors * held, held], dim=-1))
+        bins = self.cfg.descriptor_bins
+        desc = self.descriptor_proj(torch.cat([self.descriptor_bins(descriptors) * held.repeat_interleave(bins, -1), held],
+                                              dim=-1))
         if desc.dim() > world.dim():
             world = world[:, None]
         return world + desc
+
+    def descriptor_bins(self, descriptors: torch.Tensor) -> torch.Tensor:
+        """Descriptor values [..., D] (0..1) as overlapping triangular bins [..., D * bins].
+
+        Each part of a descriptor's range gets its own direction in the conditioning, as each world
+        has its own embedding. Read as one raw value through a linear layer, "dark" and "bright" were
+        only the two ends of one direction, which a small prior learnt slowly: the steering tests'
+        model, kept at its best held-out step (200 of 500), held brightness the wrong way on some
+        training seeds and CPUs (docs/benchmarks.md, "Steering").
+        """
+        bins = self.cfg.descriptor_bins
+        if bins == 1:
+            return descriptors
+        centres = torch.linspace(0.0, 1.0, bins, device=descriptors.device, dtype=descriptors.dtype)
+        return (1 - (descriptors[..., None] - centres).abs() * (bins - 1)).clamp_min(0).flatten(-2)
 
     def level_logits(self, h: torch.Tensor, chosen: torch.Tensor, level: int) -> torch.Tensor:
         """Logits of `level` given the temporal output h [..., dim] and the chosen coarser codes [..., >=level]."""
