@@ -54,7 +54,7 @@ def iolets(text: str) -> tuple[int, int, list[str]]:
 
 
 class Patcher:
-    def __init__(self, rect=(40.0, 80.0, 1280.0, 900.0)):
+    def __init__(self, rect=(40.0, 80.0, 1280.0, 1000.0)):
         self.boxes: list[dict] = []
         self.lines: list[dict] = []
         self.rect = list(rect)
@@ -84,8 +84,9 @@ class Patcher:
         return self._box("slider", x, y, w, 22, 1, 1, [""], floatoutput=1, min=float(lo), size=float(hi - lo),
                          parameter_enable=0)
 
-    def number(self, x, y, lo=0):
-        return self._box("number", x, y, 50, 22, 1, 2, ["", "bang"], minimum=lo, parameter_enable=0)
+    def number(self, x, y, lo=0, hi=None):
+        top = {} if hi is None else {"maximum": hi}
+        return self._box("number", x, y, 50, 22, 1, 2, ["", "bang"], minimum=lo, **top, parameter_enable=0)
 
     def flonum(self, x, y, lo=0.0):
         return self._box("flonum", x, y, 50, 22, 1, 2, ["", "bang"], format=6, minimum=lo, parameter_enable=0)
@@ -197,6 +198,32 @@ def control_patch() -> str:
     p.wire(fade, pk, 0, 1)
     send_from(pk, xx, y + 80, "/distill/cue")
 
+    # corpus playback: from the neural decoder to the training recordings the codes point at
+    y = 660
+    for i, (name, (lo, hi)) in enumerate((n, span(n)) for n in names("corpus/mix", "corpus/stick", "corpus/fade")):
+        xx = x + 175 * i
+        p.comment(xx, y, f"{name} {lo:g}..{hi:g}", w=160)
+        views[name] = sl = p.slider(xx, y + 22, lo, hi)
+        send_from(sl, xx, y + 52, f"/distill/{name}")
+    # presets: choose a number, then save the controls there or recall them (with a crossfade, seconds)
+    xx = x + 560
+    lo, hi = span("preset/recall")
+    p.comment(xx, y, f"preset {lo}..{hi} / fade s", w=160)
+    number = p.number(xx, y + 22, lo, hi)
+    fade = p.flonum(xx + 60, y + 22)
+    p.comment(xx + 30, y + 52, "save", w=40)
+    p.comment(xx + 120, y + 52, "recall", w=50)
+    save, recall = p.button(xx, y + 52), p.button(xx + 90, y + 52)
+    save_n, recall_n = p.obj(xx, y + 82, "i"), p.obj(xx + 90, y + 82, "i")
+    p.wire(number, save_n, 0, 1)
+    p.wire(number, recall_n, 0, 1)
+    p.chain(save, save_n)
+    send_from(save_n, xx, y + 194, "/distill/preset/save")
+    pk = p.obj(xx + 90, y + 110, "pack 0 0.1")
+    p.wire(fade, pk, 0, 1)
+    p.chain(recall, recall_n, pk)
+    send_from(pk, xx + 90, y + 138, "/distill/preset/recall")
+
     # descriptors: the slider holds a target, the toggle holds (on) or frees (off)
     y = 430
     for i, d in enumerate(DESCRIPTORS):
@@ -227,9 +254,11 @@ def control_patch() -> str:
     # state -> GUI ("set" never sends back)
     rs = p.obj(x0, 380, "r distill.state")
     routed = names("play", "freeze", "gain", "temperature", "topp", "guidance", "mutate", "topk", "loop", "levels",
-                   "lock", "seed", "cue")
+                   "lock", "seed", "cue", "corpus/mix", "corpus/stick", "corpus/fade")
     routed += [f"descriptor/{d}" for d in DESCRIPTORS] + [f"descriptor/{d}/free" for d in DESCRIPTORS]
-    route = p.obj(x0, 410, "route " + " ".join(f"/distill/{n}" for n in routed), w=360)
+    # states with no view (a recalled preset's controls come one by one), kept from the world slots
+    ignored = names("preset/save", "preset/recall")
+    route = p.obj(x0, 410, "route " + " ".join(f"/distill/{n}" for n in routed + ignored), w=360)
     p.chain(rs, route)
     for i, n in enumerate(routed):
         if n.endswith("/free"):
@@ -245,11 +274,11 @@ def control_patch() -> str:
             one = p.msg(x0 + (i % 6) * 60 + 30, 450 + (i // 6) * 30, "set 1")
             p.wire(route, one, i)
             p.chain(one, views[f"{n}#hold"])
-    s_world_state = p.obj(x0, 580, "s distill.worldstate")
-    p.wire(route, s_world_state, len(routed))
+    s_world_state = p.obj(x0, 610, "s distill.worldstate")
+    p.wire(route, s_world_state, len(routed) + len(ignored))
 
     # world mixer: 8 slots named from /distill/namespace rows, in manifest order
-    y = 680
+    y = 930
     p.comment(x, y - 30, "worlds: slots are named from /distill/namespace (a slot sends nothing until named)", w=600)
     rows = p.obj(x0, 640, "zl slice 1")
     p.wire(kinds, rows, 2)

@@ -41,8 +41,9 @@ class Patch:
     def text(self, x, y, text):
         return self._add(f"#X text {x} {y} {esc(text)};")
 
-    def atom(self, x, y, width=5, label="-"):
-        return self._add(f"#X floatatom {x} {y} {width} 0 0 0 {label} - -;")
+    def atom(self, x, y, width=5, label="-", lo=0, hi=0):
+        """A number box; lo..hi clips it (0 0: no limits)."""
+        return self._add(f"#X floatatom {x} {y} {width} {lo} {hi} 0 {label} - -;")
 
     def hsl(self, x, y, lo, hi, label):
         return self.obj(x, y, f"hsl 128 15 {lo} {hi} 0 0 empty empty {label} 132 8 0 10 {BG} {FG} {LBL} 0 1")
@@ -157,10 +158,11 @@ def control_patch() -> str:
     # state -> GUI, with "set" so nothing is sent back
     y2 = y1 + 240
     fixed = names("play", "gain", "temperature", "topk", "topp", "guidance", "cue", "freeze", "loop", "levels", "lock",
-                  "mutate", "seed")
+                  "mutate", "seed", "corpus/mix", "corpus/stick", "corpus/fade")
     rstate = p.obj(x0 - 690, y2, "r distill-state")
     routed = fixed + [f"descriptor/{d}" for d in DESCRIPTORS] + [f"descriptor/{d}/free" for d in DESCRIPTORS]
-    ignored = names("reset", "model", "mix")  # states with no slider (the worlds of /mix come as world states)
+    # states with no slider (the worlds of /mix come as world states; a preset's controls come one by one)
+    ignored = names("reset", "model", "mix", "preset/save", "preset/recall")
     route = p.obj(x0 - 690, y2 + 25, "route " + " ".join(f"/distill/{n}" for n in routed + ignored))
     p.chain(rstate, route)
     for i, n in enumerate(routed):
@@ -171,7 +173,7 @@ def control_patch() -> str:
             d = n.split("/")[1]
             m = p.msg(x, y, f"; distill-{d} set $1; distill-{d}-hold set 1")
         else:
-            m = p.msg(x, y, f"; distill-{n} set $1")
+            m = p.msg(x, y, f"; distill-{n.replace('/', '-')} set $1")
         p.wire(route, m, i)
     sworld = p.obj(x0 - 690, y2 + 160, "s distill-world-state")  # the rest: worlds
     p.wire(route, sworld, len(routed) + len(ignored))
@@ -251,8 +253,32 @@ def control_patch() -> str:
         p.chain(tbang, store, fmt, s1)
         p.chain(free, s2)
 
-    # world mixer: 8 sliders, named from the /distill/namespace rows in manifest order
+    # corpus playback: from the neural decoder (0) to the training recordings the codes point at (1)
     cy += 230
+    for i, (name, (lo, hi)) in enumerate((n, span(n)) for n in names("corpus/mix", "corpus/stick", "corpus/fade")):
+        x, label = cx + 170 * i, name.replace("/", "-")
+        control(x, cy, label, p.hsl(x, cy + 25, lo, hi, label), address=name.replace("/", " "))
+    # presets: a number, then save the controls there or recall them (crossfading for "fade" seconds)
+    x = cx + 560
+    lo, hi = span("preset/recall")
+    number = p.atom(x, cy + 25, 4, "preset", lo, hi)
+    p.chain(p.obj(x, cy, "r distill-preset"), number)
+    fade = p.atom(x + 100, cy + 25, 4, "fade")
+    p.chain(p.obj(x + 100, cy, "r distill-preset-fade"), fade)
+    save, recall = p.bng(x, cy + 55, "save"), p.bng(x + 100, cy + 55, "recall")
+    p.chain(p.obj(x + 200, cy, "r distill-preset-save"), save)
+    p.chain(p.obj(x + 200, cy + 25, "r distill-preset-recall"), recall)
+    save_n, recall_n = p.obj(x, cy + 85, "f"), p.obj(x + 100, cy + 85, "f")
+    p.wire(number, save_n, 0, 1)
+    p.wire(number, recall_n, 0, 1)
+    pk = p.obj(x + 100, cy + 110, "pack f 0.1")
+    p.wire(fade, pk, 0, 1)
+    p.chain(save, save_n, p.obj(x, cy + 135, "oscformat -f i distill preset save"), p.obj(x, cy + 160, "s distill-osc"))
+    p.chain(recall, recall_n, pk, p.obj(x + 100, cy + 185, "oscformat -f if distill preset recall"),
+            p.obj(x + 100, cy + 210, "s distill-osc"))
+
+    # world mixer: 8 sliders, named from the /distill/namespace rows in manifest order
+    cy += 250
     p.text(cx, cy, "worlds: slots are named from /distill/namespace (a slot stays silent until named)")
     cy += 25
     rrow = p.obj(cx, cy, "r distill-ns-row")
@@ -320,11 +346,11 @@ def control_patch() -> str:
 
 def driver_patch() -> str:
     """Headless test: pd -nogui -noaudio -send "distill-test PORT REPLYPORT" -open test-driver.pd"""
-    p = Patch(700, 520)
+    p = Patch(700, 560)
     p.text(10, 5, "test driver: pd -nogui -noaudio -nomidi -send \"distill-test PORT REPLYPORT\" -open "
                   "test-driver.pd. It loads [distill -1 -1] (no connection at load) and on distill-test "
-                  "connects to 127.0.0.1:PORT and listens on REPLYPORT, moves every control, asks for a dump "
-                  "and quits. A watchdog quits after 20 s.")
+                  "connects to 127.0.0.1:PORT and listens on REPLYPORT, moves every control, saves and recalls "
+                  "a preset, asks for a dump and quits. A watchdog quits after 20 s.")
     p.obj(10, 80, "distill -1 -1")
     r = p.obj(10, 110, "r distill-test")
     t = p.obj(10, 135, "t b l")
@@ -338,15 +364,20 @@ def driver_patch() -> str:
                            "distill-fade 0.2; distill-cue 2; distill-freeze 1; distill-loop 24; distill-levels 2; "
                            "distill-lock 1; distill-mutate 0.125; distill-seed 99; distill-reset bang")
     d2 = p.obj(10, 330, "delay 500")
-    step2 = p.msg(10, 355, "; distill-freeze 0")
+    step2 = p.msg(10, 355, "; distill-freeze 0; distill-preset 5; distill-preset-save bang")
     d3 = p.obj(10, 385, "delay 300")
-    step3 = p.msg(10, 410, "; distill-dump bang")
-    d4 = p.obj(10, 435, "delay 700")
-    quit_ = p.msg(10, 460, "; pd quit")
+    # recall what step 2 saved, at once: every control stays where it is (nothing follows the recall, as
+    # the engine sets a preset's controls a chunk later than the messages beside it)
+    step3 = p.msg(10, 410, "; distill-preset-fade 0; distill-preset-recall bang")
+    d4 = p.obj(10, 435, "delay 300")
+    step4 = p.msg(10, 460, "; distill-dump bang")
+    d5 = p.obj(10, 485, "delay 700")
+    quit_ = p.msg(10, 510, "; pd quit")
     p.chain(t, d1, step1)
     p.chain(d1, d2, step2)
     p.chain(d2, d3, step3)
-    p.chain(d3, d4, quit_)
+    p.chain(d3, d4, step4)
+    p.chain(d4, d5, quit_)
     lb = p.obj(400, 330, "loadbang")
     dog = p.obj(400, 355, "delay 20000")
     pdog = p.msg(400, 385, "; pd quit")
@@ -358,7 +389,7 @@ def driver_patch() -> str:
 
 def help_patch() -> str:
     """distill-help.pd: what Pd opens on right-click > Help of a [distill] box."""
-    p = Patch(760, 560)
+    p = Patch(760, 600)
     p.text(10, 5, "[distill PORT REPLYPORT]: play a running `distill-live serve` from Pd. It sends OSC to "
                   "127.0.0.1:PORT (default 9000) and listens for replies on REPLYPORT (default 9002). "
                   "-1 -1 (as here) connects only when told to: click the message below once the engine runs. "
@@ -371,9 +402,11 @@ def help_patch() -> str:
                               "; distill-world-0 1", "; distill-brightness 0.8", "; distill-brightness-hold 0",
                               "; distill-freeze 1", "; distill-freeze 0", "; distill-reset bang"]):
         p.msg(10 + 180 * (i % 4), 220 + 35 * (i // 4), text)
-    p.text(10, 340, "Replies: [r distill-state] gives each change as /distill/NAME VALUE")
-    p.chain(p.obj(10, 370, "r distill-state"), p.obj(10, 400, "print distill-state"))
-    p.text(10, 450, "The world slots (distill-world-0 ...) take the model's world names, in its order, from "
+    p.msg(10, 325, "; distill-preset 3; distill-preset-save bang")
+    p.msg(370, 325, "; distill-preset 3; distill-preset-fade 2; distill-preset-recall bang")
+    p.text(10, 380, "Replies: [r distill-state] gives each change as /distill/NAME VALUE")
+    p.chain(p.obj(10, 410, "r distill-state"), p.obj(10, 440, "print distill-state"))
+    p.text(10, 490, "The world slots (distill-world-0 ...) take the model's world names, in its order, from "
                     "/distill/namespace. The OSC table: python -m distill_live.control.osc")
     return p.text_out()
 

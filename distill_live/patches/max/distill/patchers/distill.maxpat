@@ -13,7 +13,7 @@
    40.0,
    80.0,
    1280.0,
-   900.0
+   1000.0
   ],
   "bglocked": 0,
   "openinpresentation": 0,
@@ -1284,6 +1284,456 @@
      "numoutlets": 0,
      "patching_rect": [
       15.0,
+      660.0,
+      160.0,
+      20.0
+     ],
+     "text": "corpus/mix 0..1"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-74",
+     "maxclass": "slider",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      15.0,
+      682.0,
+      140.0,
+      22.0
+     ],
+     "floatoutput": 1,
+     "min": 0.0,
+     "size": 1.0,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-75",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      15.0,
+      712.0,
+      203.0,
+      22.0
+     ],
+     "text": "prepend /distill/corpus/mix"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-76",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      15.0,
+      740.0,
+      105.0,
+      22.0
+     ],
+     "text": "s distill.osc"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-77",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      190.0,
+      660.0,
+      160.0,
+      20.0
+     ],
+     "text": "corpus/stick 0..1"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-78",
+     "maxclass": "slider",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      190.0,
+      682.0,
+      140.0,
+      22.0
+     ],
+     "floatoutput": 1,
+     "min": 0.0,
+     "size": 1.0,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-79",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      190.0,
+      712.0,
+      217.0,
+      22.0
+     ],
+     "text": "prepend /distill/corpus/stick"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-80",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      190.0,
+      740.0,
+      105.0,
+      22.0
+     ],
+     "text": "s distill.osc"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-81",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      365.0,
+      660.0,
+      160.0,
+      20.0
+     ],
+     "text": "corpus/fade 0.001..0.1"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-82",
+     "maxclass": "slider",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      365.0,
+      682.0,
+      140.0,
+      22.0
+     ],
+     "floatoutput": 1,
+     "min": 0.001,
+     "size": 0.099,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-83",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      365.0,
+      712.0,
+      210.0,
+      22.0
+     ],
+     "text": "prepend /distill/corpus/fade"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-84",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      365.0,
+      740.0,
+      105.0,
+      22.0
+     ],
+     "text": "s distill.osc"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-85",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      575.0,
+      660.0,
+      160.0,
+      20.0
+     ],
+     "text": "preset 0..127 / fade s"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-86",
+     "maxclass": "number",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "patching_rect": [
+      575.0,
+      682.0,
+      50.0,
+      22.0
+     ],
+     "minimum": 0,
+     "maximum": 127,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-87",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "patching_rect": [
+      635.0,
+      682.0,
+      50.0,
+      22.0
+     ],
+     "format": 6,
+     "minimum": 0.0,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-88",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      605.0,
+      712.0,
+      40.0,
+      20.0
+     ],
+     "text": "save"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-89",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      695.0,
+      712.0,
+      50.0,
+      20.0
+     ],
+     "text": "recall"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-90",
+     "maxclass": "button",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      "bang"
+     ],
+     "patching_rect": [
+      575.0,
+      712.0,
+      24.0,
+      24.0
+     ],
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-91",
+     "maxclass": "button",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      "bang"
+     ],
+     "patching_rect": [
+      665.0,
+      712.0,
+      24.0,
+      24.0
+     ],
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-92",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "outlettype": [
+      "int"
+     ],
+     "patching_rect": [
+      575.0,
+      742.0,
+      40.0,
+      22.0
+     ],
+     "text": "i"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-93",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "outlettype": [
+      "int"
+     ],
+     "patching_rect": [
+      665.0,
+      742.0,
+      40.0,
+      22.0
+     ],
+     "text": "i"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-94",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      575.0,
+      854.0,
+      210.0,
+      22.0
+     ],
+     "text": "prepend /distill/preset/save"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-95",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      575.0,
+      882.0,
+      105.0,
+      22.0
+     ],
+     "text": "s distill.osc"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-96",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      665.0,
+      770.0,
+      84.0,
+      22.0
+     ],
+     "text": "pack 0 0.1"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-97",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      665.0,
+      798.0,
+      224.0,
+      22.0
+     ],
+     "text": "prepend /distill/preset/recall"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-98",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      665.0,
+      826.0,
+      105.0,
+      22.0
+     ],
+     "text": "s distill.osc"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-99",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      15.0,
       430.0,
       230.0,
       20.0
@@ -1293,7 +1743,7 @@
    },
    {
     "box": {
-     "id": "obj-74",
+     "id": "obj-100",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1314,7 +1764,7 @@
    },
    {
     "box": {
-     "id": "obj-75",
+     "id": "obj-101",
      "maxclass": "toggle",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1332,7 +1782,7 @@
    },
    {
     "box": {
-     "id": "obj-76",
+     "id": "obj-102",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 2,
@@ -1351,7 +1801,7 @@
    },
    {
     "box": {
-     "id": "obj-77",
+     "id": "obj-103",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1369,7 +1819,7 @@
    },
    {
     "box": {
-     "id": "obj-78",
+     "id": "obj-104",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1387,7 +1837,7 @@
    },
    {
     "box": {
-     "id": "obj-79",
+     "id": "obj-105",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -1406,7 +1856,7 @@
    },
    {
     "box": {
-     "id": "obj-80",
+     "id": "obj-106",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1424,7 +1874,7 @@
    },
    {
     "box": {
-     "id": "obj-81",
+     "id": "obj-107",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1442,7 +1892,7 @@
    },
    {
     "box": {
-     "id": "obj-82",
+     "id": "obj-108",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1460,7 +1910,7 @@
    },
    {
     "box": {
-     "id": "obj-83",
+     "id": "obj-109",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
@@ -1475,7 +1925,7 @@
    },
    {
     "box": {
-     "id": "obj-84",
+     "id": "obj-110",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
@@ -1490,7 +1940,7 @@
    },
    {
     "box": {
-     "id": "obj-85",
+     "id": "obj-111",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -1505,7 +1955,7 @@
    },
    {
     "box": {
-     "id": "obj-86",
+     "id": "obj-112",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1526,7 +1976,7 @@
    },
    {
     "box": {
-     "id": "obj-87",
+     "id": "obj-113",
      "maxclass": "toggle",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1544,7 +1994,7 @@
    },
    {
     "box": {
-     "id": "obj-88",
+     "id": "obj-114",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 2,
@@ -1563,7 +2013,7 @@
    },
    {
     "box": {
-     "id": "obj-89",
+     "id": "obj-115",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1581,7 +2031,7 @@
    },
    {
     "box": {
-     "id": "obj-90",
+     "id": "obj-116",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1599,7 +2049,7 @@
    },
    {
     "box": {
-     "id": "obj-91",
+     "id": "obj-117",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -1618,7 +2068,7 @@
    },
    {
     "box": {
-     "id": "obj-92",
+     "id": "obj-118",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1636,7 +2086,7 @@
    },
    {
     "box": {
-     "id": "obj-93",
+     "id": "obj-119",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1654,7 +2104,7 @@
    },
    {
     "box": {
-     "id": "obj-94",
+     "id": "obj-120",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1672,7 +2122,7 @@
    },
    {
     "box": {
-     "id": "obj-95",
+     "id": "obj-121",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
@@ -1687,7 +2137,7 @@
    },
    {
     "box": {
-     "id": "obj-96",
+     "id": "obj-122",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
@@ -1702,7 +2152,7 @@
    },
    {
     "box": {
-     "id": "obj-97",
+     "id": "obj-123",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -1717,7 +2167,7 @@
    },
    {
     "box": {
-     "id": "obj-98",
+     "id": "obj-124",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1738,7 +2188,7 @@
    },
    {
     "box": {
-     "id": "obj-99",
+     "id": "obj-125",
      "maxclass": "toggle",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1756,7 +2206,7 @@
    },
    {
     "box": {
-     "id": "obj-100",
+     "id": "obj-126",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 2,
@@ -1775,7 +2225,7 @@
    },
    {
     "box": {
-     "id": "obj-101",
+     "id": "obj-127",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1793,7 +2243,7 @@
    },
    {
     "box": {
-     "id": "obj-102",
+     "id": "obj-128",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1811,7 +2261,7 @@
    },
    {
     "box": {
-     "id": "obj-103",
+     "id": "obj-129",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -1830,7 +2280,7 @@
    },
    {
     "box": {
-     "id": "obj-104",
+     "id": "obj-130",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1848,7 +2298,7 @@
    },
    {
     "box": {
-     "id": "obj-105",
+     "id": "obj-131",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1866,7 +2316,7 @@
    },
    {
     "box": {
-     "id": "obj-106",
+     "id": "obj-132",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1884,7 +2334,7 @@
    },
    {
     "box": {
-     "id": "obj-107",
+     "id": "obj-133",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
@@ -1899,7 +2349,7 @@
    },
    {
     "box": {
-     "id": "obj-108",
+     "id": "obj-134",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
@@ -1914,7 +2364,7 @@
    },
    {
     "box": {
-     "id": "obj-109",
+     "id": "obj-135",
      "maxclass": "newobj",
      "numinlets": 0,
      "numoutlets": 1,
@@ -1932,11 +2382,16 @@
    },
    {
     "box": {
-     "id": "obj-110",
+     "id": "obj-136",
      "maxclass": "newobj",
-     "numinlets": 20,
-     "numoutlets": 20,
+     "numinlets": 25,
+     "numoutlets": 25,
      "outlettype": [
+      "",
+      "",
+      "",
+      "",
+      "",
       "",
       "",
       "",
@@ -1964,12 +2419,12 @@
       360.0,
       22.0
      ],
-     "text": "route /distill/play /distill/freeze /distill/gain /distill/temperature /distill/topp /distill/guidance /distill/mutate /distill/topk /distill/loop /distill/levels /distill/lock /distill/seed /distill/cue /distill/descriptor/loudness /distill/descriptor/brightness /distill/descriptor/noisiness /distill/descriptor/loudness/free /distill/descriptor/brightness/free /distill/descriptor/noisiness/free"
+     "text": "route /distill/play /distill/freeze /distill/gain /distill/temperature /distill/topp /distill/guidance /distill/mutate /distill/topk /distill/loop /distill/levels /distill/lock /distill/seed /distill/cue /distill/corpus/mix /distill/corpus/stick /distill/corpus/fade /distill/descriptor/loudness /distill/descriptor/brightness /distill/descriptor/noisiness /distill/descriptor/loudness/free /distill/descriptor/brightness/free /distill/descriptor/noisiness/free /distill/preset/save /distill/preset/recall"
     }
    },
    {
     "box": {
-     "id": "obj-111",
+     "id": "obj-137",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1987,7 +2442,7 @@
    },
    {
     "box": {
-     "id": "obj-112",
+     "id": "obj-138",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2005,7 +2460,7 @@
    },
    {
     "box": {
-     "id": "obj-113",
+     "id": "obj-139",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2023,7 +2478,7 @@
    },
    {
     "box": {
-     "id": "obj-114",
+     "id": "obj-140",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2041,7 +2496,7 @@
    },
    {
     "box": {
-     "id": "obj-115",
+     "id": "obj-141",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2059,7 +2514,7 @@
    },
    {
     "box": {
-     "id": "obj-116",
+     "id": "obj-142",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2077,7 +2532,7 @@
    },
    {
     "box": {
-     "id": "obj-117",
+     "id": "obj-143",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2095,7 +2550,7 @@
    },
    {
     "box": {
-     "id": "obj-118",
+     "id": "obj-144",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2113,7 +2568,7 @@
    },
    {
     "box": {
-     "id": "obj-119",
+     "id": "obj-145",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2131,7 +2586,7 @@
    },
    {
     "box": {
-     "id": "obj-120",
+     "id": "obj-146",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2149,7 +2604,7 @@
    },
    {
     "box": {
-     "id": "obj-121",
+     "id": "obj-147",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2167,7 +2622,7 @@
    },
    {
     "box": {
-     "id": "obj-122",
+     "id": "obj-148",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2185,7 +2640,7 @@
    },
    {
     "box": {
-     "id": "obj-123",
+     "id": "obj-149",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2203,7 +2658,7 @@
    },
    {
     "box": {
-     "id": "obj-124",
+     "id": "obj-150",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2221,25 +2676,7 @@
    },
    {
     "box": {
-     "id": "obj-125",
-     "maxclass": "message",
-     "numinlets": 2,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      990.0,
-      510.0,
-      49.0,
-      22.0
-     ],
-     "text": "set 1"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-126",
+     "id": "obj-151",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2257,25 +2694,7 @@
    },
    {
     "box": {
-     "id": "obj-127",
-     "maxclass": "message",
-     "numinlets": 2,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      1050.0,
-      510.0,
-      49.0,
-      22.0
-     ],
-     "text": "set 1"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-128",
+     "id": "obj-152",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2293,7 +2712,25 @@
    },
    {
     "box": {
-     "id": "obj-129",
+     "id": "obj-153",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      1140.0,
+      510.0,
+      91.0,
+      22.0
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-154",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2301,7 +2738,7 @@
       ""
      ],
      "patching_rect": [
-      1110.0,
+      1170.0,
       510.0,
       49.0,
       22.0
@@ -2311,27 +2748,9 @@
    },
    {
     "box": {
-     "id": "obj-130",
-     "maxclass": "message",
-     "numinlets": 2,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      1140.0,
-      510.0,
-      49.0,
-      22.0
-     ],
-     "text": "set 0"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-131",
-     "maxclass": "message",
-     "numinlets": 2,
+     "id": "obj-155",
+     "maxclass": "newobj",
+     "numinlets": 1,
      "numoutlets": 1,
      "outlettype": [
       ""
@@ -2339,15 +2758,15 @@
      "patching_rect": [
       1200.0,
       510.0,
-      49.0,
+      91.0,
       22.0
      ],
-     "text": "set 0"
+     "text": "prepend set"
     }
    },
    {
     "box": {
-     "id": "obj-132",
+     "id": "obj-156",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2355,7 +2774,61 @@
       ""
      ],
      "patching_rect": [
+      1230.0,
+      510.0,
+      49.0,
+      22.0
+     ],
+     "text": "set 1"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-157",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
       900.0,
+      540.0,
+      91.0,
+      22.0
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-158",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      930.0,
+      540.0,
+      49.0,
+      22.0
+     ],
+     "text": "set 1"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-159",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      960.0,
       540.0,
       49.0,
       22.0
@@ -2365,13 +2838,49 @@
    },
    {
     "box": {
-     "id": "obj-133",
+     "id": "obj-160",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      1020.0,
+      540.0,
+      49.0,
+      22.0
+     ],
+     "text": "set 0"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-161",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      1080.0,
+      540.0,
+      49.0,
+      22.0
+     ],
+     "text": "set 0"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-162",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       900.0,
-      580.0,
+      610.0,
       154.0,
       22.0
      ],
@@ -2380,13 +2889,13 @@
    },
    {
     "box": {
-     "id": "obj-134",
+     "id": "obj-163",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       15.0,
-      650.0,
+      900.0,
       600.0,
       20.0
      ],
@@ -2395,7 +2904,7 @@
    },
    {
     "box": {
-     "id": "obj-135",
+     "id": "obj-164",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -2414,7 +2923,7 @@
    },
    {
     "box": {
-     "id": "obj-136",
+     "id": "obj-165",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2432,7 +2941,7 @@
    },
    {
     "box": {
-     "id": "obj-137",
+     "id": "obj-166",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -2451,7 +2960,7 @@
    },
    {
     "box": {
-     "id": "obj-138",
+     "id": "obj-167",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -2470,7 +2979,7 @@
    },
    {
     "box": {
-     "id": "obj-139",
+     "id": "obj-168",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 2,
@@ -2489,7 +2998,7 @@
    },
    {
     "box": {
-     "id": "obj-140",
+     "id": "obj-169",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2507,7 +3016,7 @@
    },
    {
     "box": {
-     "id": "obj-141",
+     "id": "obj-170",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2525,7 +3034,7 @@
    },
    {
     "box": {
-     "id": "obj-142",
+     "id": "obj-171",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2543,7 +3052,7 @@
    },
    {
     "box": {
-     "id": "obj-143",
+     "id": "obj-172",
      "maxclass": "newobj",
      "numinlets": 9,
      "numoutlets": 9,
@@ -2569,7 +3078,7 @@
    },
    {
     "box": {
-     "id": "obj-144",
+     "id": "obj-173",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2587,7 +3096,7 @@
    },
    {
     "box": {
-     "id": "obj-145",
+     "id": "obj-174",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 4,
@@ -2599,7 +3108,7 @@
      ],
      "patching_rect": [
       15.0,
-      680.0,
+      930.0,
       77.0,
       22.0
      ],
@@ -2608,7 +3117,7 @@
    },
    {
     "box": {
-     "id": "obj-146",
+     "id": "obj-175",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2617,7 +3126,7 @@
      ],
      "patching_rect": [
       115.0,
-      708.0,
+      958.0,
       91.0,
       22.0
      ],
@@ -2626,13 +3135,13 @@
    },
    {
     "box": {
-     "id": "obj-147",
+     "id": "obj-176",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       15.0,
-      708.0,
+      958.0,
       95.0,
       20.0
      ],
@@ -2641,7 +3150,7 @@
    },
    {
     "box": {
-     "id": "obj-148",
+     "id": "obj-177",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2650,560 +3159,16 @@
      ],
      "patching_rect": [
       165.0,
-      736.0,
+      986.0,
       40.0,
       22.0
      ],
      "text": "1"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-149",
-     "maxclass": "slider",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      15.0,
-      736.0,
-      140.0,
-      22.0
-     ],
-     "floatoutput": 1,
-     "min": 0.0,
-     "size": 1.0,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-150",
-     "maxclass": "newobj",
-     "numinlets": 2,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      15.0,
-      764.0,
-      70.0,
-      22.0
-     ],
-     "text": "gate 1 0"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-151",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      15.0,
-      792.0,
-      224.0,
-      22.0
-     ],
-     "text": "prepend /distill/world/unnamed"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-152",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      75.0,
-      820.0,
-      217.0,
-      22.0
-     ],
-     "text": "sprintf set /distill/world/%s"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-153",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 0,
-     "patching_rect": [
-      15.0,
-      820.0,
-      105.0,
-      22.0
-     ],
-     "text": "s distill.osc"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-154",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      75.0,
-      848.0,
-      238.0,
-      22.0
-     ],
-     "text": "sprintf symout /distill/world/%s"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-155",
-     "maxclass": "newobj",
-     "numinlets": 0,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      115.0,
-      652.0,
-      154.0,
-      22.0
-     ],
-     "text": "r distill.worldstate"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-156",
-     "maxclass": "newobj",
-     "numinlets": 2,
-     "numoutlets": 2,
-     "outlettype": [
-      "",
-      ""
-     ],
-     "patching_rect": [
-      115.0,
-      876.0,
-      84.0,
-      22.0
-     ],
-     "text": "zl slice 1"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-157",
-     "maxclass": "newobj",
-     "numinlets": 2,
-     "numoutlets": 2,
-     "outlettype": [
-      "bang",
-      ""
-     ],
-     "patching_rect": [
-      75.0,
-      876.0,
-      91.0,
-      22.0
-     ],
-     "text": "sel unnamed"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-158",
-     "maxclass": "newobj",
-     "numinlets": 2,
-     "numoutlets": 1,
-     "outlettype": [
-      "float"
-     ],
-     "patching_rect": [
-      75.0,
-      904.0,
-      40.0,
-      22.0
-     ],
-     "text": "f"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-159",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      75.0,
-      932.0,
-      91.0,
-      22.0
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-160",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 4,
-     "outlettype": [
-      "",
-      "",
-      "",
-      "bang"
-     ],
-     "patching_rect": [
-      215.0,
-      680.0,
-      77.0,
-      22.0
-     ],
-     "text": "t s s s b"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-161",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      315.0,
-      708.0,
-      91.0,
-      22.0
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-162",
-     "maxclass": "comment",
-     "numinlets": 1,
-     "numoutlets": 0,
-     "patching_rect": [
-      215.0,
-      708.0,
-      95.0,
-      20.0
-     ],
-     "text": "world 2"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-163",
-     "maxclass": "message",
-     "numinlets": 2,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      365.0,
-      736.0,
-      40.0,
-      22.0
-     ],
-     "text": "1"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-164",
-     "maxclass": "slider",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      215.0,
-      736.0,
-      140.0,
-      22.0
-     ],
-     "floatoutput": 1,
-     "min": 0.0,
-     "size": 1.0,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-165",
-     "maxclass": "newobj",
-     "numinlets": 2,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      215.0,
-      764.0,
-      70.0,
-      22.0
-     ],
-     "text": "gate 1 0"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-166",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      215.0,
-      792.0,
-      224.0,
-      22.0
-     ],
-     "text": "prepend /distill/world/unnamed"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-167",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      275.0,
-      820.0,
-      217.0,
-      22.0
-     ],
-     "text": "sprintf set /distill/world/%s"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-168",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 0,
-     "patching_rect": [
-      215.0,
-      820.0,
-      105.0,
-      22.0
-     ],
-     "text": "s distill.osc"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-169",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      275.0,
-      848.0,
-      238.0,
-      22.0
-     ],
-     "text": "sprintf symout /distill/world/%s"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-170",
-     "maxclass": "newobj",
-     "numinlets": 0,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      315.0,
-      652.0,
-      154.0,
-      22.0
-     ],
-     "text": "r distill.worldstate"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-171",
-     "maxclass": "newobj",
-     "numinlets": 2,
-     "numoutlets": 2,
-     "outlettype": [
-      "",
-      ""
-     ],
-     "patching_rect": [
-      315.0,
-      876.0,
-      84.0,
-      22.0
-     ],
-     "text": "zl slice 1"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-172",
-     "maxclass": "newobj",
-     "numinlets": 2,
-     "numoutlets": 2,
-     "outlettype": [
-      "bang",
-      ""
-     ],
-     "patching_rect": [
-      275.0,
-      876.0,
-      91.0,
-      22.0
-     ],
-     "text": "sel unnamed"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-173",
-     "maxclass": "newobj",
-     "numinlets": 2,
-     "numoutlets": 1,
-     "outlettype": [
-      "float"
-     ],
-     "patching_rect": [
-      275.0,
-      904.0,
-      40.0,
-      22.0
-     ],
-     "text": "f"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-174",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      275.0,
-      932.0,
-      91.0,
-      22.0
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-175",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 4,
-     "outlettype": [
-      "",
-      "",
-      "",
-      "bang"
-     ],
-     "patching_rect": [
-      415.0,
-      680.0,
-      77.0,
-      22.0
-     ],
-     "text": "t s s s b"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-176",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      515.0,
-      708.0,
-      91.0,
-      22.0
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-177",
-     "maxclass": "comment",
-     "numinlets": 1,
-     "numoutlets": 0,
-     "patching_rect": [
-      415.0,
-      708.0,
-      95.0,
-      20.0
-     ],
-     "text": "world 3"
     }
    },
    {
     "box": {
      "id": "obj-178",
-     "maxclass": "message",
-     "numinlets": 2,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      565.0,
-      736.0,
-      40.0,
-      22.0
-     ],
-     "text": "1"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-179",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3211,8 +3176,8 @@
       ""
      ],
      "patching_rect": [
-      415.0,
-      736.0,
+      15.0,
+      986.0,
       140.0,
       22.0
      ],
@@ -3220,24 +3185,42 @@
      "min": 0.0,
      "size": 1.0,
      "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-179",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      15.0,
+      1014.0,
+      70.0,
+      22.0
+     ],
+     "text": "gate 1 0"
     }
    },
    {
     "box": {
      "id": "obj-180",
      "maxclass": "newobj",
-     "numinlets": 2,
+     "numinlets": 1,
      "numoutlets": 1,
      "outlettype": [
       ""
      ],
      "patching_rect": [
-      415.0,
-      764.0,
-      70.0,
+      15.0,
+      1042.0,
+      224.0,
       22.0
      ],
-     "text": "gate 1 0"
+     "text": "prepend /distill/world/unnamed"
     }
    },
    {
@@ -3250,26 +3233,8 @@
       ""
      ],
      "patching_rect": [
-      415.0,
-      792.0,
-      224.0,
-      22.0
-     ],
-     "text": "prepend /distill/world/unnamed"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-182",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      475.0,
-      820.0,
+      75.0,
+      1070.0,
       217.0,
       22.0
      ],
@@ -3278,13 +3243,13 @@
    },
    {
     "box": {
-     "id": "obj-183",
+     "id": "obj-182",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      415.0,
-      820.0,
+      15.0,
+      1070.0,
       105.0,
       22.0
      ],
@@ -3293,7 +3258,7 @@
    },
    {
     "box": {
-     "id": "obj-184",
+     "id": "obj-183",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3301,8 +3266,8 @@
       ""
      ],
      "patching_rect": [
-      475.0,
-      848.0,
+      75.0,
+      1098.0,
       238.0,
       22.0
      ],
@@ -3311,7 +3276,7 @@
    },
    {
     "box": {
-     "id": "obj-185",
+     "id": "obj-184",
      "maxclass": "newobj",
      "numinlets": 0,
      "numoutlets": 1,
@@ -3319,12 +3284,31 @@
       ""
      ],
      "patching_rect": [
-      515.0,
-      652.0,
+      115.0,
+      902.0,
       154.0,
       22.0
      ],
      "text": "r distill.worldstate"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-185",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 2,
+     "outlettype": [
+      "",
+      ""
+     ],
+     "patching_rect": [
+      115.0,
+      1126.0,
+      84.0,
+      22.0
+     ],
+     "text": "zl slice 1"
     }
    },
    {
@@ -3334,31 +3318,12 @@
      "numinlets": 2,
      "numoutlets": 2,
      "outlettype": [
-      "",
-      ""
-     ],
-     "patching_rect": [
-      515.0,
-      876.0,
-      84.0,
-      22.0
-     ],
-     "text": "zl slice 1"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-187",
-     "maxclass": "newobj",
-     "numinlets": 2,
-     "numoutlets": 2,
-     "outlettype": [
       "bang",
       ""
      ],
      "patching_rect": [
-      475.0,
-      876.0,
+      75.0,
+      1126.0,
       91.0,
       22.0
      ],
@@ -3367,7 +3332,7 @@
    },
    {
     "box": {
-     "id": "obj-188",
+     "id": "obj-187",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3375,8 +3340,8 @@
       "float"
      ],
      "patching_rect": [
-      475.0,
-      904.0,
+      75.0,
+      1154.0,
       40.0,
       22.0
      ],
@@ -3385,7 +3350,7 @@
    },
    {
     "box": {
-     "id": "obj-189",
+     "id": "obj-188",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3393,8 +3358,8 @@
       ""
      ],
      "patching_rect": [
-      475.0,
-      932.0,
+      75.0,
+      1182.0,
       91.0,
       22.0
      ],
@@ -3403,7 +3368,7 @@
    },
    {
     "box": {
-     "id": "obj-190",
+     "id": "obj-189",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 4,
@@ -3414,8 +3379,8 @@
       "bang"
      ],
      "patching_rect": [
-      615.0,
-      680.0,
+      215.0,
+      930.0,
       77.0,
       22.0
      ],
@@ -3424,7 +3389,7 @@
    },
    {
     "box": {
-     "id": "obj-191",
+     "id": "obj-190",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3432,8 +3397,8 @@
       ""
      ],
      "patching_rect": [
-      715.0,
-      708.0,
+      315.0,
+      958.0,
       91.0,
       22.0
      ],
@@ -3442,22 +3407,22 @@
    },
    {
     "box": {
-     "id": "obj-192",
+     "id": "obj-191",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      615.0,
-      708.0,
+      215.0,
+      958.0,
       95.0,
       20.0
      ],
-     "text": "world 4"
+     "text": "world 2"
     }
    },
    {
     "box": {
-     "id": "obj-193",
+     "id": "obj-192",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3465,8 +3430,8 @@
       ""
      ],
      "patching_rect": [
-      765.0,
-      736.0,
+      365.0,
+      986.0,
       40.0,
       22.0
      ],
@@ -3475,7 +3440,7 @@
    },
    {
     "box": {
-     "id": "obj-194",
+     "id": "obj-193",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3483,8 +3448,8 @@
       ""
      ],
      "patching_rect": [
-      615.0,
-      736.0,
+      215.0,
+      986.0,
       140.0,
       22.0
      ],
@@ -3496,7 +3461,7 @@
    },
    {
     "box": {
-     "id": "obj-195",
+     "id": "obj-194",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3504,12 +3469,30 @@
       ""
      ],
      "patching_rect": [
-      615.0,
-      764.0,
+      215.0,
+      1014.0,
       70.0,
       22.0
      ],
      "text": "gate 1 0"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-195",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      215.0,
+      1042.0,
+      224.0,
+      22.0
+     ],
+     "text": "prepend /distill/world/unnamed"
     }
    },
    {
@@ -3522,26 +3505,8 @@
       ""
      ],
      "patching_rect": [
-      615.0,
-      792.0,
-      224.0,
-      22.0
-     ],
-     "text": "prepend /distill/world/unnamed"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-197",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      675.0,
-      820.0,
+      275.0,
+      1070.0,
       217.0,
       22.0
      ],
@@ -3550,13 +3515,13 @@
    },
    {
     "box": {
-     "id": "obj-198",
+     "id": "obj-197",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      615.0,
-      820.0,
+      215.0,
+      1070.0,
       105.0,
       22.0
      ],
@@ -3565,7 +3530,7 @@
    },
    {
     "box": {
-     "id": "obj-199",
+     "id": "obj-198",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3573,8 +3538,8 @@
       ""
      ],
      "patching_rect": [
-      675.0,
-      848.0,
+      275.0,
+      1098.0,
       238.0,
       22.0
      ],
@@ -3583,7 +3548,7 @@
    },
    {
     "box": {
-     "id": "obj-200",
+     "id": "obj-199",
      "maxclass": "newobj",
      "numinlets": 0,
      "numoutlets": 1,
@@ -3591,12 +3556,31 @@
       ""
      ],
      "patching_rect": [
-      715.0,
-      652.0,
+      315.0,
+      902.0,
       154.0,
       22.0
      ],
      "text": "r distill.worldstate"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-200",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 2,
+     "outlettype": [
+      "",
+      ""
+     ],
+     "patching_rect": [
+      315.0,
+      1126.0,
+      84.0,
+      22.0
+     ],
+     "text": "zl slice 1"
     }
    },
    {
@@ -3606,31 +3590,12 @@
      "numinlets": 2,
      "numoutlets": 2,
      "outlettype": [
-      "",
-      ""
-     ],
-     "patching_rect": [
-      715.0,
-      876.0,
-      84.0,
-      22.0
-     ],
-     "text": "zl slice 1"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-202",
-     "maxclass": "newobj",
-     "numinlets": 2,
-     "numoutlets": 2,
-     "outlettype": [
       "bang",
       ""
      ],
      "patching_rect": [
-      675.0,
-      876.0,
+      275.0,
+      1126.0,
       91.0,
       22.0
      ],
@@ -3639,7 +3604,7 @@
    },
    {
     "box": {
-     "id": "obj-203",
+     "id": "obj-202",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3647,8 +3612,8 @@
       "float"
      ],
      "patching_rect": [
-      675.0,
-      904.0,
+      275.0,
+      1154.0,
       40.0,
       22.0
      ],
@@ -3657,7 +3622,7 @@
    },
    {
     "box": {
-     "id": "obj-204",
+     "id": "obj-203",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3665,8 +3630,8 @@
       ""
      ],
      "patching_rect": [
-      675.0,
-      932.0,
+      275.0,
+      1182.0,
       91.0,
       22.0
      ],
@@ -3675,7 +3640,7 @@
    },
    {
     "box": {
-     "id": "obj-205",
+     "id": "obj-204",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 4,
@@ -3686,8 +3651,8 @@
       "bang"
      ],
      "patching_rect": [
-      15.0,
-      910.0,
+      415.0,
+      930.0,
       77.0,
       22.0
      ],
@@ -3696,7 +3661,7 @@
    },
    {
     "box": {
-     "id": "obj-206",
+     "id": "obj-205",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3704,8 +3669,8 @@
       ""
      ],
      "patching_rect": [
-      115.0,
-      938.0,
+      515.0,
+      958.0,
       91.0,
       22.0
      ],
@@ -3714,22 +3679,22 @@
    },
    {
     "box": {
-     "id": "obj-207",
+     "id": "obj-206",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      15.0,
-      938.0,
+      415.0,
+      958.0,
       95.0,
       20.0
      ],
-     "text": "world 5"
+     "text": "world 3"
     }
    },
    {
     "box": {
-     "id": "obj-208",
+     "id": "obj-207",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3737,8 +3702,8 @@
       ""
      ],
      "patching_rect": [
-      165.0,
-      966.0,
+      565.0,
+      986.0,
       40.0,
       22.0
      ],
@@ -3747,7 +3712,7 @@
    },
    {
     "box": {
-     "id": "obj-209",
+     "id": "obj-208",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3755,8 +3720,8 @@
       ""
      ],
      "patching_rect": [
-      15.0,
-      966.0,
+      415.0,
+      986.0,
       140.0,
       22.0
      ],
@@ -3768,7 +3733,7 @@
    },
    {
     "box": {
-     "id": "obj-210",
+     "id": "obj-209",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3776,12 +3741,30 @@
       ""
      ],
      "patching_rect": [
-      15.0,
-      994.0,
+      415.0,
+      1014.0,
       70.0,
       22.0
      ],
      "text": "gate 1 0"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-210",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      415.0,
+      1042.0,
+      224.0,
+      22.0
+     ],
+     "text": "prepend /distill/world/unnamed"
     }
    },
    {
@@ -3794,26 +3777,8 @@
       ""
      ],
      "patching_rect": [
-      15.0,
-      1022.0,
-      224.0,
-      22.0
-     ],
-     "text": "prepend /distill/world/unnamed"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-212",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      75.0,
-      1050.0,
+      475.0,
+      1070.0,
       217.0,
       22.0
      ],
@@ -3822,13 +3787,13 @@
    },
    {
     "box": {
-     "id": "obj-213",
+     "id": "obj-212",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      15.0,
-      1050.0,
+      415.0,
+      1070.0,
       105.0,
       22.0
      ],
@@ -3837,7 +3802,7 @@
    },
    {
     "box": {
-     "id": "obj-214",
+     "id": "obj-213",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3845,8 +3810,8 @@
       ""
      ],
      "patching_rect": [
-      75.0,
-      1078.0,
+      475.0,
+      1098.0,
       238.0,
       22.0
      ],
@@ -3855,7 +3820,7 @@
    },
    {
     "box": {
-     "id": "obj-215",
+     "id": "obj-214",
      "maxclass": "newobj",
      "numinlets": 0,
      "numoutlets": 1,
@@ -3863,12 +3828,31 @@
       ""
      ],
      "patching_rect": [
-      115.0,
-      882.0,
+      515.0,
+      902.0,
       154.0,
       22.0
      ],
      "text": "r distill.worldstate"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-215",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 2,
+     "outlettype": [
+      "",
+      ""
+     ],
+     "patching_rect": [
+      515.0,
+      1126.0,
+      84.0,
+      22.0
+     ],
+     "text": "zl slice 1"
     }
    },
    {
@@ -3878,31 +3862,12 @@
      "numinlets": 2,
      "numoutlets": 2,
      "outlettype": [
-      "",
-      ""
-     ],
-     "patching_rect": [
-      115.0,
-      1106.0,
-      84.0,
-      22.0
-     ],
-     "text": "zl slice 1"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-217",
-     "maxclass": "newobj",
-     "numinlets": 2,
-     "numoutlets": 2,
-     "outlettype": [
       "bang",
       ""
      ],
      "patching_rect": [
-      75.0,
-      1106.0,
+      475.0,
+      1126.0,
       91.0,
       22.0
      ],
@@ -3911,7 +3876,7 @@
    },
    {
     "box": {
-     "id": "obj-218",
+     "id": "obj-217",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3919,8 +3884,8 @@
       "float"
      ],
      "patching_rect": [
-      75.0,
-      1134.0,
+      475.0,
+      1154.0,
       40.0,
       22.0
      ],
@@ -3929,7 +3894,7 @@
    },
    {
     "box": {
-     "id": "obj-219",
+     "id": "obj-218",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3937,8 +3902,8 @@
       ""
      ],
      "patching_rect": [
-      75.0,
-      1162.0,
+      475.0,
+      1182.0,
       91.0,
       22.0
      ],
@@ -3947,7 +3912,7 @@
    },
    {
     "box": {
-     "id": "obj-220",
+     "id": "obj-219",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 4,
@@ -3958,8 +3923,8 @@
       "bang"
      ],
      "patching_rect": [
-      215.0,
-      910.0,
+      615.0,
+      930.0,
       77.0,
       22.0
      ],
@@ -3968,7 +3933,7 @@
    },
    {
     "box": {
-     "id": "obj-221",
+     "id": "obj-220",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3976,8 +3941,8 @@
       ""
      ],
      "patching_rect": [
-      315.0,
-      938.0,
+      715.0,
+      958.0,
       91.0,
       22.0
      ],
@@ -3986,22 +3951,22 @@
    },
    {
     "box": {
-     "id": "obj-222",
+     "id": "obj-221",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      215.0,
-      938.0,
+      615.0,
+      958.0,
       95.0,
       20.0
      ],
-     "text": "world 6"
+     "text": "world 4"
     }
    },
    {
     "box": {
-     "id": "obj-223",
+     "id": "obj-222",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4009,8 +3974,8 @@
       ""
      ],
      "patching_rect": [
-      365.0,
-      966.0,
+      765.0,
+      986.0,
       40.0,
       22.0
      ],
@@ -4019,7 +3984,7 @@
    },
    {
     "box": {
-     "id": "obj-224",
+     "id": "obj-223",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4027,8 +3992,8 @@
       ""
      ],
      "patching_rect": [
-      215.0,
-      966.0,
+      615.0,
+      986.0,
       140.0,
       22.0
      ],
@@ -4040,7 +4005,7 @@
    },
    {
     "box": {
-     "id": "obj-225",
+     "id": "obj-224",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4048,12 +4013,30 @@
       ""
      ],
      "patching_rect": [
-      215.0,
-      994.0,
+      615.0,
+      1014.0,
       70.0,
       22.0
      ],
      "text": "gate 1 0"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-225",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      615.0,
+      1042.0,
+      224.0,
+      22.0
+     ],
+     "text": "prepend /distill/world/unnamed"
     }
    },
    {
@@ -4066,26 +4049,8 @@
       ""
      ],
      "patching_rect": [
-      215.0,
-      1022.0,
-      224.0,
-      22.0
-     ],
-     "text": "prepend /distill/world/unnamed"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-227",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      275.0,
-      1050.0,
+      675.0,
+      1070.0,
       217.0,
       22.0
      ],
@@ -4094,13 +4059,13 @@
    },
    {
     "box": {
-     "id": "obj-228",
+     "id": "obj-227",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      215.0,
-      1050.0,
+      615.0,
+      1070.0,
       105.0,
       22.0
      ],
@@ -4109,7 +4074,7 @@
    },
    {
     "box": {
-     "id": "obj-229",
+     "id": "obj-228",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4117,8 +4082,8 @@
       ""
      ],
      "patching_rect": [
-      275.0,
-      1078.0,
+      675.0,
+      1098.0,
       238.0,
       22.0
      ],
@@ -4127,7 +4092,7 @@
    },
    {
     "box": {
-     "id": "obj-230",
+     "id": "obj-229",
      "maxclass": "newobj",
      "numinlets": 0,
      "numoutlets": 1,
@@ -4135,12 +4100,31 @@
       ""
      ],
      "patching_rect": [
-      315.0,
-      882.0,
+      715.0,
+      902.0,
       154.0,
       22.0
      ],
      "text": "r distill.worldstate"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-230",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 2,
+     "outlettype": [
+      "",
+      ""
+     ],
+     "patching_rect": [
+      715.0,
+      1126.0,
+      84.0,
+      22.0
+     ],
+     "text": "zl slice 1"
     }
    },
    {
@@ -4150,31 +4134,12 @@
      "numinlets": 2,
      "numoutlets": 2,
      "outlettype": [
-      "",
-      ""
-     ],
-     "patching_rect": [
-      315.0,
-      1106.0,
-      84.0,
-      22.0
-     ],
-     "text": "zl slice 1"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-232",
-     "maxclass": "newobj",
-     "numinlets": 2,
-     "numoutlets": 2,
-     "outlettype": [
       "bang",
       ""
      ],
      "patching_rect": [
-      275.0,
-      1106.0,
+      675.0,
+      1126.0,
       91.0,
       22.0
      ],
@@ -4183,7 +4148,7 @@
    },
    {
     "box": {
-     "id": "obj-233",
+     "id": "obj-232",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4191,8 +4156,8 @@
       "float"
      ],
      "patching_rect": [
-      275.0,
-      1134.0,
+      675.0,
+      1154.0,
       40.0,
       22.0
      ],
@@ -4201,7 +4166,7 @@
    },
    {
     "box": {
-     "id": "obj-234",
+     "id": "obj-233",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4209,8 +4174,8 @@
       ""
      ],
      "patching_rect": [
-      275.0,
-      1162.0,
+      675.0,
+      1182.0,
       91.0,
       22.0
      ],
@@ -4219,7 +4184,7 @@
    },
    {
     "box": {
-     "id": "obj-235",
+     "id": "obj-234",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 4,
@@ -4230,8 +4195,8 @@
       "bang"
      ],
      "patching_rect": [
-      415.0,
-      910.0,
+      15.0,
+      1160.0,
       77.0,
       22.0
      ],
@@ -4240,7 +4205,7 @@
    },
    {
     "box": {
-     "id": "obj-236",
+     "id": "obj-235",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4248,8 +4213,8 @@
       ""
      ],
      "patching_rect": [
-      515.0,
-      938.0,
+      115.0,
+      1188.0,
       91.0,
       22.0
      ],
@@ -4258,22 +4223,22 @@
    },
    {
     "box": {
-     "id": "obj-237",
+     "id": "obj-236",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      415.0,
-      938.0,
+      15.0,
+      1188.0,
       95.0,
       20.0
      ],
-     "text": "world 7"
+     "text": "world 5"
     }
    },
    {
     "box": {
-     "id": "obj-238",
+     "id": "obj-237",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4281,8 +4246,8 @@
       ""
      ],
      "patching_rect": [
-      565.0,
-      966.0,
+      165.0,
+      1216.0,
       40.0,
       22.0
      ],
@@ -4291,7 +4256,7 @@
    },
    {
     "box": {
-     "id": "obj-239",
+     "id": "obj-238",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4299,8 +4264,8 @@
       ""
      ],
      "patching_rect": [
-      415.0,
-      966.0,
+      15.0,
+      1216.0,
       140.0,
       22.0
      ],
@@ -4312,7 +4277,7 @@
    },
    {
     "box": {
-     "id": "obj-240",
+     "id": "obj-239",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4320,12 +4285,30 @@
       ""
      ],
      "patching_rect": [
-      415.0,
-      994.0,
+      15.0,
+      1244.0,
       70.0,
       22.0
      ],
      "text": "gate 1 0"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-240",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      15.0,
+      1272.0,
+      224.0,
+      22.0
+     ],
+     "text": "prepend /distill/world/unnamed"
     }
    },
    {
@@ -4338,26 +4321,8 @@
       ""
      ],
      "patching_rect": [
-      415.0,
-      1022.0,
-      224.0,
-      22.0
-     ],
-     "text": "prepend /distill/world/unnamed"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-242",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      475.0,
-      1050.0,
+      75.0,
+      1300.0,
       217.0,
       22.0
      ],
@@ -4366,13 +4331,13 @@
    },
    {
     "box": {
-     "id": "obj-243",
+     "id": "obj-242",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      415.0,
-      1050.0,
+      15.0,
+      1300.0,
       105.0,
       22.0
      ],
@@ -4381,7 +4346,7 @@
    },
    {
     "box": {
-     "id": "obj-244",
+     "id": "obj-243",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4389,8 +4354,8 @@
       ""
      ],
      "patching_rect": [
-      475.0,
-      1078.0,
+      75.0,
+      1328.0,
       238.0,
       22.0
      ],
@@ -4399,7 +4364,7 @@
    },
    {
     "box": {
-     "id": "obj-245",
+     "id": "obj-244",
      "maxclass": "newobj",
      "numinlets": 0,
      "numoutlets": 1,
@@ -4407,12 +4372,31 @@
       ""
      ],
      "patching_rect": [
-      515.0,
-      882.0,
+      115.0,
+      1132.0,
       154.0,
       22.0
      ],
      "text": "r distill.worldstate"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-245",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 2,
+     "outlettype": [
+      "",
+      ""
+     ],
+     "patching_rect": [
+      115.0,
+      1356.0,
+      84.0,
+      22.0
+     ],
+     "text": "zl slice 1"
     }
    },
    {
@@ -4422,31 +4406,12 @@
      "numinlets": 2,
      "numoutlets": 2,
      "outlettype": [
-      "",
-      ""
-     ],
-     "patching_rect": [
-      515.0,
-      1106.0,
-      84.0,
-      22.0
-     ],
-     "text": "zl slice 1"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-247",
-     "maxclass": "newobj",
-     "numinlets": 2,
-     "numoutlets": 2,
-     "outlettype": [
       "bang",
       ""
      ],
      "patching_rect": [
-      475.0,
-      1106.0,
+      75.0,
+      1356.0,
       91.0,
       22.0
      ],
@@ -4455,7 +4420,7 @@
    },
    {
     "box": {
-     "id": "obj-248",
+     "id": "obj-247",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4463,8 +4428,8 @@
       "float"
      ],
      "patching_rect": [
-      475.0,
-      1134.0,
+      75.0,
+      1384.0,
       40.0,
       22.0
      ],
@@ -4473,7 +4438,7 @@
    },
    {
     "box": {
-     "id": "obj-249",
+     "id": "obj-248",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4481,8 +4446,8 @@
       ""
      ],
      "patching_rect": [
-      475.0,
-      1162.0,
+      75.0,
+      1412.0,
       91.0,
       22.0
      ],
@@ -4491,7 +4456,7 @@
    },
    {
     "box": {
-     "id": "obj-250",
+     "id": "obj-249",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 4,
@@ -4502,8 +4467,8 @@
       "bang"
      ],
      "patching_rect": [
-      615.0,
-      910.0,
+      215.0,
+      1160.0,
       77.0,
       22.0
      ],
@@ -4512,7 +4477,7 @@
    },
    {
     "box": {
-     "id": "obj-251",
+     "id": "obj-250",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4520,8 +4485,8 @@
       ""
      ],
      "patching_rect": [
-      715.0,
-      938.0,
+      315.0,
+      1188.0,
       91.0,
       22.0
      ],
@@ -4530,22 +4495,22 @@
    },
    {
     "box": {
-     "id": "obj-252",
+     "id": "obj-251",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      615.0,
-      938.0,
+      215.0,
+      1188.0,
       95.0,
       20.0
      ],
-     "text": "world 8"
+     "text": "world 6"
     }
    },
    {
     "box": {
-     "id": "obj-253",
+     "id": "obj-252",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4553,8 +4518,8 @@
       ""
      ],
      "patching_rect": [
-      765.0,
-      966.0,
+      365.0,
+      1216.0,
       40.0,
       22.0
      ],
@@ -4563,7 +4528,7 @@
    },
    {
     "box": {
-     "id": "obj-254",
+     "id": "obj-253",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4571,8 +4536,8 @@
       ""
      ],
      "patching_rect": [
-      615.0,
-      966.0,
+      215.0,
+      1216.0,
       140.0,
       22.0
      ],
@@ -4584,7 +4549,7 @@
    },
    {
     "box": {
-     "id": "obj-255",
+     "id": "obj-254",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4592,12 +4557,30 @@
       ""
      ],
      "patching_rect": [
-      615.0,
-      994.0,
+      215.0,
+      1244.0,
       70.0,
       22.0
      ],
      "text": "gate 1 0"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-255",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      215.0,
+      1272.0,
+      224.0,
+      22.0
+     ],
+     "text": "prepend /distill/world/unnamed"
     }
    },
    {
@@ -4610,26 +4593,8 @@
       ""
      ],
      "patching_rect": [
-      615.0,
-      1022.0,
-      224.0,
-      22.0
-     ],
-     "text": "prepend /distill/world/unnamed"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-257",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      675.0,
-      1050.0,
+      275.0,
+      1300.0,
       217.0,
       22.0
      ],
@@ -4638,13 +4603,13 @@
    },
    {
     "box": {
-     "id": "obj-258",
+     "id": "obj-257",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      615.0,
-      1050.0,
+      215.0,
+      1300.0,
       105.0,
       22.0
      ],
@@ -4653,7 +4618,7 @@
    },
    {
     "box": {
-     "id": "obj-259",
+     "id": "obj-258",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4661,8 +4626,8 @@
       ""
      ],
      "patching_rect": [
-      675.0,
-      1078.0,
+      275.0,
+      1328.0,
       238.0,
       22.0
      ],
@@ -4671,7 +4636,7 @@
    },
    {
     "box": {
-     "id": "obj-260",
+     "id": "obj-259",
      "maxclass": "newobj",
      "numinlets": 0,
      "numoutlets": 1,
@@ -4679,12 +4644,31 @@
       ""
      ],
      "patching_rect": [
-      715.0,
-      882.0,
+      315.0,
+      1132.0,
       154.0,
       22.0
      ],
      "text": "r distill.worldstate"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-260",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 2,
+     "outlettype": [
+      "",
+      ""
+     ],
+     "patching_rect": [
+      315.0,
+      1356.0,
+      84.0,
+      22.0
+     ],
+     "text": "zl slice 1"
     }
    },
    {
@@ -4694,12 +4678,265 @@
      "numinlets": 2,
      "numoutlets": 2,
      "outlettype": [
+      "bang",
+      ""
+     ],
+     "patching_rect": [
+      275.0,
+      1356.0,
+      91.0,
+      22.0
+     ],
+     "text": "sel unnamed"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-262",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "outlettype": [
+      "float"
+     ],
+     "patching_rect": [
+      275.0,
+      1384.0,
+      40.0,
+      22.0
+     ],
+     "text": "f"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-263",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      275.0,
+      1412.0,
+      91.0,
+      22.0
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-264",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 4,
+     "outlettype": [
+      "",
+      "",
+      "",
+      "bang"
+     ],
+     "patching_rect": [
+      415.0,
+      1160.0,
+      77.0,
+      22.0
+     ],
+     "text": "t s s s b"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-265",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      515.0,
+      1188.0,
+      91.0,
+      22.0
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-266",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      415.0,
+      1188.0,
+      95.0,
+      20.0
+     ],
+     "text": "world 7"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-267",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      565.0,
+      1216.0,
+      40.0,
+      22.0
+     ],
+     "text": "1"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-268",
+     "maxclass": "slider",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      415.0,
+      1216.0,
+      140.0,
+      22.0
+     ],
+     "floatoutput": 1,
+     "min": 0.0,
+     "size": 1.0,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-269",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      415.0,
+      1244.0,
+      70.0,
+      22.0
+     ],
+     "text": "gate 1 0"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-270",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      415.0,
+      1272.0,
+      224.0,
+      22.0
+     ],
+     "text": "prepend /distill/world/unnamed"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-271",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      475.0,
+      1300.0,
+      217.0,
+      22.0
+     ],
+     "text": "sprintf set /distill/world/%s"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-272",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      415.0,
+      1300.0,
+      105.0,
+      22.0
+     ],
+     "text": "s distill.osc"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-273",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      475.0,
+      1328.0,
+      238.0,
+      22.0
+     ],
+     "text": "sprintf symout /distill/world/%s"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-274",
+     "maxclass": "newobj",
+     "numinlets": 0,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      515.0,
+      1132.0,
+      154.0,
+      22.0
+     ],
+     "text": "r distill.worldstate"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-275",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 2,
+     "outlettype": [
       "",
       ""
      ],
      "patching_rect": [
-      715.0,
-      1106.0,
+      515.0,
+      1356.0,
       84.0,
       22.0
      ],
@@ -4708,7 +4945,279 @@
    },
    {
     "box": {
-     "id": "obj-262",
+     "id": "obj-276",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 2,
+     "outlettype": [
+      "bang",
+      ""
+     ],
+     "patching_rect": [
+      475.0,
+      1356.0,
+      91.0,
+      22.0
+     ],
+     "text": "sel unnamed"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-277",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "outlettype": [
+      "float"
+     ],
+     "patching_rect": [
+      475.0,
+      1384.0,
+      40.0,
+      22.0
+     ],
+     "text": "f"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-278",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      475.0,
+      1412.0,
+      91.0,
+      22.0
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-279",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 4,
+     "outlettype": [
+      "",
+      "",
+      "",
+      "bang"
+     ],
+     "patching_rect": [
+      615.0,
+      1160.0,
+      77.0,
+      22.0
+     ],
+     "text": "t s s s b"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-280",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      715.0,
+      1188.0,
+      91.0,
+      22.0
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-281",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      615.0,
+      1188.0,
+      95.0,
+      20.0
+     ],
+     "text": "world 8"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-282",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      765.0,
+      1216.0,
+      40.0,
+      22.0
+     ],
+     "text": "1"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-283",
+     "maxclass": "slider",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      615.0,
+      1216.0,
+      140.0,
+      22.0
+     ],
+     "floatoutput": 1,
+     "min": 0.0,
+     "size": 1.0,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-284",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      615.0,
+      1244.0,
+      70.0,
+      22.0
+     ],
+     "text": "gate 1 0"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-285",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      615.0,
+      1272.0,
+      224.0,
+      22.0
+     ],
+     "text": "prepend /distill/world/unnamed"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-286",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      675.0,
+      1300.0,
+      217.0,
+      22.0
+     ],
+     "text": "sprintf set /distill/world/%s"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-287",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      615.0,
+      1300.0,
+      105.0,
+      22.0
+     ],
+     "text": "s distill.osc"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-288",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      675.0,
+      1328.0,
+      238.0,
+      22.0
+     ],
+     "text": "sprintf symout /distill/world/%s"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-289",
+     "maxclass": "newobj",
+     "numinlets": 0,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      715.0,
+      1132.0,
+      154.0,
+      22.0
+     ],
+     "text": "r distill.worldstate"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-290",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 2,
+     "outlettype": [
+      "",
+      ""
+     ],
+     "patching_rect": [
+      715.0,
+      1356.0,
+      84.0,
+      22.0
+     ],
+     "text": "zl slice 1"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-291",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -4718,7 +5227,7 @@
      ],
      "patching_rect": [
       675.0,
-      1106.0,
+      1356.0,
       91.0,
       22.0
      ],
@@ -4727,7 +5236,7 @@
    },
    {
     "box": {
-     "id": "obj-263",
+     "id": "obj-292",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4736,7 +5245,7 @@
      ],
      "patching_rect": [
       675.0,
-      1134.0,
+      1384.0,
       40.0,
       22.0
      ],
@@ -4745,7 +5254,7 @@
    },
    {
     "box": {
-     "id": "obj-264",
+     "id": "obj-293",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4754,7 +5263,7 @@
      ],
      "patching_rect": [
       675.0,
-      1162.0,
+      1412.0,
       91.0,
       22.0
      ],
@@ -5226,55 +5735,7 @@
       0
      ],
      "destination": [
-      "obj-76",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-76",
-      1
-     ],
-     "destination": [
-      "obj-77",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-77",
-      0
-     ],
-     "destination": [
       "obj-75",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-76",
-      0
-     ],
-     "destination": [
-      "obj-78",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-76",
-      0
-     ],
-     "destination": [
-      "obj-82",
       0
      ]
     }
@@ -5286,43 +5747,7 @@
       0
      ],
      "destination": [
-      "obj-79",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-79",
-      0
-     ],
-     "destination": [
-      "obj-81",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-79",
-      1
-     ],
-     "destination": [
-      "obj-80",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-80",
-      0
-     ],
-     "destination": [
-      "obj-78",
+      "obj-76",
       0
      ]
     }
@@ -5334,7 +5759,19 @@
       0
      ],
      "destination": [
-      "obj-82",
+      "obj-79",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-79",
+      0
+     ],
+     "destination": [
+      "obj-80",
       0
      ]
     }
@@ -5354,7 +5791,7 @@
    {
     "patchline": {
      "source": [
-      "obj-81",
+      "obj-83",
       0
      ],
      "destination": [
@@ -5370,43 +5807,7 @@
       0
      ],
      "destination": [
-      "obj-88",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-88",
-      1
-     ],
-     "destination": [
-      "obj-89",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-89",
-      0
-     ],
-     "destination": [
-      "obj-87",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-88",
-      0
-     ],
-     "destination": [
-      "obj-90",
+      "obj-92",
       1
      ]
     }
@@ -5414,44 +5815,20 @@
    {
     "patchline": {
      "source": [
-      "obj-88",
-      0
-     ],
-     "destination": [
-      "obj-94",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-87",
-      0
-     ],
-     "destination": [
-      "obj-91",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-91",
+      "obj-86",
       0
      ],
      "destination": [
       "obj-93",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-91",
       1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-90",
+      0
      ],
      "destination": [
       "obj-92",
@@ -5463,18 +5840,6 @@
     "patchline": {
      "source": [
       "obj-92",
-      0
-     ],
-     "destination": [
-      "obj-90",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-90",
       0
      ],
      "destination": [
@@ -5498,6 +5863,30 @@
    {
     "patchline": {
      "source": [
+      "obj-87",
+      0
+     ],
+     "destination": [
+      "obj-96",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-91",
+      0
+     ],
+     "destination": [
+      "obj-93",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-93",
       0
      ],
@@ -5510,35 +5899,23 @@
    {
     "patchline": {
      "source": [
+      "obj-96",
+      0
+     ],
+     "destination": [
+      "obj-97",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-97",
+      0
+     ],
+     "destination": [
       "obj-98",
-      0
-     ],
-     "destination": [
-      "obj-100",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-100",
-      1
-     ],
-     "destination": [
-      "obj-101",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-101",
-      0
-     ],
-     "destination": [
-      "obj-99",
       0
      ]
     }
@@ -5551,6 +5928,42 @@
      ],
      "destination": [
       "obj-102",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-102",
+      1
+     ],
+     "destination": [
+      "obj-103",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-103",
+      0
+     ],
+     "destination": [
+      "obj-101",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-102",
+      0
+     ],
+     "destination": [
+      "obj-104",
       1
      ]
     }
@@ -5558,11 +5971,11 @@
    {
     "patchline": {
      "source": [
-      "obj-100",
+      "obj-102",
       0
      ],
      "destination": [
-      "obj-106",
+      "obj-108",
       0
      ]
     }
@@ -5570,19 +5983,7 @@
    {
     "patchline": {
      "source": [
-      "obj-99",
-      0
-     ],
-     "destination": [
-      "obj-103",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-103",
+      "obj-101",
       0
      ],
      "destination": [
@@ -5594,43 +5995,7 @@
    {
     "patchline": {
      "source": [
-      "obj-103",
-      1
-     ],
-     "destination": [
-      "obj-104",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-104",
-      0
-     ],
-     "destination": [
-      "obj-102",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-102",
-      0
-     ],
-     "destination": [
-      "obj-106",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-106",
+      "obj-105",
       0
      ],
      "destination": [
@@ -5643,6 +6008,30 @@
     "patchline": {
      "source": [
       "obj-105",
+      1
+     ],
+     "destination": [
+      "obj-106",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-106",
+      0
+     ],
+     "destination": [
+      "obj-104",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-104",
       0
      ],
      "destination": [
@@ -5654,8 +6043,20 @@
    {
     "patchline": {
      "source": [
+      "obj-108",
+      0
+     ],
+     "destination": [
       "obj-109",
       0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-107",
+      0
      ],
      "destination": [
       "obj-110",
@@ -5666,11 +6067,11 @@
    {
     "patchline": {
      "source": [
-      "obj-110",
+      "obj-112",
       0
      ],
      "destination": [
-      "obj-111",
+      "obj-114",
       0
      ]
     }
@@ -5678,7 +6079,307 @@
    {
     "patchline": {
      "source": [
-      "obj-111",
+      "obj-114",
+      1
+     ],
+     "destination": [
+      "obj-115",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-115",
+      0
+     ],
+     "destination": [
+      "obj-113",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-114",
+      0
+     ],
+     "destination": [
+      "obj-116",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-114",
+      0
+     ],
+     "destination": [
+      "obj-120",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-113",
+      0
+     ],
+     "destination": [
+      "obj-117",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-117",
+      0
+     ],
+     "destination": [
+      "obj-119",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-117",
+      1
+     ],
+     "destination": [
+      "obj-118",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-118",
+      0
+     ],
+     "destination": [
+      "obj-116",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-116",
+      0
+     ],
+     "destination": [
+      "obj-120",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-120",
+      0
+     ],
+     "destination": [
+      "obj-121",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-119",
+      0
+     ],
+     "destination": [
+      "obj-122",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-124",
+      0
+     ],
+     "destination": [
+      "obj-126",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-126",
+      1
+     ],
+     "destination": [
+      "obj-127",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-127",
+      0
+     ],
+     "destination": [
+      "obj-125",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-126",
+      0
+     ],
+     "destination": [
+      "obj-128",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-126",
+      0
+     ],
+     "destination": [
+      "obj-132",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-125",
+      0
+     ],
+     "destination": [
+      "obj-129",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-129",
+      0
+     ],
+     "destination": [
+      "obj-131",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-129",
+      1
+     ],
+     "destination": [
+      "obj-130",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-130",
+      0
+     ],
+     "destination": [
+      "obj-128",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-128",
+      0
+     ],
+     "destination": [
+      "obj-132",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-132",
+      0
+     ],
+     "destination": [
+      "obj-133",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-131",
+      0
+     ],
+     "destination": [
+      "obj-134",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-135",
+      0
+     ],
+     "destination": [
+      "obj-136",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-136",
+      0
+     ],
+     "destination": [
+      "obj-137",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-137",
       0
      ],
      "destination": [
@@ -5690,11 +6391,11 @@
    {
     "patchline": {
      "source": [
-      "obj-110",
+      "obj-136",
       1
      ],
      "destination": [
-      "obj-112",
+      "obj-138",
       0
      ]
     }
@@ -5702,7 +6403,7 @@
    {
     "patchline": {
      "source": [
-      "obj-112",
+      "obj-138",
       0
      ],
      "destination": [
@@ -5714,11 +6415,11 @@
    {
     "patchline": {
      "source": [
-      "obj-110",
+      "obj-136",
       2
      ],
      "destination": [
-      "obj-113",
+      "obj-139",
       0
      ]
     }
@@ -5726,7 +6427,7 @@
    {
     "patchline": {
      "source": [
-      "obj-113",
+      "obj-139",
       0
      ],
      "destination": [
@@ -5738,11 +6439,11 @@
    {
     "patchline": {
      "source": [
-      "obj-110",
+      "obj-136",
       3
      ],
      "destination": [
-      "obj-114",
+      "obj-140",
       0
      ]
     }
@@ -5750,7 +6451,7 @@
    {
     "patchline": {
      "source": [
-      "obj-114",
+      "obj-140",
       0
      ],
      "destination": [
@@ -5762,11 +6463,11 @@
    {
     "patchline": {
      "source": [
-      "obj-110",
+      "obj-136",
       4
      ],
      "destination": [
-      "obj-115",
+      "obj-141",
       0
      ]
     }
@@ -5774,7 +6475,7 @@
    {
     "patchline": {
      "source": [
-      "obj-115",
+      "obj-141",
       0
      ],
      "destination": [
@@ -5786,11 +6487,11 @@
    {
     "patchline": {
      "source": [
-      "obj-110",
+      "obj-136",
       5
      ],
      "destination": [
-      "obj-116",
+      "obj-142",
       0
      ]
     }
@@ -5798,7 +6499,7 @@
    {
     "patchline": {
      "source": [
-      "obj-116",
+      "obj-142",
       0
      ],
      "destination": [
@@ -5810,11 +6511,11 @@
    {
     "patchline": {
      "source": [
-      "obj-110",
+      "obj-136",
       6
      ],
      "destination": [
-      "obj-117",
+      "obj-143",
       0
      ]
     }
@@ -5822,7 +6523,7 @@
    {
     "patchline": {
      "source": [
-      "obj-117",
+      "obj-143",
       0
      ],
      "destination": [
@@ -5834,11 +6535,11 @@
    {
     "patchline": {
      "source": [
-      "obj-110",
+      "obj-136",
       7
      ],
      "destination": [
-      "obj-118",
+      "obj-144",
       0
      ]
     }
@@ -5846,7 +6547,7 @@
    {
     "patchline": {
      "source": [
-      "obj-118",
+      "obj-144",
       0
      ],
      "destination": [
@@ -5858,11 +6559,11 @@
    {
     "patchline": {
      "source": [
-      "obj-110",
+      "obj-136",
       8
      ],
      "destination": [
-      "obj-119",
+      "obj-145",
       0
      ]
     }
@@ -5870,7 +6571,7 @@
    {
     "patchline": {
      "source": [
-      "obj-119",
+      "obj-145",
       0
      ],
      "destination": [
@@ -5882,11 +6583,11 @@
    {
     "patchline": {
      "source": [
-      "obj-110",
+      "obj-136",
       9
      ],
      "destination": [
-      "obj-120",
+      "obj-146",
       0
      ]
     }
@@ -5894,7 +6595,7 @@
    {
     "patchline": {
      "source": [
-      "obj-120",
+      "obj-146",
       0
      ],
      "destination": [
@@ -5906,11 +6607,11 @@
    {
     "patchline": {
      "source": [
-      "obj-110",
+      "obj-136",
       10
      ],
      "destination": [
-      "obj-121",
+      "obj-147",
       0
      ]
     }
@@ -5918,7 +6619,7 @@
    {
     "patchline": {
      "source": [
-      "obj-121",
+      "obj-147",
       0
      ],
      "destination": [
@@ -5930,11 +6631,11 @@
    {
     "patchline": {
      "source": [
-      "obj-110",
+      "obj-136",
       11
      ],
      "destination": [
-      "obj-122",
+      "obj-148",
       0
      ]
     }
@@ -5942,7 +6643,7 @@
    {
     "patchline": {
      "source": [
-      "obj-122",
+      "obj-148",
       0
      ],
      "destination": [
@@ -5954,11 +6655,11 @@
    {
     "patchline": {
      "source": [
-      "obj-110",
+      "obj-136",
       12
      ],
      "destination": [
-      "obj-123",
+      "obj-149",
       0
      ]
     }
@@ -5966,7 +6667,7 @@
    {
     "patchline": {
      "source": [
-      "obj-123",
+      "obj-149",
       0
      ],
      "destination": [
@@ -5978,11 +6679,11 @@
    {
     "patchline": {
      "source": [
-      "obj-110",
+      "obj-136",
       13
      ],
      "destination": [
-      "obj-124",
+      "obj-150",
       0
      ]
     }
@@ -5990,7 +6691,7 @@
    {
     "patchline": {
      "source": [
-      "obj-124",
+      "obj-150",
       0
      ],
      "destination": [
@@ -6002,35 +6703,11 @@
    {
     "patchline": {
      "source": [
-      "obj-110",
-      13
-     ],
-     "destination": [
-      "obj-125",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-125",
-      0
-     ],
-     "destination": [
-      "obj-75",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-110",
+      "obj-136",
       14
      ],
      "destination": [
-      "obj-126",
+      "obj-151",
       0
      ]
     }
@@ -6038,11 +6715,11 @@
    {
     "patchline": {
      "source": [
-      "obj-126",
+      "obj-151",
       0
      ],
      "destination": [
-      "obj-86",
+      "obj-78",
       0
      ]
     }
@@ -6050,35 +6727,11 @@
    {
     "patchline": {
      "source": [
-      "obj-110",
-      14
-     ],
-     "destination": [
-      "obj-127",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-127",
-      0
-     ],
-     "destination": [
-      "obj-87",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-110",
+      "obj-136",
       15
      ],
      "destination": [
-      "obj-128",
+      "obj-152",
       0
      ]
     }
@@ -6086,11 +6739,11 @@
    {
     "patchline": {
      "source": [
-      "obj-128",
+      "obj-152",
       0
      ],
      "destination": [
-      "obj-98",
+      "obj-82",
       0
      ]
     }
@@ -6098,35 +6751,11 @@
    {
     "patchline": {
      "source": [
-      "obj-110",
-      15
-     ],
-     "destination": [
-      "obj-129",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-129",
-      0
-     ],
-     "destination": [
-      "obj-99",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-110",
+      "obj-136",
       16
      ],
      "destination": [
-      "obj-130",
+      "obj-153",
       0
      ]
     }
@@ -6134,11 +6763,11 @@
    {
     "patchline": {
      "source": [
-      "obj-130",
+      "obj-153",
       0
      ],
      "destination": [
-      "obj-75",
+      "obj-100",
       0
      ]
     }
@@ -6146,359 +6775,35 @@
    {
     "patchline": {
      "source": [
-      "obj-110",
+      "obj-136",
+      16
+     ],
+     "destination": [
+      "obj-154",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-154",
+      0
+     ],
+     "destination": [
+      "obj-101",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-136",
       17
      ],
      "destination": [
-      "obj-131",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-131",
-      0
-     ],
-     "destination": [
-      "obj-87",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-110",
-      18
-     ],
-     "destination": [
-      "obj-132",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-132",
-      0
-     ],
-     "destination": [
-      "obj-99",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-110",
-      19
-     ],
-     "destination": [
-      "obj-133",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-9",
-      2
-     ],
-     "destination": [
-      "obj-135",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-135",
-      0
-     ],
-     "destination": [
-      "obj-136",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-136",
-      0
-     ],
-     "destination": [
-      "obj-137",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-137",
-      0
-     ],
-     "destination": [
-      "obj-138",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-9",
-      3
-     ],
-     "destination": [
-      "obj-144",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-144",
-      0
-     ],
-     "destination": [
-      "obj-140",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-138",
-      0
-     ],
-     "destination": [
-      "obj-139",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-139",
-      1
-     ],
-     "destination": [
-      "obj-142",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-139",
-      0
-     ],
-     "destination": [
-      "obj-140",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-140",
-      0
-     ],
-     "destination": [
-      "obj-141",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-141",
-      0
-     ],
-     "destination": [
-      "obj-140",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-140",
-      0
-     ],
-     "destination": [
-      "obj-142",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-142",
-      0
-     ],
-     "destination": [
-      "obj-143",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-143",
-      0
-     ],
-     "destination": [
-      "obj-145",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-145",
-      3
-     ],
-     "destination": [
-      "obj-148",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-148",
-      0
-     ],
-     "destination": [
-      "obj-150",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-145",
-      2
-     ],
-     "destination": [
-      "obj-146",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-146",
-      0
-     ],
-     "destination": [
-      "obj-147",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-145",
-      1
-     ],
-     "destination": [
-      "obj-152",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-152",
-      0
-     ],
-     "destination": [
-      "obj-151",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-145",
-      0
-     ],
-     "destination": [
-      "obj-154",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-154",
-      0
-     ],
-     "destination": [
-      "obj-157",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-149",
-      0
-     ],
-     "destination": [
-      "obj-150",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-150",
-      0
-     ],
-     "destination": [
-      "obj-151",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-151",
-      0
-     ],
-     "destination": [
-      "obj-153",
+      "obj-155",
       0
      ]
     }
@@ -6510,7 +6815,7 @@
       0
      ],
      "destination": [
-      "obj-156",
+      "obj-112",
       0
      ]
     }
@@ -6518,12 +6823,12 @@
    {
     "patchline": {
      "source": [
-      "obj-156",
-      1
+      "obj-136",
+      17
      ],
      "destination": [
-      "obj-158",
-      1
+      "obj-156",
+      0
      ]
     }
    },
@@ -6532,6 +6837,18 @@
      "source": [
       "obj-156",
       0
+     ],
+     "destination": [
+      "obj-113",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-136",
+      18
      ],
      "destination": [
       "obj-157",
@@ -6546,6 +6863,18 @@
       0
      ],
      "destination": [
+      "obj-124",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-136",
+      18
+     ],
+     "destination": [
       "obj-158",
       0
      ]
@@ -6556,6 +6885,18 @@
      "source": [
       "obj-158",
       0
+     ],
+     "destination": [
+      "obj-125",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-136",
+      19
      ],
      "destination": [
       "obj-159",
@@ -6570,7 +6911,7 @@
       0
      ],
      "destination": [
-      "obj-149",
+      "obj-101",
       0
      ]
     }
@@ -6578,8 +6919,8 @@
    {
     "patchline": {
      "source": [
-      "obj-143",
-      1
+      "obj-136",
+      20
      ],
      "destination": [
       "obj-160",
@@ -6591,10 +6932,10 @@
     "patchline": {
      "source": [
       "obj-160",
-      3
+      0
      ],
      "destination": [
-      "obj-163",
+      "obj-113",
       0
      ]
     }
@@ -6602,20 +6943,8 @@
    {
     "patchline": {
      "source": [
-      "obj-163",
-      0
-     ],
-     "destination": [
-      "obj-165",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-160",
-      2
+      "obj-136",
+      21
      ],
      "destination": [
       "obj-161",
@@ -6628,6 +6957,18 @@
      "source": [
       "obj-161",
       0
+     ],
+     "destination": [
+      "obj-125",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-136",
+      24
      ],
      "destination": [
       "obj-162",
@@ -6638,48 +6979,12 @@
    {
     "patchline": {
      "source": [
-      "obj-160",
-      1
+      "obj-9",
+      2
      ],
      "destination": [
-      "obj-167",
+      "obj-164",
       0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-167",
-      0
-     ],
-     "destination": [
-      "obj-166",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-160",
-      0
-     ],
-     "destination": [
-      "obj-169",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-169",
-      0
-     ],
-     "destination": [
-      "obj-172",
-      1
      ]
     }
    },
@@ -6711,6 +7016,42 @@
     "patchline": {
      "source": [
       "obj-166",
+      0
+     ],
+     "destination": [
+      "obj-167",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-9",
+      3
+     ],
+     "destination": [
+      "obj-173",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-173",
+      0
+     ],
+     "destination": [
+      "obj-169",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-167",
       0
      ],
      "destination": [
@@ -6722,24 +7063,60 @@
    {
     "patchline": {
      "source": [
+      "obj-168",
+      1
+     ],
+     "destination": [
+      "obj-171",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-168",
+      0
+     ],
+     "destination": [
+      "obj-169",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-169",
+      0
+     ],
+     "destination": [
+      "obj-170",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-170",
       0
      ],
      "destination": [
-      "obj-171",
-      0
+      "obj-169",
+      1
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-171",
-      1
+      "obj-169",
+      0
      ],
      "destination": [
-      "obj-173",
-      1
+      "obj-171",
+      0
      ]
     }
    },
@@ -6762,18 +7139,6 @@
       0
      ],
      "destination": [
-      "obj-173",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-173",
-      0
-     ],
-     "destination": [
       "obj-174",
       0
      ]
@@ -6783,10 +7148,10 @@
     "patchline": {
      "source": [
       "obj-174",
-      0
+      3
      ],
      "destination": [
-      "obj-164",
+      "obj-177",
       0
      ]
     }
@@ -6794,7 +7159,19 @@
    {
     "patchline": {
      "source": [
-      "obj-143",
+      "obj-177",
+      0
+     ],
+     "destination": [
+      "obj-179",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-174",
       2
      ],
      "destination": [
@@ -6807,10 +7184,10 @@
     "patchline": {
      "source": [
       "obj-175",
-      3
+      0
      ],
      "destination": [
-      "obj-178",
+      "obj-176",
       0
      ]
     }
@@ -6818,7 +7195,19 @@
    {
     "patchline": {
      "source": [
-      "obj-178",
+      "obj-174",
+      1
+     ],
+     "destination": [
+      "obj-181",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-181",
       0
      ],
      "destination": [
@@ -6830,11 +7219,11 @@
    {
     "patchline": {
      "source": [
-      "obj-175",
-      2
+      "obj-174",
+      0
      ],
      "destination": [
-      "obj-176",
+      "obj-183",
       0
      ]
     }
@@ -6842,60 +7231,24 @@
    {
     "patchline": {
      "source": [
-      "obj-176",
+      "obj-183",
       0
      ],
      "destination": [
-      "obj-177",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-175",
+      "obj-186",
       1
-     ],
-     "destination": [
-      "obj-182",
-      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-182",
+      "obj-178",
       0
      ],
      "destination": [
-      "obj-181",
+      "obj-179",
       0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-175",
-      0
-     ],
-     "destination": [
-      "obj-184",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-184",
-      0
-     ],
-     "destination": [
-      "obj-187",
-      1
      ]
     }
    },
@@ -6918,7 +7271,7 @@
       0
      ],
      "destination": [
-      "obj-181",
+      "obj-182",
       0
      ]
     }
@@ -6926,12 +7279,24 @@
    {
     "patchline": {
      "source": [
-      "obj-181",
+      "obj-184",
       0
      ],
      "destination": [
-      "obj-183",
+      "obj-185",
       0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-185",
+      1
+     ],
+     "destination": [
+      "obj-187",
+      1
      ]
     }
    },
@@ -6951,18 +7316,6 @@
     "patchline": {
      "source": [
       "obj-186",
-      1
-     ],
-     "destination": [
-      "obj-188",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-186",
       0
      ],
      "destination": [
@@ -6990,6 +7343,18 @@
       0
      ],
      "destination": [
+      "obj-178",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-172",
+      1
+     ],
+     "destination": [
       "obj-189",
       0
      ]
@@ -6999,10 +7364,22 @@
     "patchline": {
      "source": [
       "obj-189",
+      3
+     ],
+     "destination": [
+      "obj-192",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-192",
       0
      ],
      "destination": [
-      "obj-179",
+      "obj-194",
       0
      ]
     }
@@ -7010,8 +7387,8 @@
    {
     "patchline": {
      "source": [
-      "obj-143",
-      3
+      "obj-189",
+      2
      ],
      "destination": [
       "obj-190",
@@ -7023,10 +7400,10 @@
     "patchline": {
      "source": [
       "obj-190",
-      3
+      0
      ],
      "destination": [
-      "obj-193",
+      "obj-191",
       0
      ]
     }
@@ -7034,7 +7411,19 @@
    {
     "patchline": {
      "source": [
-      "obj-193",
+      "obj-189",
+      1
+     ],
+     "destination": [
+      "obj-196",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-196",
       0
      ],
      "destination": [
@@ -7046,11 +7435,11 @@
    {
     "patchline": {
      "source": [
-      "obj-190",
-      2
+      "obj-189",
+      0
      ],
      "destination": [
-      "obj-191",
+      "obj-198",
       0
      ]
     }
@@ -7058,60 +7447,24 @@
    {
     "patchline": {
      "source": [
-      "obj-191",
+      "obj-198",
       0
      ],
      "destination": [
-      "obj-192",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-190",
+      "obj-201",
       1
-     ],
-     "destination": [
-      "obj-197",
-      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-197",
+      "obj-193",
       0
      ],
      "destination": [
-      "obj-196",
+      "obj-194",
       0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-190",
-      0
-     ],
-     "destination": [
-      "obj-199",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-199",
-      0
-     ],
-     "destination": [
-      "obj-202",
-      1
      ]
     }
    },
@@ -7134,7 +7487,7 @@
       0
      ],
      "destination": [
-      "obj-196",
+      "obj-197",
       0
      ]
     }
@@ -7142,12 +7495,24 @@
    {
     "patchline": {
      "source": [
-      "obj-196",
+      "obj-199",
       0
      ],
      "destination": [
-      "obj-198",
+      "obj-200",
       0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-200",
+      1
+     ],
+     "destination": [
+      "obj-202",
+      1
      ]
     }
    },
@@ -7167,18 +7532,6 @@
     "patchline": {
      "source": [
       "obj-201",
-      1
-     ],
-     "destination": [
-      "obj-203",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-201",
       0
      ],
      "destination": [
@@ -7206,6 +7559,18 @@
       0
      ],
      "destination": [
+      "obj-193",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-172",
+      2
+     ],
+     "destination": [
       "obj-204",
       0
      ]
@@ -7215,34 +7580,10 @@
     "patchline": {
      "source": [
       "obj-204",
-      0
-     ],
-     "destination": [
-      "obj-194",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-143",
-      4
-     ],
-     "destination": [
-      "obj-205",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-205",
       3
      ],
      "destination": [
-      "obj-208",
+      "obj-207",
       0
      ]
     }
@@ -7250,7 +7591,55 @@
    {
     "patchline": {
      "source": [
-      "obj-208",
+      "obj-207",
+      0
+     ],
+     "destination": [
+      "obj-209",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-204",
+      2
+     ],
+     "destination": [
+      "obj-205",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-205",
+      0
+     ],
+     "destination": [
+      "obj-206",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-204",
+      1
+     ],
+     "destination": [
+      "obj-211",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-211",
       0
      ],
      "destination": [
@@ -7262,11 +7651,11 @@
    {
     "patchline": {
      "source": [
-      "obj-205",
-      2
+      "obj-204",
+      0
      ],
      "destination": [
-      "obj-206",
+      "obj-213",
       0
      ]
     }
@@ -7274,60 +7663,24 @@
    {
     "patchline": {
      "source": [
-      "obj-206",
+      "obj-213",
       0
      ],
      "destination": [
-      "obj-207",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-205",
+      "obj-216",
       1
-     ],
-     "destination": [
-      "obj-212",
-      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-212",
+      "obj-208",
       0
      ],
      "destination": [
-      "obj-211",
+      "obj-209",
       0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-205",
-      0
-     ],
-     "destination": [
-      "obj-214",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-214",
-      0
-     ],
-     "destination": [
-      "obj-217",
-      1
      ]
     }
    },
@@ -7350,7 +7703,7 @@
       0
      ],
      "destination": [
-      "obj-211",
+      "obj-212",
       0
      ]
     }
@@ -7358,12 +7711,24 @@
    {
     "patchline": {
      "source": [
-      "obj-211",
+      "obj-214",
       0
      ],
      "destination": [
-      "obj-213",
+      "obj-215",
       0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-215",
+      1
+     ],
+     "destination": [
+      "obj-217",
+      1
      ]
     }
    },
@@ -7383,18 +7748,6 @@
     "patchline": {
      "source": [
       "obj-216",
-      1
-     ],
-     "destination": [
-      "obj-218",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-216",
       0
      ],
      "destination": [
@@ -7422,7 +7775,7 @@
       0
      ],
      "destination": [
-      "obj-219",
+      "obj-208",
       0
      ]
     }
@@ -7430,35 +7783,11 @@
    {
     "patchline": {
      "source": [
-      "obj-219",
-      0
-     ],
-     "destination": [
-      "obj-209",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-143",
-      5
-     ],
-     "destination": [
-      "obj-220",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-220",
+      "obj-172",
       3
      ],
      "destination": [
-      "obj-223",
+      "obj-219",
       0
      ]
     }
@@ -7466,7 +7795,67 @@
    {
     "patchline": {
      "source": [
-      "obj-223",
+      "obj-219",
+      3
+     ],
+     "destination": [
+      "obj-222",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-222",
+      0
+     ],
+     "destination": [
+      "obj-224",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-219",
+      2
+     ],
+     "destination": [
+      "obj-220",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-220",
+      0
+     ],
+     "destination": [
+      "obj-221",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-219",
+      1
+     ],
+     "destination": [
+      "obj-226",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-226",
       0
      ],
      "destination": [
@@ -7478,11 +7867,11 @@
    {
     "patchline": {
      "source": [
-      "obj-220",
-      2
+      "obj-219",
+      0
      ],
      "destination": [
-      "obj-221",
+      "obj-228",
       0
      ]
     }
@@ -7490,60 +7879,24 @@
    {
     "patchline": {
      "source": [
-      "obj-221",
+      "obj-228",
       0
      ],
      "destination": [
-      "obj-222",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-220",
+      "obj-231",
       1
-     ],
-     "destination": [
-      "obj-227",
-      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-227",
+      "obj-223",
       0
      ],
      "destination": [
-      "obj-226",
+      "obj-224",
       0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-220",
-      0
-     ],
-     "destination": [
-      "obj-229",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-229",
-      0
-     ],
-     "destination": [
-      "obj-232",
-      1
      ]
     }
    },
@@ -7566,7 +7919,7 @@
       0
      ],
      "destination": [
-      "obj-226",
+      "obj-227",
       0
      ]
     }
@@ -7574,12 +7927,24 @@
    {
     "patchline": {
      "source": [
-      "obj-226",
+      "obj-229",
       0
      ],
      "destination": [
-      "obj-228",
+      "obj-230",
       0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-230",
+      1
+     ],
+     "destination": [
+      "obj-232",
+      1
      ]
     }
    },
@@ -7599,18 +7964,6 @@
     "patchline": {
      "source": [
       "obj-231",
-      1
-     ],
-     "destination": [
-      "obj-233",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-231",
       0
      ],
      "destination": [
@@ -7638,6 +7991,18 @@
       0
      ],
      "destination": [
+      "obj-223",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-172",
+      4
+     ],
+     "destination": [
       "obj-234",
       0
      ]
@@ -7647,34 +8012,10 @@
     "patchline": {
      "source": [
       "obj-234",
-      0
-     ],
-     "destination": [
-      "obj-224",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-143",
-      6
-     ],
-     "destination": [
-      "obj-235",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-235",
       3
      ],
      "destination": [
-      "obj-238",
+      "obj-237",
       0
      ]
     }
@@ -7682,7 +8023,55 @@
    {
     "patchline": {
      "source": [
-      "obj-238",
+      "obj-237",
+      0
+     ],
+     "destination": [
+      "obj-239",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-234",
+      2
+     ],
+     "destination": [
+      "obj-235",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-235",
+      0
+     ],
+     "destination": [
+      "obj-236",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-234",
+      1
+     ],
+     "destination": [
+      "obj-241",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-241",
       0
      ],
      "destination": [
@@ -7694,11 +8083,11 @@
    {
     "patchline": {
      "source": [
-      "obj-235",
-      2
+      "obj-234",
+      0
      ],
      "destination": [
-      "obj-236",
+      "obj-243",
       0
      ]
     }
@@ -7706,60 +8095,24 @@
    {
     "patchline": {
      "source": [
-      "obj-236",
+      "obj-243",
       0
      ],
      "destination": [
-      "obj-237",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-235",
+      "obj-246",
       1
-     ],
-     "destination": [
-      "obj-242",
-      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-242",
+      "obj-238",
       0
      ],
      "destination": [
-      "obj-241",
+      "obj-239",
       0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-235",
-      0
-     ],
-     "destination": [
-      "obj-244",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-244",
-      0
-     ],
-     "destination": [
-      "obj-247",
-      1
      ]
     }
    },
@@ -7782,7 +8135,7 @@
       0
      ],
      "destination": [
-      "obj-241",
+      "obj-242",
       0
      ]
     }
@@ -7790,12 +8143,24 @@
    {
     "patchline": {
      "source": [
-      "obj-241",
+      "obj-244",
       0
      ],
      "destination": [
-      "obj-243",
+      "obj-245",
       0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-245",
+      1
+     ],
+     "destination": [
+      "obj-247",
+      1
      ]
     }
    },
@@ -7815,18 +8180,6 @@
     "patchline": {
      "source": [
       "obj-246",
-      1
-     ],
-     "destination": [
-      "obj-248",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-246",
       0
      ],
      "destination": [
@@ -7854,6 +8207,18 @@
       0
      ],
      "destination": [
+      "obj-238",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-172",
+      5
+     ],
+     "destination": [
       "obj-249",
       0
      ]
@@ -7863,34 +8228,10 @@
     "patchline": {
      "source": [
       "obj-249",
-      0
-     ],
-     "destination": [
-      "obj-239",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-143",
-      7
-     ],
-     "destination": [
-      "obj-250",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-250",
       3
      ],
      "destination": [
-      "obj-253",
+      "obj-252",
       0
      ]
     }
@@ -7898,7 +8239,55 @@
    {
     "patchline": {
      "source": [
-      "obj-253",
+      "obj-252",
+      0
+     ],
+     "destination": [
+      "obj-254",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-249",
+      2
+     ],
+     "destination": [
+      "obj-250",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-250",
+      0
+     ],
+     "destination": [
+      "obj-251",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-249",
+      1
+     ],
+     "destination": [
+      "obj-256",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-256",
       0
      ],
      "destination": [
@@ -7910,11 +8299,11 @@
    {
     "patchline": {
      "source": [
-      "obj-250",
-      2
+      "obj-249",
+      0
      ],
      "destination": [
-      "obj-251",
+      "obj-258",
       0
      ]
     }
@@ -7922,60 +8311,24 @@
    {
     "patchline": {
      "source": [
-      "obj-251",
+      "obj-258",
       0
      ],
      "destination": [
-      "obj-252",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-250",
+      "obj-261",
       1
-     ],
-     "destination": [
-      "obj-257",
-      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-257",
+      "obj-253",
       0
      ],
      "destination": [
-      "obj-256",
+      "obj-254",
       0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-250",
-      0
-     ],
-     "destination": [
-      "obj-259",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-259",
-      0
-     ],
-     "destination": [
-      "obj-262",
-      1
      ]
     }
    },
@@ -7998,7 +8351,7 @@
       0
      ],
      "destination": [
-      "obj-256",
+      "obj-257",
       0
      ]
     }
@@ -8006,12 +8359,24 @@
    {
     "patchline": {
      "source": [
-      "obj-256",
+      "obj-259",
       0
      ],
      "destination": [
-      "obj-258",
+      "obj-260",
       0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-260",
+      1
+     ],
+     "destination": [
+      "obj-262",
+      1
      ]
     }
    },
@@ -8031,18 +8396,6 @@
     "patchline": {
      "source": [
       "obj-261",
-      1
-     ],
-     "destination": [
-      "obj-263",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-261",
       0
      ],
      "destination": [
@@ -8070,7 +8423,91 @@
       0
      ],
      "destination": [
+      "obj-253",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-172",
+      6
+     ],
+     "destination": [
       "obj-264",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-264",
+      3
+     ],
+     "destination": [
+      "obj-267",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-267",
+      0
+     ],
+     "destination": [
+      "obj-269",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-264",
+      2
+     ],
+     "destination": [
+      "obj-265",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-265",
+      0
+     ],
+     "destination": [
+      "obj-266",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-264",
+      1
+     ],
+     "destination": [
+      "obj-271",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-271",
+      0
+     ],
+     "destination": [
+      "obj-270",
       0
      ]
     }
@@ -8082,7 +8519,343 @@
       0
      ],
      "destination": [
-      "obj-254",
+      "obj-273",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-273",
+      0
+     ],
+     "destination": [
+      "obj-276",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-268",
+      0
+     ],
+     "destination": [
+      "obj-269",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-269",
+      0
+     ],
+     "destination": [
+      "obj-270",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-270",
+      0
+     ],
+     "destination": [
+      "obj-272",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-274",
+      0
+     ],
+     "destination": [
+      "obj-275",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-275",
+      1
+     ],
+     "destination": [
+      "obj-277",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-275",
+      0
+     ],
+     "destination": [
+      "obj-276",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-276",
+      0
+     ],
+     "destination": [
+      "obj-277",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-277",
+      0
+     ],
+     "destination": [
+      "obj-278",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-278",
+      0
+     ],
+     "destination": [
+      "obj-268",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-172",
+      7
+     ],
+     "destination": [
+      "obj-279",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-279",
+      3
+     ],
+     "destination": [
+      "obj-282",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-282",
+      0
+     ],
+     "destination": [
+      "obj-284",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-279",
+      2
+     ],
+     "destination": [
+      "obj-280",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-280",
+      0
+     ],
+     "destination": [
+      "obj-281",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-279",
+      1
+     ],
+     "destination": [
+      "obj-286",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-286",
+      0
+     ],
+     "destination": [
+      "obj-285",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-279",
+      0
+     ],
+     "destination": [
+      "obj-288",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-288",
+      0
+     ],
+     "destination": [
+      "obj-291",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-283",
+      0
+     ],
+     "destination": [
+      "obj-284",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-284",
+      0
+     ],
+     "destination": [
+      "obj-285",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-285",
+      0
+     ],
+     "destination": [
+      "obj-287",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-289",
+      0
+     ],
+     "destination": [
+      "obj-290",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-290",
+      1
+     ],
+     "destination": [
+      "obj-292",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-290",
+      0
+     ],
+     "destination": [
+      "obj-291",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-291",
+      0
+     ],
+     "destination": [
+      "obj-292",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-292",
+      0
+     ],
+     "destination": [
+      "obj-293",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-293",
+      0
+     ],
+     "destination": [
+      "obj-283",
       0
      ]
     }
