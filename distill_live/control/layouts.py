@@ -25,9 +25,12 @@ COLUMNS = 12
 
 
 def widgets(registry: ParamRegistry) -> list[tuple[str, Param]]:
-    """(kind, param) for each control on a layout, in the registry's order: kind is toggle, button or fader."""
+    """(kind, param) for each control on a layout, in the registry's order: kind is toggle, button or fader.
+    The corpus controls only for a model that holds its recordings (the engine refuses them otherwise)."""
     out = []
     for p in registry.params.values():
+        if p.name.startswith("corpus/") and not registry.corpus:
+            continue
         if p.types == "b":
             out.append(("toggle", p))
         elif p.types == "":
