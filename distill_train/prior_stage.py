@@ -12,9 +12,8 @@ jitter so the prior tolerates targets a performer sets by hand) and, on about a 
 batches, fine input levels hidden as when fewer levels are sampled live. A share of the examples
 (`unconditioned`) is given nothing at all: that is the prediction classifier-free guidance subtracts
 (Prior.step with guidance != 1), and from the dropouts alone it came out of 0.2 x 0.3^3 = 0.5% of
-the examples, too few to learn it. Guidance then pushed away from a poorly trained prediction and a
-held brightness moved the sound on some training seeds and not on others (docs/benchmarks.md,
-"Steering").
+the examples, too few to learn it: guidance pushed away from a prediction the prior had hardly been
+taught (docs/benchmarks.md, "Steering").
 
 The descriptors are those of the codec's rendering of the codes, not of the recordings (see
 `heard_descriptors`). A quarter of the examples move to another world midway, the condition with
