@@ -27,7 +27,7 @@ from distill_live.cli import main
 from distill_live.control.osc.oscquery import OscQueryServer
 from distill_live.control.osc.server import MAX_SUBSCRIBERS, OscServer
 from distill_live.control.params import ParamRegistry
-from distill_live.control.presets import PresetFileError, Presets, presets_path
+from distill_live.control.presets import PresetFileError, Presets, presets_path, take_snapshot
 from distill_live.control.score import parse_score
 from distill_live.live.engine import Engine
 from cards import PacedCard, paced_engine
@@ -382,6 +382,15 @@ def test_presets_round_trip_through_the_file(model, tmp_path):
     again = Presets.load(tmp_path / "p.toml", registry)
     assert again.snapshots == presets.snapshots and again.numbers() == [0, 127]
     assert math.isclose(tomllib.loads((tmp_path / "p.toml").read_text())["0"]["world/bells"], 1.0)
+
+
+def test_a_preset_keeps_only_what_the_model_can_take():
+    """A model saved without its recordings refuses the corpus controls, so its presets leave them out:
+    a recall (and a take's score of it) would otherwise set what the model refuses."""
+    with_recordings = take_snapshot(ParamRegistry(["a"], levels=4, codebook_size=64, cues=2))
+    without = take_snapshot(ParamRegistry(["a"], levels=4, codebook_size=64, cues=2, corpus=False))
+    assert {"corpus/mix", "corpus/stick", "corpus/fade"} <= set(with_recordings)
+    assert set(with_recordings) - set(without) == {"corpus/mix", "corpus/stick", "corpus/fade"}
 
 
 def test_the_web_page_is_served_from_the_package(rig):

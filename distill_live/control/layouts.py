@@ -29,7 +29,7 @@ def widgets(registry: ParamRegistry) -> list[tuple[str, Param]]:
     The corpus controls only for a model that holds its recordings (the engine refuses them otherwise)."""
     out = []
     for p in registry.params.values():
-        if p.name.startswith("corpus/") and not registry.corpus:
+        if not registry.playable(p):
             continue
         if p.types == "b":
             out.append(("toggle", p))

@@ -168,6 +168,10 @@ class ParamRegistry:
     def __contains__(self, address: str) -> bool:
         return address in self.params
 
+    def playable(self, p: Param) -> bool:
+        """Whether this model can take the control: the corpus ones only with its recordings."""
+        return self.corpus or not p.name.startswith("corpus/")
+
     # -- any thread ------------------------------------------------------------------------------
 
     def validate(self, address: str, args: Sequence[Any]) -> tuple[tuple, list[str]]:
@@ -175,7 +179,7 @@ class ParamRegistry:
         p = self.params.get(address)
         if p is None:
             raise ParamError(f"unknown address {address}")
-        if p.name.startswith("corpus/") and not self.corpus:
+        if not self.playable(p):
             raise ParamError(f"{address} refused: this model holds no recordings to play (distill-train keeps "
                              "them unless given --no-corpus; model files from before corpus playback have none)")
         notes: list[str] = []

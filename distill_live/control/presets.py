@@ -93,7 +93,7 @@ def take_snapshot(registry: ParamRegistry) -> Snapshot:
     out: Snapshot = {}
     for address, value in registry.values.items():
         p = registry.params[address]
-        if not p.preset:
+        if not p.preset or not registry.playable(p):  # (a recall would set what the model refuses)
             continue
         if p.name.startswith("descriptor/") and not registry.held[p.name.split("/")[1]]:
             value = FREE
