@@ -72,9 +72,10 @@ def heard_descriptors(codec, codes: list[torch.Tensor], clips) -> tuple[Descript
 
     Each descriptor is averaged over DESCRIPTOR_SECONDS centred on its frame: a performer holds a
     target for seconds, so it should mean "sound this noisy over the next moments", which the training
-    audio shows often, not "this frame is this noisy". Frame by frame, the noisiest tenth of the
-    steering tests' bells were the strikes alone, a frame in every 25 that is always followed by
-    tonal decay: no stretch of training audio was ever noisy throughout, a held high target asked for
+    audio shows often, not "this frame is this noisy". Frame by frame, the noisiest twentieth of the
+    steering tests' bells (the top of the range a target spans) were the strikes alone, about two
+    frames in every 25, always followed by tonal decay: no stretch of training audio was ever noisy
+    throughout, a held high target asked for
     something the prior had never seen, and on one training seed in ten it answered with the tonal
     rumble (flatness x0.38 at target 0.95 against 0.05). Averaged, bells struck every half second
     are the noisiest stretches, and the same seed holds noisiness at x4.2 (docs/benchmarks.md).
