@@ -237,7 +237,7 @@ def test_stats_fit_percentiles_of_sounding_frames_and_normalise_to_unit_range():
     inside = np.all((norm > 0) & (norm < 1), axis=-1)
     np.testing.assert_allclose(stats.denormalise(norm[inside]), raw[inside], rtol=1e-4)
     assert DescriptorStats.from_dict(json.loads(json.dumps(stats.to_dict()))) == stats
-    assert list(stats.to_dict()) == list(DESCRIPTORS)
+    assert list(stats.to_dict()) == [*DESCRIPTORS, "window"] and stats.window == 1
 
 
 def test_dataset_descriptors_are_normalised_against_training_frames(tmp_path):
