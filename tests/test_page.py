@@ -157,3 +157,55 @@ def test_the_page_steers_follows_and_shows_the_codes(served, browser):
     assert all(s.stat().st_size > 10_000 for s in shots)
     errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_a_region_selected_on_the_grid_and_locked_holds_its_codes(served, browser):
+    """Drag across the code grid (frames x levels), press lock: /distill/codes, heard over OSC, hold the
+    selected codes on the selected levels; release lets go."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    served.client.send_message(f"{P}/temperature", 1.0)  # (the first test left it low: codes repeat there)
+    browser.get(served.url)
+    wait_for(lambda: browser.execute_script("return window.distill.newest") > 300, 30, "frames on the grid")
+    canvas = browser.find_element(By.ID, "grid")
+    levels = browser.execute_script("return window.distill.levels")
+    width, height = canvas.size["width"], canvas.size["height"]
+    at = lambda column, level: (int((column + 0.5) / 256 * width - width / 2),  # noqa: E731 (from the centre)
+                                int((level + 0.5) / levels * height - height / 2))
+    ActionChains(browser).move_to_element_with_offset(canvas, *at(200, 0)).click_and_hold() \
+        .move_to_element_with_offset(canvas, *at(223, 1)).release().perform()
+    selection, region = browser.execute_script("""
+        const d = window.distill, s = d.selection;
+        return [s, Array.from({length: s.length}, (_, i) => d.codes[d.codes.length - 1 - (d.newest - s.first - i)])];""")
+    assert (selection["length"], selection["top"], selection["bottom"]) == (24, 0, 1), selection
+    held = {tuple(row[:2]) for row in region}
+    assert all(min(row) >= 0 for row in region) and len(held) > 3, region
+    free = browser.execute_script("return window.distill.codes.slice(-200)")
+    assert sum(tuple(row[:2]) in held for row in free) < 150  # playing freely, most frames are not the region's
+
+    browser.find_element(By.CSS_SELECTOR, '#hold button[data-mode="1"]').click()
+    wait_for(lambda: dumped(served, f"{P}/region/mode") == 1, 10, "the engine holding the region")
+    assert dumped(served, f"{P}/region/start") == selection["first"]
+    start = len(served.listener.messages)
+    wait_for(lambda: sum(a == f"{P}/codes" for a, _ in served.listener.messages[start:]) > 30, 20, "codes, held")
+    heard = [tuple(m[:2]) for a, m in served.listener.messages[start:] if a == f"{P}/codes"]
+    assert len(heard) > 20 and all(h in held for h in heard), (held, heard)
+    assert len(set(heard)) > 3  # round the loop, not one frame
+    wait_for(lambda: browser.execute_script("return window.distill.heldAt") > 0, 10, "the page showing the hold")
+    wait_for(lambda: browser.execute_script("return window.distill.newest - window.distill.heldAt") > 60, 10,
+             "a second of the hold on the grid")
+    assert browser.find_element(By.CSS_SELECTOR, '#hold button[data-mode="1"]').get_attribute("class") == "on"
+    shot = served.tmp / "page-region.png"
+    browser.save_screenshot(str(shot))
+    if os.environ.get("DISTILL_SCREENSHOTS") == "1":
+        shutil.copy(shot, ROOT / "docs" / "images" / shot.name)
+
+    browser.find_element(By.CSS_SELECTOR, '#hold button[data-mode="0"]').click()
+    wait_for(lambda: dumped(served, f"{P}/region/mode") == 0, 10, "the region released")
+    start = len(served.listener.messages)
+    wait_for(lambda: sum(a == f"{P}/codes" for a, _ in served.listener.messages[start:]) > 30, 20, "codes, free")
+    heard = [tuple(m[:2]) for a, m in served.listener.messages[start:] if a == f"{P}/codes"]
+    assert not all(h in held for h in heard[5:])
+    errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors

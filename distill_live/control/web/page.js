@@ -316,6 +316,7 @@ function liveView() {
     state.codes.push(codes);
     if (state.codes.length > GRID_FRAMES) state.codes.shift();
     state.frames++;
+    if (state.newest >= 0) state.newest++;  // /distill/frame, after the codes, confirms it: never out of step
   };
 }
 
@@ -426,11 +427,13 @@ function drawRegion(g, h) {
     const start = v("start"), length = v("length");
     const from = start >= 0 ? start : state.heldAt + 1 + start;
     const [top, bottom] = mode === 2 ? [0, state.levels - 1] : [Math.min(v("top"), v("bottom")), Math.max(v("top"), v("bottom"))];
-    g.fillStyle = "rgba(255, 255, 255, 0.3)";
-    g.fillRect(column(state.heldAt + 1), top * h, state.newest - state.heldAt, (bottom - top + 1) * h);
+    const played = [column(state.heldAt + 1), top * h, state.newest - state.heldAt, (bottom - top + 1) * h];
+    g.fillStyle = "rgba(255, 255, 255, 0.25)";
+    g.fillRect(...played);
     g.strokeStyle = "#e9a23b";
-    g.lineWidth = 2;
-    g.strokeRect(column(from), top * h + 1, length, (bottom - top + 1) * h - 2);
+    g.lineWidth = 3;
+    g.strokeRect(...played);
+    g.strokeRect(column(from), top * h + 1.5, length, (bottom - top + 1) * h - 3);
   }
   const s = state.selection;
   if (s) {
