@@ -166,3 +166,24 @@ def test_over_osc_a_hold_by_frame_number_plays_the_frames_the_feed_numbered(mode
         server.close()
         listener.close()
         card.stop()
+
+
+def test_release_does_not_click():
+    """Letting go of a held region, on the demo: the largest sample-to-sample step around the release is no
+    bigger than the steps the render makes anyway (its 99.9th percentile): the decoder carries on.
+    (The mutate chance only where the mode uses it: random codes make this decoder burst to full scale
+    now and then wherever they play, held or not.)"""
+    from distill_live.commands.bundled import DEMO
+    from distill_live.model.modelfile import load_model
+
+    demo = load_model(DEMO)
+    hop, rate = demo.config.codec.hop, demo.config.codec.sample_rate
+    for mode in (LOCK, LOOP, MUTATE):
+        held = [(1.0, f"{R}/{name}", [value]) for name, value in
+                (("start", -16), ("length", 16), ("bottom", 1), ("mode", mode))]
+        messages = [(0.0, f"{P}/mutate", [0.1 if mode == MUTATE else 0.0])] + held
+        for seed in range(3):
+            audio = render(demo, 3.0, seed=seed, messages=messages + [(2.0, f"{R}/mode", [0])])
+            steps = np.abs(np.diff(audio))
+            around = steps[2 * rate - hop: 2 * rate + 2 * hop].max()
+            assert around <= np.percentile(steps, 99.9), (mode, seed, around)

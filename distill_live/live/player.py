@@ -51,7 +51,6 @@ from .audioinput import AudioInput
 PLAY_FADE = 0.05  # seconds: start/stop fade
 CHUNKS = 4  # chunks per frame: how often controls are applied
 INPUT_MEMORY = 16  # loud input frames the prior is primed with when it takes over (as many as a cue jump)
-REGION = f"{PREFIX}/region/"
 
 
 def soft_clip(audio: np.ndarray, knee: float = 0.9) -> np.ndarray:
@@ -97,7 +96,6 @@ class Region:
     """A held region of the code grid: the codes of its frames, every level, as they were played (the
     mode says which levels it gives), and where its loop is."""
 
-    first: int  # the frame number of its first frame
     codes: torch.Tensor  # [frames, L]
     pos: int = 0
 
@@ -285,7 +283,7 @@ class Player:
         start, length = self.registry.get("region/start"), self.registry.get("region/length")
         first = min(max(made + start if start < 0 else start, made - HISTORY, 0), made - 1)
         last = min(first + length, made)
-        self.region = Region(first, self.history[torch.arange(first, last) % HISTORY]) if last > first else None
+        self.region = Region(self.history[torch.arange(first, last) % HISTORY]) if last > first else None
 
     def _held(self) -> list[int] | None:
         """The held region's codes for this frame (-1: the prior samples that level), or None when free."""

@@ -10,7 +10,7 @@ const REGION = `${P}/region`;
 // newest: the frame number of the last column (from /distill/frame); selection: what the pointer marked on the
 // grid, {first, length, top, bottom} in frame numbers and levels; heldAt: the newest frame when a hold began
 const state = { values: {}, frames: 0, codes: [], levels: 0, descriptors: [], worlds: [], newest: -1,
-                selection: null, heldAt: -1 };
+                selection: null, sent: null, heldAt: -1 };  // sent: the selection the engine was last given
 window.distill = state;  // for tests and the curious: what the page knows
 
 // -- OSC over the WebSocket -----------------------------------------------------------------------
