@@ -114,9 +114,9 @@ class Engine:
         self.take = None  # a Take (take.py) recording what the engine plays, and the controls it applied
         self.models_dir = Path(models_dir).resolve() if models_dir else None
         self._ramps: dict[str, Ramp] = {}  # preset crossfades under way, by address
-        # what the surfaces show: the last half second of output and the codes of recent frames (written by
+        # what the surfaces show: the last second of output and the codes of recent frames (written by
         # the generator, read by anyone: a reader may see a chunk half written, which a meter never shows)
-        self._recent = np.zeros(self.model_rate // 2, np.float32)
+        self._recent = np.zeros(self.model_rate, np.float32)
         self._recent_written = 0
         self._codes = np.full((CODE_HISTORY, c.levels), -1, np.int16)
         self._codes_written = 0
@@ -144,7 +144,7 @@ class Engine:
         return self.player.last_codes
 
     def recent(self, n: int) -> np.ndarray:
-        """The last `n` samples the engine made (at most half a second), at the model's rate."""
+        """The last `n` samples the engine made (at most a second), at the model's rate."""
         n = min(n, len(self._recent))
         end = self._recent_written
         return self._recent[np.arange(end - n, end) % len(self._recent)]

@@ -19,8 +19,11 @@ tolerance, passages of 20-30 ms at any setting; by rank at 0.75, a median of 0.7
 
 A jump crossfades (linearly) from the old recording, still running, into the new one, shifted by
 up to a few milliseconds to where the two line up best (cross-correlation over the fade), and no
-new jump starts while a fade runs. Continuing reads the recording straight on, so the codes of a
-training file played back give that file's audio sample for sample.
+new jump starts while a fade runs. Continuing reads the recording straight on, to its last frame, so
+the codes of a training file played back give that file's audio sample for sample. A recording left
+at its end has nothing after it to fade out: the fade then plays its last samples backwards
+(reflected at the end), which goes on from the last sample without a step, where silence after an
+abrupt ending would click.
 
 Nothing here knows about threads or controls: the player passes stick, fade and world weights in.
 """
@@ -43,11 +46,12 @@ DOUBT = 0.3  # how quickly doubt about the recording playing follows the continu
 @dataclass
 class CorpusState:
     """Where one voice's playback is: the next sample to play, the frame it belongs to, and the
-    recording being faded out after a jump (its next sample, and samples of fade left)."""
+    recording being faded out after a jump (its next sample, its end, and samples of fade left)."""
 
     pos: int = -1  # -1: nothing played yet
     frame: int = -1
     old: int = 0
+    old_end: int = 0  # the first sample after the recording being faded out
     fade_left: int = 0
     fade_len: int = 0
     doubt: float = 0.0  # how far down the candidates the continuation has been lately (0: the nearest)
@@ -65,17 +69,19 @@ class Corpus:
         self.hop, self.sample_rate = cfg.hop, cfg.sample_rate
         self.coarse = max(1, cfg.levels // 2)
         self.pad = int(MAX_FADE * self.sample_rate) + int(ALIGN * self.sample_rate) + self.hop
-        pieces, starts, left, frame_world = [np.zeros(self.pad, np.int16)], [], [], []
+        pieces, starts, begins, left, frame_world = [np.zeros(self.pad, np.int16)], [], [], [], []
         offset = self.pad
         for cue, rec, world in zip(cues, recordings, worlds):
             n = len(cue)
             pieces += [rec.numpy(), np.zeros(self.pad, np.int16)]
             starts.append(offset + np.arange(n) * self.hop)
+            begins.append(np.full(n, offset))
             left.append(np.arange(n - 1, -1, -1))
             frame_world.append(np.full(n, world))
             offset += n * self.hop + self.pad
         self.audio = np.concatenate(pieces)  # int16 as stored (an hour at 48 kHz is 330 MB so, twice that as float)
         self.starts = np.concatenate(starts).astype(np.int64)
+        self.begins = np.concatenate(begins).astype(np.int64)  # the first sample of each frame's recording
         self.left = np.concatenate(left)  # frames of its recording after each frame
         self.world = np.concatenate(frame_world).astype(np.int64)
         # the search is torch's, not numpy's: numpy's BLAS runs its own threads, and on busy cores a
@@ -123,29 +129,30 @@ class Corpus:
             out = self.read(s.pos, hop)
             s.pos += hop
             return out, s
-        # a recording is left while a fade's worth of it remains (the fade plays that out), and a jump
-        # lands where two fades' worth of the new one follow (one to fade in, one to leave it again):
-        # no fade ever runs past a recording's end, and none is cut short by the next
+        # a jump lands where two fades' worth of the new recording follow (one to fade in, one to leave
+        # it again), so no fade is cut short by the next
         length = max(1, min(int(fade * self.sample_rate), int(MAX_FADE * self.sample_rate)))
         need = -(-length // hop)
         landing = np.where(self.left > 2 * need, d, np.inf)
         best = int(np.argmin(landing)) if np.isfinite(landing).any() else int(np.argmin(d))
-        can_go_on = self.left[s.frame] > need
+        end = self.end(s.frame)
+        can_go_on = self.left[s.frame] > 0 and s.pos + hop <= end  # (a jump's alignment may have shifted it later)
         if can_go_on:
             rank = np.count_nonzero(d < d[s.frame + 1]) / self.frames  # share of frames nearer than going on
             s.doubt += (rank - s.doubt) * DOUBT
         if can_go_on and (s.fade_left > 0 or s.doubt <= stick):
             s.frame += 1
         else:
-            s.old, s.fade_left, s.fade_len, s.doubt = s.pos, length, length, 0.0
-            s.frame, s.pos = best, self._aligned(s.pos, int(self.starts[best]), length)
+            s.old, s.old_end = s.pos, end
+            s.fade_left, s.fade_len, s.doubt = length, length, 0.0
+            s.frame, s.pos = best, self._aligned(self.leaving(s.old, s.old_end, length), best)
             s.jumps += 1
         out = self.read(s.pos, hop)
         if s.fade_left > 0:
             n = min(hop, s.fade_left)
             done = s.fade_len - s.fade_left
             ramp = (np.arange(done, done + n, dtype=np.float32) + 1.0) / (s.fade_len + 1.0)
-            out[:n] = self.read(s.old, n) * (1.0 - ramp) + out[:n] * ramp
+            out[:n] = self.leaving(s.old, s.old_end, n) * (1.0 - ramp) + out[:n] * ramp
             s.old += n
             s.fade_left -= n
         s.pos += hop
@@ -155,15 +162,27 @@ class Corpus:
         """`n` samples of the recordings from `start`, as float32."""
         return self.audio[start:start + n].astype(np.float32) * (1.0 / 32768.0)
 
-    def _aligned(self, old: int, new: int, length: int) -> int:
-        """`new` moved by up to ALIGN seconds to where the recording there best matches the next
-        `length` samples of the one being left (normalised cross-correlation): the fade then mixes
-        two waves in step instead of cancelling them."""
-        lag = int(ALIGN * self.sample_rate)
+    def end(self, frame: int) -> int:
+        """The first sample after the recording `frame` belongs to."""
+        return int(self.starts[frame]) + (int(self.left[frame]) + 1) * self.hop
+
+    def leaving(self, start: int, end: int, n: int) -> np.ndarray:
+        """`n` samples of the recording being faded out, from `start`, reflected at its `end` (the first
+        sample after it): past its end it plays backwards, going on from its last sample without a step."""
+        at = np.arange(start, start + n)
+        at = np.where(at < end, at, 2 * end - 1 - at)
+        return self.audio[at].astype(np.float32) * (1.0 / 32768.0)
+
+    def _aligned(self, leaving: np.ndarray, frame: int) -> int:
+        """Where to start playing `frame`: its first sample, moved by up to ALIGN seconds (never before
+        its recording's start) to where the recording best matches `leaving`, the samples of the one
+        being left over the fade (normalised cross-correlation): the fade then mixes two waves in step
+        instead of cancelling them."""
+        lag, length, new = int(ALIGN * self.sample_rate), len(leaving), int(self.starts[frame])
         if lag == 0:
             return new
-        leaving = self.read(old, length)
-        window = self.read(new - lag, 2 * lag + length)
-        corr = np.correlate(window, leaving, mode="valid")  # [2 * lag + 1]
+        begin = max(new - lag, int(self.begins[frame]))
+        window = self.read(begin, new + lag - begin + length)
+        corr = np.correlate(window, leaving, mode="valid")  # [new + lag - begin + 1]
         energy = np.convolve(window ** 2, np.ones(length, np.float32), mode="valid") + 1e-9
-        return new - lag + int(np.argmax(corr / np.sqrt(energy)))
+        return begin + int(np.argmax(corr / np.sqrt(energy)))

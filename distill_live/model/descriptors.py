@@ -62,6 +62,18 @@ def _unscaled(scaled: np.ndarray) -> np.ndarray:
     return out
 
 
+def smoothed(raw: np.ndarray, frames: int) -> np.ndarray:
+    """Each frame's descriptors [n, 3] averaged over the `frames` frames centred on it (fewer at the
+    ends), brightness on its log scale: a sound's character over that stretch, not one frame's."""
+    raw = np.asarray(raw, np.float64).reshape(-1, 3)
+    if frames <= 1 or len(raw) == 0:
+        return raw.astype(np.float32)
+    total = np.concatenate([np.zeros((1, 3)), np.cumsum(_scaled(raw), axis=0)])
+    at = np.arange(len(raw))
+    first, end = np.maximum(at - frames // 2, 0), np.minimum(at - frames // 2 + frames, len(raw))
+    return _unscaled((total[end] - total[first]) / (end - first)[:, None]).astype(np.float32)
+
+
 _MIN_SPAN = np.array([1.0, 0.05, 0.01])  # dB, log Hz (5 %), flatness: a constant descriptor still maps somewhere
 
 
@@ -72,12 +84,16 @@ class DescriptorStats:
     lo and hi are the 5th and 95th percentiles over the training frames louder than
     SILENCE_DB; normalise maps lo..hi to 0..1 (clipped), so 0 and 1 are the quietest /
     darkest / most tonal and the loudest / brightest / noisiest the model has really heard.
+    `window`: the frames each descriptor was averaged over (`smoothed`) before that, so what a held
+    target means: the sound's character over that stretch (1: one frame's value, as older models).
     """
     lo: tuple[float, float, float]
     hi: tuple[float, float, float]
+    window: int = 1
 
     @classmethod
-    def fit(cls, raw: Sequence[np.ndarray]) -> DescriptorStats:
+    def fit(cls, raw: Sequence[np.ndarray], window: int = 1) -> DescriptorStats:
+        """The ranges of `raw` descriptors, each array already `smoothed` over `window` frames."""
         frames = np.concatenate([np.asarray(r, np.float64).reshape(-1, 3) for r in raw]) if raw else np.zeros((0, 3))
         sounding = frames[frames[:, 0] > SILENCE_DB]
         if len(sounding) == 0:
@@ -87,7 +103,13 @@ class DescriptorStats:
         lo, hi = np.percentile(_scaled(sounding), [5, 95], axis=0)
         widen = np.maximum(_MIN_SPAN - (hi - lo), 0) / 2
         lo, hi = _unscaled(lo - widen), _unscaled(hi + widen)
-        return cls(tuple(float(v) for v in lo), tuple(float(v) for v in hi))
+        return cls(tuple(float(v) for v in lo), tuple(float(v) for v in hi), window)
+
+    def measure(self, recent: np.ndarray) -> np.ndarray:
+        """[3] normalised: what the most recent frames of raw descriptors [n, 3] measure, averaged over
+        the last `window` of them as the model was conditioned (what the live view shows)."""
+        recent = np.asarray(recent, np.float64).reshape(-1, 3)[-self.window:]
+        return self.normalise(_unscaled(_scaled(recent).mean(0)))
 
     def normalise(self, raw: np.ndarray) -> np.ndarray:
         lo, hi = _scaled(np.array(self.lo)), _scaled(np.array(self.hi))
@@ -98,13 +120,17 @@ class DescriptorStats:
         return _unscaled(lo + np.asarray(normalised, np.float64) * (hi - lo)).astype(np.float32)
 
     def to_dict(self) -> dict:
-        return {name: {"lo": self.lo[i], "hi": self.hi[i]} for i, name in enumerate(DESCRIPTORS)}
+        return {**{name: {"lo": self.lo[i], "hi": self.hi[i]} for i, name in enumerate(DESCRIPTORS)},
+                "window": self.window}
 
     @classmethod
     def from_dict(cls, d: dict) -> DescriptorStats:
         try:
             lo = tuple(float(d[name]["lo"]) for name in DESCRIPTORS)
             hi = tuple(float(d[name]["hi"]) for name in DESCRIPTORS)
+            window = int(d.get("window", 1))  # older models: one frame
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"descriptor statistics need lo and hi for each of {', '.join(DESCRIPTORS)}: {e!r}")
-        return cls(lo, hi)
+        if window < 1:
+            raise ValueError(f"descriptor statistics: window must be at least 1 frame, got {window}")
+        return cls(lo, hi, window)

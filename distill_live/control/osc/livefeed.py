@@ -117,9 +117,9 @@ class LiveFeed:
             out.append((FRAME, osc_message(FRAME, (self._frame - 1,))))
         stats = engine.descriptor_stats
         if stats is not None:
-            raw = frame_descriptors(engine.recent(2 * self.hop), self.hop, self.rate)[-1:]
+            raw = frame_descriptors(engine.recent((stats.window + 1) * self.hop), self.hop, self.rate)
             if len(raw):
-                out.append((MEASURED, osc_message(MEASURED, tuple(float(v) for v in stats.normalise(raw)[0]))))
+                out.append((MEASURED, osc_message(MEASURED, tuple(float(v) for v in stats.measure(raw)))))
         now = time.monotonic()
         if now >= self._next_stats:
             self._next_stats = now + STATS_PERIOD
