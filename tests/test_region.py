@@ -106,6 +106,11 @@ def test_a_region_renders_sample_for_sample_again(model):
 def test_a_span_beyond_the_history_is_clamped_to_what_was_played(model):
     codes = play(model, 60, hold(30, LOOP, start=10_000, length=256))  # not made yet: the newest frame
     assert all((codes[i] == codes[29]).all() for i in range(30, 60))
+    # held before the first frame there is nothing to hold: it plays freely until the hold is sent again
+    free = play(model, 60)
+    early = play(model, 60, hold(0, LOOP, start=-16, length=8) + [(40, f"{R}/mode", [LOOP])])
+    assert (early[:40] == free[:40]).all()
+    assert all((early[i] == early[24 + (i - 40) % 8]).all() for i in range(40, 60))
 
 
 def test_the_registry_refuses_or_clamps_in_one_sentence():

@@ -277,13 +277,14 @@ class Player:
 
     def _take_region(self) -> None:
         """Take the region's codes from the history, at a frame boundary: its span clamped to the frames
-        the history keeps (a frame not made yet counts as the newest)."""
+        the history keeps (a frame not made yet counts as the newest; before the first, nothing is held
+        until the hold is sent again)."""
         self.retake = False
         made = self.frames  # frames 0 .. made - 1 are in the history
         start, length = self.registry.get("region/start"), self.registry.get("region/length")
         first = min(max(made + start if start < 0 else start, made - HISTORY, 0), made - 1)
         last = min(first + length, made)
-        self.region = Region(self.history[torch.arange(first, last) % HISTORY]) if last > first else None
+        self.region = Region(self.history[torch.arange(first, last) % HISTORY]) if last > first >= 0 else None
 
     def _held(self) -> list[int] | None:
         """The held region's codes for this frame (-1: the prior samples that level), or None when free."""
