@@ -204,6 +204,18 @@ def test_a_crossfade_within_one_model_encodes_each_input_frame_once(model, monke
     assert faded[5:15] == along[5:15] and faded[16:] == along[16:]  # resynth: the input's codes either way
 
 
+def test_a_held_region_plays_over_the_input_and_the_input_leads_again_when_released(model):
+    """In resynth mode the codes played are the input's; a region held in loop mode replays its frames (the
+    input's codes as they were played) instead, like freeze; released, the input's codes play again."""
+    signal = (0.3 * np.random.default_rng(2).standard_normal(model.config.codec.sample_rate)).astype(np.float32)
+    along = resynthesised(model, signal, {})
+    held = resynthesised(model, signal, {8: ("/distill/region/start", [2]), 9: ("/distill/region/length", [4]),
+                                         10: ("/distill/region/mode", [2]), 20: ("/distill/region/mode", [0])})
+    assert held[:10] == along[:10]
+    assert held[10:20] == [along[2 + i % 4] for i in range(10)] != along[10:20]
+    assert held[20:] == along[20:]
+
+
 def resynthesised(model, signal: np.ndarray, messages: dict[int, tuple[str, list]]) -> list[list[int]]:
     """The codes played at each of 30 frames of `signal`, with a message sent before some frames."""
     rate, hop = model.config.codec.sample_rate, model.config.codec.hop

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from distill_live.commands.bundled import DEMO
-from distill_live.control.layouts import open_stage_control, touchosc, widgets
+from distill_live.control.layouts import fader_range, open_stage_control, touchosc, widgets
 from distill_live.control.params import ParamRegistry
 from distill_live.model.modelfile import load_model
 from models import WORLDS, random_model_file
@@ -67,7 +67,8 @@ def check_against(registry: ParamRegistry, sends: list[dict], name: str) -> None
         p = registry.params.get(s["address"])
         assert p is not None, f"{name}: {s['address']} is not in the parameter registry"
         if s["kind"] == "fader":
-            assert (s["lo"], s["hi"]) == p.range, f"{name}: {s['address']} spans {s['lo']}..{s['hi']}, not {p.range}"
+            assert (s["lo"], s["hi"]) == fader_range(p), \
+                f"{name}: {s['address']} spans {s['lo']}..{s['hi']}, not {fader_range(p)}"
             assert s["type"] == ("i" if p.types.startswith("i") else "f"), (name, s, p.types)
         else:
             assert p.types == ("b" if s["kind"] == "toggle" else ""), (name, s, p.types)
@@ -84,6 +85,8 @@ def test_the_shipped_layouts_send_the_demos_registry_addresses_with_its_ranges(n
     registry = ParamRegistry.for_model(load_model(DEMO))
     check_against(registry, read(LAYOUTS / name), name)
     assert {s["address"] for s in read(LAYOUTS / name)} >= {f"/distill/world/{w}" for w in registry.worlds}
+    # the region's start by hand: frames back from now, not the frame numbers above them
+    assert [(s["lo"], s["hi"]) for s in read(LAYOUTS / name) if s["address"] == "/distill/region/start"] == [(-256, -1)]
 
 
 def test_a_control_given_another_range_changes_the_layouts_too():

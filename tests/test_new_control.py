@@ -57,7 +57,7 @@ def test_a_control_added_to_the_registry_reaches_every_surface(drive):
 
     seen = []  # what the prior is given at each step
     step = model.prior.step
-    model.prior.step = lambda state, controls: (seen.append(controls), step(state, controls))[1]
+    model.prior.step = lambda state, controls, *given: (seen.append(controls), step(state, controls, *given))[1]
     server = OscServer(engine, port=0, meters=False)
     try:
         client = SimpleUDPClient("127.0.0.1", server.port)

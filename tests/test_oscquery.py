@@ -69,7 +69,7 @@ def test_every_parameter_appears_with_its_type_range_access_and_value(served):
             if "TYPE" in child:
                 yield child["FULL_PATH"]
             yield from leaves(child)
-    measured = {f"/distill/{n}" for n in ("meter", "codes", "stats", "measured")}  # read-only: what the engine measures
+    measured = {f"/distill/{n}" for n in ("meter", "codes", "frame", "stats", "measured")}  # read-only: what the engine measures
     assert set(leaves(root)) == set(registry.params) | measured
 
 

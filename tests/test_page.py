@@ -157,3 +157,82 @@ def test_the_page_steers_follows_and_shows_the_codes(served, browser):
     assert all(s.stat().st_size > 10_000 for s in shots)
     errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_a_region_selected_on_the_grid_and_locked_holds_its_codes(served, browser):
+    """Drag across the code grid (frames x levels), press lock: /distill/codes, heard over OSC, hold the
+    selected codes on the selected levels; release lets go. Then at a phone's size a finger (touch events
+    through Chromium's DevTools protocol) selects a span and loop holds it."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    served.client.send_message(f"{P}/temperature", 1.0)  # (the first test left it low: codes repeat there)
+    browser.get(served.url)
+    wait_for(lambda: browser.execute_script("return window.distill.newest") > 300, 30, "frames on the grid")
+    canvas = browser.find_element(By.ID, "grid")
+    levels = browser.execute_script("return window.distill.levels")
+    width, height = canvas.size["width"], canvas.size["height"]
+    at = lambda column, level: (int((column + 0.5) / 256 * width - width / 2),  # noqa: E731 (from the centre)
+                                int((level + 0.5) / levels * height - height / 2))
+    ActionChains(browser).move_to_element_with_offset(canvas, *at(200, 0)).click_and_hold() \
+        .move_to_element_with_offset(canvas, *at(223, 1)).release().perform()
+    selection, region = browser.execute_script("""
+        const d = window.distill, s = d.selection;
+        return [s, Array.from({length: s.length}, (_, i) => d.codes[d.codes.length - 1 - (d.newest - s.first - i)])];""")
+    assert (selection["length"], selection["top"], selection["bottom"]) == (24, 0, 1), selection
+    held = {tuple(row[:2]) for row in region}
+    assert all(min(row) >= 0 for row in region) and len(held) > 3, region
+    free = browser.execute_script("return window.distill.codes.slice(-200)")
+    assert sum(tuple(row[:2]) in held for row in free) < 150  # playing freely, most frames are not the region's
+
+    browser.find_element(By.CSS_SELECTOR, '#hold button[data-mode="1"]').click()
+    wait_for(lambda: dumped(served, f"{P}/region/mode") == 1, 10, "the engine holding the region")
+    assert dumped(served, f"{P}/region/start") == selection["first"]
+    start = len(served.listener.messages)
+    wait_for(lambda: sum(a == f"{P}/codes" for a, _ in served.listener.messages[start:]) > 30, 20, "codes, held")
+    heard = [tuple(m[:2]) for a, m in served.listener.messages[start:] if a == f"{P}/codes"]
+    assert len(heard) > 20 and all(h in held for h in heard), (held, heard)
+    assert len(set(heard)) > 3  # round the loop, not one frame
+    wait_for(lambda: browser.execute_script("return window.distill.heldAt") > 0, 10, "the page showing the hold")
+    wait_for(lambda: browser.execute_script("return window.distill.newest - window.distill.heldAt") > 60, 10,
+             "a second of the hold on the grid")
+    assert browser.find_element(By.CSS_SELECTOR, '#hold button[data-mode="1"]').get_attribute("class") == "on"
+    shot = served.tmp / "page-region.png"
+    browser.save_screenshot(str(shot))
+    if os.environ.get("DISTILL_SCREENSHOTS") == "1":
+        shutil.copy(shot, ROOT / "docs" / "images" / shot.name)
+
+    browser.find_element(By.CSS_SELECTOR, '#hold button[data-mode="0"]').click()
+    wait_for(lambda: dumped(served, f"{P}/region/mode") == 0, 10, "the region released")
+    start = len(served.listener.messages)
+    wait_for(lambda: sum(a == f"{P}/codes" for a, _ in served.listener.messages[start:]) > 30, 20, "codes, free")
+    heard = [tuple(m[:2]) for a, m in served.listener.messages[start:] if a == f"{P}/codes"]
+    assert not all(h in held for h in heard[5:])
+
+    # on a phone: a finger dragged across the grid (touch events, as a touch screen sends them), then loop
+    browser.set_window_size(390, 844)
+    browser.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 1})
+    browser.execute_script("document.getElementById('grid').scrollIntoView()")
+    box = browser.execute_script("const b = document.getElementById('grid').getBoundingClientRect();"
+                                 "return [b.left, b.top, b.width, b.height];")
+    point = lambda column, level: {"x": box[0] + (column + 0.5) / 256 * box[2],  # noqa: E731
+                                   "y": box[1] + (level + 0.5) / levels * box[3]}
+    before = browser.execute_script("return window.distill.newest")
+    for kind, points in (("touchStart", [point(240, 1)]), ("touchMove", [point(247, 2)]),
+                         ("touchMove", [point(250, levels - 1)]), ("touchEnd", [])):
+        browser.execute_cdp_cmd("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+    scrolled = browser.execute_script("return window.distill.newest") - before
+    touched = browser.execute_script("return window.distill.selection")
+    # the frame first touched stays put as the grid scrolls on under the finger: 11 columns and what scrolled
+    assert before - 15 <= touched["first"] <= before - 15 + scrolled, (before, scrolled, touched)
+    assert 11 <= touched["length"] <= 11 + scrolled and (touched["top"], touched["bottom"]) == (1, levels - 1)
+    browser.find_element(By.CSS_SELECTOR, '#hold button[data-mode="2"]').click()
+    wait_for(lambda: dumped(served, f"{P}/region/mode") == 2, 10, "the engine looping the touched span")
+    assert [dumped(served, f"{P}/region/{n}") for n in ("start", "length", "top", "bottom")] == \
+        [touched["first"], touched["length"], 1, levels - 1]
+    browser.find_element(By.CSS_SELECTOR, '#hold button[data-mode="0"]').click()
+    wait_for(lambda: dumped(served, f"{P}/region/mode") == 0, 10, "the loop released")
+    browser.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": False})
+    browser.set_window_size(1280, 900)
+    errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors

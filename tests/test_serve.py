@@ -202,13 +202,14 @@ def test_bad_flags_are_one_sentence(trained_model):
 def test_a_take_renders_again_sample_for_sample(jack_server, tmp_path):
     """serve --record and --record-score while the card plays; the render command the score names gives
     the take back exactly, with every kind of control a performer sends in between (a mix, a cue jump,
-    a freeze, a reseed, a reset, a preset recalled with a crossfade)."""
+    a freeze, a region of the code grid locked, moved to a frame by number, mutated, looped and let go,
+    a reseed, a reset, a preset recalled with a crossfade)."""
     from models import random_model_file
 
     model = random_model_file(tmp_path / "take-model.distill", seed=3)
     take, score = tmp_path / "take.wav", tmp_path / "take.score"
     with JackCapture(jack_server.name, channels=1, seconds=3.0, trigger_level=1e-4) as cap:
-        proc, port = serve(model, "--seconds", 5, "--seed", 7, "--record", take, "--record-score", score,
+        proc, port = serve(model, "--seconds", 6, "--seed", 7, "--record", take, "--record-score", score,
                            env=jack_server.env)
         try:
             cap.connect("PortAudio", timeout=60)
@@ -217,7 +218,11 @@ def test_a_take_renders_again_sample_for_sample(jack_server, tmp_path):
             for after, address, args in ((0.3, "/distill/preset/save", 1), (0.2, "/distill/gain", 0.5),
                                          (0.1, "/distill/mix", [0.2, 0.9]), (0.2, "/distill/temperature", 1.4),
                                          (0.3, "/distill/cue", [1, 0.1]), (0.3, "/distill/freeze", 1),
-                                         (0.3, "/distill/freeze", 0), (0.2, "/distill/seed", 5),
+                                         (0.3, "/distill/freeze", 0), (0.1, "/distill/region/bottom", 1),
+                                         (0.1, "/distill/region/mode", 1), (0.2, "/distill/region/start", 30),
+                                         (0.2, "/distill/region/mode", 3), (0.1, "/distill/mutate", 0.2),
+                                         (0.2, "/distill/region/mode", 2), (0.2, "/distill/region/mode", 0),
+                                         (0.2, "/distill/seed", 5),
                                          (0.2, "/distill/reset", []), (0.2, "/distill/preset/recall", [1, 0.4])):
                 time.sleep(after)
                 client.send_message(address, args)
@@ -228,7 +233,8 @@ def test_a_take_renders_again_sample_for_sample(jack_server, tmp_path):
     assert f"the take is in {take} and {score}" in out
     assert "[1]\ngain = 1.0\n" in (tmp_path / "take-model.presets.toml").read_text()  # saved beside the model
     text = score.read_text()
-    for words in ("/distill/gain 0.5", "/distill/cue 1 0.1", "/distill/reset", "# ", "/distill/preset/recall 1 0.4"):
+    for words in ("/distill/gain 0.5", "/distill/cue 1 0.1", "/distill/reset", "# ", "/distill/preset/recall 1 0.4",
+                  "/distill/region/start 30", "/distill/region/mode 3"):
         assert words in text, words
     ramp = [float(line.split()[2]) for line in text.splitlines() if " /distill/gain " in line and line[0] != "#"]
     assert len(ramp) > 3 and ramp[-1] == 1.0, ramp  # the recall's crossfade back to gain 1, step by step

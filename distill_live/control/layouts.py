@@ -4,6 +4,8 @@ layout, a widget per control with the registry's address, type and range.
     on/off (play, freeze)        a toggle: 1 on, 0 off
     trigger (reset, .../free)    a button that sends 1 when pressed (nothing on release)
     number (gain, topk, cue...)  a fader over the registry's range (whole numbers for int controls)
+    region/start                 a fader over its negative part: frames back from now (a frame number
+                                 cannot be set by hand)
 
 Controls a fader cannot play are left out: a file name (model), all worlds at once (mix: each world
 has its own fader) and ranges too wide to set by hand (seed). World faders are named after the
@@ -35,9 +37,16 @@ def widgets(registry: ParamRegistry) -> list[tuple[str, Param]]:
             out.append(("toggle", p))
         elif p.types == "":
             out.append(("button", p))
-        elif p.types in ("f", "i", "i,f?") and p.range[1] - p.range[0] <= WIDEST:
+        elif p.types in ("f", "i", "i,f?") and fader_range(p)[1] - fader_range(p)[0] <= WIDEST:
             out.append(("fader", p))
     return out
+
+
+def fader_range(p: Param) -> tuple[float, float]:
+    """What a fader spans: the registry's range, but only the negative part of a whole number that counts
+    back from now below 0 and is a far too wide frame number above (region/start)."""
+    lo, hi = p.range
+    return (lo, -1.0) if integer(p) and lo < 0 and hi - lo > WIDEST else (lo, hi)
 
 
 def integer(p: Param) -> bool:
@@ -61,7 +70,7 @@ def open_stage_control(registry: ParamRegistry) -> str:
              "left": left, "top": top, "width": 80, "height": 80 if kind != "fader" else 300,
              "address": p.address, "preArgs": [], "target": [], "comments": p.description}
         if kind == "fader":
-            lo, hi = p.range
+            lo, hi = fader_range(p)
             w.update(range={"min": lo, "max": hi}, default=p.default if p.default is not None else lo,
                      typeTags="i" if integer(p) else "f", decimals=0 if integer(p) else 2,
                      steps=int(hi - lo) + 1 if integer(p) else "", doubleTap=True)
@@ -116,7 +125,7 @@ def touchosc_xml(registry: ParamRegistry) -> str:
         children.append(_node("LABEL", f"{label} label", [_frame(x, y, 80, 30), colour, _prop("i", "textSize", "12"),
                                                           _prop("s", "text", f"<![CDATA[{escape(label)}]]>")]))
         if kind == "fader":
-            lo, hi = p.range
+            lo, hi = fader_range(p)
             default = ((p.default if p.default is not None else lo) - lo) / ((hi - lo) or 1)
             children.append(_node("FADER", p.name, [_frame(x, y + 35, 80, 300), colour,
                                                    _prop("b", "centered", "0"), _prop("i", "cursorDisplay", "1")],

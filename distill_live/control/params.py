@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 from distill_live.model.corpus import FADE, MAX_FADE, STICK
 from distill_live.model.descriptors import DESCRIPTORS
-from distill_live.model.prior import Controls
+from distill_live.model.prior import HISTORY, Controls
 
 PREFIX = "/distill"
 
@@ -73,8 +73,10 @@ class Param:
 # the group of each control (by name or the first part of it); the rest is "sampling"
 GROUPS = (("play", "output"), ("gain", "output"), ("model", "output"), ("mix", "worlds"), ("world", "worlds"),
           ("descriptor", "descriptors"), ("cue", "cues"), ("freeze", "cues"), ("loop", "cues"),
-          ("levels", "levels"), ("lock", "levels"), ("corpus", "corpus"), ("preset", "presets"), ("input", "input"))
+          ("levels", "levels"), ("lock", "levels"), ("region", "region"), ("corpus", "corpus"), ("preset", "presets"),
+          ("input", "input"))
 INPUT_MODES = ("off", "resynth", "continue")  # /distill/input/mode 0, 1, 2
+REGION_MODES = ("free", "lock", "loop", "mutate")  # /distill/region/mode 0, 1, 2, 3
 PRESETS = 128  # preset numbers 0..127, as MIDI program changes count
 
 
@@ -108,6 +110,16 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
         Param("levels", "i", levels, "decode only this many coarse levels", 1, levels),
         Param("lock", "i", 0, "take this many coarse levels from the current cue; the prior fills the rest", 0, levels),
         Param("mutate", "f", 0.0, "chance of replacing a sampled code at random", 0.0, 1.0),
+        Param("region/start", "i", -16, "first frame of the code grid's region: negative counts back from now "
+              "(-16: the last 16 frames), 0 and up is a frame number (as the page and OSCQuery's /distill/frame "
+              "count them)", -HISTORY, 2**31 - 1, unit="frames", preset=False),
+        Param("region/length", "i", 16, "frames in the region", 1, HISTORY, unit="frames"),
+        Param("region/top", "i", 0, "the region's coarsest level (0: the coarsest of all)", 0, levels - 1),
+        Param("region/bottom", "i", levels - 1, "the region's finest level", 0, levels - 1),
+        Param("region/mode", "i", 0, "hold the region: 0 free, generation as usual; 1 lock, its levels replay its "
+              "codes in a loop and the prior fills the other levels around them; 2 loop, whole frames of its span "
+              "replay; 3 mutate, as lock, and each held code is replaced at random at the /distill/mutate chance "
+              "as it comes round (an evolving loop)", 0, len(REGION_MODES) - 1),
         Param("seed", "i", 0, "reseed the random generator", 0, 2**31 - 1, preset=False),
         Param("reset", "", None, "clear the prior's memory and start fresh", stored=False),
         Param("model", "s", None, "hot-swap to another model file (in the models folder)", stored=False),

@@ -15,6 +15,16 @@ takes over from what the input last played. Whenever the prior takes over from t
 closing, a switch to mode 0, a freeze) it is first primed, as a cue jump does, with the input's
 last loud frames.
 
+The Player remembers the codes of the last `HISTORY` frames it played (what the code grid shows),
+numbered from 0 at the first frame. `/distill/region/...` holds a region of them: its frames' codes
+are taken when it is held (or its span moves) and replayed frame by frame in a loop, teacher-forced
+into the prior (`Prior.step`'s `given`), so the prior's memory follows what plays and a release
+carries on from it. Lock gives the region's levels and the prior samples the others around them;
+loop gives whole frames; mutate is lock with each held code replaced at random, at the
+`/distill/mutate` chance, as it comes round, so the loop evolves. Where the region holds no code
+(frames played while stopped, levels not decoded) the prior fills in. All of it happens at the frame
+boundary in this thread, and is as reproducible in `render` as every other control.
+
 A model that holds its recordings can also play the codes as those recordings (model/corpus.py):
 `/distill/corpus/mix` crossfades from the neural decoder (0) to the corpus (1). A decoder at a mix
 that does not hear it is not run, so either alone costs only itself; the neural decoder starts
@@ -30,11 +40,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from distill_live.control.params import INPUT_MODES, PREFIX, ParamRegistry
+from distill_live.control.params import INPUT_MODES, PREFIX, REGION_MODES, ParamRegistry
 from distill_live.model.codec import EncoderState
 from distill_live.model.corpus import FADE, STICK, CorpusState
 from distill_live.model.modelfile import DistillModel
-from distill_live.model.prior import Controls, PriorState
+from distill_live.model.prior import HISTORY, Controls, PriorState
 
 from .audioinput import AudioInput
 
@@ -82,6 +92,15 @@ class Playback:
 
 
 @dataclass
+class Region:
+    """A held region of the code grid: the codes of its frames, every level, as they were played (the
+    mode says which levels it gives), and where its loop is."""
+
+    codes: torch.Tensor  # [frames, L]
+    pos: int = 0
+
+
+@dataclass
 class Voice:
     """One model and the memory of its prior, decoder and (with an audio input) encoder."""
 
@@ -116,7 +135,9 @@ class Voice:
         self.lead = codes if heard.leads else None
         return encoded
 
-    def step(self, controls: Controls, playback: Playback | None = None) -> tuple[np.ndarray, torch.Tensor]:
+    def step(self, controls: Controls, playback: Playback | None = None, given: list[int] | None = None
+             ) -> tuple[np.ndarray, torch.Tensor]:
+        """Make a frame: (audio, codes). `given`: codes the prior takes instead of sampling (-1: sample)."""
         if self.lead is not None:
             codes, self.lead = self.lead, None
             if controls.levels is not None:
@@ -126,7 +147,7 @@ class Voice:
         else:
             if self.following:
                 self._prime(controls)
-            codes, self.prior_state = self.model.prior.step(self.prior_state, controls)
+            codes, self.prior_state = self.model.prior.step(self.prior_state, controls, given)
         return self.sound(codes, controls, playback or Playback()), codes
 
     def sound(self, codes: torch.Tensor, controls: Controls, playback: Playback) -> np.ndarray:
@@ -187,6 +208,9 @@ class Player:
         self.gain = float(self.registry.get("gain"))
         self.corpus_mix = 0.0  # the corpus's share at the end of the last frame
         self.last_codes = torch.full((model.config.codec.levels,), -1, dtype=torch.long)
+        self.history = torch.full((HISTORY, model.config.codec.levels), -1, dtype=torch.long)  # frame n at n % HISTORY
+        self.region: Region | None = None  # the held region (None: free, or nothing to hold yet)
+        self.retake = False  # take the region's codes again at the next frame (it was held, or its span moved)
         self.on_fault = on_fault or (lambda sentence: None)  # told what went wrong (render has no one to tell)
         self.applied: list[tuple[str, tuple]] = []  # messages applied at the last chunk (the engine reports them)
         self.raw = np.zeros(self.hop, np.float32)  # the current frame, before fade and gain
@@ -243,6 +267,46 @@ class Player:
                               PLAY_FADE)
         elif name == "seed":
             self.voice.prior_state.generator.manual_seed(int(args[0]))
+        elif name == "region/mode":
+            if not args[0]:
+                self.region = None
+            elif self.region is None:  # held from free (lock -> loop keeps what it holds)
+                self.retake = True
+        elif name in ("region/start", "region/length"):
+            self.retake = True
+
+    def _take_region(self) -> None:
+        """Take the region's codes from the history, at a frame boundary: its span clamped to the frames
+        the history keeps (a frame not made yet counts as the newest; before the first, nothing is held
+        until the hold is sent again)."""
+        self.retake = False
+        made = self.frames  # frames 0 .. made - 1 are in the history
+        start, length = self.registry.get("region/start"), self.registry.get("region/length")
+        first = min(max(made + start if start < 0 else start, made - HISTORY, 0), made - 1)
+        last = min(first + length, made)
+        self.region = Region(self.history[torch.arange(first, last) % HISTORY]) if last > first >= 0 else None
+
+    def _held(self) -> list[int] | None:
+        """The held region's codes for this frame (-1: the prior samples that level), or None when free."""
+        mode = REGION_MODES[self.registry.get("region/mode")]
+        if mode == "free" or self.region is None:
+            return None
+        region = self.region
+        row = region.codes[region.pos % len(region.codes)]
+        region.pos += 1
+        if mode == "loop":
+            return row.tolist()
+        top, bottom = sorted((self.registry.get("region/top"), self.registry.get("region/bottom")))
+        held = row[top:bottom + 1]  # a view: a mutation stays in the loop
+        chance = self.registry.get("mutate")
+        if mode == "mutate" and chance > 0:
+            generator = self.voice.prior_state.generator
+            hit = torch.rand(len(held), generator=generator) < chance
+            fresh = torch.randint(self.model.config.codec.codebook_size, (len(held),), generator=generator)
+            held[hit] = fresh[hit]
+        given = [-1] * len(row)
+        given[top:bottom + 1] = held.tolist()
+        return given
 
     def _listen(self) -> Heard:
         """Take the input's next frame and decide whether it leads: the gate and the input mode."""
@@ -254,10 +318,13 @@ class Player:
         self.quiet = 0.0 if loud else self.quiet + 1.0 / self.frame_rate
         mode = INPUT_MODES[self.registry.get("input/mode")]
         leads = mode == "resynth" or (mode == "continue" and self.quiet <= self.registry.get("input/hold"))
-        return Heard(torch.from_numpy(audio)[None], loud, leads and not self.registry.get("freeze"))
+        held = self.registry.get("freeze") or self.registry.get("region/mode")  # a hold plays the prior's codes
+        return Heard(torch.from_numpy(audio)[None], loud, leads and not held)
 
     def _next_raw_frame(self, playing: bool) -> None:
         """Make the next frame of the model (or a silent one, without running the model, when stopped)."""
+        if self.retake and self.registry.get("region/mode"):
+            self._take_region()
         self.frames += 1
         self.pos = 0
         if self.input is not None:
@@ -272,10 +339,12 @@ class Player:
         if not playing:
             self.raw[:] = 0.0
             self.raw_silent = True
+            self.history[(self.frames - 1) % HISTORY] = -1
             return
         controls = self.controls()
         playback = self.playback()
-        audio, self.last_codes = self.voice.step(controls, playback)
+        audio, self.last_codes = self.voice.step(controls, playback, self._held())
+        self.history[(self.frames - 1) % HISTORY] = self.last_codes
         if self.fading is not None:
             old, left, total = self.fading
             old_audio, _ = old.step(controls, playback)

@@ -313,8 +313,12 @@ class Prior(nn.Module):
         state.prev = codes
 
     @torch.no_grad()
-    def step(self, state: PriorState, controls: Controls) -> tuple[torch.Tensor, PriorState]:
-        """Choose the next frame's codes [L] (levels not sampled are -1)."""
+    def step(self, state: PriorState, controls: Controls, given: Sequence[int] | None = None
+             ) -> tuple[torch.Tensor, PriorState]:
+        """Choose the next frame's codes [L] (levels not sampled are -1). `given` [L]: codes to take
+        instead of sampling (-1: sample that level), teacher-forced as `lock` takes a cue's, so the
+        levels sampled around them follow them and the memory goes on from what was played (a held
+        region of the code grid, see live/player.py)."""
         if controls.freeze:
             if state.frozen is None:
                 state.frozen, state.frozen_pos = state.recent(controls.loop).clone(), 0
@@ -330,12 +334,14 @@ class Prior(nn.Module):
         if lock:
             chosen[:lock] = state.cue[state.cue_pos % state.cue.shape[0], :lock].tolist()
             state.cue_pos += 1
+        if given is not None:
+            chosen = [g if g >= 0 and level < levels else c for level, (g, c) in enumerate(zip(given, chosen))]
         guided = controls.guidance != 1.0
         # level_logits(h, chosen, level) = heads[level](h + sum of head_embed[j][chosen[j]], j < level):
         # the running sum x grows by one embedding per level, added in the same order.
         x = h if guided else h[:1]
         for level in range(levels):
-            if level >= lock:
+            if chosen[level] < 0:
                 head = self.heads[level]
                 logits = F.linear(F.gelu(F.linear(x, head[0].weight, head[0].bias)), head[2].weight, head[2].bias)
                 logits = logits[1] + controls.guidance * (logits[0] - logits[1]) if guided else logits[0]

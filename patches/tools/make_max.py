@@ -15,7 +15,7 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-from registry import DESCRIPTORS, PATCHES, names, span, write
+from registry import DESCRIPTORS, PATCHES, REGION, names, span, write
 
 PACKAGE = "max/distill"  # the Max package, inside the patches folder
 WORLD_SLOTS = 8
@@ -224,6 +224,15 @@ def control_patch() -> str:
     p.chain(recall, recall_n, pk)
     send_from(pk, xx + 90, y + 138, "/distill/preset/recall")
 
+    # the code grid's region: its span (start < 0 counts back from now), its levels, and the mode that holds it
+    y = 880
+    for i, (name, (lo, hi)) in enumerate((n, span(n)) for n in names(*REGION)):
+        xx = x + 110 * i
+        p.comment(xx, y, name.replace("/", " "), w=100)
+        views[name] = n = p.number(xx, y + 22, lo, hi)
+        send_from(n, xx, y + 52, f"/distill/{name}")
+    p.comment(x + 560, y + 22, "mode: 0 free, 1 lock, 2 loop, 3 mutate", w=240)
+
     # descriptors: the slider holds a target, the toggle holds (on) or frees (off)
     y = 430
     for i, d in enumerate(DESCRIPTORS):
@@ -254,7 +263,7 @@ def control_patch() -> str:
     # state -> GUI ("set" never sends back)
     rs = p.obj(x0, 380, "r distill.state")
     routed = names("play", "freeze", "gain", "temperature", "topp", "guidance", "mutate", "topk", "loop", "levels",
-                   "lock", "seed", "cue", "corpus/mix", "corpus/stick", "corpus/fade")
+                   "lock", "seed", "cue", "corpus/mix", "corpus/stick", "corpus/fade", *REGION)
     routed += [f"descriptor/{d}" for d in DESCRIPTORS] + [f"descriptor/{d}/free" for d in DESCRIPTORS]
     # states with no view (a recalled preset's controls come one by one), kept from the world slots
     ignored = names("preset/save", "preset/recall")
@@ -278,7 +287,7 @@ def control_patch() -> str:
     p.wire(route, s_world_state, len(routed) + len(ignored))
 
     # world mixer: 8 slots named from /distill/namespace rows, in manifest order
-    y = 930
+    y = 1020
     p.comment(x, y - 30, "worlds: slots are named from /distill/namespace (a slot sends nothing until named)", w=600)
     rows = p.obj(x0, 640, "zl slice 1")
     p.wire(kinds, rows, 2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from registry import DESCRIPTORS, PATCHES, names, span, write
+from registry import DESCRIPTORS, PATCHES, REGION, names, span, write
 
 FOLDER = "puredata/distill"  # the abstraction's folder, inside the patches folder
 WORLD_SLOTS = 8
@@ -158,7 +158,7 @@ def control_patch() -> str:
     # state -> GUI, with "set" so nothing is sent back
     y2 = y1 + 240
     fixed = names("play", "gain", "temperature", "topk", "topp", "guidance", "cue", "freeze", "loop", "levels", "lock",
-                  "mutate", "seed", "corpus/mix", "corpus/stick", "corpus/fade")
+                  "mutate", "seed", "corpus/mix", "corpus/stick", "corpus/fade", *REGION)
     rstate = p.obj(x0 - 690, y2, "r distill-state")
     routed = fixed + [f"descriptor/{d}" for d in DESCRIPTORS] + [f"descriptor/{d}/free" for d in DESCRIPTORS]
     # states with no slider (the worlds of /mix come as world states; a preset's controls come one by one)
@@ -224,6 +224,13 @@ def control_patch() -> str:
     p.wire(fade, pk, 0, 1)
     f = p.obj(x, cy + 80, "oscformat -f if distill cue")
     p.chain(pk, f, p.obj(x, cy + 105, "s distill-osc"))
+
+    # the code grid's region: its span (start < 0 counts back from now), its levels, and the mode that holds it
+    cy += 140
+    for i, (name, (lo, hi)) in enumerate((n, span(n)) for n in names(*REGION)):
+        x, label = cx + 110 * i, name.replace("/", "-")
+        control(x, cy, label, p.atom(x, cy + 25, 6, label, lo, hi), "-f i", address=name.replace("/", " "))
+    p.text(cx + 560, cy + 25, "mode: 0 free, 1 lock, 2 loop, 3 mutate")
 
     # descriptors: a slider holds the target; the toggle holds (1) or frees (0)
     cy += 140

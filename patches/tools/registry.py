@@ -11,6 +11,7 @@ from distill_live.control.osc.namespace import doc_registry
 from distill_live.model.descriptors import DESCRIPTORS  # noqa: F401  (the generators' descriptor names)
 
 REGISTRY = doc_registry()
+REGION = ("region/start", "region/length", "region/top", "region/bottom", "region/mode")  # the code grid's region
 # the patches live inside the package, so that the wheel carries them (`distill-live patches` copies them out)
 PATCHES = Path(__file__).resolve().parents[2] / "distill_live" / "patches"
 

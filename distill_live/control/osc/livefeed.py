@@ -3,7 +3,8 @@ what the engine measures, for the clients that LISTEN (ossia score, Chataigne, V
 
     engine.changes ─► /distill/gain 0.5, /distill/play T ... (the latest of each stored control per
                       poll, every command)
-    engine.level ─► /distill/meter f;  engine.codes_since ─► /distill/codes i…, one message per frame
+    engine.level ─► /distill/meter f;  engine.codes_since ─► /distill/codes i…, one message per frame,
+                      then /distill/frame i: the number of the last of them (what /distill/region/start takes)
     engine.stats() ─► /distill/stats f f i f f (as OSC's /distill/stats);  engine.recent ─►
     /distill/measured f f f: loudness, brightness and noisiness of the output, 0..1 of the training range
     a preset saved ─► {"COMMAND": "PATH_CHANGED", "DATA": "/distill/preset/recall"} (its VALS changed)
@@ -25,7 +26,7 @@ from distill_live.model.descriptors import DESCRIPTORS, frame_descriptors
 
 FEED_RATE = 30.0  # polls a second
 STATS_PERIOD = 0.5  # seconds between /distill/stats
-METER, CODES, STATS, MEASURED = (f"{PREFIX}/{n}" for n in ("meter", "codes", "stats", "measured"))
+METER, CODES, FRAME, STATS, MEASURED = (f"{PREFIX}/{n}" for n in ("meter", "codes", "frame", "stats", "measured"))
 RECALL, SAVE = f"{PREFIX}/preset/recall", f"{PREFIX}/preset/save"
 
 
@@ -37,6 +38,9 @@ def telemetry_nodes(registry: ParamRegistry) -> list[dict]:
          "DESCRIPTION": "output peak (LISTEN: about 30 a second)"},
         {"FULL_PATH": CODES, "TYPE": "i" * int(levels), "ACCESS": 1,
          "DESCRIPTION": "each frame's codes, coarse to fine, -1 where a level is not decoded (LISTEN: every frame)"},
+        {"FULL_PATH": FRAME, "TYPE": "i", "ACCESS": 1,
+         "DESCRIPTION": "the number of the last frame sent on /distill/codes, counted from 0 at the first frame, "
+                        "as /distill/region/start takes it (LISTEN: after the codes)"},
         {"FULL_PATH": STATS, "TYPE": "ffiff", "ACCESS": 1,
          "DESCRIPTION": "real-time factor, buffer ms, underruns, latency ms, MIDI clock bpm (LISTEN: twice a second)"},
         {"FULL_PATH": MEASURED, "TYPE": "fff", "ACCESS": 1, "RANGE": [{"MIN": 0.0, "MAX": 1.0}] * 3,
@@ -109,6 +113,8 @@ class LiveFeed:
         out.append((METER, osc_message(METER, (float(engine.level),))))
         self._frame, frames = engine.codes_since(self._frame)
         out += [(CODES, osc_message(CODES, tuple(int(c) for c in row))) for row in frames]
+        if len(frames):
+            out.append((FRAME, osc_message(FRAME, (self._frame - 1,))))
         stats = engine.descriptor_stats
         if stats is not None:
             raw = frame_descriptors(engine.recent((stats.window + 1) * self.hop), self.hop, self.rate)

@@ -60,6 +60,8 @@ MODEL_DEPENDENT = {  # ranges the README shows in words: they depend on the mode
     "cue": "0..cues − 1",
     "levels": "1..levels",
     "lock": "0..levels",
+    "region/top": "0..levels − 1",
+    "region/bottom": "0..levels − 1",
 }
 
 LAYER_ROWS = [
@@ -119,6 +121,8 @@ def markdown_table(registry: ParamRegistry | None = None) -> str:
         default = "" if p.default is None else _num(p.default)
         if symbolic and p.name == "levels":
             default = "levels"
+        if symbolic and p.name == "region/bottom":
+            default = "levels − 1"
         smooth = f" (smoothed {p.smooth * 1000:g} ms)" if p.smooth else ""
         lines.append(f"| `{p.address}` | {TYPES[p.types][0]} | {rng} | {default} | "
                      f"{esc(p.description)}{smooth} |")

@@ -18,7 +18,8 @@ Values are read from the registry at each request (live). Types: "f"/"i" with RA
 (the engine clamps), on/off controls as "T" (OSC true/false; 1/0 ints are accepted too), triggers as "N",
 `/distill/mix` as one "f" per world, `/distill/cue` and `/distill/preset/recall` as "if" (the saved
 presets are the VALS of the recall's RANGE). Read-only nodes (ACCESS 1) carry what the engine measures:
-`/distill/meter`, `/distill/codes` (every frame's codes, coarse to fine), `/distill/stats`, and
+`/distill/meter`, `/distill/codes` (every frame's codes, coarse to fine), `/distill/frame` (the number of
+the last frame sent, what `/distill/region/start` takes), `/distill/stats`, and
 `/distill/measured` (the output's loudness, brightness and noisiness, 0..1 of the training range).
 HTTP and the WebSocket are one server (the `websockets` package), on loopback unless --osc-bind-any,
 only for clients in --allow. When the optional `zeroconf` package is installed the server is

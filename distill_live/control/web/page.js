@@ -6,7 +6,11 @@
 
 const P = "/distill";
 const GRID_FRAMES = 256;  // frames of codes shown, newest on the right
-const state = { values: {}, frames: 0, codes: [], levels: 0, descriptors: [], worlds: [] };
+const REGION = `${P}/region`;
+// newest: the frame number of the last column (from /distill/frame); selection: what the pointer marked on the
+// grid, {first, length, top, bottom} in frame numbers and levels; heldAt: the newest frame when a hold began
+const state = { values: {}, frames: 0, codes: [], levels: 0, descriptors: [], worlds: [], newest: -1,
+                selection: null, sent: null, heldAt: -1 };  // sent: the selection the engine was last given
 window.distill = state;  // for tests and the curious: what the page knows
 
 // -- OSC over the WebSocket -----------------------------------------------------------------------
@@ -27,10 +31,24 @@ function encode(address, args) {
     a.type === "f" ? b.setFloat32(0, a.value) : b.setInt32(0, a.value);
     parts.push(new Uint8Array(b.buffer));
   }
+  return join(parts);
+}
+
+function join(parts) {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
   for (const p of parts) { out.set(p, at); at += p.length; }
   return out.buffer;
+}
+
+function bundle(messages) {  // [[address, args], ...] as one OSC bundle: the engine applies them at the same frame
+  const parts = [oscString("#bundle"), new Uint8Array([0, 0, 0, 0, 0, 0, 0, 1])];  // timetag 1: at once
+  for (const [address, args] of messages) {
+    const m = new Uint8Array(encode(address, args)), size = new DataView(new ArrayBuffer(4));
+    size.setInt32(0, m.length);
+    parts.push(new Uint8Array(size.buffer), m);
+  }
+  return join(parts);
 }
 
 function decode(buffer) {
@@ -58,6 +76,10 @@ const listening = [];
 
 function send(address, args) {
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(encode(address, args));
+}
+
+function sendAll(messages) {
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(bundle(messages));
 }
 
 function connect() {
@@ -167,6 +189,21 @@ function trigger(node) {
   return r;
 }
 
+function number(node) {  // a stored whole number too wide for a fader (seed, region/start): typed in
+  const r = row(label(node.FULL_PATH), node.DESCRIPTION);
+  const n = document.createElement("input");
+  Object.assign(n, { type: "number", min: node.RANGE[0].MIN, max: node.RANGE[0].MAX, step: 1, className: "num" });
+  n.dataset.address = node.FULL_PATH;
+  n.addEventListener("change", () => send(node.FULL_PATH, [{ type: "i", value: Math.round(Number(n.value)) }]));
+  views[node.FULL_PATH] = args => {
+    state.values[node.FULL_PATH] = args[0];
+    if (document.activeElement !== n) n.value = args[0];
+  };
+  if (node.VALUE) views[node.FULL_PATH](node.VALUE);
+  r.append(n);
+  return r;
+}
+
 function numbered(node, verb) {  // a command that takes a number: preset/save
   const r = row(label(node.FULL_PATH), node.DESCRIPTION);
   const n = document.createElement("input");
@@ -229,6 +266,8 @@ async function build() {
       r.append(into);
       fieldset.append(r);
       choices(node, node.RANGE[0].VALS || [], into);
+    } else if (node.TYPE === "i" && node.VALUE && node.RANGE[0].MAX - node.RANGE[0].MIN > 65536) {
+      fieldset.append(number(node));
     } else if (node.TYPE === "f" || (node.TYPE === "i" && node.VALUE)) fieldset.append(fader(node));
     else if (node.TYPE === "i") fieldset.append(numbered(node, "save"));
     else if (node.TYPE === "T") fieldset.append(toggle(node));
@@ -243,8 +282,9 @@ async function build() {
   }
   document.getElementById("controls").append(...Object.values(groups));
   state.levels = tree.CONTENTS.distill.CONTENTS.levels.RANGE[0].MAX;
-  listening.push(`${P}/meter`, `${P}/stats`, `${P}/codes`, `${P}/measured`);
+  listening.push(`${P}/meter`, `${P}/stats`, `${P}/codes`, `${P}/frame`, `${P}/measured`);
   liveView();
+  regionView();
   connect();
   requestAnimationFrame(draw);
 }
@@ -276,7 +316,69 @@ function liveView() {
     state.codes.push(codes);
     if (state.codes.length > GRID_FRAMES) state.codes.shift();
     state.frames++;
+    if (state.newest >= 0) state.newest++;  // /distill/frame, after the codes, confirms it: never out of step
   };
+}
+
+// -- the code grid's region: drag to select, then hold it ------------------------------------------
+
+function cell(e, canvas) {  // the frame number and level under the pointer
+  const box = canvas.getBoundingClientRect();
+  const x = Math.min(GRID_FRAMES - 1, Math.max(0, Math.floor((e.clientX - box.left) / box.width * GRID_FRAMES)));
+  const level = Math.min(state.levels - 1, Math.max(0, Math.floor((e.clientY - box.top) / box.height * state.levels)));
+  return { frame: Math.max(0, state.newest - (GRID_FRAMES - 1 - x)), level };
+}
+
+function select(a, b) {
+  const first = Math.min(a.frame, b.frame);
+  state.selection = { first, length: Math.max(a.frame, b.frame) - first + 1,
+                      top: Math.min(a.level, b.level), bottom: Math.max(a.level, b.level) };
+  const s = state.selection;
+  document.getElementById("selection").textContent =
+    `${s.length} frames (${s.first}…${s.first + s.length - 1}) · levels ${s.top}–${s.bottom}`;
+}
+
+function hold(mode) {  // lock, loop or mutate what is selected (the region as it is, with nothing selected); 0 lets go
+  const s = state.selection, messages = [];
+  if (mode && s && s !== state.sent) {  // a new selection: take it (pressing loop after lock keeps the same codes)
+    for (const [name, value] of [["start", s.first], ["length", s.length], ["top", s.top], ["bottom", s.bottom]]) {
+      messages.push([`${REGION}/${name}`, [{ type: "i", value }]]);
+    }
+    state.sent = s;
+  }
+  messages.push([`${REGION}/mode`, [{ type: "i", value: mode }]]);
+  sendAll(messages);
+}
+
+function regionView() {
+  const canvas = document.getElementById("grid");
+  let anchor = null;
+  canvas.addEventListener("pointerdown", e => {
+    if (state.newest < 0) return;
+    canvas.setPointerCapture(e.pointerId);
+    anchor = cell(e, canvas);
+    select(anchor, anchor);
+  });
+  canvas.addEventListener("pointermove", e => { if (anchor) select(anchor, cell(e, canvas)); });
+  canvas.addEventListener("pointerup", () => { anchor = null; });
+  canvas.addEventListener("pointercancel", () => { anchor = null; });
+  for (const b of document.querySelectorAll("#hold button")) {
+    b.addEventListener("click", () => hold(Number(b.dataset.mode)));
+  }
+  views[`${P}/frame`] = ([frame]) => { state.newest = frame; };
+  // a hold begins (or its span moves): remember where, to draw what it plays; from any surface, not just this page
+  for (const name of ["mode", "start", "length"]) {
+    const address = `${REGION}/${name}`, show = views[address] || (() => {});
+    views[address] = args => {
+      const was = state.values[`${REGION}/mode`];
+      show(args);
+      state.values[address] = args[0];
+      if (state.values[`${REGION}/mode`] && (name !== "mode" || !was)) state.heldAt = state.newest;
+      for (const b of document.querySelectorAll("#hold button")) {
+        b.classList.toggle("on", Number(b.dataset.mode) === state.values[`${REGION}/mode`]);
+      }
+    };
+  }
 }
 
 function receive(address, args) {
@@ -313,7 +415,34 @@ function draw() {
       g.fillRect(first + x, level * h, 1, h);
     });
   });
+  drawRegion(g, h);
   requestAnimationFrame(draw);
+}
+
+function drawRegion(g, h) {
+  const column = frame => GRID_FRAMES - 1 - (state.newest - frame);  // may be off the left edge: drawn clipped
+  const v = name => state.values[`${REGION}/${name}`];
+  const mode = v("mode");
+  if (mode) {  // the held region: where its codes come from, outlined, and the frames it plays since, shaded
+    const start = v("start"), length = v("length");
+    const from = start >= 0 ? start : state.heldAt + 1 + start;
+    const [top, bottom] = mode === 2 ? [0, state.levels - 1] : [Math.min(v("top"), v("bottom")), Math.max(v("top"), v("bottom"))];
+    const played = [column(state.heldAt + 1), top * h, state.newest - state.heldAt, (bottom - top + 1) * h];
+    g.fillStyle = "rgba(255, 255, 255, 0.25)";
+    g.fillRect(...played);
+    g.strokeStyle = "#e9a23b";
+    g.lineWidth = 3;
+    g.strokeRect(...played);
+    g.strokeRect(column(from), top * h + 1.5, length, (bottom - top + 1) * h - 3);
+  }
+  const s = state.selection;
+  if (s) {
+    g.strokeStyle = "#fff";
+    g.lineWidth = 1;
+    g.setLineDash([4, 3]);
+    g.strokeRect(column(s.first) + 0.5, s.top * h + 0.5, s.length - 1, (s.bottom - s.top + 1) * h - 1);
+    g.setLineDash([]);
+  }
 }
 
 build();

@@ -1734,6 +1734,366 @@
      "numoutlets": 0,
      "patching_rect": [
       15.0,
+      880.0,
+      100.0,
+      20.0
+     ],
+     "text": "region start"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-100",
+     "maxclass": "number",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "patching_rect": [
+      15.0,
+      902.0,
+      50.0,
+      22.0
+     ],
+     "minimum": -256,
+     "maximum": 2147483647,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-101",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      15.0,
+      932.0,
+      217.0,
+      22.0
+     ],
+     "text": "prepend /distill/region/start"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-102",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      15.0,
+      960.0,
+      105.0,
+      22.0
+     ],
+     "text": "s distill.osc"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-103",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      125.0,
+      880.0,
+      100.0,
+      20.0
+     ],
+     "text": "region length"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-104",
+     "maxclass": "number",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "patching_rect": [
+      125.0,
+      902.0,
+      50.0,
+      22.0
+     ],
+     "minimum": 1,
+     "maximum": 256,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-105",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      125.0,
+      932.0,
+      224.0,
+      22.0
+     ],
+     "text": "prepend /distill/region/length"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-106",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      125.0,
+      960.0,
+      105.0,
+      22.0
+     ],
+     "text": "s distill.osc"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-107",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      235.0,
+      880.0,
+      100.0,
+      20.0
+     ],
+     "text": "region top"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-108",
+     "maxclass": "number",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "patching_rect": [
+      235.0,
+      902.0,
+      50.0,
+      22.0
+     ],
+     "minimum": 0,
+     "maximum": 7,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-109",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      235.0,
+      932.0,
+      203.0,
+      22.0
+     ],
+     "text": "prepend /distill/region/top"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-110",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      235.0,
+      960.0,
+      105.0,
+      22.0
+     ],
+     "text": "s distill.osc"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-111",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      345.0,
+      880.0,
+      100.0,
+      20.0
+     ],
+     "text": "region bottom"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-112",
+     "maxclass": "number",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "patching_rect": [
+      345.0,
+      902.0,
+      50.0,
+      22.0
+     ],
+     "minimum": 0,
+     "maximum": 7,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-113",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      345.0,
+      932.0,
+      224.0,
+      22.0
+     ],
+     "text": "prepend /distill/region/bottom"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-114",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      345.0,
+      960.0,
+      105.0,
+      22.0
+     ],
+     "text": "s distill.osc"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-115",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      455.0,
+      880.0,
+      100.0,
+      20.0
+     ],
+     "text": "region mode"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-116",
+     "maxclass": "number",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "patching_rect": [
+      455.0,
+      902.0,
+      50.0,
+      22.0
+     ],
+     "minimum": 0,
+     "maximum": 3,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-117",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      455.0,
+      932.0,
+      210.0,
+      22.0
+     ],
+     "text": "prepend /distill/region/mode"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-118",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      455.0,
+      960.0,
+      105.0,
+      22.0
+     ],
+     "text": "s distill.osc"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-119",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      575.0,
+      902.0,
+      240.0,
+      20.0
+     ],
+     "text": "mode: 0 free, 1 lock, 2 loop, 3 mutate"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-120",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      15.0,
       430.0,
       230.0,
       20.0
@@ -1743,7 +2103,7 @@
    },
    {
     "box": {
-     "id": "obj-100",
+     "id": "obj-121",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1764,7 +2124,7 @@
    },
    {
     "box": {
-     "id": "obj-101",
+     "id": "obj-122",
      "maxclass": "toggle",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1782,7 +2142,7 @@
    },
    {
     "box": {
-     "id": "obj-102",
+     "id": "obj-123",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 2,
@@ -1801,7 +2161,7 @@
    },
    {
     "box": {
-     "id": "obj-103",
+     "id": "obj-124",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1819,7 +2179,7 @@
    },
    {
     "box": {
-     "id": "obj-104",
+     "id": "obj-125",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1837,7 +2197,7 @@
    },
    {
     "box": {
-     "id": "obj-105",
+     "id": "obj-126",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -1856,7 +2216,7 @@
    },
    {
     "box": {
-     "id": "obj-106",
+     "id": "obj-127",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1874,7 +2234,7 @@
    },
    {
     "box": {
-     "id": "obj-107",
+     "id": "obj-128",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1892,7 +2252,7 @@
    },
    {
     "box": {
-     "id": "obj-108",
+     "id": "obj-129",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1910,7 +2270,7 @@
    },
    {
     "box": {
-     "id": "obj-109",
+     "id": "obj-130",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
@@ -1925,7 +2285,7 @@
    },
    {
     "box": {
-     "id": "obj-110",
+     "id": "obj-131",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
@@ -1940,7 +2300,7 @@
    },
    {
     "box": {
-     "id": "obj-111",
+     "id": "obj-132",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -1955,7 +2315,7 @@
    },
    {
     "box": {
-     "id": "obj-112",
+     "id": "obj-133",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1976,7 +2336,7 @@
    },
    {
     "box": {
-     "id": "obj-113",
+     "id": "obj-134",
      "maxclass": "toggle",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1994,7 +2354,7 @@
    },
    {
     "box": {
-     "id": "obj-114",
+     "id": "obj-135",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 2,
@@ -2013,7 +2373,7 @@
    },
    {
     "box": {
-     "id": "obj-115",
+     "id": "obj-136",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2031,7 +2391,7 @@
    },
    {
     "box": {
-     "id": "obj-116",
+     "id": "obj-137",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2049,7 +2409,7 @@
    },
    {
     "box": {
-     "id": "obj-117",
+     "id": "obj-138",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -2068,7 +2428,7 @@
    },
    {
     "box": {
-     "id": "obj-118",
+     "id": "obj-139",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2086,7 +2446,7 @@
    },
    {
     "box": {
-     "id": "obj-119",
+     "id": "obj-140",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2104,7 +2464,7 @@
    },
    {
     "box": {
-     "id": "obj-120",
+     "id": "obj-141",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2122,7 +2482,7 @@
    },
    {
     "box": {
-     "id": "obj-121",
+     "id": "obj-142",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
@@ -2137,7 +2497,7 @@
    },
    {
     "box": {
-     "id": "obj-122",
+     "id": "obj-143",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
@@ -2152,7 +2512,7 @@
    },
    {
     "box": {
-     "id": "obj-123",
+     "id": "obj-144",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -2167,7 +2527,7 @@
    },
    {
     "box": {
-     "id": "obj-124",
+     "id": "obj-145",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2188,7 +2548,7 @@
    },
    {
     "box": {
-     "id": "obj-125",
+     "id": "obj-146",
      "maxclass": "toggle",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2206,7 +2566,7 @@
    },
    {
     "box": {
-     "id": "obj-126",
+     "id": "obj-147",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 2,
@@ -2225,7 +2585,7 @@
    },
    {
     "box": {
-     "id": "obj-127",
+     "id": "obj-148",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2243,7 +2603,7 @@
    },
    {
     "box": {
-     "id": "obj-128",
+     "id": "obj-149",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2261,7 +2621,7 @@
    },
    {
     "box": {
-     "id": "obj-129",
+     "id": "obj-150",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -2280,7 +2640,7 @@
    },
    {
     "box": {
-     "id": "obj-130",
+     "id": "obj-151",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2298,7 +2658,7 @@
    },
    {
     "box": {
-     "id": "obj-131",
+     "id": "obj-152",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2316,7 +2676,7 @@
    },
    {
     "box": {
-     "id": "obj-132",
+     "id": "obj-153",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2334,7 +2694,7 @@
    },
    {
     "box": {
-     "id": "obj-133",
+     "id": "obj-154",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
@@ -2349,7 +2709,7 @@
    },
    {
     "box": {
-     "id": "obj-134",
+     "id": "obj-155",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
@@ -2364,7 +2724,7 @@
    },
    {
     "box": {
-     "id": "obj-135",
+     "id": "obj-156",
      "maxclass": "newobj",
      "numinlets": 0,
      "numoutlets": 1,
@@ -2382,11 +2742,16 @@
    },
    {
     "box": {
-     "id": "obj-136",
+     "id": "obj-157",
      "maxclass": "newobj",
-     "numinlets": 25,
-     "numoutlets": 25,
+     "numinlets": 30,
+     "numoutlets": 30,
      "outlettype": [
+      "",
+      "",
+      "",
+      "",
+      "",
       "",
       "",
       "",
@@ -2419,12 +2784,12 @@
       360.0,
       22.0
      ],
-     "text": "route /distill/play /distill/freeze /distill/gain /distill/temperature /distill/topp /distill/guidance /distill/mutate /distill/topk /distill/loop /distill/levels /distill/lock /distill/seed /distill/cue /distill/corpus/mix /distill/corpus/stick /distill/corpus/fade /distill/descriptor/loudness /distill/descriptor/brightness /distill/descriptor/noisiness /distill/descriptor/loudness/free /distill/descriptor/brightness/free /distill/descriptor/noisiness/free /distill/preset/save /distill/preset/recall"
+     "text": "route /distill/play /distill/freeze /distill/gain /distill/temperature /distill/topp /distill/guidance /distill/mutate /distill/topk /distill/loop /distill/levels /distill/lock /distill/seed /distill/cue /distill/corpus/mix /distill/corpus/stick /distill/corpus/fade /distill/region/start /distill/region/length /distill/region/top /distill/region/bottom /distill/region/mode /distill/descriptor/loudness /distill/descriptor/brightness /distill/descriptor/noisiness /distill/descriptor/loudness/free /distill/descriptor/brightness/free /distill/descriptor/noisiness/free /distill/preset/save /distill/preset/recall"
     }
    },
    {
     "box": {
-     "id": "obj-137",
+     "id": "obj-158",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2442,7 +2807,7 @@
    },
    {
     "box": {
-     "id": "obj-138",
+     "id": "obj-159",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2460,7 +2825,7 @@
    },
    {
     "box": {
-     "id": "obj-139",
+     "id": "obj-160",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2478,7 +2843,7 @@
    },
    {
     "box": {
-     "id": "obj-140",
+     "id": "obj-161",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2496,7 +2861,7 @@
    },
    {
     "box": {
-     "id": "obj-141",
+     "id": "obj-162",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2514,7 +2879,7 @@
    },
    {
     "box": {
-     "id": "obj-142",
+     "id": "obj-163",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2532,7 +2897,7 @@
    },
    {
     "box": {
-     "id": "obj-143",
+     "id": "obj-164",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2550,7 +2915,7 @@
    },
    {
     "box": {
-     "id": "obj-144",
+     "id": "obj-165",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2568,7 +2933,7 @@
    },
    {
     "box": {
-     "id": "obj-145",
+     "id": "obj-166",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2586,7 +2951,7 @@
    },
    {
     "box": {
-     "id": "obj-146",
+     "id": "obj-167",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2604,7 +2969,7 @@
    },
    {
     "box": {
-     "id": "obj-147",
+     "id": "obj-168",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2622,7 +2987,7 @@
    },
    {
     "box": {
-     "id": "obj-148",
+     "id": "obj-169",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2640,7 +3005,7 @@
    },
    {
     "box": {
-     "id": "obj-149",
+     "id": "obj-170",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2658,7 +3023,7 @@
    },
    {
     "box": {
-     "id": "obj-150",
+     "id": "obj-171",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2676,7 +3041,7 @@
    },
    {
     "box": {
-     "id": "obj-151",
+     "id": "obj-172",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2694,7 +3059,7 @@
    },
    {
     "box": {
-     "id": "obj-152",
+     "id": "obj-173",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2712,7 +3077,7 @@
    },
    {
     "box": {
-     "id": "obj-153",
+     "id": "obj-174",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2730,7 +3095,133 @@
    },
    {
     "box": {
-     "id": "obj-154",
+     "id": "obj-175",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      1200.0,
+      510.0,
+      91.0,
+      22.0
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-176",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      900.0,
+      540.0,
+      91.0,
+      22.0
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-177",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      960.0,
+      540.0,
+      91.0,
+      22.0
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-178",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      1020.0,
+      540.0,
+      91.0,
+      22.0
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-179",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      1080.0,
+      540.0,
+      91.0,
+      22.0
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-180",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      1110.0,
+      540.0,
+      49.0,
+      22.0
+     ],
+     "text": "set 1"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-181",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "outlettype": [
+      ""
+     ],
+     "patching_rect": [
+      1140.0,
+      540.0,
+      91.0,
+      22.0
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-182",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2739,7 +3230,7 @@
      ],
      "patching_rect": [
       1170.0,
-      510.0,
+      540.0,
       49.0,
       22.0
      ],
@@ -2748,7 +3239,7 @@
    },
    {
     "box": {
-     "id": "obj-155",
+     "id": "obj-183",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2757,7 +3248,7 @@
      ],
      "patching_rect": [
       1200.0,
-      510.0,
+      540.0,
       91.0,
       22.0
      ],
@@ -2766,7 +3257,7 @@
    },
    {
     "box": {
-     "id": "obj-156",
+     "id": "obj-184",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2775,7 +3266,7 @@
      ],
      "patching_rect": [
       1230.0,
-      510.0,
+      540.0,
       49.0,
       22.0
      ],
@@ -2784,25 +3275,7 @@
    },
    {
     "box": {
-     "id": "obj-157",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      900.0,
-      540.0,
-      91.0,
-      22.0
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-158",
+     "id": "obj-185",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2810,17 +3283,17 @@
       ""
      ],
      "patching_rect": [
-      930.0,
-      540.0,
+      900.0,
+      570.0,
       49.0,
       22.0
      ],
-     "text": "set 1"
+     "text": "set 0"
     }
    },
    {
     "box": {
-     "id": "obj-159",
+     "id": "obj-186",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2829,7 +3302,7 @@
      ],
      "patching_rect": [
       960.0,
-      540.0,
+      570.0,
       49.0,
       22.0
      ],
@@ -2838,7 +3311,7 @@
    },
    {
     "box": {
-     "id": "obj-160",
+     "id": "obj-187",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2847,7 +3320,7 @@
      ],
      "patching_rect": [
       1020.0,
-      540.0,
+      570.0,
       49.0,
       22.0
      ],
@@ -2856,25 +3329,7 @@
    },
    {
     "box": {
-     "id": "obj-161",
-     "maxclass": "message",
-     "numinlets": 2,
-     "numoutlets": 1,
-     "outlettype": [
-      ""
-     ],
-     "patching_rect": [
-      1080.0,
-      540.0,
-      49.0,
-      22.0
-     ],
-     "text": "set 0"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-162",
+     "id": "obj-188",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
@@ -2889,13 +3344,13 @@
    },
    {
     "box": {
-     "id": "obj-163",
+     "id": "obj-189",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       15.0,
-      900.0,
+      990.0,
       600.0,
       20.0
      ],
@@ -2904,7 +3359,7 @@
    },
    {
     "box": {
-     "id": "obj-164",
+     "id": "obj-190",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -2923,7 +3378,7 @@
    },
    {
     "box": {
-     "id": "obj-165",
+     "id": "obj-191",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2941,7 +3396,7 @@
    },
    {
     "box": {
-     "id": "obj-166",
+     "id": "obj-192",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -2960,7 +3415,7 @@
    },
    {
     "box": {
-     "id": "obj-167",
+     "id": "obj-193",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -2979,7 +3434,7 @@
    },
    {
     "box": {
-     "id": "obj-168",
+     "id": "obj-194",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 2,
@@ -2998,7 +3453,7 @@
    },
    {
     "box": {
-     "id": "obj-169",
+     "id": "obj-195",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3016,7 +3471,7 @@
    },
    {
     "box": {
-     "id": "obj-170",
+     "id": "obj-196",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3034,7 +3489,7 @@
    },
    {
     "box": {
-     "id": "obj-171",
+     "id": "obj-197",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3052,7 +3507,7 @@
    },
    {
     "box": {
-     "id": "obj-172",
+     "id": "obj-198",
      "maxclass": "newobj",
      "numinlets": 9,
      "numoutlets": 9,
@@ -3078,7 +3533,7 @@
    },
    {
     "box": {
-     "id": "obj-173",
+     "id": "obj-199",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3096,7 +3551,7 @@
    },
    {
     "box": {
-     "id": "obj-174",
+     "id": "obj-200",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 4,
@@ -3108,7 +3563,7 @@
      ],
      "patching_rect": [
       15.0,
-      930.0,
+      1020.0,
       77.0,
       22.0
      ],
@@ -3117,7 +3572,7 @@
    },
    {
     "box": {
-     "id": "obj-175",
+     "id": "obj-201",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3126,7 +3581,7 @@
      ],
      "patching_rect": [
       115.0,
-      958.0,
+      1048.0,
       91.0,
       22.0
      ],
@@ -3135,13 +3590,13 @@
    },
    {
     "box": {
-     "id": "obj-176",
+     "id": "obj-202",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       15.0,
-      958.0,
+      1048.0,
       95.0,
       20.0
      ],
@@ -3150,7 +3605,7 @@
    },
    {
     "box": {
-     "id": "obj-177",
+     "id": "obj-203",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3159,7 +3614,7 @@
      ],
      "patching_rect": [
       165.0,
-      986.0,
+      1076.0,
       40.0,
       22.0
      ],
@@ -3168,7 +3623,7 @@
    },
    {
     "box": {
-     "id": "obj-178",
+     "id": "obj-204",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3177,7 +3632,7 @@
      ],
      "patching_rect": [
       15.0,
-      986.0,
+      1076.0,
       140.0,
       22.0
      ],
@@ -3189,7 +3644,7 @@
    },
    {
     "box": {
-     "id": "obj-179",
+     "id": "obj-205",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3198,7 +3653,7 @@
      ],
      "patching_rect": [
       15.0,
-      1014.0,
+      1104.0,
       70.0,
       22.0
      ],
@@ -3207,7 +3662,7 @@
    },
    {
     "box": {
-     "id": "obj-180",
+     "id": "obj-206",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3216,7 +3671,7 @@
      ],
      "patching_rect": [
       15.0,
-      1042.0,
+      1132.0,
       224.0,
       22.0
      ],
@@ -3225,7 +3680,7 @@
    },
    {
     "box": {
-     "id": "obj-181",
+     "id": "obj-207",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3234,7 +3689,7 @@
      ],
      "patching_rect": [
       75.0,
-      1070.0,
+      1160.0,
       217.0,
       22.0
      ],
@@ -3243,13 +3698,13 @@
    },
    {
     "box": {
-     "id": "obj-182",
+     "id": "obj-208",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       15.0,
-      1070.0,
+      1160.0,
       105.0,
       22.0
      ],
@@ -3258,7 +3713,7 @@
    },
    {
     "box": {
-     "id": "obj-183",
+     "id": "obj-209",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3267,7 +3722,7 @@
      ],
      "patching_rect": [
       75.0,
-      1098.0,
+      1188.0,
       238.0,
       22.0
      ],
@@ -3276,7 +3731,7 @@
    },
    {
     "box": {
-     "id": "obj-184",
+     "id": "obj-210",
      "maxclass": "newobj",
      "numinlets": 0,
      "numoutlets": 1,
@@ -3285,7 +3740,7 @@
      ],
      "patching_rect": [
       115.0,
-      902.0,
+      992.0,
       154.0,
       22.0
      ],
@@ -3294,7 +3749,7 @@
    },
    {
     "box": {
-     "id": "obj-185",
+     "id": "obj-211",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -3304,7 +3759,7 @@
      ],
      "patching_rect": [
       115.0,
-      1126.0,
+      1216.0,
       84.0,
       22.0
      ],
@@ -3313,7 +3768,7 @@
    },
    {
     "box": {
-     "id": "obj-186",
+     "id": "obj-212",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -3323,7 +3778,7 @@
      ],
      "patching_rect": [
       75.0,
-      1126.0,
+      1216.0,
       91.0,
       22.0
      ],
@@ -3332,7 +3787,7 @@
    },
    {
     "box": {
-     "id": "obj-187",
+     "id": "obj-213",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3341,7 +3796,7 @@
      ],
      "patching_rect": [
       75.0,
-      1154.0,
+      1244.0,
       40.0,
       22.0
      ],
@@ -3350,7 +3805,7 @@
    },
    {
     "box": {
-     "id": "obj-188",
+     "id": "obj-214",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3359,7 +3814,7 @@
      ],
      "patching_rect": [
       75.0,
-      1182.0,
+      1272.0,
       91.0,
       22.0
      ],
@@ -3368,7 +3823,7 @@
    },
    {
     "box": {
-     "id": "obj-189",
+     "id": "obj-215",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 4,
@@ -3380,7 +3835,7 @@
      ],
      "patching_rect": [
       215.0,
-      930.0,
+      1020.0,
       77.0,
       22.0
      ],
@@ -3389,7 +3844,7 @@
    },
    {
     "box": {
-     "id": "obj-190",
+     "id": "obj-216",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3398,7 +3853,7 @@
      ],
      "patching_rect": [
       315.0,
-      958.0,
+      1048.0,
       91.0,
       22.0
      ],
@@ -3407,13 +3862,13 @@
    },
    {
     "box": {
-     "id": "obj-191",
+     "id": "obj-217",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       215.0,
-      958.0,
+      1048.0,
       95.0,
       20.0
      ],
@@ -3422,7 +3877,7 @@
    },
    {
     "box": {
-     "id": "obj-192",
+     "id": "obj-218",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3431,7 +3886,7 @@
      ],
      "patching_rect": [
       365.0,
-      986.0,
+      1076.0,
       40.0,
       22.0
      ],
@@ -3440,7 +3895,7 @@
    },
    {
     "box": {
-     "id": "obj-193",
+     "id": "obj-219",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3449,7 +3904,7 @@
      ],
      "patching_rect": [
       215.0,
-      986.0,
+      1076.0,
       140.0,
       22.0
      ],
@@ -3461,7 +3916,7 @@
    },
    {
     "box": {
-     "id": "obj-194",
+     "id": "obj-220",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3470,7 +3925,7 @@
      ],
      "patching_rect": [
       215.0,
-      1014.0,
+      1104.0,
       70.0,
       22.0
      ],
@@ -3479,7 +3934,7 @@
    },
    {
     "box": {
-     "id": "obj-195",
+     "id": "obj-221",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3488,7 +3943,7 @@
      ],
      "patching_rect": [
       215.0,
-      1042.0,
+      1132.0,
       224.0,
       22.0
      ],
@@ -3497,7 +3952,7 @@
    },
    {
     "box": {
-     "id": "obj-196",
+     "id": "obj-222",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3506,7 +3961,7 @@
      ],
      "patching_rect": [
       275.0,
-      1070.0,
+      1160.0,
       217.0,
       22.0
      ],
@@ -3515,13 +3970,13 @@
    },
    {
     "box": {
-     "id": "obj-197",
+     "id": "obj-223",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       215.0,
-      1070.0,
+      1160.0,
       105.0,
       22.0
      ],
@@ -3530,7 +3985,7 @@
    },
    {
     "box": {
-     "id": "obj-198",
+     "id": "obj-224",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3539,7 +3994,7 @@
      ],
      "patching_rect": [
       275.0,
-      1098.0,
+      1188.0,
       238.0,
       22.0
      ],
@@ -3548,7 +4003,7 @@
    },
    {
     "box": {
-     "id": "obj-199",
+     "id": "obj-225",
      "maxclass": "newobj",
      "numinlets": 0,
      "numoutlets": 1,
@@ -3557,7 +4012,7 @@
      ],
      "patching_rect": [
       315.0,
-      902.0,
+      992.0,
       154.0,
       22.0
      ],
@@ -3566,7 +4021,7 @@
    },
    {
     "box": {
-     "id": "obj-200",
+     "id": "obj-226",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -3576,7 +4031,7 @@
      ],
      "patching_rect": [
       315.0,
-      1126.0,
+      1216.0,
       84.0,
       22.0
      ],
@@ -3585,7 +4040,7 @@
    },
    {
     "box": {
-     "id": "obj-201",
+     "id": "obj-227",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -3595,7 +4050,7 @@
      ],
      "patching_rect": [
       275.0,
-      1126.0,
+      1216.0,
       91.0,
       22.0
      ],
@@ -3604,7 +4059,7 @@
    },
    {
     "box": {
-     "id": "obj-202",
+     "id": "obj-228",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3613,7 +4068,7 @@
      ],
      "patching_rect": [
       275.0,
-      1154.0,
+      1244.0,
       40.0,
       22.0
      ],
@@ -3622,7 +4077,7 @@
    },
    {
     "box": {
-     "id": "obj-203",
+     "id": "obj-229",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3631,7 +4086,7 @@
      ],
      "patching_rect": [
       275.0,
-      1182.0,
+      1272.0,
       91.0,
       22.0
      ],
@@ -3640,7 +4095,7 @@
    },
    {
     "box": {
-     "id": "obj-204",
+     "id": "obj-230",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 4,
@@ -3652,7 +4107,7 @@
      ],
      "patching_rect": [
       415.0,
-      930.0,
+      1020.0,
       77.0,
       22.0
      ],
@@ -3661,7 +4116,7 @@
    },
    {
     "box": {
-     "id": "obj-205",
+     "id": "obj-231",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3670,7 +4125,7 @@
      ],
      "patching_rect": [
       515.0,
-      958.0,
+      1048.0,
       91.0,
       22.0
      ],
@@ -3679,13 +4134,13 @@
    },
    {
     "box": {
-     "id": "obj-206",
+     "id": "obj-232",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       415.0,
-      958.0,
+      1048.0,
       95.0,
       20.0
      ],
@@ -3694,7 +4149,7 @@
    },
    {
     "box": {
-     "id": "obj-207",
+     "id": "obj-233",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3703,7 +4158,7 @@
      ],
      "patching_rect": [
       565.0,
-      986.0,
+      1076.0,
       40.0,
       22.0
      ],
@@ -3712,7 +4167,7 @@
    },
    {
     "box": {
-     "id": "obj-208",
+     "id": "obj-234",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3721,7 +4176,7 @@
      ],
      "patching_rect": [
       415.0,
-      986.0,
+      1076.0,
       140.0,
       22.0
      ],
@@ -3733,7 +4188,7 @@
    },
    {
     "box": {
-     "id": "obj-209",
+     "id": "obj-235",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3742,7 +4197,7 @@
      ],
      "patching_rect": [
       415.0,
-      1014.0,
+      1104.0,
       70.0,
       22.0
      ],
@@ -3751,7 +4206,7 @@
    },
    {
     "box": {
-     "id": "obj-210",
+     "id": "obj-236",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3760,7 +4215,7 @@
      ],
      "patching_rect": [
       415.0,
-      1042.0,
+      1132.0,
       224.0,
       22.0
      ],
@@ -3769,7 +4224,7 @@
    },
    {
     "box": {
-     "id": "obj-211",
+     "id": "obj-237",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3778,7 +4233,7 @@
      ],
      "patching_rect": [
       475.0,
-      1070.0,
+      1160.0,
       217.0,
       22.0
      ],
@@ -3787,13 +4242,13 @@
    },
    {
     "box": {
-     "id": "obj-212",
+     "id": "obj-238",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       415.0,
-      1070.0,
+      1160.0,
       105.0,
       22.0
      ],
@@ -3802,7 +4257,7 @@
    },
    {
     "box": {
-     "id": "obj-213",
+     "id": "obj-239",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3811,7 +4266,7 @@
      ],
      "patching_rect": [
       475.0,
-      1098.0,
+      1188.0,
       238.0,
       22.0
      ],
@@ -3820,7 +4275,7 @@
    },
    {
     "box": {
-     "id": "obj-214",
+     "id": "obj-240",
      "maxclass": "newobj",
      "numinlets": 0,
      "numoutlets": 1,
@@ -3829,7 +4284,7 @@
      ],
      "patching_rect": [
       515.0,
-      902.0,
+      992.0,
       154.0,
       22.0
      ],
@@ -3838,7 +4293,7 @@
    },
    {
     "box": {
-     "id": "obj-215",
+     "id": "obj-241",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -3848,7 +4303,7 @@
      ],
      "patching_rect": [
       515.0,
-      1126.0,
+      1216.0,
       84.0,
       22.0
      ],
@@ -3857,7 +4312,7 @@
    },
    {
     "box": {
-     "id": "obj-216",
+     "id": "obj-242",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -3867,7 +4322,7 @@
      ],
      "patching_rect": [
       475.0,
-      1126.0,
+      1216.0,
       91.0,
       22.0
      ],
@@ -3876,7 +4331,7 @@
    },
    {
     "box": {
-     "id": "obj-217",
+     "id": "obj-243",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3885,7 +4340,7 @@
      ],
      "patching_rect": [
       475.0,
-      1154.0,
+      1244.0,
       40.0,
       22.0
      ],
@@ -3894,7 +4349,7 @@
    },
    {
     "box": {
-     "id": "obj-218",
+     "id": "obj-244",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3903,7 +4358,7 @@
      ],
      "patching_rect": [
       475.0,
-      1182.0,
+      1272.0,
       91.0,
       22.0
      ],
@@ -3912,7 +4367,7 @@
    },
    {
     "box": {
-     "id": "obj-219",
+     "id": "obj-245",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 4,
@@ -3924,7 +4379,7 @@
      ],
      "patching_rect": [
       615.0,
-      930.0,
+      1020.0,
       77.0,
       22.0
      ],
@@ -3933,7 +4388,7 @@
    },
    {
     "box": {
-     "id": "obj-220",
+     "id": "obj-246",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3942,7 +4397,7 @@
      ],
      "patching_rect": [
       715.0,
-      958.0,
+      1048.0,
       91.0,
       22.0
      ],
@@ -3951,13 +4406,13 @@
    },
    {
     "box": {
-     "id": "obj-221",
+     "id": "obj-247",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       615.0,
-      958.0,
+      1048.0,
       95.0,
       20.0
      ],
@@ -3966,7 +4421,7 @@
    },
    {
     "box": {
-     "id": "obj-222",
+     "id": "obj-248",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3975,7 +4430,7 @@
      ],
      "patching_rect": [
       765.0,
-      986.0,
+      1076.0,
       40.0,
       22.0
      ],
@@ -3984,7 +4439,7 @@
    },
    {
     "box": {
-     "id": "obj-223",
+     "id": "obj-249",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3993,7 +4448,7 @@
      ],
      "patching_rect": [
       615.0,
-      986.0,
+      1076.0,
       140.0,
       22.0
      ],
@@ -4005,7 +4460,7 @@
    },
    {
     "box": {
-     "id": "obj-224",
+     "id": "obj-250",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4014,7 +4469,7 @@
      ],
      "patching_rect": [
       615.0,
-      1014.0,
+      1104.0,
       70.0,
       22.0
      ],
@@ -4023,7 +4478,7 @@
    },
    {
     "box": {
-     "id": "obj-225",
+     "id": "obj-251",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4032,7 +4487,7 @@
      ],
      "patching_rect": [
       615.0,
-      1042.0,
+      1132.0,
       224.0,
       22.0
      ],
@@ -4041,7 +4496,7 @@
    },
    {
     "box": {
-     "id": "obj-226",
+     "id": "obj-252",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4050,7 +4505,7 @@
      ],
      "patching_rect": [
       675.0,
-      1070.0,
+      1160.0,
       217.0,
       22.0
      ],
@@ -4059,13 +4514,13 @@
    },
    {
     "box": {
-     "id": "obj-227",
+     "id": "obj-253",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       615.0,
-      1070.0,
+      1160.0,
       105.0,
       22.0
      ],
@@ -4074,7 +4529,7 @@
    },
    {
     "box": {
-     "id": "obj-228",
+     "id": "obj-254",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4083,7 +4538,7 @@
      ],
      "patching_rect": [
       675.0,
-      1098.0,
+      1188.0,
       238.0,
       22.0
      ],
@@ -4092,7 +4547,7 @@
    },
    {
     "box": {
-     "id": "obj-229",
+     "id": "obj-255",
      "maxclass": "newobj",
      "numinlets": 0,
      "numoutlets": 1,
@@ -4101,7 +4556,7 @@
      ],
      "patching_rect": [
       715.0,
-      902.0,
+      992.0,
       154.0,
       22.0
      ],
@@ -4110,7 +4565,7 @@
    },
    {
     "box": {
-     "id": "obj-230",
+     "id": "obj-256",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -4120,7 +4575,7 @@
      ],
      "patching_rect": [
       715.0,
-      1126.0,
+      1216.0,
       84.0,
       22.0
      ],
@@ -4129,7 +4584,7 @@
    },
    {
     "box": {
-     "id": "obj-231",
+     "id": "obj-257",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -4139,7 +4594,7 @@
      ],
      "patching_rect": [
       675.0,
-      1126.0,
+      1216.0,
       91.0,
       22.0
      ],
@@ -4148,7 +4603,7 @@
    },
    {
     "box": {
-     "id": "obj-232",
+     "id": "obj-258",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4157,7 +4612,7 @@
      ],
      "patching_rect": [
       675.0,
-      1154.0,
+      1244.0,
       40.0,
       22.0
      ],
@@ -4166,7 +4621,7 @@
    },
    {
     "box": {
-     "id": "obj-233",
+     "id": "obj-259",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4175,7 +4630,7 @@
      ],
      "patching_rect": [
       675.0,
-      1182.0,
+      1272.0,
       91.0,
       22.0
      ],
@@ -4184,7 +4639,7 @@
    },
    {
     "box": {
-     "id": "obj-234",
+     "id": "obj-260",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 4,
@@ -4196,7 +4651,7 @@
      ],
      "patching_rect": [
       15.0,
-      1160.0,
+      1250.0,
       77.0,
       22.0
      ],
@@ -4205,7 +4660,7 @@
    },
    {
     "box": {
-     "id": "obj-235",
+     "id": "obj-261",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4214,7 +4669,7 @@
      ],
      "patching_rect": [
       115.0,
-      1188.0,
+      1278.0,
       91.0,
       22.0
      ],
@@ -4223,13 +4678,13 @@
    },
    {
     "box": {
-     "id": "obj-236",
+     "id": "obj-262",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       15.0,
-      1188.0,
+      1278.0,
       95.0,
       20.0
      ],
@@ -4238,7 +4693,7 @@
    },
    {
     "box": {
-     "id": "obj-237",
+     "id": "obj-263",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4247,7 +4702,7 @@
      ],
      "patching_rect": [
       165.0,
-      1216.0,
+      1306.0,
       40.0,
       22.0
      ],
@@ -4256,7 +4711,7 @@
    },
    {
     "box": {
-     "id": "obj-238",
+     "id": "obj-264",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4265,7 +4720,7 @@
      ],
      "patching_rect": [
       15.0,
-      1216.0,
+      1306.0,
       140.0,
       22.0
      ],
@@ -4277,7 +4732,7 @@
    },
    {
     "box": {
-     "id": "obj-239",
+     "id": "obj-265",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4286,7 +4741,7 @@
      ],
      "patching_rect": [
       15.0,
-      1244.0,
+      1334.0,
       70.0,
       22.0
      ],
@@ -4295,7 +4750,7 @@
    },
    {
     "box": {
-     "id": "obj-240",
+     "id": "obj-266",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4304,7 +4759,7 @@
      ],
      "patching_rect": [
       15.0,
-      1272.0,
+      1362.0,
       224.0,
       22.0
      ],
@@ -4313,7 +4768,7 @@
    },
    {
     "box": {
-     "id": "obj-241",
+     "id": "obj-267",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4322,7 +4777,7 @@
      ],
      "patching_rect": [
       75.0,
-      1300.0,
+      1390.0,
       217.0,
       22.0
      ],
@@ -4331,13 +4786,13 @@
    },
    {
     "box": {
-     "id": "obj-242",
+     "id": "obj-268",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       15.0,
-      1300.0,
+      1390.0,
       105.0,
       22.0
      ],
@@ -4346,7 +4801,7 @@
    },
    {
     "box": {
-     "id": "obj-243",
+     "id": "obj-269",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4355,7 +4810,7 @@
      ],
      "patching_rect": [
       75.0,
-      1328.0,
+      1418.0,
       238.0,
       22.0
      ],
@@ -4364,7 +4819,7 @@
    },
    {
     "box": {
-     "id": "obj-244",
+     "id": "obj-270",
      "maxclass": "newobj",
      "numinlets": 0,
      "numoutlets": 1,
@@ -4373,7 +4828,7 @@
      ],
      "patching_rect": [
       115.0,
-      1132.0,
+      1222.0,
       154.0,
       22.0
      ],
@@ -4382,7 +4837,7 @@
    },
    {
     "box": {
-     "id": "obj-245",
+     "id": "obj-271",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -4392,7 +4847,7 @@
      ],
      "patching_rect": [
       115.0,
-      1356.0,
+      1446.0,
       84.0,
       22.0
      ],
@@ -4401,7 +4856,7 @@
    },
    {
     "box": {
-     "id": "obj-246",
+     "id": "obj-272",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -4411,7 +4866,7 @@
      ],
      "patching_rect": [
       75.0,
-      1356.0,
+      1446.0,
       91.0,
       22.0
      ],
@@ -4420,7 +4875,7 @@
    },
    {
     "box": {
-     "id": "obj-247",
+     "id": "obj-273",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4429,7 +4884,7 @@
      ],
      "patching_rect": [
       75.0,
-      1384.0,
+      1474.0,
       40.0,
       22.0
      ],
@@ -4438,7 +4893,7 @@
    },
    {
     "box": {
-     "id": "obj-248",
+     "id": "obj-274",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4447,7 +4902,7 @@
      ],
      "patching_rect": [
       75.0,
-      1412.0,
+      1502.0,
       91.0,
       22.0
      ],
@@ -4456,7 +4911,7 @@
    },
    {
     "box": {
-     "id": "obj-249",
+     "id": "obj-275",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 4,
@@ -4468,7 +4923,7 @@
      ],
      "patching_rect": [
       215.0,
-      1160.0,
+      1250.0,
       77.0,
       22.0
      ],
@@ -4477,7 +4932,7 @@
    },
    {
     "box": {
-     "id": "obj-250",
+     "id": "obj-276",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4486,7 +4941,7 @@
      ],
      "patching_rect": [
       315.0,
-      1188.0,
+      1278.0,
       91.0,
       22.0
      ],
@@ -4495,13 +4950,13 @@
    },
    {
     "box": {
-     "id": "obj-251",
+     "id": "obj-277",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       215.0,
-      1188.0,
+      1278.0,
       95.0,
       20.0
      ],
@@ -4510,7 +4965,7 @@
    },
    {
     "box": {
-     "id": "obj-252",
+     "id": "obj-278",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4519,7 +4974,7 @@
      ],
      "patching_rect": [
       365.0,
-      1216.0,
+      1306.0,
       40.0,
       22.0
      ],
@@ -4528,7 +4983,7 @@
    },
    {
     "box": {
-     "id": "obj-253",
+     "id": "obj-279",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4537,7 +4992,7 @@
      ],
      "patching_rect": [
       215.0,
-      1216.0,
+      1306.0,
       140.0,
       22.0
      ],
@@ -4549,7 +5004,7 @@
    },
    {
     "box": {
-     "id": "obj-254",
+     "id": "obj-280",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4558,7 +5013,7 @@
      ],
      "patching_rect": [
       215.0,
-      1244.0,
+      1334.0,
       70.0,
       22.0
      ],
@@ -4567,7 +5022,7 @@
    },
    {
     "box": {
-     "id": "obj-255",
+     "id": "obj-281",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4576,7 +5031,7 @@
      ],
      "patching_rect": [
       215.0,
-      1272.0,
+      1362.0,
       224.0,
       22.0
      ],
@@ -4585,7 +5040,7 @@
    },
    {
     "box": {
-     "id": "obj-256",
+     "id": "obj-282",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4594,7 +5049,7 @@
      ],
      "patching_rect": [
       275.0,
-      1300.0,
+      1390.0,
       217.0,
       22.0
      ],
@@ -4603,13 +5058,13 @@
    },
    {
     "box": {
-     "id": "obj-257",
+     "id": "obj-283",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       215.0,
-      1300.0,
+      1390.0,
       105.0,
       22.0
      ],
@@ -4618,7 +5073,7 @@
    },
    {
     "box": {
-     "id": "obj-258",
+     "id": "obj-284",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4627,7 +5082,7 @@
      ],
      "patching_rect": [
       275.0,
-      1328.0,
+      1418.0,
       238.0,
       22.0
      ],
@@ -4636,7 +5091,7 @@
    },
    {
     "box": {
-     "id": "obj-259",
+     "id": "obj-285",
      "maxclass": "newobj",
      "numinlets": 0,
      "numoutlets": 1,
@@ -4645,7 +5100,7 @@
      ],
      "patching_rect": [
       315.0,
-      1132.0,
+      1222.0,
       154.0,
       22.0
      ],
@@ -4654,7 +5109,7 @@
    },
    {
     "box": {
-     "id": "obj-260",
+     "id": "obj-286",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -4664,7 +5119,7 @@
      ],
      "patching_rect": [
       315.0,
-      1356.0,
+      1446.0,
       84.0,
       22.0
      ],
@@ -4673,7 +5128,7 @@
    },
    {
     "box": {
-     "id": "obj-261",
+     "id": "obj-287",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -4683,7 +5138,7 @@
      ],
      "patching_rect": [
       275.0,
-      1356.0,
+      1446.0,
       91.0,
       22.0
      ],
@@ -4692,7 +5147,7 @@
    },
    {
     "box": {
-     "id": "obj-262",
+     "id": "obj-288",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4701,7 +5156,7 @@
      ],
      "patching_rect": [
       275.0,
-      1384.0,
+      1474.0,
       40.0,
       22.0
      ],
@@ -4710,7 +5165,7 @@
    },
    {
     "box": {
-     "id": "obj-263",
+     "id": "obj-289",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4719,7 +5174,7 @@
      ],
      "patching_rect": [
       275.0,
-      1412.0,
+      1502.0,
       91.0,
       22.0
      ],
@@ -4728,7 +5183,7 @@
    },
    {
     "box": {
-     "id": "obj-264",
+     "id": "obj-290",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 4,
@@ -4740,7 +5195,7 @@
      ],
      "patching_rect": [
       415.0,
-      1160.0,
+      1250.0,
       77.0,
       22.0
      ],
@@ -4749,7 +5204,7 @@
    },
    {
     "box": {
-     "id": "obj-265",
+     "id": "obj-291",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4758,7 +5213,7 @@
      ],
      "patching_rect": [
       515.0,
-      1188.0,
+      1278.0,
       91.0,
       22.0
      ],
@@ -4767,13 +5222,13 @@
    },
    {
     "box": {
-     "id": "obj-266",
+     "id": "obj-292",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       415.0,
-      1188.0,
+      1278.0,
       95.0,
       20.0
      ],
@@ -4782,7 +5237,7 @@
    },
    {
     "box": {
-     "id": "obj-267",
+     "id": "obj-293",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4791,7 +5246,7 @@
      ],
      "patching_rect": [
       565.0,
-      1216.0,
+      1306.0,
       40.0,
       22.0
      ],
@@ -4800,7 +5255,7 @@
    },
    {
     "box": {
-     "id": "obj-268",
+     "id": "obj-294",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4809,7 +5264,7 @@
      ],
      "patching_rect": [
       415.0,
-      1216.0,
+      1306.0,
       140.0,
       22.0
      ],
@@ -4821,7 +5276,7 @@
    },
    {
     "box": {
-     "id": "obj-269",
+     "id": "obj-295",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4830,7 +5285,7 @@
      ],
      "patching_rect": [
       415.0,
-      1244.0,
+      1334.0,
       70.0,
       22.0
      ],
@@ -4839,7 +5294,7 @@
    },
    {
     "box": {
-     "id": "obj-270",
+     "id": "obj-296",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4848,7 +5303,7 @@
      ],
      "patching_rect": [
       415.0,
-      1272.0,
+      1362.0,
       224.0,
       22.0
      ],
@@ -4857,7 +5312,7 @@
    },
    {
     "box": {
-     "id": "obj-271",
+     "id": "obj-297",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4866,7 +5321,7 @@
      ],
      "patching_rect": [
       475.0,
-      1300.0,
+      1390.0,
       217.0,
       22.0
      ],
@@ -4875,13 +5330,13 @@
    },
    {
     "box": {
-     "id": "obj-272",
+     "id": "obj-298",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       415.0,
-      1300.0,
+      1390.0,
       105.0,
       22.0
      ],
@@ -4890,7 +5345,7 @@
    },
    {
     "box": {
-     "id": "obj-273",
+     "id": "obj-299",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4899,7 +5354,7 @@
      ],
      "patching_rect": [
       475.0,
-      1328.0,
+      1418.0,
       238.0,
       22.0
      ],
@@ -4908,7 +5363,7 @@
    },
    {
     "box": {
-     "id": "obj-274",
+     "id": "obj-300",
      "maxclass": "newobj",
      "numinlets": 0,
      "numoutlets": 1,
@@ -4917,7 +5372,7 @@
      ],
      "patching_rect": [
       515.0,
-      1132.0,
+      1222.0,
       154.0,
       22.0
      ],
@@ -4926,7 +5381,7 @@
    },
    {
     "box": {
-     "id": "obj-275",
+     "id": "obj-301",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -4936,7 +5391,7 @@
      ],
      "patching_rect": [
       515.0,
-      1356.0,
+      1446.0,
       84.0,
       22.0
      ],
@@ -4945,7 +5400,7 @@
    },
    {
     "box": {
-     "id": "obj-276",
+     "id": "obj-302",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -4955,7 +5410,7 @@
      ],
      "patching_rect": [
       475.0,
-      1356.0,
+      1446.0,
       91.0,
       22.0
      ],
@@ -4964,7 +5419,7 @@
    },
    {
     "box": {
-     "id": "obj-277",
+     "id": "obj-303",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -4973,7 +5428,7 @@
      ],
      "patching_rect": [
       475.0,
-      1384.0,
+      1474.0,
       40.0,
       22.0
      ],
@@ -4982,7 +5437,7 @@
    },
    {
     "box": {
-     "id": "obj-278",
+     "id": "obj-304",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -4991,7 +5446,7 @@
      ],
      "patching_rect": [
       475.0,
-      1412.0,
+      1502.0,
       91.0,
       22.0
      ],
@@ -5000,7 +5455,7 @@
    },
    {
     "box": {
-     "id": "obj-279",
+     "id": "obj-305",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 4,
@@ -5012,7 +5467,7 @@
      ],
      "patching_rect": [
       615.0,
-      1160.0,
+      1250.0,
       77.0,
       22.0
      ],
@@ -5021,7 +5476,7 @@
    },
    {
     "box": {
-     "id": "obj-280",
+     "id": "obj-306",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -5030,7 +5485,7 @@
      ],
      "patching_rect": [
       715.0,
-      1188.0,
+      1278.0,
       91.0,
       22.0
      ],
@@ -5039,13 +5494,13 @@
    },
    {
     "box": {
-     "id": "obj-281",
+     "id": "obj-307",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       615.0,
-      1188.0,
+      1278.0,
       95.0,
       20.0
      ],
@@ -5054,7 +5509,7 @@
    },
    {
     "box": {
-     "id": "obj-282",
+     "id": "obj-308",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -5063,7 +5518,7 @@
      ],
      "patching_rect": [
       765.0,
-      1216.0,
+      1306.0,
       40.0,
       22.0
      ],
@@ -5072,7 +5527,7 @@
    },
    {
     "box": {
-     "id": "obj-283",
+     "id": "obj-309",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -5081,7 +5536,7 @@
      ],
      "patching_rect": [
       615.0,
-      1216.0,
+      1306.0,
       140.0,
       22.0
      ],
@@ -5093,7 +5548,7 @@
    },
    {
     "box": {
-     "id": "obj-284",
+     "id": "obj-310",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -5102,7 +5557,7 @@
      ],
      "patching_rect": [
       615.0,
-      1244.0,
+      1334.0,
       70.0,
       22.0
      ],
@@ -5111,7 +5566,7 @@
    },
    {
     "box": {
-     "id": "obj-285",
+     "id": "obj-311",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -5120,7 +5575,7 @@
      ],
      "patching_rect": [
       615.0,
-      1272.0,
+      1362.0,
       224.0,
       22.0
      ],
@@ -5129,7 +5584,7 @@
    },
    {
     "box": {
-     "id": "obj-286",
+     "id": "obj-312",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -5138,7 +5593,7 @@
      ],
      "patching_rect": [
       675.0,
-      1300.0,
+      1390.0,
       217.0,
       22.0
      ],
@@ -5147,13 +5602,13 @@
    },
    {
     "box": {
-     "id": "obj-287",
+     "id": "obj-313",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       615.0,
-      1300.0,
+      1390.0,
       105.0,
       22.0
      ],
@@ -5162,7 +5617,7 @@
    },
    {
     "box": {
-     "id": "obj-288",
+     "id": "obj-314",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -5171,7 +5626,7 @@
      ],
      "patching_rect": [
       675.0,
-      1328.0,
+      1418.0,
       238.0,
       22.0
      ],
@@ -5180,7 +5635,7 @@
    },
    {
     "box": {
-     "id": "obj-289",
+     "id": "obj-315",
      "maxclass": "newobj",
      "numinlets": 0,
      "numoutlets": 1,
@@ -5189,7 +5644,7 @@
      ],
      "patching_rect": [
       715.0,
-      1132.0,
+      1222.0,
       154.0,
       22.0
      ],
@@ -5198,7 +5653,7 @@
    },
    {
     "box": {
-     "id": "obj-290",
+     "id": "obj-316",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -5208,7 +5663,7 @@
      ],
      "patching_rect": [
       715.0,
-      1356.0,
+      1446.0,
       84.0,
       22.0
      ],
@@ -5217,7 +5672,7 @@
    },
    {
     "box": {
-     "id": "obj-291",
+     "id": "obj-317",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 2,
@@ -5227,7 +5682,7 @@
      ],
      "patching_rect": [
       675.0,
-      1356.0,
+      1446.0,
       91.0,
       22.0
      ],
@@ -5236,7 +5691,7 @@
    },
    {
     "box": {
-     "id": "obj-292",
+     "id": "obj-318",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -5245,7 +5700,7 @@
      ],
      "patching_rect": [
       675.0,
-      1384.0,
+      1474.0,
       40.0,
       22.0
      ],
@@ -5254,7 +5709,7 @@
    },
    {
     "box": {
-     "id": "obj-293",
+     "id": "obj-319",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -5263,7 +5718,7 @@
      ],
      "patching_rect": [
       675.0,
-      1412.0,
+      1502.0,
       91.0,
       22.0
      ],
@@ -5927,55 +6382,7 @@
       0
      ],
      "destination": [
-      "obj-102",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-102",
-      1
-     ],
-     "destination": [
-      "obj-103",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-103",
-      0
-     ],
-     "destination": [
       "obj-101",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-102",
-      0
-     ],
-     "destination": [
-      "obj-104",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-102",
-      0
-     ],
-     "destination": [
-      "obj-108",
       0
      ]
     }
@@ -5987,43 +6394,7 @@
       0
      ],
      "destination": [
-      "obj-105",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-105",
-      0
-     ],
-     "destination": [
-      "obj-107",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-105",
-      1
-     ],
-     "destination": [
-      "obj-106",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-106",
-      0
-     ],
-     "destination": [
-      "obj-104",
+      "obj-102",
       0
      ]
     }
@@ -6035,7 +6406,19 @@
       0
      ],
      "destination": [
-      "obj-108",
+      "obj-105",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-105",
+      0
+     ],
+     "destination": [
+      "obj-106",
       0
      ]
     }
@@ -6055,7 +6438,7 @@
    {
     "patchline": {
      "source": [
-      "obj-107",
+      "obj-109",
       0
      ],
      "destination": [
@@ -6071,55 +6454,7 @@
       0
      ],
      "destination": [
-      "obj-114",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-114",
-      1
-     ],
-     "destination": [
-      "obj-115",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-115",
-      0
-     ],
-     "destination": [
       "obj-113",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-114",
-      0
-     ],
-     "destination": [
-      "obj-116",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-114",
-      0
-     ],
-     "destination": [
-      "obj-120",
       0
      ]
     }
@@ -6131,43 +6466,7 @@
       0
      ],
      "destination": [
-      "obj-117",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-117",
-      0
-     ],
-     "destination": [
-      "obj-119",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-117",
-      1
-     ],
-     "destination": [
-      "obj-118",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-118",
-      0
-     ],
-     "destination": [
-      "obj-116",
+      "obj-114",
       0
      ]
     }
@@ -6179,7 +6478,7 @@
       0
      ],
      "destination": [
-      "obj-120",
+      "obj-117",
       0
      ]
     }
@@ -6187,23 +6486,35 @@
    {
     "patchline": {
      "source": [
-      "obj-120",
+      "obj-117",
       0
      ],
      "destination": [
+      "obj-118",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-121",
       0
+     ],
+     "destination": [
+      "obj-123",
+      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-119",
-      0
+      "obj-123",
+      1
      ],
      "destination": [
-      "obj-122",
+      "obj-124",
       0
      ]
     }
@@ -6215,7 +6526,7 @@
       0
      ],
      "destination": [
-      "obj-126",
+      "obj-122",
       0
      ]
     }
@@ -6223,23 +6534,35 @@
    {
     "patchline": {
      "source": [
-      "obj-126",
-      1
-     ],
-     "destination": [
-      "obj-127",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-127",
+      "obj-123",
       0
      ],
      "destination": [
       "obj-125",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-123",
+      0
+     ],
+     "destination": [
+      "obj-129",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-122",
+      0
+     ],
+     "destination": [
+      "obj-126",
       0
      ]
     }
@@ -6252,7 +6575,7 @@
      ],
      "destination": [
       "obj-128",
-      1
+      0
      ]
     }
    },
@@ -6260,10 +6583,22 @@
     "patchline": {
      "source": [
       "obj-126",
+      1
+     ],
+     "destination": [
+      "obj-127",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-127",
       0
      ],
      "destination": [
-      "obj-132",
+      "obj-125",
       0
      ]
     }
@@ -6284,6 +6619,18 @@
     "patchline": {
      "source": [
       "obj-129",
+      0
+     ],
+     "destination": [
+      "obj-130",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-128",
       0
      ],
      "destination": [
@@ -6295,55 +6642,31 @@
    {
     "patchline": {
      "source": [
-      "obj-129",
-      1
-     ],
-     "destination": [
-      "obj-130",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-130",
-      0
-     ],
-     "destination": [
-      "obj-128",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-128",
-      0
-     ],
-     "destination": [
-      "obj-132",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-132",
-      0
-     ],
-     "destination": [
       "obj-133",
       0
+     ],
+     "destination": [
+      "obj-135",
+      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-131",
+      "obj-135",
+      1
+     ],
+     "destination": [
+      "obj-136",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-136",
       0
      ],
      "destination": [
@@ -6359,7 +6682,19 @@
       0
      ],
      "destination": [
-      "obj-136",
+      "obj-137",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-135",
+      0
+     ],
+     "destination": [
+      "obj-141",
       0
      ]
     }
@@ -6367,7 +6702,43 @@
    {
     "patchline": {
      "source": [
-      "obj-136",
+      "obj-134",
+      0
+     ],
+     "destination": [
+      "obj-138",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-138",
+      0
+     ],
+     "destination": [
+      "obj-140",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-138",
+      1
+     ],
+     "destination": [
+      "obj-139",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-139",
       0
      ],
      "destination": [
@@ -6380,6 +6751,210 @@
     "patchline": {
      "source": [
       "obj-137",
+      0
+     ],
+     "destination": [
+      "obj-141",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-141",
+      0
+     ],
+     "destination": [
+      "obj-142",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-140",
+      0
+     ],
+     "destination": [
+      "obj-143",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-145",
+      0
+     ],
+     "destination": [
+      "obj-147",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-147",
+      1
+     ],
+     "destination": [
+      "obj-148",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-148",
+      0
+     ],
+     "destination": [
+      "obj-146",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-147",
+      0
+     ],
+     "destination": [
+      "obj-149",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-147",
+      0
+     ],
+     "destination": [
+      "obj-153",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-146",
+      0
+     ],
+     "destination": [
+      "obj-150",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-150",
+      0
+     ],
+     "destination": [
+      "obj-152",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-150",
+      1
+     ],
+     "destination": [
+      "obj-151",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-151",
+      0
+     ],
+     "destination": [
+      "obj-149",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-149",
+      0
+     ],
+     "destination": [
+      "obj-153",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-153",
+      0
+     ],
+     "destination": [
+      "obj-154",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-152",
+      0
+     ],
+     "destination": [
+      "obj-155",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-156",
+      0
+     ],
+     "destination": [
+      "obj-157",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-157",
+      0
+     ],
+     "destination": [
+      "obj-158",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-158",
       0
      ],
      "destination": [
@@ -6391,11 +6966,11 @@
    {
     "patchline": {
      "source": [
-      "obj-136",
+      "obj-157",
       1
      ],
      "destination": [
-      "obj-138",
+      "obj-159",
       0
      ]
     }
@@ -6403,7 +6978,7 @@
    {
     "patchline": {
      "source": [
-      "obj-138",
+      "obj-159",
       0
      ],
      "destination": [
@@ -6415,11 +6990,11 @@
    {
     "patchline": {
      "source": [
-      "obj-136",
+      "obj-157",
       2
      ],
      "destination": [
-      "obj-139",
+      "obj-160",
       0
      ]
     }
@@ -6427,7 +7002,7 @@
    {
     "patchline": {
      "source": [
-      "obj-139",
+      "obj-160",
       0
      ],
      "destination": [
@@ -6439,11 +7014,11 @@
    {
     "patchline": {
      "source": [
-      "obj-136",
+      "obj-157",
       3
      ],
      "destination": [
-      "obj-140",
+      "obj-161",
       0
      ]
     }
@@ -6451,7 +7026,7 @@
    {
     "patchline": {
      "source": [
-      "obj-140",
+      "obj-161",
       0
      ],
      "destination": [
@@ -6463,11 +7038,11 @@
    {
     "patchline": {
      "source": [
-      "obj-136",
+      "obj-157",
       4
      ],
      "destination": [
-      "obj-141",
+      "obj-162",
       0
      ]
     }
@@ -6475,7 +7050,7 @@
    {
     "patchline": {
      "source": [
-      "obj-141",
+      "obj-162",
       0
      ],
      "destination": [
@@ -6487,11 +7062,11 @@
    {
     "patchline": {
      "source": [
-      "obj-136",
+      "obj-157",
       5
      ],
      "destination": [
-      "obj-142",
+      "obj-163",
       0
      ]
     }
@@ -6499,7 +7074,7 @@
    {
     "patchline": {
      "source": [
-      "obj-142",
+      "obj-163",
       0
      ],
      "destination": [
@@ -6511,11 +7086,11 @@
    {
     "patchline": {
      "source": [
-      "obj-136",
+      "obj-157",
       6
      ],
      "destination": [
-      "obj-143",
+      "obj-164",
       0
      ]
     }
@@ -6523,7 +7098,7 @@
    {
     "patchline": {
      "source": [
-      "obj-143",
+      "obj-164",
       0
      ],
      "destination": [
@@ -6535,11 +7110,11 @@
    {
     "patchline": {
      "source": [
-      "obj-136",
+      "obj-157",
       7
      ],
      "destination": [
-      "obj-144",
+      "obj-165",
       0
      ]
     }
@@ -6547,7 +7122,7 @@
    {
     "patchline": {
      "source": [
-      "obj-144",
+      "obj-165",
       0
      ],
      "destination": [
@@ -6559,11 +7134,11 @@
    {
     "patchline": {
      "source": [
-      "obj-136",
+      "obj-157",
       8
      ],
      "destination": [
-      "obj-145",
+      "obj-166",
       0
      ]
     }
@@ -6571,7 +7146,7 @@
    {
     "patchline": {
      "source": [
-      "obj-145",
+      "obj-166",
       0
      ],
      "destination": [
@@ -6583,11 +7158,11 @@
    {
     "patchline": {
      "source": [
-      "obj-136",
+      "obj-157",
       9
      ],
      "destination": [
-      "obj-146",
+      "obj-167",
       0
      ]
     }
@@ -6595,7 +7170,7 @@
    {
     "patchline": {
      "source": [
-      "obj-146",
+      "obj-167",
       0
      ],
      "destination": [
@@ -6607,11 +7182,11 @@
    {
     "patchline": {
      "source": [
-      "obj-136",
+      "obj-157",
       10
      ],
      "destination": [
-      "obj-147",
+      "obj-168",
       0
      ]
     }
@@ -6619,7 +7194,7 @@
    {
     "patchline": {
      "source": [
-      "obj-147",
+      "obj-168",
       0
      ],
      "destination": [
@@ -6631,11 +7206,11 @@
    {
     "patchline": {
      "source": [
-      "obj-136",
+      "obj-157",
       11
      ],
      "destination": [
-      "obj-148",
+      "obj-169",
       0
      ]
     }
@@ -6643,7 +7218,7 @@
    {
     "patchline": {
      "source": [
-      "obj-148",
+      "obj-169",
       0
      ],
      "destination": [
@@ -6655,11 +7230,11 @@
    {
     "patchline": {
      "source": [
-      "obj-136",
+      "obj-157",
       12
      ],
      "destination": [
-      "obj-149",
+      "obj-170",
       0
      ]
     }
@@ -6667,7 +7242,7 @@
    {
     "patchline": {
      "source": [
-      "obj-149",
+      "obj-170",
       0
      ],
      "destination": [
@@ -6679,11 +7254,11 @@
    {
     "patchline": {
      "source": [
-      "obj-136",
+      "obj-157",
       13
      ],
      "destination": [
-      "obj-150",
+      "obj-171",
       0
      ]
     }
@@ -6691,7 +7266,7 @@
    {
     "patchline": {
      "source": [
-      "obj-150",
+      "obj-171",
       0
      ],
      "destination": [
@@ -6703,11 +7278,11 @@
    {
     "patchline": {
      "source": [
-      "obj-136",
+      "obj-157",
       14
      ],
      "destination": [
-      "obj-151",
+      "obj-172",
       0
      ]
     }
@@ -6715,7 +7290,7 @@
    {
     "patchline": {
      "source": [
-      "obj-151",
+      "obj-172",
       0
      ],
      "destination": [
@@ -6727,11 +7302,11 @@
    {
     "patchline": {
      "source": [
-      "obj-136",
+      "obj-157",
       15
      ],
      "destination": [
-      "obj-152",
+      "obj-173",
       0
      ]
     }
@@ -6739,7 +7314,7 @@
    {
     "patchline": {
      "source": [
-      "obj-152",
+      "obj-173",
       0
      ],
      "destination": [
@@ -6751,11 +7326,11 @@
    {
     "patchline": {
      "source": [
-      "obj-136",
+      "obj-157",
       16
      ],
      "destination": [
-      "obj-153",
+      "obj-174",
       0
      ]
     }
@@ -6763,7 +7338,7 @@
    {
     "patchline": {
      "source": [
-      "obj-153",
+      "obj-174",
       0
      ],
      "destination": [
@@ -6775,35 +7350,11 @@
    {
     "patchline": {
      "source": [
-      "obj-136",
-      16
-     ],
-     "destination": [
-      "obj-154",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-154",
-      0
-     ],
-     "destination": [
-      "obj-101",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-136",
+      "obj-157",
       17
      ],
      "destination": [
-      "obj-155",
+      "obj-175",
       0
      ]
     }
@@ -6811,7 +7362,55 @@
    {
     "patchline": {
      "source": [
-      "obj-155",
+      "obj-175",
+      0
+     ],
+     "destination": [
+      "obj-104",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-157",
+      18
+     ],
+     "destination": [
+      "obj-176",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-176",
+      0
+     ],
+     "destination": [
+      "obj-108",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-157",
+      19
+     ],
+     "destination": [
+      "obj-177",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-177",
       0
      ],
      "destination": [
@@ -6823,420 +7422,12 @@
    {
     "patchline": {
      "source": [
-      "obj-136",
-      17
-     ],
-     "destination": [
-      "obj-156",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-156",
-      0
-     ],
-     "destination": [
-      "obj-113",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-136",
-      18
-     ],
-     "destination": [
       "obj-157",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-157",
-      0
-     ],
-     "destination": [
-      "obj-124",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-136",
-      18
-     ],
-     "destination": [
-      "obj-158",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-158",
-      0
-     ],
-     "destination": [
-      "obj-125",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-136",
-      19
-     ],
-     "destination": [
-      "obj-159",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-159",
-      0
-     ],
-     "destination": [
-      "obj-101",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-136",
       20
      ],
      "destination": [
-      "obj-160",
+      "obj-178",
       0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-160",
-      0
-     ],
-     "destination": [
-      "obj-113",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-136",
-      21
-     ],
-     "destination": [
-      "obj-161",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-161",
-      0
-     ],
-     "destination": [
-      "obj-125",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-136",
-      24
-     ],
-     "destination": [
-      "obj-162",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-9",
-      2
-     ],
-     "destination": [
-      "obj-164",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-164",
-      0
-     ],
-     "destination": [
-      "obj-165",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-165",
-      0
-     ],
-     "destination": [
-      "obj-166",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-166",
-      0
-     ],
-     "destination": [
-      "obj-167",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-9",
-      3
-     ],
-     "destination": [
-      "obj-173",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-173",
-      0
-     ],
-     "destination": [
-      "obj-169",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-167",
-      0
-     ],
-     "destination": [
-      "obj-168",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-168",
-      1
-     ],
-     "destination": [
-      "obj-171",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-168",
-      0
-     ],
-     "destination": [
-      "obj-169",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-169",
-      0
-     ],
-     "destination": [
-      "obj-170",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-170",
-      0
-     ],
-     "destination": [
-      "obj-169",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-169",
-      0
-     ],
-     "destination": [
-      "obj-171",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-171",
-      0
-     ],
-     "destination": [
-      "obj-172",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-172",
-      0
-     ],
-     "destination": [
-      "obj-174",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-174",
-      3
-     ],
-     "destination": [
-      "obj-177",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-177",
-      0
-     ],
-     "destination": [
-      "obj-179",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-174",
-      2
-     ],
-     "destination": [
-      "obj-175",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-175",
-      0
-     ],
-     "destination": [
-      "obj-176",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-174",
-      1
-     ],
-     "destination": [
-      "obj-181",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-181",
-      0
-     ],
-     "destination": [
-      "obj-180",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-174",
-      0
-     ],
-     "destination": [
-      "obj-183",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-183",
-      0
-     ],
-     "destination": [
-      "obj-186",
-      1
      ]
     }
    },
@@ -7247,6 +7438,18 @@
       0
      ],
      "destination": [
+      "obj-116",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-157",
+      21
+     ],
+     "destination": [
       "obj-179",
       0
      ]
@@ -7259,6 +7462,18 @@
       0
      ],
      "destination": [
+      "obj-121",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-157",
+      21
+     ],
+     "destination": [
       "obj-180",
       0
      ]
@@ -7269,9 +7484,93 @@
      "source": [
       "obj-180",
       0
+     ],
+     "destination": [
+      "obj-122",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-157",
+      22
+     ],
+     "destination": [
+      "obj-181",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-181",
+      0
+     ],
+     "destination": [
+      "obj-133",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-157",
+      22
      ],
      "destination": [
       "obj-182",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-182",
+      0
+     ],
+     "destination": [
+      "obj-134",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-157",
+      23
+     ],
+     "destination": [
+      "obj-183",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-183",
+      0
+     ],
+     "destination": [
+      "obj-145",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-157",
+      23
+     ],
+     "destination": [
+      "obj-184",
       0
      ]
     }
@@ -7283,7 +7582,7 @@
       0
      ],
      "destination": [
-      "obj-185",
+      "obj-146",
       0
      ]
     }
@@ -7291,12 +7590,12 @@
    {
     "patchline": {
      "source": [
-      "obj-185",
-      1
+      "obj-157",
+      24
      ],
      "destination": [
-      "obj-187",
-      1
+      "obj-185",
+      0
      ]
     }
    },
@@ -7305,6 +7604,18 @@
      "source": [
       "obj-185",
       0
+     ],
+     "destination": [
+      "obj-122",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-157",
+      25
      ],
      "destination": [
       "obj-186",
@@ -7319,6 +7630,18 @@
       0
      ],
      "destination": [
+      "obj-134",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-157",
+      26
+     ],
+     "destination": [
       "obj-187",
       0
      ]
@@ -7331,6 +7654,18 @@
       0
      ],
      "destination": [
+      "obj-146",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-157",
+      29
+     ],
+     "destination": [
       "obj-188",
       0
      ]
@@ -7339,55 +7674,7 @@
    {
     "patchline": {
      "source": [
-      "obj-188",
-      0
-     ],
-     "destination": [
-      "obj-178",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-172",
-      1
-     ],
-     "destination": [
-      "obj-189",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-189",
-      3
-     ],
-     "destination": [
-      "obj-192",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-192",
-      0
-     ],
-     "destination": [
-      "obj-194",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-189",
+      "obj-9",
       2
      ],
      "destination": [
@@ -7411,11 +7698,11 @@
    {
     "patchline": {
      "source": [
-      "obj-189",
-      1
+      "obj-191",
+      0
      ],
      "destination": [
-      "obj-196",
+      "obj-192",
       0
      ]
     }
@@ -7423,35 +7710,35 @@
    {
     "patchline": {
      "source": [
-      "obj-196",
+      "obj-192",
+      0
+     ],
+     "destination": [
+      "obj-193",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-9",
+      3
+     ],
+     "destination": [
+      "obj-199",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-199",
       0
      ],
      "destination": [
       "obj-195",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-189",
-      0
-     ],
-     "destination": [
-      "obj-198",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-198",
-      0
-     ],
-     "destination": [
-      "obj-201",
       1
      ]
     }
@@ -7472,11 +7759,47 @@
     "patchline": {
      "source": [
       "obj-194",
+      1
+     ],
+     "destination": [
+      "obj-197",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-194",
       0
      ],
      "destination": [
       "obj-195",
       0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-195",
+      0
+     ],
+     "destination": [
+      "obj-196",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-196",
+      0
+     ],
+     "destination": [
+      "obj-195",
+      1
      ]
     }
    },
@@ -7495,7 +7818,19 @@
    {
     "patchline": {
      "source": [
-      "obj-199",
+      "obj-197",
+      0
+     ],
+     "destination": [
+      "obj-198",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-198",
       0
      ],
      "destination": [
@@ -7508,81 +7843,57 @@
     "patchline": {
      "source": [
       "obj-200",
-      1
-     ],
-     "destination": [
-      "obj-202",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-200",
-      0
-     ],
-     "destination": [
-      "obj-201",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-201",
-      0
-     ],
-     "destination": [
-      "obj-202",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-202",
-      0
-     ],
-     "destination": [
-      "obj-203",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-203",
-      0
-     ],
-     "destination": [
-      "obj-193",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-172",
-      2
-     ],
-     "destination": [
-      "obj-204",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-204",
       3
      ],
      "destination": [
+      "obj-203",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-203",
+      0
+     ],
+     "destination": [
+      "obj-205",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-200",
+      2
+     ],
+     "destination": [
+      "obj-201",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-201",
+      0
+     ],
+     "destination": [
+      "obj-202",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-200",
+      1
+     ],
+     "destination": [
       "obj-207",
       0
      ]
@@ -7592,6 +7903,18 @@
     "patchline": {
      "source": [
       "obj-207",
+      0
+     ],
+     "destination": [
+      "obj-206",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-200",
       0
      ],
      "destination": [
@@ -7603,8 +7926,20 @@
    {
     "patchline": {
      "source": [
+      "obj-209",
+      0
+     ],
+     "destination": [
+      "obj-212",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-204",
-      2
+      0
      ],
      "destination": [
       "obj-205",
@@ -7627,72 +7962,12 @@
    {
     "patchline": {
      "source": [
-      "obj-204",
-      1
-     ],
-     "destination": [
-      "obj-211",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-211",
+      "obj-206",
       0
      ],
      "destination": [
-      "obj-210",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-204",
-      0
-     ],
-     "destination": [
-      "obj-213",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-213",
-      0
-     ],
-     "destination": [
-      "obj-216",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
       "obj-208",
       0
-     ],
-     "destination": [
-      "obj-209",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-209",
-      0
-     ],
-     "destination": [
-      "obj-210",
-      0
      ]
     }
    },
@@ -7700,6 +7975,30 @@
     "patchline": {
      "source": [
       "obj-210",
+      0
+     ],
+     "destination": [
+      "obj-211",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-211",
+      1
+     ],
+     "destination": [
+      "obj-213",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-211",
       0
      ],
      "destination": [
@@ -7711,11 +8010,35 @@
    {
     "patchline": {
      "source": [
+      "obj-212",
+      0
+     ],
+     "destination": [
+      "obj-213",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-213",
+      0
+     ],
+     "destination": [
+      "obj-214",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-214",
       0
      ],
      "destination": [
-      "obj-215",
+      "obj-204",
       0
      ]
     }
@@ -7723,12 +8046,12 @@
    {
     "patchline": {
      "source": [
-      "obj-215",
+      "obj-198",
       1
      ],
      "destination": [
-      "obj-217",
-      1
+      "obj-215",
+      0
      ]
     }
    },
@@ -7736,7 +8059,31 @@
     "patchline": {
      "source": [
       "obj-215",
+      3
+     ],
+     "destination": [
+      "obj-218",
       0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-218",
+      0
+     ],
+     "destination": [
+      "obj-220",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-215",
+      2
      ],
      "destination": [
       "obj-216",
@@ -7759,44 +8106,8 @@
    {
     "patchline": {
      "source": [
-      "obj-217",
-      0
-     ],
-     "destination": [
-      "obj-218",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-218",
-      0
-     ],
-     "destination": [
-      "obj-208",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-172",
-      3
-     ],
-     "destination": [
-      "obj-219",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-219",
-      3
+      "obj-215",
+      1
      ],
      "destination": [
       "obj-222",
@@ -7808,6 +8119,18 @@
     "patchline": {
      "source": [
       "obj-222",
+      0
+     ],
+     "destination": [
+      "obj-221",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-215",
       0
      ],
      "destination": [
@@ -7819,8 +8142,20 @@
    {
     "patchline": {
      "source": [
+      "obj-224",
+      0
+     ],
+     "destination": [
+      "obj-227",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-219",
-      2
+      0
      ],
      "destination": [
       "obj-220",
@@ -7843,72 +8178,12 @@
    {
     "patchline": {
      "source": [
-      "obj-219",
-      1
-     ],
-     "destination": [
-      "obj-226",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-226",
+      "obj-221",
       0
      ],
      "destination": [
-      "obj-225",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-219",
-      0
-     ],
-     "destination": [
-      "obj-228",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-228",
-      0
-     ],
-     "destination": [
-      "obj-231",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
       "obj-223",
       0
-     ],
-     "destination": [
-      "obj-224",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-224",
-      0
-     ],
-     "destination": [
-      "obj-225",
-      0
      ]
     }
    },
@@ -7916,6 +8191,30 @@
     "patchline": {
      "source": [
       "obj-225",
+      0
+     ],
+     "destination": [
+      "obj-226",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-226",
+      1
+     ],
+     "destination": [
+      "obj-228",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-226",
       0
      ],
      "destination": [
@@ -7927,10 +8226,46 @@
    {
     "patchline": {
      "source": [
+      "obj-227",
+      0
+     ],
+     "destination": [
+      "obj-228",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-228",
+      0
+     ],
+     "destination": [
+      "obj-229",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-229",
       0
      ],
      "destination": [
+      "obj-219",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-198",
+      2
+     ],
+     "destination": [
       "obj-230",
       0
      ]
@@ -7940,81 +8275,57 @@
     "patchline": {
      "source": [
       "obj-230",
-      1
-     ],
-     "destination": [
-      "obj-232",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-230",
-      0
-     ],
-     "destination": [
-      "obj-231",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-231",
-      0
-     ],
-     "destination": [
-      "obj-232",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-232",
-      0
-     ],
-     "destination": [
-      "obj-233",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-233",
-      0
-     ],
-     "destination": [
-      "obj-223",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-172",
-      4
-     ],
-     "destination": [
-      "obj-234",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-234",
       3
      ],
      "destination": [
+      "obj-233",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-233",
+      0
+     ],
+     "destination": [
+      "obj-235",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-230",
+      2
+     ],
+     "destination": [
+      "obj-231",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-231",
+      0
+     ],
+     "destination": [
+      "obj-232",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-230",
+      1
+     ],
+     "destination": [
       "obj-237",
       0
      ]
@@ -8024,6 +8335,18 @@
     "patchline": {
      "source": [
       "obj-237",
+      0
+     ],
+     "destination": [
+      "obj-236",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-230",
       0
      ],
      "destination": [
@@ -8035,8 +8358,20 @@
    {
     "patchline": {
      "source": [
+      "obj-239",
+      0
+     ],
+     "destination": [
+      "obj-242",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-234",
-      2
+      0
      ],
      "destination": [
       "obj-235",
@@ -8059,72 +8394,12 @@
    {
     "patchline": {
      "source": [
-      "obj-234",
-      1
-     ],
-     "destination": [
-      "obj-241",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-241",
+      "obj-236",
       0
      ],
      "destination": [
-      "obj-240",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-234",
-      0
-     ],
-     "destination": [
-      "obj-243",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-243",
-      0
-     ],
-     "destination": [
-      "obj-246",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
       "obj-238",
       0
-     ],
-     "destination": [
-      "obj-239",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-239",
-      0
-     ],
-     "destination": [
-      "obj-240",
-      0
      ]
     }
    },
@@ -8132,6 +8407,30 @@
     "patchline": {
      "source": [
       "obj-240",
+      0
+     ],
+     "destination": [
+      "obj-241",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-241",
+      1
+     ],
+     "destination": [
+      "obj-243",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-241",
       0
      ],
      "destination": [
@@ -8143,11 +8442,35 @@
    {
     "patchline": {
      "source": [
+      "obj-242",
+      0
+     ],
+     "destination": [
+      "obj-243",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-243",
+      0
+     ],
+     "destination": [
+      "obj-244",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-244",
       0
      ],
      "destination": [
-      "obj-245",
+      "obj-234",
       0
      ]
     }
@@ -8155,82 +8478,70 @@
    {
     "patchline": {
      "source": [
-      "obj-245",
-      1
-     ],
-     "destination": [
-      "obj-247",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-245",
-      0
-     ],
-     "destination": [
-      "obj-246",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-246",
-      0
-     ],
-     "destination": [
-      "obj-247",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-247",
-      0
-     ],
-     "destination": [
-      "obj-248",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-248",
-      0
-     ],
-     "destination": [
-      "obj-238",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-172",
-      5
-     ],
-     "destination": [
-      "obj-249",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-249",
+      "obj-198",
       3
      ],
      "destination": [
+      "obj-245",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-245",
+      3
+     ],
+     "destination": [
+      "obj-248",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-248",
+      0
+     ],
+     "destination": [
+      "obj-250",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-245",
+      2
+     ],
+     "destination": [
+      "obj-246",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-246",
+      0
+     ],
+     "destination": [
+      "obj-247",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-245",
+      1
+     ],
+     "destination": [
       "obj-252",
       0
      ]
@@ -8240,6 +8551,18 @@
     "patchline": {
      "source": [
       "obj-252",
+      0
+     ],
+     "destination": [
+      "obj-251",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-245",
       0
      ],
      "destination": [
@@ -8251,8 +8574,20 @@
    {
     "patchline": {
      "source": [
+      "obj-254",
+      0
+     ],
+     "destination": [
+      "obj-257",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-249",
-      2
+      0
      ],
      "destination": [
       "obj-250",
@@ -8275,72 +8610,12 @@
    {
     "patchline": {
      "source": [
-      "obj-249",
-      1
-     ],
-     "destination": [
-      "obj-256",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-256",
+      "obj-251",
       0
      ],
      "destination": [
-      "obj-255",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-249",
-      0
-     ],
-     "destination": [
-      "obj-258",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-258",
-      0
-     ],
-     "destination": [
-      "obj-261",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
       "obj-253",
       0
-     ],
-     "destination": [
-      "obj-254",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-254",
-      0
-     ],
-     "destination": [
-      "obj-255",
-      0
      ]
     }
    },
@@ -8348,6 +8623,30 @@
     "patchline": {
      "source": [
       "obj-255",
+      0
+     ],
+     "destination": [
+      "obj-256",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-256",
+      1
+     ],
+     "destination": [
+      "obj-258",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-256",
       0
      ],
      "destination": [
@@ -8359,10 +8658,46 @@
    {
     "patchline": {
      "source": [
+      "obj-257",
+      0
+     ],
+     "destination": [
+      "obj-258",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-258",
+      0
+     ],
+     "destination": [
+      "obj-259",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-259",
       0
      ],
      "destination": [
+      "obj-249",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-198",
+      4
+     ],
+     "destination": [
       "obj-260",
       0
      ]
@@ -8372,81 +8707,57 @@
     "patchline": {
      "source": [
       "obj-260",
-      1
-     ],
-     "destination": [
-      "obj-262",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-260",
-      0
-     ],
-     "destination": [
-      "obj-261",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-261",
-      0
-     ],
-     "destination": [
-      "obj-262",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-262",
-      0
-     ],
-     "destination": [
-      "obj-263",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-263",
-      0
-     ],
-     "destination": [
-      "obj-253",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-172",
-      6
-     ],
-     "destination": [
-      "obj-264",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-264",
       3
      ],
      "destination": [
+      "obj-263",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-263",
+      0
+     ],
+     "destination": [
+      "obj-265",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-260",
+      2
+     ],
+     "destination": [
+      "obj-261",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-261",
+      0
+     ],
+     "destination": [
+      "obj-262",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-260",
+      1
+     ],
+     "destination": [
       "obj-267",
       0
      ]
@@ -8456,6 +8767,18 @@
     "patchline": {
      "source": [
       "obj-267",
+      0
+     ],
+     "destination": [
+      "obj-266",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-260",
       0
      ],
      "destination": [
@@ -8467,8 +8790,20 @@
    {
     "patchline": {
      "source": [
+      "obj-269",
+      0
+     ],
+     "destination": [
+      "obj-272",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-264",
-      2
+      0
      ],
      "destination": [
       "obj-265",
@@ -8491,72 +8826,12 @@
    {
     "patchline": {
      "source": [
-      "obj-264",
-      1
-     ],
-     "destination": [
-      "obj-271",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-271",
+      "obj-266",
       0
      ],
      "destination": [
-      "obj-270",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-264",
-      0
-     ],
-     "destination": [
-      "obj-273",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-273",
-      0
-     ],
-     "destination": [
-      "obj-276",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
       "obj-268",
       0
-     ],
-     "destination": [
-      "obj-269",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-269",
-      0
-     ],
-     "destination": [
-      "obj-270",
-      0
      ]
     }
    },
@@ -8564,6 +8839,30 @@
     "patchline": {
      "source": [
       "obj-270",
+      0
+     ],
+     "destination": [
+      "obj-271",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-271",
+      1
+     ],
+     "destination": [
+      "obj-273",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-271",
       0
      ],
      "destination": [
@@ -8575,10 +8874,46 @@
    {
     "patchline": {
      "source": [
+      "obj-272",
+      0
+     ],
+     "destination": [
+      "obj-273",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-273",
+      0
+     ],
+     "destination": [
+      "obj-274",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-274",
       0
      ],
      "destination": [
+      "obj-264",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-198",
+      5
+     ],
+     "destination": [
       "obj-275",
       0
      ]
@@ -8588,81 +8923,57 @@
     "patchline": {
      "source": [
       "obj-275",
-      1
-     ],
-     "destination": [
-      "obj-277",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-275",
-      0
-     ],
-     "destination": [
-      "obj-276",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-276",
-      0
-     ],
-     "destination": [
-      "obj-277",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-277",
-      0
-     ],
-     "destination": [
-      "obj-278",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-278",
-      0
-     ],
-     "destination": [
-      "obj-268",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-172",
-      7
-     ],
-     "destination": [
-      "obj-279",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-279",
       3
      ],
      "destination": [
+      "obj-278",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-278",
+      0
+     ],
+     "destination": [
+      "obj-280",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-275",
+      2
+     ],
+     "destination": [
+      "obj-276",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-276",
+      0
+     ],
+     "destination": [
+      "obj-277",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-275",
+      1
+     ],
+     "destination": [
       "obj-282",
       0
      ]
@@ -8672,6 +8983,18 @@
     "patchline": {
      "source": [
       "obj-282",
+      0
+     ],
+     "destination": [
+      "obj-281",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-275",
       0
      ],
      "destination": [
@@ -8683,8 +9006,20 @@
    {
     "patchline": {
      "source": [
+      "obj-284",
+      0
+     ],
+     "destination": [
+      "obj-287",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-279",
-      2
+      0
      ],
      "destination": [
       "obj-280",
@@ -8707,72 +9042,12 @@
    {
     "patchline": {
      "source": [
-      "obj-279",
-      1
-     ],
-     "destination": [
-      "obj-286",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-286",
+      "obj-281",
       0
      ],
      "destination": [
-      "obj-285",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-279",
-      0
-     ],
-     "destination": [
-      "obj-288",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-288",
-      0
-     ],
-     "destination": [
-      "obj-291",
-      1
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
       "obj-283",
       0
-     ],
-     "destination": [
-      "obj-284",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-284",
-      0
-     ],
-     "destination": [
-      "obj-285",
-      0
      ]
     }
    },
@@ -8780,6 +9055,30 @@
     "patchline": {
      "source": [
       "obj-285",
+      0
+     ],
+     "destination": [
+      "obj-286",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-286",
+      1
+     ],
+     "destination": [
+      "obj-288",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-286",
       0
      ],
      "destination": [
@@ -8791,11 +9090,35 @@
    {
     "patchline": {
      "source": [
+      "obj-287",
+      0
+     ],
+     "destination": [
+      "obj-288",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-288",
+      0
+     ],
+     "destination": [
+      "obj-289",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-289",
       0
      ],
      "destination": [
-      "obj-290",
+      "obj-279",
       0
      ]
     }
@@ -8803,12 +9126,12 @@
    {
     "patchline": {
      "source": [
-      "obj-290",
-      1
+      "obj-198",
+      6
      ],
      "destination": [
-      "obj-292",
-      1
+      "obj-290",
+      0
      ]
     }
    },
@@ -8816,7 +9139,31 @@
     "patchline": {
      "source": [
       "obj-290",
+      3
+     ],
+     "destination": [
+      "obj-293",
       0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-293",
+      0
+     ],
+     "destination": [
+      "obj-295",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-290",
+      2
      ],
      "destination": [
       "obj-291",
@@ -8839,11 +9186,11 @@
    {
     "patchline": {
      "source": [
-      "obj-292",
-      0
+      "obj-290",
+      1
      ],
      "destination": [
-      "obj-293",
+      "obj-297",
       0
      ]
     }
@@ -8851,11 +9198,359 @@
    {
     "patchline": {
      "source": [
-      "obj-293",
+      "obj-297",
       0
      ],
      "destination": [
-      "obj-283",
+      "obj-296",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-290",
+      0
+     ],
+     "destination": [
+      "obj-299",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-299",
+      0
+     ],
+     "destination": [
+      "obj-302",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-294",
+      0
+     ],
+     "destination": [
+      "obj-295",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-295",
+      0
+     ],
+     "destination": [
+      "obj-296",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-296",
+      0
+     ],
+     "destination": [
+      "obj-298",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-300",
+      0
+     ],
+     "destination": [
+      "obj-301",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-301",
+      1
+     ],
+     "destination": [
+      "obj-303",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-301",
+      0
+     ],
+     "destination": [
+      "obj-302",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-302",
+      0
+     ],
+     "destination": [
+      "obj-303",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-303",
+      0
+     ],
+     "destination": [
+      "obj-304",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-304",
+      0
+     ],
+     "destination": [
+      "obj-294",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-198",
+      7
+     ],
+     "destination": [
+      "obj-305",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-305",
+      3
+     ],
+     "destination": [
+      "obj-308",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-308",
+      0
+     ],
+     "destination": [
+      "obj-310",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-305",
+      2
+     ],
+     "destination": [
+      "obj-306",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-306",
+      0
+     ],
+     "destination": [
+      "obj-307",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-305",
+      1
+     ],
+     "destination": [
+      "obj-312",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-312",
+      0
+     ],
+     "destination": [
+      "obj-311",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-305",
+      0
+     ],
+     "destination": [
+      "obj-314",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-314",
+      0
+     ],
+     "destination": [
+      "obj-317",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-309",
+      0
+     ],
+     "destination": [
+      "obj-310",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-310",
+      0
+     ],
+     "destination": [
+      "obj-311",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-311",
+      0
+     ],
+     "destination": [
+      "obj-313",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-315",
+      0
+     ],
+     "destination": [
+      "obj-316",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-316",
+      1
+     ],
+     "destination": [
+      "obj-318",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-316",
+      0
+     ],
+     "destination": [
+      "obj-317",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-317",
+      0
+     ],
+     "destination": [
+      "obj-318",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-318",
+      0
+     ],
+     "destination": [
+      "obj-319",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-319",
+      0
+     ],
+     "destination": [
+      "obj-309",
       0
      ]
     }
