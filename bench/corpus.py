@@ -135,9 +135,7 @@ def measure(model_path: Path, data: Path, seconds: float, world_seconds: float, 
                                  real[: len(generated["neural"])], c.sample_rate)
         result["image"] = str(image)
 
-    train = dataset.train()
-    ear = WorldEar([np.concatenate([clip.audio for clip in train if clip.world == i]) for i in range(len(dataset.worlds))],
-                   c.sample_rate, WINDOW)
+    ear = WorldEar.of(dataset.train(), len(dataset.worlds), c.sample_rate, WINDOW)
     heard = {"real_held_out": [0, 0, 0]}
     for clip in dataset.valid():
         tally(heard["real_held_out"], ear.heard(clip.audio), clip.world)

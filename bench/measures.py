@@ -85,8 +85,10 @@ class WindowStats:
 
 def window_stats(audio: np.ndarray, rate: int, window: float = 1.0, step: float | None = None) -> WindowStats:
     """Statistics of the audible `window`-second windows of `audio`, one every `step` seconds (default: `window`)."""
-    frames = log_mel_frames(audio, rate)
     size, stride = int(window * rate), int((step or window) * rate)
+    if len(audio) < size:
+        return WindowStats.join([])
+    frames = log_mel_frames(audio, rate)
     per = max(2, round(window * rate / HOP))
     rows = []
     for start in range(0, len(audio) - size + 1, stride):
@@ -119,6 +121,12 @@ class WorldEar:
             self.centroids[kind] = np.stack([getattr(s, kind)().mean(0) / self.scale[kind] if len(s) else
                                              np.full(every.shape[1], np.inf) for s in stats])
 
+    @classmethod
+    def of(cls, clips, worlds: int, rate: int, window: float = 1.0) -> WorldEar:
+        """The ear of training clips (anything with `.audio` and `.world`, as distill_train's dataset has)."""
+        return cls([np.concatenate([c.audio for c in clips if c.world == i] or [np.zeros(0, np.float32)])
+                    for i in range(worlds)], rate, window)
+
     def heard(self, audio: np.ndarray) -> dict[str, np.ndarray]:
         """The world each audible window of `audio` is heard as, by colour and by colour and motion."""
         stats = window_stats(audio, self.rate, self.window)
@@ -131,16 +139,20 @@ class WorldEar:
 
 
 def self_similarity(files: list[np.ndarray], rate: int, lag: float) -> tuple[float | None, int]:
-    """How much of a sound is still there `lag` seconds later, within each file: the mean cosine similarity
-    between a sounding log-mel frame and the frame `lag` later, and the number of such pairs.
+    """How much of a sound is still there `lag` seconds later, within each file: the mean correlation
+    between the spectral shape of a sounding log-mel frame and of the frame `lag` later, and the number
+    of such pairs.
 
-    Each band counts by how far it stands above a floor 60 dB below the file's loudest band, so a frame
-    followed by silence scores 0, a steady tone 1, and a spectrum that keeps changing in between."""
+    Each band counts by how far it stands above a floor 60 dB below the file's loudest band, and each
+    frame's mean over bands is removed, so that shape counts and level does not (a decaying note keeps
+    its shape): a frame followed by silence scores 0, a steady tone 1, a spectrum that keeps changing
+    less, and white noise, whose only shape is its random ripple, about 0."""
     shift = round(lag * rate / HOP)
     total, pairs = 0.0, 0
     for audio in files:
         mel = log_mel_frames(audio, rate)
         v = np.clip(mel - (mel.max() - RANGE), 0, None)
+        v = np.where(v.any(1, keepdims=True), v - v.mean(1, keepdims=True), 0)
         if len(v) <= shift:
             continue
         a, b = v[:-shift], v[shift:]

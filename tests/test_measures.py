@@ -2,10 +2,13 @@
 is known: a collection of held notes, the same notes cut into 16 ms frames and shuffled, tones and bursts."""
 from __future__ import annotations
 
+import importlib.util
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from measures import WorldEar, flatness, frechet, self_similarity, window_stats  # noqa: E402
@@ -70,9 +73,10 @@ def test_silent_windows_are_left_out():
     audio = np.concatenate([notes(3, seed=1), np.zeros(2 * RATE, np.float32), notes(3, seed=2)])
     assert len(window_stats(audio, RATE)) == 6
     assert len(window_stats(np.zeros(3 * RATE, np.float32), RATE)) == 0
+    assert len(window_stats(notes(0.5, seed=1), RATE)) == 0  # shorter than a window
 
 
-def test_a_steady_tone_lasts_and_noise_bursts_do_not():
+def test_a_steady_tone_lasts_and_noise_does_not():
     t = np.arange(6 * RATE) / RATE
     tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
     for lag in (0.5, 2.0):
@@ -80,6 +84,8 @@ def test_a_steady_tone_lasts_and_noise_bursts_do_not():
         assert similarity > 0.97 and pairs > 100
         bursts, _ = self_similarity([noise_hits(6, seed=1, every=0.7)], RATE, lag)  # 0.7 s: lags fall between
         assert bursts < 0.6
+        hiss, _ = self_similarity([0.1 * np.random.default_rng(0).standard_normal(6 * RATE)], RATE, lag)
+        assert abs(hiss) < 0.2  # white noise has no shape to keep, only random ripple
     # only within files: a file shorter than the lag adds nothing
     assert self_similarity([tone[: RATE // 4]], RATE, 0.5) == (None, 0)
 
@@ -115,3 +121,35 @@ def test_the_ear_with_motion_tells_held_notes_from_their_frames_shuffled():
     held, shuffled = ear.heard(notes(20, seed=4)), ear.heard(shuffled_frames(notes(20, seed=5), seed=6))
     assert np.mean(held["colour_and_motion"] == 0) >= 0.9
     assert np.mean(shuffled["colour_and_motion"] == 1) >= 0.9
+
+
+@pytest.mark.slow  # uses the session's trained model (a minute to train, shared) and renders a few seconds
+def test_quality_bench_reports_every_group_with_its_targets(trained_model):
+    import quality
+
+    data = trained_model.parent.parent / "data"
+    result = json.loads(json.dumps(quality.measure(trained_model, data, seconds=4, world_seconds=3)))
+    codec, structure, worlds = result["codec"], result["structure"], result["worlds"]
+    spectral = codec["spectral"]
+    assert set(spectral) == {"codec", "opus_6kbps", "opus_12kbps", "opus_24kbps"}
+    assert spectral["opus_6kbps"]["stft_distance"] > spectral["opus_24kbps"]["stft_distance"] > 0
+    if importlib.util.find_spec("visqol") is None:  # the bench extra (scripts/setup.sh --bench-data)
+        assert "not installed" in codec["visqol_mos_lqo_48khz"]
+    else:
+        mos = codec["visqol_mos_lqo_48khz"]
+        assert 1 <= mos["opus_6kbps"] < mos["opus_24kbps"] <= 5  # more bits, heard as better
+        assert isinstance(codec["done_when"]["pass"], bool)
+    distance = structure["frechet_1s_windows"]
+    assert set(distance) == {"generated", "floor_training_audio", "unigram_codes", "shuffled_training_codes"}
+    assert all(d > 0 for d in distance.values())
+    for lag in ("0.5s", "2s"):
+        assert 0 < structure["self_similarity"][lag]["real"] <= 1
+    assert set(structure["done_when"]) == {"frechet_generated_minus_floor_over_best_baseline_minus_floor",
+                                           "frechet_pass", "self_similarity_pass"}
+    assert set(worlds["per_world"]) == {"bells", "rumble"}
+    # the ceiling: the held-out file of these two unlike worlds is heard as its own world by colour
+    assert worlds["by_colour"]["real_held_out"] == 1.0
+    assert 0 <= worlds["by_colour_and_motion"]["real_held_out"] <= 1
+    for row in worlds["per_world"].values():
+        assert 0 < row["flatness_generated"] < 1 and 0 < row["flatness_real"] < 1 and row["flatness_ratio"] > 0
+    assert set(worlds["done_when"]) == {"by_colour_pass", "by_colour_and_motion_pass", "flatness_pass"}
