@@ -4,12 +4,12 @@ Trains a model with its recordings (or takes one you trained: `--model`), then p
 generated audio through the neural decoder (`/distill/corpus/mix 0`) and through the corpus (`1`):
 
 - `frechet`: Fréchet distance between log-mel frame statistics of a generated stretch (seed 1,
-  default controls) and of the held-out real audio (bench/quality.py's figure; lower is nearer).
+  default controls) and of the held-out real audio (single frames; lower is nearer).
 - `worlds_by_colour`, `worlds_by_colour_and_motion`: half-second windows of each world played alone
-  (weight 1) classified by the nearest world of the training recordings, by colour (mean log-mel
-  spectrum) and by colour and motion (also each band's spread over time and its frame-to-frame
-  change); the share heard as the world asked for, over all worlds. Held-out real audio classified
-  the same way is the ceiling.
+  (weight 1) classified by the nearest world of the training recordings (bench/measures.py's
+  `WorldEar`), by colour (mean log-mel spectrum, level removed) and by colour and motion (also each
+  band's spread over time and its frame-to-frame change); the share heard as the world asked for,
+  over all worlds. Held-out real audio classified the same way is the ceiling.
 - `passages`: with the corpus, the mean and median length in seconds of a real passage played
   before a jump, at several `/distill/corpus/stick` values (the default among them).
 - `frame_ms`: frame time p50/p99 on one thread (`distill-live bench`'s loop) with each decoder, for
@@ -40,9 +40,9 @@ from distill_live.control.params import PREFIX, ParamRegistry  # noqa: E402
 from distill_live.live.player import Player  # noqa: E402
 from distill_live.model.modelfile import load_model, random_model  # noqa: E402
 from distill_train.data import load_dataset  # noqa: E402
-from distill_train.losses import log_mel  # noqa: E402
 from distill_train.report import generated_vs_real_report  # noqa: E402
-from quality import frechet, mel_frames, model_arguments, model_to_measure  # noqa: E402
+from measures import WorldEar, frechet, mel_frames  # noqa: E402
+from quality import model_arguments, model_to_measure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = 0.5  # seconds: what the world classifier hears at once
@@ -65,45 +65,11 @@ def play(model, seconds: float, mix: float, messages=(), seed: int = 1) -> tuple
     return np.concatenate(out), jumps
 
 
-def features(audio: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per audible half-second window: colour [n, bands] and colour and motion [n, 3 * bands]."""
-    size = int(WINDOW * rate)
-    colour, motion = [], []
-    for start in range(0, len(audio) - size + 1, size):
-        x = audio[start:start + size]
-        if 10 * np.log10(np.mean(x ** 2) + 1e-20) < -50:
-            continue
-        mel = log_mel(torch.from_numpy(np.ascontiguousarray(x))[None], rate, 1024, 256, 40)[0].numpy()
-        colour.append(mel.mean(1))
-        motion.append(np.concatenate([mel.mean(1), mel.std(1), np.abs(np.diff(mel, axis=1)).mean(1)]))
-    bands = 40
-    return (np.array(colour).reshape(-1, bands), np.array(motion).reshape(-1, 3 * bands))
-
-
-class WorldEar:
-    """Nearest world centroid of the training recordings, features standardised over them."""
-
-    def __init__(self, clips, worlds: list[str], rate: int):
-        self.worlds, self.rate = worlds, rate
-        per_world = {w: [features(c.audio, rate) for c in clips if c.world == i] for i, w in enumerate(worlds)}
-        self.centroids, self.scale = [], []
-        for kind in (0, 1):
-            every = np.concatenate([f[kind] for fs in per_world.values() for f in fs])
-            scale = every.std(0) + 1e-6
-            self.scale.append(scale)
-            self.centroids.append(np.stack([np.concatenate([f[kind] for f in per_world[w]]).mean(0) / scale
-                                            for w in worlds]))
-
-    def share_heard_as(self, audio: np.ndarray, world: int) -> tuple[float, float, int]:
-        """Share of windows heard as `world`, by colour and by colour and motion, and the window count."""
-        shares = []
-        f = features(audio, self.rate)
-        for kind in (0, 1):
-            if not len(f[kind]):
-                return 0.0, 0.0, 0
-            d = ((f[kind][:, None] / self.scale[kind] - self.centroids[kind][None]) ** 2).sum(-1)
-            shares.append(float(np.mean(d.argmin(1) == world)))
-        return shares[0], shares[1], len(f[0])
+def tally(counts: list[int], heard: dict[str, np.ndarray], world: int) -> None:
+    """Add the windows heard as `world` by colour, by colour and motion, and the windows, to `counts`."""
+    counts[0] += int((heard["colour"] == world).sum())
+    counts[1] += int((heard["colour_and_motion"] == world).sum())
+    counts[2] += len(heard["colour"])
 
 
 def passages(jumps: list[int], frames: int, frame_rate: float) -> dict:
@@ -169,19 +135,15 @@ def measure(model_path: Path, data: Path, seconds: float, world_seconds: float, 
                                  real[: len(generated["neural"])], c.sample_rate)
         result["image"] = str(image)
 
-    ear = WorldEar(dataset.train(), dataset.worlds, c.sample_rate)
-    heard = {"real_held_out": [0.0, 0.0, 0]}
+    ear = WorldEar.of(dataset.train(), len(dataset.worlds), c.sample_rate, WINDOW)
+    heard = {"real_held_out": [0, 0, 0]}
     for clip in dataset.valid():
-        by_colour, by_motion, n = ear.share_heard_as(clip.audio, clip.world)
-        h = heard["real_held_out"]
-        heard["real_held_out"] = [h[0] + by_colour * n, h[1] + by_motion * n, h[2] + n]
+        tally(heard["real_held_out"], ear.heard(clip.audio), clip.world)
     for name, mix in (("neural", 0.0), ("corpus", 1.0)):
-        heard[name] = [0.0, 0.0, 0]
+        heard[name] = [0, 0, 0]
         for i, world in enumerate(dataset.worlds):
             audio, _ = play(model, world_seconds, mix, [(f"world/{world}", (1.0,))])
-            by_colour, by_motion, n = ear.share_heard_as(audio, i)
-            h = heard[name]
-            heard[name] = [h[0] + by_colour * n, h[1] + by_motion * n, h[2] + n]
+            tally(heard[name], ear.heard(audio), i)
     result["worlds_by_colour"] = {k: round(v[0] / max(1, v[2]), 3) for k, v in heard.items()}
     result["worlds_by_colour_and_motion"] = {k: round(v[1] / max(1, v[2]), 3) for k, v in heard.items()}
     result["worlds_windows"] = {k: v[2] for k, v in heard.items()}

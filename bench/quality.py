@@ -1,13 +1,25 @@
 """Quality benchmark on a real collection: the sonic-pi-samples Debian package (recorded sounds).
 
 Trains the `small` preset (or `--preset`) (codec, then prior) for a fixed wall-clock budget on this machine, or
-takes a model you already trained, then prints JSON with:
+takes a model you already trained, then prints JSON in three groups, each with the figures the
+issue's "done when" asks for and whether they hold (`pass`):
 
-- codec: held-out multi-resolution STFT distance and log-mel L1, bitrate, steps/s, codebook use;
-  the same distances for the same held-out files through Opus (ffmpeg's libopus) at 6 and 12 kbit/s.
-- prior: held-out loss per level, a Fréchet distance between log-mel frame statistics of generated
-  audio and of held-out real audio, the same distance for two baselines (codes drawn from the
-  unigram code frequencies; real held-out audio split in two), and the memorisation figure.
+- codec: ViSQOL MOS-LQO (audio mode, 48 kHz) of the held-out files through the codec (its output
+  resampled to 48 kHz: what reaches the speaker) and through Opus at 6, 12 and 24 kbit/s at
+  48 kHz, against each file at 48 kHz; beside it the spectral distances (multi-resolution STFT,
+  log-mel L1) at the model's rate; bitrate, steps, codebook use.
+- structure: a Fréchet distance on one-second windows (per band: mean log-mel, its spread and its
+  frame-to-frame change) between a generated stretch and held-out audio, with three references:
+  real training audio (the floor), codes drawn from the training codes' unigram frequencies, and
+  the training codes shuffled in time (both decoded by the model's codec); how long a sound lasts
+  (log-mel self-similarity 0.5 s and 2 s later, within files) in generated and real audio; the
+  prior's held-out loss per level and its memorisation figure.
+- worlds: each world played alone at weight 1, heard as that world by a nearest-world-centroid
+  classifier on one-second windows, by colour and by colour and motion, beside the same
+  classifier on held-out real audio (the ceiling); per world, spectral flatness of generated vs
+  real audio at the model's rate.
+
+The measures themselves are in bench/measures.py.
 
     python bench/quality.py --codec-minutes 20 --prior-minutes 10 --out runs/bench
     python bench/quality.py --model runs/bench/model.distill      # measure only
@@ -29,15 +41,22 @@ import soundfile as sf
 import soxr
 import torch
 
-from distill_live.live.player import render
-from distill_live.model.codec import Codec
-from distill_live.model.modelfile import load_model
-from distill_train.data import load_dataset
-from distill_train.loop import read_checkpoint
-from distill_train.losses import log_mel, multi_resolution_stft_distance, multi_scale_mel_distance
-from distill_train.report import generated_vs_real_report
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from distill_live.control.params import PREFIX  # noqa: E402
+from distill_live.live.player import render  # noqa: E402
+from distill_live.model.codec import Codec  # noqa: E402
+from distill_live.model.modelfile import load_model  # noqa: E402
+from distill_train.data import load_dataset, prepare  # noqa: E402
+from distill_train.loop import read_checkpoint  # noqa: E402
+from distill_train.losses import multi_resolution_stft_distance, multi_scale_mel_distance  # noqa: E402
+from distill_train.report import generated_vs_real_report  # noqa: E402
+from measures import WorldEar, flatness, frechet, self_similarity, window_stats  # noqa: E402
 
 SAMPLES = Path("/usr/share/sonic-pi/samples")
+OPUS_KBPS = (6, 12, 24)
+WINDOW = 1.0  # seconds: the windows of the structure and world measures
+LAGS = (0.5, 2.0)  # seconds: how long a sound lasts is measured this much later
 
 
 def collection(root: Path, samples: Path = SAMPLES) -> Path:
@@ -52,35 +71,26 @@ def collection(root: Path, samples: Path = SAMPLES) -> Path:
     return root
 
 
-def opus_roundtrip(audio: np.ndarray, rate: int, kbps: int) -> np.ndarray:
+def opus(audio48: np.ndarray, kbps: int) -> np.ndarray:
+    """48 kHz audio through Opus (ffmpeg's libopus) at `kbps` and back, the same length."""
     with tempfile.TemporaryDirectory() as tmp:
         src, enc, dec = (os.path.join(tmp, n) for n in ("in.wav", "x.opus", "out.wav"))
-        sf.write(src, soxr.resample(audio, rate, 48000), 48000, subtype="FLOAT")
+        sf.write(src, audio48, 48000, subtype="FLOAT")
         run = dict(check=True, capture_output=True)
         subprocess.run(["ffmpeg", "-y", "-i", src, "-c:a", "libopus", "-b:a", f"{kbps}k", enc], **run)
         subprocess.run(["ffmpeg", "-y", "-i", enc, "-ar", "48000", dec], **run)
         out, _ = sf.read(dec, dtype="float32")
-    out = soxr.resample(out if out.ndim == 1 else out.mean(1), 48000, rate)
-    return np.pad(out, (0, max(0, len(audio) - len(out))))[: len(audio)]
+    return fit(out if out.ndim == 1 else out.mean(1), len(audio48))
+
+
+def fit(audio: np.ndarray, n: int) -> np.ndarray:
+    """`audio` cut or zero-padded to `n` samples."""
+    return np.pad(audio, (0, max(0, n - len(audio))))[:n]
 
 
 def distances(x: np.ndarray, y: np.ndarray, rate: int) -> tuple[float, float]:
     tx, ty = torch.from_numpy(x)[None], torch.from_numpy(y)[None]
     return float(multi_resolution_stft_distance(tx, ty, rate)), float(multi_scale_mel_distance(tx, ty, rate))
-
-
-def mel_frames(audio: np.ndarray, rate: int) -> np.ndarray:
-    return log_mel(torch.from_numpy(audio)[None], rate, 1024, 256, 64)[0].T.numpy()
-
-
-def frechet(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two sets of log-mel frames."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    vals, vecs = np.linalg.eigh(ca)
-    sqrt_a = (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
-    cross = np.linalg.eigvalsh(sqrt_a @ cb @ sqrt_a)
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * np.sqrt(np.clip(cross, 0, None)).sum())
 
 
 def train(data: Path, out: Path, preset: str, codec_minutes: float, prior_minutes: float,
@@ -95,79 +105,196 @@ def train(data: Path, out: Path, preset: str, codec_minutes: float, prior_minute
     else:
         cmd += ["--no-adversarial"]
     print(" ".join(cmd), file=sys.stderr)
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, stdout=sys.stderr)  # stdout is for the JSON alone
     return model, time.time() - t0
 
 
 @torch.inference_mode()
-def measure(model_path: Path, data: Path, seconds: float, image: Path | None = None) -> dict:
+def measure(model_path: Path, data: Path, seconds: float, world_seconds: float, image: Path | None = None) -> dict:
     torch.set_num_threads(2)
     model = load_model(model_path)
     c = model.config.codec
     dataset = load_dataset(data, c.sample_rate, c.hop, log=lambda *_: None)
-    valid = dataset.valid()
+    result = {"collection": f"{len(dataset.clips)} files, {dataset.seconds():.0f} s, {len(dataset.worlds)} worlds "
+                            f"({len(dataset.valid())} held out)",
+              "codec": codec_quality(model, model_path, dataset)}
+    if model.prior is not None:
+        result["structure"] = structure(model, dataset, seconds, image)
+        result["worlds"] = worlds(model, dataset, world_seconds)
+    return result
+
+
+def codec_quality(model, model_path: Path, dataset) -> dict:
+    """ViSQOL at 48 kHz and spectral distances at the model's rate, for the codec and for Opus."""
+    c = model.config.codec
     history = model.meta.get("history", {})
     # with an adversarial stage, the codec stage's own decoder (from its checkpoint) is measured beside it
-    before = None
+    codecs = {"codec": model.codec}
     checkpoint = model_path.with_name(model_path.name + ".run") / "checkpoint-codec.safetensors"
     adversarial = history.get("codec", {}).get("adversarial")
     if adversarial and checkpoint.exists():
         _, tensors = read_checkpoint(checkpoint)
         before = Codec(c)
         before.load_state_dict({k[len("model.codec."):]: v for k, v in tensors.items() if k.startswith("model.codec.")})
-        before.eval()
-    opus = shutil.which("ffmpeg") is not None
-    codec_d, before_d, opus6, opus12 = [], [], [], []
-    for clip in valid:
+        codecs["codec_before_adversarial"] = before.eval()
+    bitrates = OPUS_KBPS if shutil.which("ffmpeg") else ()
+    names = [*codecs, *(f"opus_{kbps}kbps" for kbps in bitrates)]
+    spectral, heard_all, refs = {n: [] for n in names}, {n: [] for n in names}, []
+    whole = whole_files(dataset)
+    for clip in dataset.valid():
         x = clip.audio[: (len(clip.audio) // c.hop) * c.hop]
-        y = model.codec.decode(model.codec.encode(torch.from_numpy(x)[None]))[0].numpy()
-        codec_d.append(distances(y, x, c.sample_rate))
-        if before is not None:
-            y = before.decode(before.encode(torch.from_numpy(x)[None]))[0].numpy()
-            before_d.append(distances(y, x, c.sample_rate))
-        if opus:
-            opus6.append(distances(opus_roundtrip(x, c.sample_rate, 6), x, c.sample_rate))
-            opus12.append(distances(opus_roundtrip(x, c.sample_rate, 12), x, c.sample_rate))
-    mean = lambda rows: {"stft_distance": round(float(np.mean([r[0] for r in rows])), 4),
-                         "mel_l1": round(float(np.mean([r[1] for r in rows])), 4)}
+        # the reference at 48 kHz: the file itself (so the codec pays for what its rate leaves out)
+        ref = prepare(Path(dataset.root) / clip.path, 48000) if clip.path in whole else None
+        if not isinstance(ref, np.ndarray):
+            ref = soxr.resample(x, c.sample_rate, 48000)
+        outputs = {n: codec.decode(codec.encode(torch.from_numpy(x)[None]))[0].numpy() for n, codec in codecs.items()}
+        heard = {n: fit(soxr.resample(y, c.sample_rate, 48000), len(ref)) for n, y in outputs.items()}
+        for kbps in bitrates:
+            heard[f"opus_{kbps}kbps"] = opus(ref, kbps)
+            outputs[f"opus_{kbps}kbps"] = fit(soxr.resample(heard[f"opus_{kbps}kbps"], 48000, c.sample_rate), len(x))
+        refs.append(ref)
+        for n in names:
+            spectral[n].append(distances(fit(outputs[n], len(x)), x, c.sample_rate))
+            heard_all[n].append(heard[n])
+    # ViSQOL needs about a second of audio and many held-out one-shots are shorter: it hears the
+    # held-out files one after another, each system's output lined up with its reference
+    ear = visqol()
+    ref = np.concatenate(refs).astype(np.float64)
+    mos = {n: ear.measure_from_arrays(ref, np.concatenate(heard_all[n]).astype(np.float64), sample_rate=48000).moslqo
+           for n in names} if ear is not None else {}
     info = model.info()
-    result = {
-        "collection": f"{len(dataset.clips)} files, {dataset.seconds():.0f} s, {len(dataset.worlds)} worlds "
-                      f"({len(valid)} held out)",
-        "codec": {**mean(codec_d), "bitrate_kbps": info["bitrate"] / 1000,
-                  "steps_per_s": history.get("codec", {}).get("steps_per_s"),
-                  "steps": history.get("codec", {}).get("steps"),
-                  "utilization": [h["utilization"] for h in info["health"]]},
-        "opus_6kbps": mean(opus6) if opus else "ffmpeg not installed",
-        "opus_12kbps": mean(opus12) if opus else "ffmpeg not installed",
-    }
-    if before is not None:
-        result["codec_before_adversarial"] = mean(before_d)
-        result["codec"]["adversarial_steps"] = adversarial["steps"]
-    if model.prior is None:
-        return result
+    out = {"bitrate_kbps": info["bitrate"] / 1000, "held_out_files": len(dataset.valid()),
+           "steps": history.get("codec", {}).get("steps"), "steps_per_s": history.get("codec", {}).get("steps_per_s"),
+           "utilization": [h["utilization"] for h in info["health"]]}
+    if adversarial:
+        out["adversarial_steps"] = adversarial["steps"]
+    if ear is None:
+        out["visqol_mos_lqo_48khz"] = "visqol-python is not installed: run DISTILL_BENCH_DATA=1 bash scripts/setup.sh"
+    else:
+        out["visqol_mos_lqo_48khz"] = {n: round(float(v), 3) for n, v in mos.items()}
+    out["spectral"] = {n: {"stft_distance": round(float(np.mean([r[0] for r in rows])), 4),
+                           "mel_l1": round(float(np.mean([r[1] for r in rows])), 4)} for n, rows in spectral.items()}
+    if not bitrates:
+        out["opus"] = "ffmpeg is not installed"
+    if ear is not None and bitrates:
+        scores = out["visqol_mos_lqo_48khz"]
+        out["done_when"] = {"codec_minus_opus_12kbps": round(scores["codec"] - scores["opus_12kbps"], 3),
+                            "pass": scores["codec"] >= scores["opus_12kbps"]}
+    return out
+
+
+def whole_files(dataset) -> set[str]:
+    """Paths of the held-out clips that are whole files (not the held-out tail of a training file)."""
+    trained = {clip.path for clip in dataset.train()}
+    return {clip.path for clip in dataset.valid() if clip.path not in trained}
+
+
+def visqol():
+    """ViSQOL v3 in audio mode (visqol-python), or None where it is not installed."""
+    try:
+        from visqol import VisqolApi
+    except ImportError:
+        return None
+    api = VisqolApi()
+    api.create(mode="audio")
+    return api
+
+
+def structure(model, dataset, seconds: float, image: Path | None) -> dict:
+    """Does generated audio move like the collection? One-second statistics against held-out audio and
+    three references, and how long its sounds last."""
+    c = model.config.codec
+    history = model.meta.get("history", {})
+    valid, train = dataset.valid(), dataset.train()
     real = np.concatenate([clip.audio for clip in valid])
     generated = render(model, seconds, seed=1)
     if image is not None:
         generated_vs_real_report(image, generated, real, c.sample_rate)
-    # baseline 1: codes drawn independently from the per-level unigram frequencies of the training codes
-    codes = torch.cat(model.cues)
-    gen = torch.Generator().manual_seed(1)
+    # the training files' codes (all files' codes when the model was trained on other data)
+    cues = model.cues
+    if len(cues) == len(dataset.clips):
+        cues = [cue for cue, clip in zip(cues, dataset.clips) if clip.split == "train"]
+    codes = torch.cat(cues).long()
     frames = int(seconds * c.frame_rate)
-    unigram = torch.stack([torch.multinomial(torch.bincount(codes[:, l], minlength=c.codebook_size).float(),
-                                             frames, replacement=True, generator=gen) for l in range(c.levels)], -1)
-    unigram_audio = model.codec.decode(unigram[None])[0].numpy()
-    real_frames = mel_frames(real, c.sample_rate)
-    half = len(real_frames) // 2
-    result["prior"] = {
-        "valid_loss_per_level": history.get("prior", {}).get("valid_loss_per_level"),
-        "frechet_generated": round(frechet(mel_frames(generated, c.sample_rate), real_frames), 2),
-        "frechet_unigram_baseline": round(frechet(mel_frames(unigram_audio, c.sample_rate), real_frames), 2),
-        "frechet_real_half_vs_half": round(frechet(real_frames[:half], real_frames[half:]), 2),
-        "memorisation": history.get("prior", {}).get("memorisation"),
+    gen = torch.Generator().manual_seed(1)
+    unigram = torch.stack([torch.multinomial(torch.bincount(codes[:, level], minlength=c.codebook_size).float(),
+                                             frames, replacement=True, generator=gen) for level in range(c.levels)], -1)
+    shuffled = codes[torch.randperm(len(codes), generator=gen)[:frames]]
+    windows = lambda audio: window_stats(audio, c.sample_rate, WINDOW, WINDOW / 2)
+    held_out = windows(real).statistics()
+    ours = windows(generated)
+    training = windows(np.concatenate([clip.audio for clip in train]))
+    references = {"floor_training_audio": training.sample(max(2, len(ours))),  # as many windows: the same bias
+                  "unigram_codes": windows(model.codec.decode(unigram[None])[0].numpy()),
+                  "shuffled_training_codes": windows(model.codec.decode(shuffled[None])[0].numpy())}
+    # a Gaussian needs two windows: nothing audible (a silent generation) gives no distance
+    distance = {n: rounded(frechet(s.statistics(), held_out), 2) if len(s) > 1 and len(held_out) > 1 else None
+                for n, s in {"generated": ours, **references}.items()}
+    baselines = [d for n, d in distance.items() if n in ("unigram_codes", "shuffled_training_codes") and d is not None]
+    floor, best = distance["floor_training_audio"], min(baselines, default=None)
+    position = (distance["generated"] - floor) / (best - floor) if None not in (distance["generated"], floor, best) \
+        and best > floor else None
+    lasting, lasting_pass = {}, True
+    for lag in LAGS:
+        g, _ = self_similarity([generated], c.sample_rate, lag)
+        r, pairs = self_similarity([clip.audio for clip in dataset.clips], c.sample_rate, lag)
+        ratio = g / r if g is not None and r else None
+        lasting[f"{lag:g}s"] = {"generated": rounded(g), "real": rounded(r), "real_pairs": pairs,
+                                "ratio": rounded(ratio)}
+        lasting_pass = lasting_pass and ratio is not None and abs(ratio - 1) <= 0.25
+    return {
         "generated_seconds": seconds,
+        "frechet_1s_windows": distance,
+        "windows": {"generated": len(ours), "held_out": len(held_out)},
+        "self_similarity": lasting,
+        "prior_valid_loss_per_level": history.get("prior", {}).get("valid_loss_per_level"),
+        "memorisation": history.get("prior", {}).get("memorisation"),
+        "done_when": {"frechet_generated_minus_floor_over_best_baseline_minus_floor": rounded(position),
+                      "frechet_pass": position is not None and position <= 0.5,
+                      "self_similarity_pass": lasting_pass},
     }
-    return result
+
+
+def worlds(model, dataset, world_seconds: float) -> dict:
+    """Each world at weight 1: heard as itself (by colour, by colour and motion) and as noisy as its recordings?"""
+    c = model.config.codec
+    train, valid = dataset.train(), dataset.valid()
+    per_world = lambda clips, i: [clip.audio for clip in clips if clip.world == i]
+    ear = WorldEar.of(train, len(dataset.worlds), c.sample_rate, WINDOW)
+    rows, counts = {}, {kind: {"generated": [0, 0], "real_held_out": [0, 0]} for kind in WorldEar.KINDS}
+    for i, world in enumerate(dataset.worlds):
+        generated = render(model, world_seconds, seed=1, messages=[(0.0, f"{PREFIX}/world/{world}", (1.0,))])
+        real = per_world(valid, i)
+        heard = {"generated": ear.heard(generated), "real_held_out": ear.heard(np.concatenate(real)) if real else None}
+        row = {}
+        for kind in WorldEar.KINDS:
+            for source, h in heard.items():
+                if h is not None and len(h[kind]):
+                    counts[kind][source][0] += int((h[kind] == i).sum())
+                    counts[kind][source][1] += len(h[kind])
+                row[f"{kind}_{source}"] = rounded(float(np.mean(h[kind] == i)) if h is not None and len(h[kind])
+                                                  else None)
+        g, r = flatness(generated, c.sample_rate), flatness(np.concatenate(per_world(train, i)), c.sample_rate)
+        row.update(flatness_generated=rounded(g, 4), flatness_real=rounded(r, 4),
+                   flatness_ratio=rounded(g / r if g is not None and r else None))
+        rows[world] = row
+    out = {"chance": round(1 / len(dataset.worlds), 3), "seconds_per_world": world_seconds}
+    done = {}
+    for kind, need in zip(WorldEar.KINDS, (0.9, 0.8)):
+        rate = {source: hits / n if n else None for source, (hits, n) in counts[kind].items()}
+        ratio = rate["generated"] / rate["real_held_out"] if rate["generated"] is not None and rate["real_held_out"] \
+            else None
+        out[f"by_{kind}"] = {**{s: rounded(v) for s, v in rate.items()}, "ratio": rounded(ratio)}
+        done[f"by_{kind}_pass"] = ratio is not None and ratio >= need
+    ratios = [row["flatness_ratio"] for row in rows.values()]
+    done["flatness_pass"] = all(r is not None and abs(r - 1) <= 0.25 for r in ratios)
+    out["per_world"] = rows
+    out["done_when"] = done
+    return out
+
+
+def rounded(x: float | None, digits: int = 3) -> float | None:
+    return None if x is None else round(float(x), digits)
 
 
 def model_arguments(description: str, out: str, preset: str, codec_minutes: float,
@@ -200,9 +327,13 @@ def model_to_measure(args: argparse.Namespace) -> tuple[Path, Path, dict]:
 def main() -> None:
     p = model_arguments(__doc__, "runs/bench", "small", 20, 10)
     p.add_argument("--seconds", type=float, default=60, help="seconds of generated audio to compare")
+    p.add_argument("--world-seconds", type=float, default=10, help="seconds generated per world for world identity")
     args = p.parse_args()
-    data, model, result = model_to_measure(args)
-    result.update(measure(model, data, args.seconds, Path(args.out) / "generated-vs-real.png"))
+    result = {"load_average_before": [round(x, 2) for x in os.getloadavg()]}
+    data, model, trained = model_to_measure(args)
+    result.update(trained)
+    result.update(measure(model, data, args.seconds, args.world_seconds, Path(args.out) / "generated-vs-real.png"))
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result, indent=2))
 
 

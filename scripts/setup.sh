@@ -3,7 +3,8 @@
 # Idempotent: rerunning only installs what is missing.
 #
 #   bash scripts/setup.sh                 # system packages + .venv + torch + project[dev]
-#   bash scripts/setup.sh --bench-data    # also the benchmark audio (sonic-pi-samples)
+#   bash scripts/setup.sh --bench-data    # also the benchmark audio (sonic-pi-samples) and the
+#                                         # benchmarks' own packages (the bench extra: ViSQOL)
 #
 # Environment:
 #   DISTILL_BENCH_DATA=1     same as --bench-data
@@ -22,7 +23,7 @@ BENCH_DATA="${DISTILL_BENCH_DATA:-0}"
 for arg in "$@"; do
     case "$arg" in
         --bench-data) BENCH_DATA=1 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "setup.sh: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -149,8 +150,13 @@ else
 fi
 
 # ---------------------------------------------------------------- the project
-say "installing distill (editable) with the dev extra"
-"${PIP[@]}" -e ".[dev]"
+if [ "$BENCH_DATA" = "1" ]; then
+    say "installing distill (editable) with the dev and bench extras"
+    "${PIP[@]}" -e ".[dev,bench]"
+else
+    say "installing distill (editable) with the dev extra"
+    "${PIP[@]}" -e ".[dev]"
+fi
 
 $PY -c 'import torch, distill_live; print("[setup] ok: torch", torch.__version__, "| python", __import__("sys").version.split()[0])'
 say "done. Activate with:  source .venv/bin/activate"

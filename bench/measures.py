@@ -1,0 +1,176 @@
+"""What a listener hears, as numbers: the measures bench/quality.py and bench/corpus.py share.
+
+Everything here looks at log-mel spectrograms (40 bands, 1024-point FFT, hop 256) at the model's own
+rate, so nothing above the model's Nyquist counts. Two scales:
+
+- single frames (`mel_frames`): the spectral colour of an instant;
+- windows of about a second (`window_stats`): per band, the mean, the spread within the window and
+  the mean frame-to-frame change. The mean is the colour; spread and change are the motion, which
+  single frames cannot see: frames shuffled in time have the colour of the collection and none of
+  its motion.
+
+On top of those: a Fréchet distance between Gaussians fitted to two sets of such vectors, a
+nearest-world-centroid classifier (`WorldEar`) that says which world a window sounds like, how long
+a sound lasts (`self_similarity` at a lag), and how noisy it is (`flatness`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from distill_train.losses import log_mel, stft_magnitude
+
+N_FFT, HOP, BANDS = 1024, 256, 40
+AUDIBLE_DB = -50.0  # a window or frame quieter than this (RMS, dBFS) is silence, left out of the statistics
+RANGE = np.log(1000.0)  # self-similarity looks at the 60 dB below a file's loudest band
+
+
+def log_mel_frames(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Log-mel spectrogram [frames, BANDS] (natural log of magnitude)."""
+    x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
+    return log_mel(x, rate, N_FFT, HOP, BANDS)[0].T.numpy()
+
+
+def mel_frames(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Log-mel frames [frames, 64] of the single-frame Fréchet figure (bench/corpus.py's yardstick)."""
+    return log_mel(torch.from_numpy(audio)[None], rate, 1024, 256, 64)[0].T.numpy()
+
+
+def frechet(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two sets of vectors [n, dims]."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    vals, vecs = np.linalg.eigh(ca)
+    sqrt_a = (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+    cross = np.linalg.eigvalsh(sqrt_a @ cb @ sqrt_a)
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * np.sqrt(np.clip(cross, 0, None)).sum())
+
+
+@dataclass
+class WindowStats:
+    """Per audible window, per band: mean log-mel, its spread within the window, its mean |frame-to-frame change|."""
+    mean: np.ndarray  # [windows, BANDS]
+    spread: np.ndarray
+    change: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.mean)
+
+    def colour(self) -> np.ndarray:
+        """The mean spectrum with the level removed (each window's mean over bands subtracted): its colour."""
+        return self.mean - self.mean.mean(1, keepdims=True)
+
+    def colour_and_motion(self) -> np.ndarray:
+        return np.concatenate([self.colour(), self.spread, self.change], 1)
+
+    def statistics(self) -> np.ndarray:
+        """Mean (level kept), spread and change: what the one-second Fréchet distance compares."""
+        return np.concatenate([self.mean, self.spread, self.change], 1)
+
+    @staticmethod
+    def join(parts: list[WindowStats]) -> WindowStats:
+        empty = np.zeros((0, BANDS), np.float32)
+        return WindowStats(*(np.concatenate([getattr(p, k) for p in parts] or [empty])
+                             for k in ("mean", "spread", "change")))
+
+    def sample(self, n: int, seed: int = 0) -> WindowStats:
+        """`n` windows drawn without replacement (all of them when there are no more)."""
+        if n >= len(self):
+            return self
+        keep = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
+        return WindowStats(self.mean[keep], self.spread[keep], self.change[keep])
+
+
+def window_stats(audio: np.ndarray, rate: int, window: float = 1.0, step: float | None = None) -> WindowStats:
+    """Statistics of the audible `window`-second windows of `audio`, one every `step` seconds (default: `window`)."""
+    size, stride = int(window * rate), int((step or window) * rate)
+    if len(audio) < size:
+        return WindowStats.join([])
+    frames = log_mel_frames(audio, rate)
+    per = max(2, round(window * rate / HOP))
+    rows = []
+    for start in range(0, len(audio) - size + 1, stride):
+        x = audio[start:start + size]
+        if 10 * np.log10(np.mean(x ** 2) + 1e-20) < AUDIBLE_DB:
+            continue
+        mel = frames[start // HOP:start // HOP + per]
+        rows.append((mel.mean(0), mel.std(0), np.abs(np.diff(mel, axis=0)).mean(0)))
+    if not rows:
+        return WindowStats.join([])
+    return WindowStats(*(np.array(r, np.float32) for r in zip(*rows)))
+
+
+class WorldEar:
+    """Which world a window sounds like: the nearest world centroid of the training audio, on colour or
+    on colour and motion, each feature standardised over the training windows.
+
+    `audio_per_world`: training audio of each world (files one after another, so that one-shots
+    shorter than a window still count)."""
+
+    KINDS = ("colour", "colour_and_motion")
+
+    def __init__(self, audio_per_world: list[np.ndarray], rate: int, window: float = 1.0):
+        self.rate, self.window = rate, window
+        stats = [window_stats(a, rate, window) for a in audio_per_world]
+        self.scale, self.centroids = {}, {}
+        for kind in self.KINDS:
+            every = np.concatenate([getattr(s, kind)() for s in stats])
+            self.scale[kind] = every.std(0) + 1e-6
+            self.centroids[kind] = np.stack([getattr(s, kind)().mean(0) / self.scale[kind] if len(s) else
+                                             np.full(every.shape[1], np.inf) for s in stats])
+
+    @classmethod
+    def of(cls, clips, worlds: int, rate: int, window: float = 1.0) -> WorldEar:
+        """The ear of training clips (anything with `.audio` and `.world`, as distill_train's dataset has)."""
+        return cls([np.concatenate([c.audio for c in clips if c.world == i] or [np.zeros(0, np.float32)])
+                    for i in range(worlds)], rate, window)
+
+    def heard(self, audio: np.ndarray) -> dict[str, np.ndarray]:
+        """The world each audible window of `audio` is heard as, by colour and by colour and motion."""
+        stats = window_stats(audio, self.rate, self.window)
+        out = {}
+        for kind in self.KINDS:
+            f = getattr(stats, kind)() / self.scale[kind]
+            out[kind] = ((f[:, None] - self.centroids[kind][None]) ** 2).sum(-1).argmin(1) if len(stats) else \
+                np.zeros(0, np.int64)
+        return out
+
+
+def self_similarity(files: list[np.ndarray], rate: int, lag: float) -> tuple[float | None, int]:
+    """How much of a sound is still there `lag` seconds later, within each file: the mean correlation
+    between the spectral shape of a sounding log-mel frame and of the frame `lag` later, and the number
+    of such pairs.
+
+    Each band counts by how far it stands above a floor 60 dB below the file's loudest band, and each
+    frame's mean over bands is removed, so that shape counts and level does not (a decaying note keeps
+    its shape): a frame followed by silence scores 0, a steady tone 1, a spectrum that keeps changing
+    less, and white noise, whose only shape is its random ripple, about 0."""
+    shift = round(lag * rate / HOP)
+    total, pairs = 0.0, 0
+    for audio in files:
+        mel = log_mel_frames(audio, rate)
+        v = np.clip(mel - (mel.max() - RANGE), 0, None)
+        v = np.where(v.any(1, keepdims=True), v - v.mean(1, keepdims=True), 0)
+        if len(v) <= shift:
+            continue
+        a, b = v[:-shift], v[shift:]
+        norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+        sounding = norm_a > 0
+        cos = (a * b).sum(1) / np.maximum(norm_a * norm_b, 1e-12)
+        total += float(cos[sounding].sum())
+        pairs += int(sounding.sum())
+    return (total / pairs if pairs else None), pairs
+
+
+def flatness(audio: np.ndarray, rate: int) -> float | None:
+    """Spectral flatness (geometric over arithmetic mean of the power spectrum, 0 = pure tone, 1 = white
+    noise) averaged over the audible STFT frames, up to the model's Nyquist; None when all is silence."""
+    x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
+    power = stft_magnitude(x, N_FFT, HOP)[0].T.double().numpy() ** 2  # [frames, bins]
+    level = 10 * np.log10(power.sum(1) * 2 / N_FFT / (N_FFT * 0.375) + 1e-20)  # frame RMS in dBFS (Hann window)
+    power = power[level >= AUDIBLE_DB] + 1e-12
+    if not len(power):
+        return None
+    return float((np.exp(np.log(power).mean(1)) / power.mean(1)).mean())
