@@ -275,7 +275,8 @@ def worlds(model, dataset, world_seconds: float) -> dict:
                 row[f"{kind}_{source}"] = rounded(float(np.mean(h[kind] == i)) if h is not None and len(h[kind])
                                                   else None)
         g, r = flatness(generated, c.sample_rate), flatness(np.concatenate(per_world(train, i)), c.sample_rate)
-        row.update(flatness_generated=rounded(g, 4), flatness_real=rounded(r, 4),
+        # flatness spans decades (a low rumble ~1e-5, noise ~0.5): significant figures, not decimals
+        row.update(flatness_generated=significant(g), flatness_real=significant(r),
                    flatness_ratio=rounded(g / r if g is not None and r else None))
         rows[world] = row
     out = {"chance": round(1 / len(dataset.worlds), 3), "seconds_per_world": world_seconds}
@@ -295,6 +296,10 @@ def worlds(model, dataset, world_seconds: float) -> dict:
 
 def rounded(x: float | None, digits: int = 3) -> float | None:
     return None if x is None else round(float(x), digits)
+
+
+def significant(x: float | None, figures: int = 4) -> float | None:
+    return None if x is None else float(f"{float(x):.{figures}g}")
 
 
 def model_arguments(description: str, out: str, preset: str, codec_minutes: float,
