@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from distill_train.losses import log_mel, stft_magnitude
+from distill_live.model.descriptors import frame_descriptors
+from distill_train.losses import log_mel
 
 N_FFT, HOP, BANDS = 1024, 256, 40
 AUDIBLE_DB = -50.0  # a window or frame quieter than this (RMS, dBFS) is silence, left out of the statistics
@@ -165,12 +166,9 @@ def self_similarity(files: list[np.ndarray], rate: int, lag: float) -> tuple[flo
 
 
 def flatness(audio: np.ndarray, rate: int) -> float | None:
-    """Spectral flatness (geometric over arithmetic mean of the power spectrum, 0 = pure tone, 1 = white
-    noise) averaged over the audible STFT frames, up to the model's Nyquist; None when all is silence."""
-    x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
-    power = stft_magnitude(x, N_FFT, HOP)[0].T.double().numpy() ** 2  # [frames, bins]
-    level = 10 * np.log10(power.sum(1) * 2 / N_FFT / (N_FFT * 0.375) + 1e-20)  # frame RMS in dBFS (Hann window)
-    power = power[level >= AUDIBLE_DB] + 1e-12
-    if not len(power):
-        return None
-    return float((np.exp(np.log(power).mean(1)) / power.mean(1)).mean())
+    """Spectral flatness (0 = pure tone, ~0.56 = white noise), averaged over the audible frames, as the
+    noisiness descriptor measures it (model/descriptors.py: what `/distill/descriptor/noisiness`
+    holds); None when all is silence."""
+    frames = frame_descriptors(np.asarray(audio, np.float32), HOP, rate)
+    audible = frames[frames[:, 0] >= AUDIBLE_DB]
+    return float(audible[:, 2].mean()) if len(audible) else None
