@@ -8,7 +8,8 @@ layout, a widget per control with the registry's address, type and range.
                                  cannot be set by hand)
 
 Controls a fader cannot play are left out: a file name (model), all worlds at once (mix: each world
-has its own fader) and ranges too wide to set by hand (seed). World faders are named after the
+has its own fader), ranges too wide to set by hand (seed) and saving a preset (a fader dragged
+across would overwrite every preset it passed; save from the web page, OSC or a MIDI map). World faders are named after the
 model's worlds, so a layout belongs to a model: `distill-live patches DIR --model my.distill` writes
 them for yours. Both programs move a fader when its own address comes back, so the layouts follow
 the engine once it echoes changes on their addresses.
@@ -20,8 +21,9 @@ import uuid
 import zlib
 from xml.sax.saxutils import escape
 
-from .params import Param, ParamRegistry
+from .params import PREFIX, Param, ParamRegistry
 
+SAVE = f"{PREFIX}/preset/save"
 WIDEST = 65536  # a fader wider than this many steps cannot be set by hand
 COLUMNS = 12
 
@@ -37,7 +39,7 @@ def widgets(registry: ParamRegistry) -> list[tuple[str, Param]]:
             out.append(("toggle", p))
         elif p.types == "":
             out.append(("button", p))
-        elif p.types in ("f", "i", "i,f?") and fader_range(p)[1] - fader_range(p)[0] <= WIDEST:
+        elif p.types in ("f", "i", "i,f?") and fader_range(p)[1] - fader_range(p)[0] <= WIDEST and p.address != SAVE:
             out.append(("fader", p))
     return out
 
