@@ -37,17 +37,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from jackaudio import jack_env, start_jackd, stop_process  # noqa: E402  (the tests' private jackd)
+from oscpeers import free_port  # noqa: E402
 
 DEMO = ROOT / "distill_live" / "demo" / "demo.distill"
 WARM_UP = 10.0  # seconds after serve's first line before the "start" figures are taken
 V_LINE = re.compile(r"rtf ([\d.]+)\s+frame ([\d.]+)/([\d.]+) ms \(p50/p99\).*underruns (\d+)")
 FINAL = re.compile(r"stopped after (\d+) frames, (\d+) underruns")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- /proc figures ---------------------------------------------------------------------------------

@@ -62,8 +62,9 @@ class Listener:
         self.sock.close()
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    """A port nothing on 127.0.0.1 uses now: UDP by default, TCP with socket.SOCK_STREAM."""
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
@@ -73,7 +74,7 @@ class Serve:
 
     def __init__(self, model: Path, out: Path):
         self.listener = Listener()
-        self.port = free_udp_port()
+        self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "distill_live", "serve", str(model), "--output", str(out), "--seconds", "120",
              "--osc-port", str(self.port), "--no-oscquery", "--midi-api", "off",

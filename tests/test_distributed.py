@@ -31,6 +31,7 @@ from safetensors.torch import load_file
 from distill_live.live.player import render
 from distill_live.model.modelfile import load_model
 from audiofiles import bells_and_hiss
+from oscpeers import free_port
 
 pytestmark = pytest.mark.slow  # trains under torchrun
 
@@ -46,19 +47,13 @@ def data(tmp_path_factory) -> Path:
     return bells_and_hiss(tmp_path_factory.mktemp("sounds"), count=3, seconds=2.4, seed=0)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def one_machine() -> list[str]:
-    return ["--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(free_port())]
+    return ["--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(free_port(socket.SOCK_STREAM))]
 
 
 def two_machines() -> list[list[str]]:
     """torchrun's options for each of two machines with one rank each (here both on localhost)."""
-    endpoint = f"127.0.0.1:{free_port()}"
+    endpoint = f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"
     return [["--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(node), "--rdzv-endpoint", endpoint]
             for node in (0, 1)]
 

@@ -23,20 +23,12 @@ from pythonosc.udp_client import SimpleUDPClient
 from distill_live.live.engine import Engine
 from distill_live.model.modelfile import load_model
 from jackaudio import jack_env, start_jackd, stop_process
-from oscpeers import Listener, wait_for
+from oscpeers import Listener, free_port, wait_for
 
 pytestmark = pytest.mark.slow  # runs distill-live serve
 
 
 DEMO = Path(__file__).resolve().parent.parent / "distill_live" / "demo" / "demo.distill"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def playing(listener: Listener) -> bool:
@@ -51,8 +43,6 @@ def serve(model, *args, env=None) -> tuple[subprocess.Popen, int]:
                              "--no-oscquery", "--midi-api", "off", *map(str, args)], env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc, port
-
-
 
 
 def test_the_sound_card_disappearing_is_one_line_and_serve_keeps_answering(tmp_path):

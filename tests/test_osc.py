@@ -28,7 +28,7 @@ from distill_live.control.params import ParamRegistry
 from distill_live.live.engine import Engine
 from cards import paced_engine
 from models import random_model
-from oscpeers import Listener, wait_for
+from oscpeers import Listener, free_port, wait_for
 
 P = "/distill"
 
@@ -207,14 +207,8 @@ def test_dump_sends_every_value_and_namespace_every_parameter(rig):
     assert rows[f"{P}/gain"][2:5] == [0.0, 2.0, 1.0]
 
 
-def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_oscdump_hears_replies_after_distill_reply(rig):
-    port = free_udp_port()
+    port = free_port()
     dump = subprocess.Popen(["oscdump", "-L", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
@@ -470,7 +464,7 @@ def test_allow_ignores_other_senders_and_tells_the_reply_target(model):
 
 def test_unreachable_reply_target_breaks_nothing(model):
     engine = Engine(model)
-    server = OscServer(engine, port=0, reply=("127.0.0.1", free_udp_port()))  # nobody listens there
+    server = OscServer(engine, port=0, reply=("127.0.0.1", free_port()))  # nobody listens there
     try:
         client = SimpleUDPClient("127.0.0.1", server.port)
         for i in range(20):

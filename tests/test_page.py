@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
-from oscpeers import Listener, wait_for
+from oscpeers import Listener, free_port, wait_for
 
 pytestmark = pytest.mark.slow  # runs distill-live serve and a browser
 
@@ -27,12 +27,6 @@ P = "/distill"
 
 if not (CHROMIUM and CHROMEDRIVER):
     pytest.skip("needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)", allow_module_level=True)
-
-
-def free_port(kind=socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from distill_live.control.osc import namespace
 from distill_live.control.params import ParamRegistry
 from distill_live.model.descriptors import DESCRIPTORS
 from models import WORLDS, random_model_file
-from oscpeers import Serve, free_udp_port
+from oscpeers import Serve, free_port
 
 pytestmark = pytest.mark.slow  # runs serve, sclang and pd
 
@@ -62,7 +62,7 @@ def test_sclang_runs_the_supercollider_test_entry_point_against_serve(engine):
     sclang = shutil.which("sclang")
     if sclang is None:
         pytest.skip("sclang cannot run: not installed (Debian supercollider-language; scripts/setup.sh installs it)")
-    reply_port = free_udp_port()
+    reply_port = free_port()
     r = subprocess.run([sclang, "-D", str(SC_DIR / "test_distill.scd"), str(engine.port), str(reply_port), "gui"],
                        capture_output=True, text=True, timeout=90, env=sclang_env(), stdin=subprocess.DEVNULL,
                        cwd=ROOT)
@@ -98,7 +98,7 @@ def test_the_quark_installs_into_a_user_directory_and_its_class_drives_serve(eng
                        stdin=subprocess.DEVNULL, cwd=tmp_path)
     assert "INSTALLED [ Distill ]" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     assert str(SC_DIR) in (tmp_path / "config" / "SuperCollider" / "sclang_conf.yaml").read_text()
-    r = subprocess.run([sclang, "-D", str(SC_DIR / "test_distill.scd"), str(engine.port), str(free_udp_port()),
+    r = subprocess.run([sclang, "-D", str(SC_DIR / "test_distill.scd"), str(engine.port), str(free_port()),
                         "quark"], capture_output=True, text=True, timeout=90, env=env, stdin=subprocess.DEVNULL,
                        cwd=tmp_path)
     out = r.stdout + r.stderr
@@ -114,7 +114,7 @@ def test_pd_nogui_runs_the_control_patch_with_the_test_driver(engine):
     if pd is None:
         pytest.skip("pd cannot run: not installed (Debian puredata; scripts/setup.sh installs it)")
     before = len(engine.errors())
-    reply_port = free_udp_port()
+    reply_port = free_port()
     r = subprocess.run([pd, "-nogui", "-noaudio", "-nomidi", "-stderr", "-send",
                         f"distill-test {engine.port} {reply_port}", "-open", str(PD_DIR / "test-driver.pd")],
                        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)

@@ -16,15 +16,9 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from distill_live.model.modelfile import load_model
 from jackaudio import JackCapture
-from oscpeers import Listener, wait_for
+from oscpeers import Listener, free_port, wait_for
 
 pytestmark = pytest.mark.slow  # runs distill-live serve
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve(model, *args, env=None) -> tuple[subprocess.Popen, int]:
