@@ -12,22 +12,26 @@ import pytest
 import torch
 
 from distill_live.control.params import ParamRegistry
-from distill_live.live import audioinput
+from distill_live.live import audioinput, engine
 from distill_live.live.audioinput import AudioInput
 from distill_live.live.engine import Engine
 from distill_live.live.player import Player
 from models import random_model
 
-TICK = 16  # samples at 16 kHz: the simulation's step, 1 ms (the generator loop sleeps 1.25 ms when idle)
+TICK = 16  # samples at 16 kHz: the simulation's step, 1 ms (the generator loop waits 0.5 ms when idle)
 
 
 class Clock:
-    """Stands in for `time` in audioinput.py: what its callback stamps and `late()` reads."""
+    """Stands in for `time` in audioinput.py (what its callback stamps and `late()` reads) and engine.py
+    (what the margin measures chunk costs with: on this clock they cost nothing, so the margin is the
+    simulation's `buffer_ms`, however busy the machine running the test is)."""
 
     now = 0.0
 
     def monotonic(self) -> float:
         return self.now
+
+    perf_counter = monotonic
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +48,7 @@ def model():
 def clock(monkeypatch) -> Clock:
     clock = Clock()
     monkeypatch.setattr(audioinput, "time", clock)
+    monkeypatch.setattr(engine, "time", clock)
     return clock
 
 

@@ -337,7 +337,7 @@ def test_clock_tempo_and_a_quantised_cue_within_one_frame(engine, patchbay, map_
         assert addresses == ["/distill/gain", "/distill/cue", "/distill/play"]
         # The quantiser predicted beat 4 from the ticks before the key (14 ticks earlier).
         assert abs(scheduled - beat) < frame, (scheduled, beat)
-        # The engine starts playing exactly at the first chunk (a quarter frame) at or after that time.
+        # The engine starts playing exactly at the first chunk (a sixteenth of a frame) at or after that time.
         assert wait_for(lambda: card.heard[:card.consumed].any())
         start = card.engine_time(np.flatnonzero(card.heard[:card.consumed])[0])
         chunk = engine.player.chunk / engine.sample_rate

@@ -118,7 +118,7 @@ def test_render_with_a_midi_file_is_deterministic_and_follows_it(model_path, fil
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
     # The stop button at 0 s holds render's automatic start; the note at 0.25 s starts playback at that moment (controls
-    # apply every 5 ms chunk), and its note off at 1.25 s stops it with the 50 ms fade.
+    # apply every 1.25 ms chunk), and its note off at 1.25 s stops it with the 50 ms fade.
     hop = 320
     start, stop = 4000, 20000  # 0.25 s and 1.25 s at 16 kHz
     assert not a[:start].any()

@@ -132,7 +132,8 @@ def test_time_of_a_tick_on_the_fitted_line():
 
 
 def test_a_quantised_key_starts_playback_at_the_first_frame_after_the_beat():
-    """Clock times here are engine seconds, as in a render: the key lands exactly on the first 5 ms chunk after the beat."""
+    """Clock times here are engine seconds, as in a render: the key lands exactly on the first 1.25 ms chunk after the
+    beat."""
     import math
 
     from distill_live.live.player import Player
@@ -153,6 +154,6 @@ def test_a_quantised_key_starts_playback_at_the_first_frame_after_the_beat():
     frames = [player.next_frame() for _ in range(53)]
     audio = np.concatenate(frames)
     first = int(np.flatnonzero(audio)[0])
-    chunk = player.chunk / player.sample_rate  # controls apply every chunk (5 ms)
+    chunk = player.chunk / player.sample_rate  # controls apply every chunk (1.25 ms)
     start = round(math.ceil(beat / chunk - 1e-9) * chunk * player.sample_rate)
-    assert start == 16240 and 0 <= first - start < 8  # 1.015 s (the fade-in's very first samples may round to 0)
+    assert start == 16220 and 0 <= first - start < 8  # 1.01375 s (the fade-in's very first samples may round to 0)

@@ -15,7 +15,7 @@ import soundfile as sf
 from pythonosc.udp_client import SimpleUDPClient
 
 from distill_live.model.modelfile import load_model
-from jackaudio import JackCapture
+from jackaudio import JackCapture, TimedCapture
 from oscpeers import Listener, free_port, wait_for
 
 pytestmark = pytest.mark.slow  # runs distill-live serve
@@ -85,7 +85,7 @@ def test_quick_start_plays_the_demo_into_jack_without_underruns_and_fades_out_at
     assert tail < 0.4 * before, (tail, before)
 
 
-def test_cue_jump_and_model_hot_swap_do_not_click(jack_server, trained_model, tmp_path):
+def test_cue_jump_reset_and_model_hot_swap_do_not_click(jack_server, trained_model, tmp_path):
     models = tmp_path / "models"
     models.mkdir()
     shutil.copy(trained_model, models / "a.distill")
@@ -105,7 +105,9 @@ def test_cue_jump_and_model_hot_swap_do_not_click(jack_server, trained_model, tm
                 cap.connect("PortAudio", timeout=60)
                 client = SimpleUDPClient("127.0.0.1", port)
                 wait_for(lambda: cap.recorded > 1.5 * rate, 30, "1.5 s of sound")
-                client.send_message("/distill/cue", [cue, 0.1])
+                client.send_message("/distill/cue", [cue, 0.1])  # both pre-empt: they cut into what is queued
+                wait_for(lambda: cap.recorded > 2.2 * rate, 30, "2.2 s of sound")
+                client.send_message("/distill/reset", [])
                 wait_for(lambda: cap.recorded > 3.0 * rate, 30, "3 s of sound")
                 client.send_message("/distill/model", "b.distill")
                 client.send_message("/distill/model", "../a.distill")  # outside the models folder: refused
@@ -123,6 +125,41 @@ def test_cue_jump_and_model_hot_swap_do_not_click(jack_server, trained_model, tm
     # a hard cut between two independent rumbles jumps by about their amplitude, many times `calm`
     assert events < 4 * calm, (events, calm)
     assert np.sqrt(np.mean(audio[int(3.5 * rate):] ** 2)) > 1e-3, "the swapped-in model plays"
+
+
+def test_a_trigger_does_not_wait_behind_the_queued_audio(jack_server, trained_model):
+    """With 300 ms queued (--buffer-ms 300), `/distill/gain 1` to a silent engine is heard only once that
+    queue has played, while `/distill/play 1` to a stopped one replaces the queue and is heard at once."""
+    import jack
+
+    rate = jack_server.sample_rate
+    with TimedCapture(jack_server.name, channels=1, seconds=60.0) as cap:
+        proc, port = serve(trained_model, "--stopped", "--buffer-ms", 300, "--seconds", 12, env=jack_server.env)
+        try:
+            cap.connect("PortAudio", timeout=60)
+            client = SimpleUDPClient("127.0.0.1", port)
+            clock = jack.Client("latency-clock", servername=jack_server.name, no_start_server=True)
+
+            def onset_after(address: str, value) -> float:
+                """Seconds from sending to the first sample that is not silence, in JACK's own frames."""
+                wait_for(lambda: cap.recorded > rate // 2 and not np.abs(cap.data[-rate // 2:]).max(), 30,
+                         f"half a second of silence before {address}")
+                sent = clock.frame_time
+                client.send_message(address, value)
+                heard = cap.since(sent, int(1.0 * rate))[:, 0]
+                loud = np.flatnonzero(np.abs(heard) > 1e-6)
+                assert loud.size, f"nothing heard within a second of {address}"
+                return loud[0] / rate
+
+            play = onset_after("/distill/play", 1)
+            client.send_message("/distill/gain", 0.0)  # gain 0 is digital silence, queued as such
+            gain = onset_after("/distill/gain", 1.0)
+            clock.close()
+        finally:
+            out, err = finish(proc)
+    assert underruns(out) == 0, out + err
+    assert gain >= 0.3, gain  # the gain waits behind the queue: it is applied to the next chunk made
+    assert play < gain / 2, (play, gain)
 
 
 def test_records_to_a_file_without_a_sound_card(trained_model, tmp_path):

@@ -59,9 +59,13 @@ def register(sub) -> None:
     g.add_argument("--sample-rate", type=int, help="ask the device for this rate (default: the model's, "
                                                    "else the device's; resampled in the generator thread)")
     g.add_argument("--buffer-ms", type=float, default=None,
-                   help="audio kept ready beyond one sound card block: less = lower latency, more = safer "
-                        "on a busy machine (default 10; 100 with --output)")
+                   help="the least audio kept ready beyond one sound card block; the engine keeps more when "
+                        "the chunk times it measures need it (see -v): more = safer on a busy machine, "
+                        "less = lower latency (default 2; 100 with --output)")
     g.add_argument("--threads", type=int, default=1, help="CPU threads for torch (1 is fastest for one voice)")
+    g.add_argument("--realtime", action="store_true",
+                   help="ask for real-time priority for the generator thread (Linux: allowed without root when "
+                        "`ulimit -r` is above 0, e.g. in the audio group; the log says whether it got it)")
     g = p.add_argument_group("audio input")
     g.add_argument("--input", nargs="?", const="", metavar="DEVICE",
                    help="also listen to an audio input and encode it live (no DEVICE: JACK if a JACK server runs, "
@@ -102,7 +106,7 @@ def _stop_on_signals(stop: threading.Event) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="distill-live: %(message)s")
     if args.buffer_ms is None:
-        args.buffer_ms = 100.0 if args.output else 10.0
+        args.buffer_ms = 100.0 if args.output else 2.0
     if not 0 <= args.buffer_ms <= 1000:
         raise UserError("--buffer-ms must be between 0 and 1000")
     if args.blocksize < 0:
@@ -149,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
 
     models_dir = Path(args.models_dir or Path(args.model).resolve().parent)
     engine = Engine(model, registry, seed=args.seed, buffer_ms=args.buffer_ms, device_rate=rate,
-                    models_dir=models_dir, audio_input=audio_input, presets=presets)
+                    models_dir=models_dir, audio_input=audio_input, presets=presets, realtime=args.realtime)
     take = None
     if args.record or args.record_score:
         take = engine.take = Take(engine, args.model, args.seed, args.record, args.record_score)
@@ -223,9 +227,11 @@ def _main_loop(engine: Engine, streams: list, stop: threading.Event, args, midi_
             next_log += 1.0
             s = engine.stats()
             tempo = midi_control.tempo() if midi_control is not None else None
-            log.info("rtf %.1f  frame %.2f/%.2f ms (p50/p99)  buffer %.0f ms  latency %.0f ms  underruns %d%s",
-                     s["rtf"], s["frame_ms_p50"], s["frame_ms_p99"], s["buffer_ms"], s["latency_ms"],
-                     s["underruns"], f"  tempo {tempo:.1f} bpm" if tempo else "")
+            log.info("rtf %.1f  frame %.2f/%.2f ms (p50/p99)  margin %.1f ms (chunk cost p99 %.1f, worst %.1f)  "
+                     "buffer %.1f ms  latency %.1f ms  underruns %d%s",
+                     s["rtf"], s["frame_ms_p50"], s["frame_ms_p99"], s["margin_ms"], s["cost_ms_p99"],
+                     s["cost_ms_worst"], s["buffer_ms"], s["latency_ms"], s["underruns"],
+                     f"  tempo {tempo:.1f} bpm" if tempo else "")
             if engine.input is not None:
                 i = engine.input
                 log.info("input: latency %.0f ms  skipped %.0f ms  frames filled with silence %d  overruns %d",

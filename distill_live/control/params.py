@@ -15,6 +15,7 @@ import dataclasses
 import heapq
 import math
 import queue
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -48,6 +49,7 @@ class Param:
     stored: bool = True  # False for commands (cue, reset, ...) that happen once and hold no value
     preset: bool = True  # a stored value a preset keeps (not play or seed: when, not what it sounds like)
     unit: str = ""  # what the number counts, for surfaces that show it (OSCQuery UNIT, the web page)
+    preempts: bool = False  # a trigger that does not wait for what is queued (a switch: when it turns on)
 
     @property
     def address(self) -> str:
@@ -87,7 +89,7 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
     may bring the recordings); the registry refuses them for a model saved without its recordings."""
     last_cue = max(0, cues - 1)
     params = [
-        Param("play", "b", 0, "start (1) or stop (0) with a short fade", preset=False),
+        Param("play", "b", 0, "start (1) or stop (0) with a short fade", preset=False, preempts=True),
         Param("gain", "f", 1.0, "output gain; peaks past 0.9 bend softly towards ±1, never past it", 0.0, 2.0,
               smooth=0.05),
         Param("temperature", "f", 1.0, "sampling temperature: lower is safer, higher is wilder", 0.0, 2.0),
@@ -104,7 +106,7 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
         params.append(Param(f"descriptor/{d}/free", "", None, f"release {d}: the model chooses it", stored=False))
     params += [
         Param("cue", "i,f?", None, "jump to training passage i, with an optional crossfade in seconds",
-              0, last_cue, stored=False),
+              0, last_cue, stored=False, preempts=True),
         Param("freeze", "b", 0, "hold: loop the last frames (1) or continue (0)"),
         Param("loop", "i", 8, "loop length in frames while frozen", 1, 256, unit="frames"),
         Param("levels", "i", levels, "decode only this many coarse levels", 1, levels),
@@ -121,7 +123,7 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
               "replay; 3 mutate, as lock, and each held code is replaced at random at the /distill/mutate chance "
               "as it comes round (an evolving loop)", 0, len(REGION_MODES) - 1),
         Param("seed", "i", 0, "reseed the random generator", 0, 2**31 - 1, preset=False),
-        Param("reset", "", None, "clear the prior's memory and start fresh", stored=False),
+        Param("reset", "", None, "clear the prior's memory and start fresh", stored=False, preempts=True),
         Param("model", "s", None, "hot-swap to another model file (in the models folder)", stored=False),
         Param("corpus/mix", "f", 0.0, "from the neural decoder (0) to playing the training recordings the "
               "codes point at (1)", 0.0, 1.0, smooth=0.05),
@@ -160,6 +162,8 @@ class ParamRegistry:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list[tuple[float, int, str, tuple]] = []  # generator-side heap of timed messages
         self._order = 0
+        self._urgent = False  # a trigger that pre-empts came in untimed and is not applied yet
+        self.arrived = threading.Event()  # set at every submit: the generator wakes for a trigger at once
         # what `controls` reads: the fields of Controls that have a control of their name (as they are,
         # as on/off, or eased), the worlds and the descriptors
         named = [(f.name, self.params[f"{PREFIX}/{f.name}"]) for f in dataclasses.fields(Controls)
@@ -253,6 +257,7 @@ class ParamRegistry:
             return []
         args, notes = self.validate(address, args)
         self._inbox.put((at, address, args))
+        self.arrived.set()
         return notes
 
     def submit_validated(self, messages: Sequence[tuple[str, tuple]], at: float | None = None) -> None:
@@ -260,26 +265,45 @@ class ParamRegistry:
         the same frame (an OSC bundle is atomic). Pass only what `validate` returned."""
         if messages:
             self._inbox.put((at, None, tuple(messages)))
+            self.arrived.set()
 
     # -- the generator thread --------------------------------------------------------------------
 
     def apply_due(self, now: float) -> list[tuple[str, tuple]]:
         """Apply every message due by engine time `now`. Returns the applied (address, args) in order,
         so the caller can act on commands and report changes."""
-        while True:
-            try:
-                at, address, args = self._inbox.get_nowait()
-            except queue.Empty:
-                break
-            for address, args in (args if address is None else ((address, args),)):  # None: a batch
-                self._order += 1
-                heapq.heappush(self._pending, (now if at is None else at, self._order, address, args))
+        self._take_inbox(now)
         applied = []
         while self._pending and self._pending[0][0] <= now:
             _, _, address, args = heapq.heappop(self._pending)
             self._store(address, args)
             applied.append((address, args))
+        self._urgent = False
         return applied
+
+    def urgent(self, now: float) -> bool:
+        """Whether a trigger that pre-empts (`Param.preempts`: a cue, a reset, play turning on) came in to be
+        applied now, not at a time of its own: the engine then makes the next chunk at once and replaces
+        what the card has queued, instead of waiting for the queue to drain (see live/engine.py)."""
+        self._take_inbox(now)
+        return self._urgent
+
+    def _take_inbox(self, now: float) -> None:
+        """Move what the control threads submitted into the timed queue; untimed messages are due `now`."""
+        while True:
+            try:
+                at, address, args = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            for address, args in (args if address is None else ((address, args),)):  # None: a batch
+                self._order += 1
+                heapq.heappush(self._pending, (now if at is None else at, self._order, address, args))
+                if at is None and self._preempts(address, args):
+                    self._urgent = True
+
+    def _preempts(self, address: str, args: tuple) -> bool:
+        p = self.params[address]
+        return p.preempts and (p.types != "b" or (bool(args[0]) and not self.values.get(address)))
 
     def _store(self, address: str, args: tuple) -> None:
         for address, args in self.expand(address, args):

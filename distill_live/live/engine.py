@@ -6,20 +6,25 @@
                                          sound card callback ◄── RingBuffer   needs another rate)
 
 The callback only copies from the ring (and counts underruns). Everything heavy happens in the
-generator thread, which keeps the ring one sound card block plus `buffer_ms` ahead and never more:
-whatever is queued is latency. It works in chunks of a quarter frame (see player.py), so the
-ring can stay that short while the model still computes whole frames. Model files asked for over
-OSC (`/distill/model`) are loaded by a third thread so the generator never waits on a disk.
+generator thread, which keeps the ring one sound card block plus a margin ahead and never more:
+whatever is queued is latency. It makes each chunk (a sixteenth of a frame, see player.py) just in
+time: when the ring falls below that, so a control is applied at the last chunk before it would be
+heard. The margin is measured, not guessed (`Margin`): what noticing and making a chunk has cost on
+this machine over the last seconds, never less than `buffer_ms`. A trigger (a cue jump, a reset,
+play) does not even wait for that: it wakes the generator, which makes its chunks at once and puts
+them in place of what the card has queued (`_preempt`). Model files asked for over OSC
+(`/distill/model`) are loaded by a third thread so the generator never waits on a disk.
 
 With an audio input (audioinput.py) the generator also pulls what the input callback copied, and
 a frame waits until a whole frame of input has arrived; input beyond what keeps the card fed is
-skipped, so the input is heard about one frame + one card block + `buffer_ms` after it arrives.
+skipped, so the input is heard about one frame + one card block + the margin after it arrives.
 """
 from __future__ import annotations
 
 import functools
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -39,7 +44,7 @@ from distill_live.model.modelfile import DistillModel, ModelFileError, load_mode
 from distill_live.model.prior import Controls
 
 from .audioinput import AudioInput
-from .player import Heard, Playback, Player, Voice
+from .player import SPLICE, Heard, Playback, Player, Voice
 from .resample import StreamResampler
 from .ringbuffer import RingBuffer
 
@@ -48,6 +53,8 @@ log = logging.getLogger("distill.engine")
 MODEL = f"{PREFIX}/model"  # hot-swap: the engine loads it off the generator thread
 SAVE, RECALL = f"{PREFIX}/preset/save", f"{PREFIX}/preset/recall"  # presets: the engine keeps them
 CODE_HISTORY = 1024  # frames of codes kept for the surfaces (20 s at 50 frames/s)
+IDLE = 0.0005  # seconds the generator waits between looks at the ring when it has nothing to do
+REALTIME_PRIORITY = 5  # SCHED_FIFO priority of the generator with --realtime: below JACK's threads
 
 
 @dataclass
@@ -84,13 +91,61 @@ class Telemetry:
         }
 
 
+def realtime_priority() -> str:
+    """Put the calling thread on real-time scheduling (SCHED_FIFO) at `REALTIME_PRIORITY`, below the sound
+    card's callback (jackd -R runs it at 10 and above), so a busy desktop cannot delay a frame. Linux
+    allows it without root when the user's rtprio limit (`ulimit -r`, e.g. the audio group's) is above 0.
+    Returns what happened, in words."""
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_RTPRIO)[0]
+        priority = REALTIME_PRIORITY if limit == resource.RLIM_INFINITY else min(REALTIME_PRIORITY, limit)
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(max(1, priority)))  # 0: this thread, on Linux
+        return f"real-time priority {max(1, priority)}"
+    except (ImportError, AttributeError, OSError) as e:
+        return (f"normal priority: real-time was refused ({getattr(e, 'strerror', None) or e}); on Linux add "
+                "yourself to the audio group with an rtprio limit (ulimit -r)")
+
+
+class Margin:
+    """How far ahead of the card the generator keeps the ring beyond one card block: as little as this
+    machine, measured as it plays, allows (just-in-time generation).
+
+    What is measured is each chunk's cost: from the generator's last look that found the ring full
+    enough to the moment the chunk is queued, i.e. the time to notice the ring ran low (the idle wait
+    and how late the OS woke the thread) plus the compute (a whole frame at a frame's first chunk).
+    The margin is the larger of 1.5 x the p99 and the worst cost of the last `window` seconds, never
+    below `floor` (serve --buffer-ms). A slow chunk raises it at once; it comes down again once the
+    slow chunks are `window` seconds old. So a quiet machine plays tight, a busy one stays safe.
+    """
+
+    def __init__(self, floor: float, chunks_per_second: float, window: float = 2.0):
+        self.floor = floor  # seconds
+        self.costs: deque = deque(maxlen=max(1, round(window * chunks_per_second)))
+        self.p99 = self.worst = 0.0
+        self.seconds = floor
+        self._since_update = 0
+
+    def add(self, cost: float) -> None:
+        self.costs.append(cost)
+        self.worst = max(self.worst, cost)
+        self.seconds = max(self.seconds, cost)
+        self._since_update += 1
+        if self._since_update >= 64:  # the percentile now and then: it costs more than a chunk's bookkeeping
+            self._since_update = 0
+            costs = np.array(self.costs)
+            self.p99, self.worst = float(np.percentile(costs, 99)), float(costs.max())
+            self.seconds = max(self.floor, 1.5 * self.p99, self.worst)
+
+
 class Engine:
     """One model playing into a ring buffer at `device_rate` (the model's rate unless the card
     needs another). `models_dir` confines `/distill/model` paths (default: no hot-swap)."""
 
     def __init__(self, model: DistillModel, registry: ParamRegistry | None = None, seed: int = 0,
                  buffer_ms: float = 10.0, device_rate: int | None = None, models_dir: str | Path | None = None,
-                 audio_input: AudioInput | None = None, presets: Presets | None = None):
+                 audio_input: AudioInput | None = None, presets: Presets | None = None, realtime: bool = False):
         self.player = Player(model, registry, seed, audio_input, on_fault=self._fault)
         self.input = audio_input
         self.registry = self.player.registry
@@ -101,10 +156,12 @@ class Engine:
         self._resampler = StreamResampler(self.model_rate, self.sample_rate) if self.sample_rate != self.model_rate \
             else None
         self.frame_samples = round(self.hop * self.sample_rate / self.model_rate)  # one frame at the card's rate
-        self.target = round(buffer_ms / 1000 * self.sample_rate)  # samples ready beyond one card block
         self.block = 0  # samples the card took at its last callback
         self.lead_in = 0
-        self.ring = RingBuffer(self.frame_samples * 64 + self.target)
+        self.margin = Margin(buffer_ms / 1000, self.model_rate / self.player.chunk)
+        self.ring = RingBuffer(self.frame_samples * 64 + round(buffer_ms / 1000 * self.sample_rate))
+        self._looked = time.perf_counter()  # the generator's last look that found nothing to do
+        self.splice = round(SPLICE * self.sample_rate)  # samples of the crossfade where a trigger cuts in
         self.telemetry = Telemetry(self.hop / self.model_rate)
         self.level = 0.0  # recent peak of the output, for meters
         self.output_latency = 0.0  # seconds the sound card adds after the callback (set when the card opens)
@@ -130,6 +187,7 @@ class Engine:
         self._last_fault = 0.0
         self._least_queued, self._window_frames = math.inf, 0  # see _input_allows
         self._frame_time = 0.0  # seconds spent on the current frame's chunks so far
+        self.realtime = realtime  # ask for real-time priority for the generator thread
 
     # -- any thread: the engine's public face, what the control surfaces see ------------------------
 
@@ -159,10 +217,13 @@ class Engine:
         return end, self._codes[np.arange(start, end) % CODE_HISTORY]
 
     def stats(self) -> dict:
-        """The telemetry summary (frames, underruns, faults, frame_ms_p50/p99, rtf), the buffer depth and the
-        latency estimate in ms."""
-        buffer_ms, latency_ms = 1000.0 * self.queued_seconds(), self.latency_ms()
-        return {**self.telemetry.summary(), "buffer_ms": buffer_ms, "latency_ms": latency_ms}
+        """The telemetry summary (frames, underruns, faults, frame_ms_p50/p99, rtf), the buffer depth, the
+        latency estimate and the generator's margin with what it was made of (chunk cost p99 and worst),
+        in ms."""
+        m = self.margin
+        return {**self.telemetry.summary(), "buffer_ms": 1000.0 * self.queued_seconds(),
+                "latency_ms": self.latency_ms(), "margin_ms": 1000.0 * m.seconds, "cost_ms_p99": 1000.0 * m.p99,
+                "cost_ms_worst": 1000.0 * m.worst}
 
     def queued_seconds(self) -> float:
         return self.ring.available() / self.sample_rate
@@ -173,9 +234,10 @@ class Engine:
         return self.time - self.queued_seconds() + (wall - time.time())
 
     def latency_ms(self) -> float:
-        """Control-to-sound estimate for play, stop and gain: a message waits for the next chunk, then
-        everything queued in the ring and the card plays first. What steers the prior (worlds,
-        descriptors, temperature...) waits up to one frame more, for the next frame."""
+        """Control-to-sound estimate for stop and gain: a message waits for the next chunk, then everything
+        queued in the ring and the card plays first. What steers the prior (worlds, descriptors,
+        temperature...) waits up to one frame more, for the next frame; triggers (play, cue, reset) replace
+        what is queued and wait only for the block the card is playing."""
         return 1000.0 * (self.player.chunk / self.model_rate + self.queued_seconds() + self.output_latency)
 
     def input_latency_ms(self) -> float:
@@ -199,6 +261,20 @@ class Engine:
 
     def generate_one(self) -> None:
         """Make one chunk and queue it for the card."""
+        self.ring.write(self._make_chunk())
+
+    def _preempt(self) -> None:
+        """A trigger that must not wait (a cue, a reset, play): make its chunks at once and put them in
+        place of what the card has queued beyond the block it may be reading, crossfading from what they
+        replace over `SPLICE` (RingBuffer.replace_unread). The dropped audio was made and is in a take,
+        so the card skips those few milliseconds of the take's timeline (at most one block + the margin)."""
+        fresh = [self._make_chunk()]
+        while sum(map(len, fresh)) < self.splice:  # the crossfade's length: the frame is made, chunks are cheap
+            fresh.append(self._make_chunk())
+        self.ring.replace_unread(np.concatenate(fresh), self.block, self.splice)
+
+    def _make_chunk(self) -> np.ndarray:
+        """The next chunk at the card's rate, with everything that goes with it (changes, take, meters)."""
         self._swap_if_loaded()
         frames_before = self.player.frames
         at = self.player.time
@@ -234,7 +310,7 @@ class Engine:
                 self._step_ramps()
         self._frame_time += spent
         self.level = float(np.abs(chunk).max()) if len(chunk) else 0.0
-        self.ring.write(chunk)
+        return chunk
 
     def _remember(self, chunk: np.ndarray) -> None:
         n, size = len(chunk), len(self._recent)
@@ -307,20 +383,33 @@ class Engine:
                         "they are kept until serve stops")
 
     def _run(self) -> None:
+        if self.realtime:
+            log.info("generator thread: %s", realtime_priority())
         self.warm_up()  # in this thread: torch's first calls in a new thread are slow too
         self._ready.set()
-        idle = self.player.chunk / self.model_rate / 4
         while self._running:
-            if not self.poll():
-                time.sleep(idle)
+            if not self.poll() and self.registry.arrived.wait(IDLE):  # a message wakes it at once
+                self.registry.arrived.clear()
 
     def poll(self) -> bool:
-        """One pass of the generator loop: make a chunk if the card needs one and the input allows it.
-        False when there was nothing to do (the loop sleeps a moment before the next pass)."""
-        if self.ring.available() < self.block + self.target and self._input_allows():
-            self.generate_one()
+        """One pass of the generator loop: make a chunk if the card needs one (or a trigger came) and the
+        input allows it. False when there was nothing to do (the loop waits a moment before the next pass)."""
+        # (before the card's first callback there is only the start's cushion of silence: it stays)
+        urgent = self.registry.urgent(self.player.time) and self.block > 0
+        if (urgent or self.ring.available() < self.block + self.target) and self._input_allows():
+            if urgent:
+                self._preempt()
+            else:
+                self.generate_one()
+            self.margin.add(time.perf_counter() - self._looked)
             return True
+        self._looked = time.perf_counter()
         return False
+
+    @property
+    def target(self) -> int:
+        """Samples kept ready beyond one card block: the margin, at the card's rate."""
+        return round(self.margin.seconds * self.sample_rate)
 
     def _input_allows(self) -> bool:
         """With an audio input, a new frame waits until a whole frame of input has arrived.

@@ -1,11 +1,15 @@
-"""The Player turns parameters into audio, one chunk (a quarter frame) at a time.
+"""The Player turns parameters into audio, one chunk (a sixteenth of a frame) at a time.
 
 It is the heart of both `render` (offline, as fast as possible) and `serve` (the generator thread
 feeding the ring buffer). The model makes a whole frame at once (one prior step, one decoder
 step, any crossfade between voices), but control messages are applied every chunk, and the
 play/stop fade and the gain are applied per chunk too: so starting, stopping and gain answer
-within a chunk (5 ms), and a start from silence does not wait for the next frame boundary, while
-what steers the prior (worlds, descriptors, temperature...) takes effect with the next frame.
+within a chunk (1.25 ms), while what steers the prior (worlds, descriptors, temperature...) takes
+effect with the next frame. Triggers do not wait for the frame to end: a start from silence, a cue
+jump and a reset begin a new frame at the chunk they arrive, and a cue or reset fades from the rest
+of the frame it cuts into over `SPLICE` (4 ms: shorter than any note onset a player would call
+late, long enough that the cut is not heard as a click). Render does the same, so a take renders
+again sample for sample.
 
 With an audio input (serve --input, see audioinput.py) each frame also encodes a frame of the
 input, and the input's codes can take the prior's place: `/distill/input/mode` 1 (resynth) decodes
@@ -49,7 +53,8 @@ from distill_live.model.prior import HISTORY, Controls, PriorState
 from .audioinput import AudioInput
 
 PLAY_FADE = 0.05  # seconds: start/stop fade
-CHUNKS = 4  # chunks per frame: how often controls are applied
+CHUNKS = 16  # chunks per frame: how often controls are applied (1.25 ms at 50 frames/s)
+SPLICE = 0.004  # seconds: the crossfade where a trigger cuts into a frame (see `Player.next_chunk`)
 INPUT_MEMORY = 16  # loud input frames the prior is primed with when it takes over (as many as a cue jump)
 
 
@@ -196,7 +201,7 @@ class Player:
         self.hop = model.config.codec.hop
         self.sample_rate = model.config.codec.sample_rate
         self.frame_rate = model.config.codec.frame_rate
-        self.chunk = self.hop // CHUNKS if self.hop % CHUNKS == 0 else self.hop
+        self.chunk = self.hop // max(n for n in range(1, CHUNKS + 1) if self.hop % n == 0)
         self.frames = 0  # model frames made (silent ones included)
         self.samples = 0  # samples played
         self.voice = Voice.start(model, seed, listening=audio_input is not None)
@@ -216,6 +221,7 @@ class Player:
         self.raw = np.zeros(self.hop, np.float32)  # the current frame, before fade and gain
         self.pos = self.hop  # where the next chunk starts in `raw`; hop = a new frame is needed
         self.raw_silent = True  # `raw` was not computed (stopped)
+        self.cut = False  # a trigger was applied: the next chunk begins a new frame, not the rest of this one
         self._frame_ramp = np.linspace(0.0, 1.0, self.hop, endpoint=False, dtype=np.float32) + 1.0 / self.hop
         self._ramp = np.linspace(0.0, 1.0, self.chunk, endpoint=False, dtype=np.float32) + 1.0 / self.chunk
 
@@ -262,9 +268,11 @@ class Player:
             fresh = Voice(model, model.prior.jump(self.voice.prior_state, model.cues[index], 0, self.controls()),
                           model.codec.start(1), self.voice.encoder_state)
             self.crossfade_to(fresh, fade)
+            self.cut = True
         elif name == "reset":
             self.crossfade_to(Voice.start(model, self.registry.get("seed"), listening=self.voice.encoder_state),
                               PLAY_FADE)
+            self.cut = True
         elif name == "seed":
             self.voice.prior_state.generator.manual_seed(int(args[0]))
         elif name == "region/mode":
@@ -322,11 +330,15 @@ class Player:
         return Heard(torch.from_numpy(audio)[None], loud, leads and not held)
 
     def _next_raw_frame(self, playing: bool) -> None:
-        """Make the next frame of the model (or a silent one, without running the model, when stopped)."""
+        """Make the next frame of the model (or a silent one, without running the model, when stopped).
+        A frame that cuts into the one playing (a trigger) fades from the rest of it over `SPLICE`."""
         if self.retake and self.registry.get("region/mode"):
             self._take_region()
+        rest = self.raw[self.pos:self.pos + round(SPLICE * self.sample_rate)].copy() if not self.raw_silent \
+            else self.raw[:0]
         self.frames += 1
         self.pos = 0
+        self.cut = False
         if self.input is not None:
             # taken and encoded even when stopped: time goes on, and the encoder's window must hold the
             # input just before play starts, not what it heard when the player last played (an encoder
@@ -356,6 +368,9 @@ class Player:
             self.fading = None
             self.on_fault("the model made a frame of NaN or inf: it plays on from a fresh start")
             audio = np.zeros_like(audio)
+        if len(rest):  # (a new array: the decoder's output may be a view of its state)
+            fade = np.arange(1, len(rest) + 1, dtype=np.float32) / (len(rest) + 1)
+            audio = np.concatenate([rest * (1.0 - fade) + audio[:len(rest)] * fade, audio[len(rest):]])
         self.raw[:] = audio
         self.raw_silent = False
 
@@ -385,8 +400,9 @@ class Player:
         return soft_clip((raw * env * gain).astype(np.float32))
 
     def frame_due(self) -> bool:
-        """The next chunk begins a new frame: at the frame boundary, or at once when starting from silence."""
-        return self.pos >= self.hop or (bool(self.registry.get("play")) and self.raw_silent)
+        """The next chunk begins a new frame: at the frame boundary, at once when starting from silence, or
+        after a cue jump or reset (a trigger cuts into the frame playing, it does not wait for its end)."""
+        return self.pos >= self.hop or self.cut or (bool(self.registry.get("play")) and self.raw_silent)
 
     def silent_chunk(self) -> np.ndarray:
         """Silence in place of a chunk that failed: time goes on, and the next chunk starts a new frame."""
@@ -395,7 +411,7 @@ class Player:
         return np.zeros(self.chunk, dtype=np.float32)
 
     def next_frame(self) -> np.ndarray:
-        """Produce the next `hop` samples: `CHUNKS` chunks (what render and bench use)."""
+        """Produce the next `hop` samples, a chunk at a time (what render and bench use)."""
         chunks, applied = [], []
         for _ in range(self.hop // self.chunk):
             chunks.append(self.next_chunk())

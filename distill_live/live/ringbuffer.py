@@ -3,6 +3,9 @@
 The generator thread is the only writer and the audio callback the only reader. Each side moves
 only its own counter, and Python's GIL makes an int assignment atomic, so neither side ever takes
 a lock or allocates.
+
+The writer may also take back what it queued and the reader has not begun (`replace_unread`, for a
+trigger that must not wait behind it): see there why that is safe without a lock.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ class RingBuffer:
 
         Returns how many frames came from the ring; the rest are zeros (an underrun)."""
         frames = out.shape[0]
-        n = min(frames, self.available())
+        n = max(0, min(frames, self.available()))
         start = self.read % self.capacity
         first = min(n, self.capacity - start)
         if out.ndim == 2:
@@ -49,6 +52,34 @@ class RingBuffer:
         out[n:] = 0.0
         self.read += n
         return n
+
+    def replace_unread(self, samples: np.ndarray, guard: int, fade: int) -> int:
+        """Producer: keep the next `guard` samples (one card block), replace everything queued after them
+        with `samples`, crossfading from the queued audio over the first `fade` samples; returns how many
+        queued samples were dropped.
+
+        Why no lock is needed: the reader copies at most one block (`guard`) per call, starting at `read`,
+        and moves `read` only once it has copied. So at any moment it may be copying [read, read + guard)
+        and nothing past that, and the cut at read + guard is never in the middle of a copy. The writer
+        first pulls `written` back to the cut (one int store), so a copy that starts from then on stops
+        there; only then does it rewrite the samples past the cut, which nobody can be reading, and it
+        publishes them by moving `written` on, as `write` always does. The one way this can go wrong is
+        the reader finishing its block and starting the next one inside the few microseconds between
+        those two stores: that block comes up short, counted as an underrun, never torn audio.
+        """
+        cut = self.read + guard
+        dropped = self.written - cut
+        if dropped <= 0:
+            self.write(samples)
+            return 0
+        n = min(fade, dropped, len(samples))
+        start = cut % self.capacity
+        old = self.data[(start + np.arange(n)) % self.capacity]  # the queued audio at the cut (a copy)
+        ramp = np.arange(1, n + 1, dtype=np.float32) / (n + 1)
+        samples = np.concatenate([old * (1.0 - ramp) + samples[:n] * ramp, samples[n:]])
+        self.written = cut
+        self.write(samples)
+        return dropped
 
     def discard(self, n: int | None = None) -> int:
         """Consumer: drop the oldest `n` samples (all waiting when None) without reading them; returns how many."""

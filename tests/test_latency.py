@@ -1,0 +1,98 @@
+"""Latency, piece by piece: which messages pre-empt, how the ring takes back what it queued, and how a
+trigger cuts into the frame playing. The whole path through a real JACK server is in test_serve.py;
+the figures are bench/latency.py's."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from distill_live.control.params import ParamRegistry
+from distill_live.live.player import SPLICE, Player
+from distill_live.live.ringbuffer import RingBuffer
+from models import random_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model()
+
+
+def test_triggers_are_urgent_and_everything_else_waits_its_turn(model):
+    registry = ParamRegistry.for_model(model)
+    for address, args in (("/distill/cue", [1]), ("/distill/reset", []), ("/distill/play", [1])):
+        registry.submit(address, args)
+        assert registry.urgent(0.0), address
+        registry.apply_due(0.0)
+        assert not registry.urgent(0.0), f"{address}: urgent only until it is applied"
+    # playing now: play 1 again changes nothing; the rest are not triggers; a timed cue has its own time
+    for address, args, at in (("/distill/play", [1], None), ("/distill/gain", [0.5], None),
+                              ("/distill/world/bells", [1.0], None), ("/distill/play", [0], None),
+                              ("/distill/cue", [2], 5.0), ("/distill/reset", [0], None)):
+        registry.submit(address, args, at=at)
+        assert not registry.urgent(0.0), (address, args, at)
+    registry.apply_due(0.0)  # stopped now
+    registry.submit_validated([("/distill/gain", (0.2,)), ("/distill/play", (1,))])  # a bundle with play 1
+    assert registry.urgent(0.0)
+
+
+def test_replace_unread_keeps_the_block_being_read_and_crossfades_into_the_new_samples():
+    ring = RingBuffer(1000)
+    ring.write(np.ones(300, np.float32))
+    out = np.zeros(50, np.float32)
+    ring.read_into(out)  # the card took a block of 50: 250 queued
+    dropped = ring.replace_unread(np.full(100, -1.0, np.float32), guard=50, fade=20)
+    assert dropped == 200  # all but the next block
+    heard = np.zeros(ring.available(), np.float32)
+    ring.read_into(heard)
+    np.testing.assert_array_equal(heard[:50], 1.0)  # the block the card may be copying is left alone
+    fade = heard[50:70]
+    assert np.all(np.diff(fade) < 0) and 1.0 > fade[0] > 0.9 and -1.0 < fade[-1] < -0.9, fade
+    np.testing.assert_array_equal(heard[70:], -1.0)
+    assert len(heard) == 150
+    # nothing queued past the guard: the new samples follow what is there
+    assert ring.replace_unread(np.full(10, 2.0, np.float32), guard=50, fade=20) == 0
+    assert ring.available() == 10
+
+
+def test_a_cue_cuts_into_the_frame_and_fades_from_its_rest(model):
+    """The cue does not wait for the frame to end: the chunk it is applied at begins a new frame, which
+    starts from where the old one was and fades over SPLICE; render does exactly this, so takes replay."""
+    registry = ParamRegistry.for_model(model)
+    registry.submit("/distill/play", [1])
+    player = Player(model, registry, seed=0)
+    for _ in range(10):
+        player.next_frame()
+    for _ in range(5):  # into the middle of a frame
+        player.next_chunk()
+    frames, rest = player.frames, player.raw[player.pos:].copy()
+    registry.submit("/distill/cue", [1, 0.1])
+    first = player.next_chunk()
+    assert player.frames == frames + 1 and player.pos == player.chunk, "the cue began a frame at once"
+    gain_env = first / np.where(rest[:len(first)] == 0, 1, rest[:len(first)])
+    assert abs(gain_env[0] - 1.0) < 0.1, "the first sample is still (almost) the old frame's next one"
+    splice = round(SPLICE * player.sample_rate)
+    assert not np.allclose(player.raw[splice:splice + 20], rest[splice:splice + 20]), "then the new frame"
+
+
+def test_realtime_priority_is_given_or_the_reason_said():
+    """serve --realtime: the generator thread gets SCHED_FIFO where this user may have it (root, or an rtprio
+    limit), and otherwise says so in a sentence that names the way to allow it; the thread plays on either way."""
+    import os
+    import threading
+
+    from distill_live.live.engine import realtime_priority
+
+    seen = {}
+
+    def thread():
+        seen["said"] = realtime_priority()
+        seen["policy"], seen["priority"] = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+
+    t = threading.Thread(target=thread)
+    t.start()
+    t.join()
+    if seen["said"].startswith("real-time priority"):
+        assert seen["policy"] == os.SCHED_FIFO and seen["said"] == f"real-time priority {seen['priority']}", seen
+    else:
+        assert seen["policy"] == os.SCHED_OTHER and "audio group" in seen["said"], seen
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER, "only the thread that asked changes"
