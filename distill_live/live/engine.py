@@ -54,6 +54,7 @@ MODEL = f"{PREFIX}/model"  # hot-swap: the engine loads it off the generator thr
 SAVE, RECALL = f"{PREFIX}/preset/save", f"{PREFIX}/preset/recall"  # presets: the engine keeps them
 CODE_HISTORY = 1024  # frames of codes kept for the surfaces (20 s at 50 frames/s)
 IDLE = 0.0005  # seconds the generator waits between looks at the ring when it has nothing to do
+HEAVY = 0.02  # seconds: the least margin while voices crossfade or a model loads (the old fixed buffer + 10 ms)
 REALTIME_PRIORITY = 5  # SCHED_FIFO priority of the generator with --realtime: below JACK's threads
 
 
@@ -180,7 +181,8 @@ class Engine:
         stats = model.meta.get("descriptor_stats")
         self.descriptor_stats = DescriptorStats.from_dict(stats) if stats else None  # the training ranges
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()  # work for the helper thread: loads, preset files
-        self._loaded: queue.SimpleQueue = queue.SimpleQueue()
+        self._loaded: queue.SimpleQueue = queue.SimpleQueue()  # loaded models (None: a load that failed)
+        self._loading = 0  # loads asked for and not back yet
         self._running = False
         self._thread: threading.Thread | None = None
         self._loader: threading.Thread | None = None
@@ -289,6 +291,7 @@ class Engine:
             if self._ramps:
                 self._end_ramps(address, args)
             if address == MODEL:  # loaded by the helper thread, swapped in by this one
+                self._loading += 1
                 self._jobs.put(functools.partial(self._load, args[0]))
             elif address in (SAVE, RECALL):
                 self._preset(address, args)
@@ -408,8 +411,13 @@ class Engine:
 
     @property
     def target(self) -> int:
-        """Samples kept ready beyond one card block: the margin, at the card's rate."""
-        return round(self.margin.seconds * self.sample_rate)
+        """Samples kept ready beyond one card block: the margin, at the card's rate. While two voices play
+        (a cue jump's, a reset's or a hot-swap's crossfade: two models' work a frame) or a model loads
+        beside the generator, a frame costs more than the margin has seen: then at least `HEAVY`."""
+        seconds = self.margin.seconds
+        if self._loading or self.player.fading is not None:
+            seconds = max(seconds, HEAVY)
+        return round(seconds * self.sample_rate)
 
     def _input_allows(self) -> bool:
         """With an audio input, a new frame waits until a whole frame of input has arrived.
@@ -451,7 +459,9 @@ class Engine:
             model = self._loaded.get_nowait()
         except queue.Empty:
             return
-        self.player.swap_model(model)
+        self._loading -= 1
+        if model is not None:
+            self.player.swap_model(model)
 
     # -- helper thread: what must not happen on the generator thread ----------------------------
 
@@ -469,6 +479,7 @@ class Engine:
             model = self.load_compatible(name)
         except (ModelFileError, ValueError) as e:
             self.report(str(e))
+            self._loaded.put(None)  # (the generator counts what it asked for and what came back)
             return
         self._loaded.put(model)
         log.info("swapped to model %s", name)
