@@ -1,37 +1,58 @@
-"""Control-to-sound latency of `distill-live serve`, end to end through a real JACK server.
+"""Action-to-sound latency of `distill-live serve`, end to end through a real JACK server, by kind of action.
 
-Starts a private jackd (dummy driver), runs `distill-live serve MODEL --stopped` into it, and
-listens to the engine's JACK output with a JACK client of its own. Each trial sends one OSC
-message at a known JACK frame time and finds the first sample it changed in the captured audio:
+For each JACK period asked (default 64, 128 and 256 frames at 48 kHz) and each load (idle, and busy: a
+second process keeping one core busy, as a laptop on stage is never idle), it starts a private jackd
+(dummy driver), runs `distill-live serve MODEL --stopped -v` into it with JACK MIDI, and records serve's
+output with a JACK client of its own, sample for sample with JACK frame times. Each trial sends one
+action at a known JACK frame time and finds when the output answered:
 
-* `play`: `/distill/play 1` to a stopped engine (digital silence until then): the message goes
-  through the OSC thread, the registry and the generator thread, which starts the model and the
-  fade-in; the onset is the first non-zero sample.
-* `gain`: `/distill/gain 1` to an engine playing at gain 0: the same path, the gain ramp.
+* trigger: an OSC bundle `/distill/cue i` + `/distill/play 1` to a stopped engine (what a pad sends):
+  the first sample that is not silence. A cue jump while playing takes the same path (it replaces
+  what is queued, tests/test_serve.py); from silence its onset can be seen to the sample.
+* note: a MIDI note-on from a JACK MIDI port into serve's MIDI input (the generic map: a key jumps to
+  a cue and plays): the first sample that is not silence. The note-off stops it.
+* gain: `/distill/gain 1` to an engine playing at gain 0: the first sample that is not silence.
+* world: `/distill/mix` from the model's first world alone to its last alone, and back, the engine
+  playing: the time until the output's log spectrum (10 ms windows, smoothed over 20 ms) has moved
+  halfway from the one world's towards the other's, to stay for 40 ms (each measured over seconds of
+  steady playing first). World weights are eased over 0.1 s (the registry's smoothing), which this includes.
+* descriptor: `/distill/descriptor/loudness` held at 0.1, then at 0.9, and back (guidance 2): the time
+  until the level (dB, the same windows) has moved halfway. Also eased over 0.1 s.
 
-Latency = onset frame time - send frame time, as the JACK graph sees it (add the card's own
-playback latency, one period on the dummy driver, for the speaker). Prints one JSON object with
-p50/p90/p99/max per control, the settings, and the engine's underruns.
+Per action: p50, p90, p99, max and jitter (p99 - p50) in ms, as the JACK graph sees it (add the card's
+own playback latency, one period on the dummy driver, for the speaker); per run the underruns serve
+counted, the xruns JACK reported and serve's margin (`-v`) at the end. One JSON object on stdout.
+A send is timed by JACK's estimate of the current frame: a run with xruns (a machine too busy for
+non-real-time jackd at that period) gives figures that mean nothing, down to negative ones.
 
-    .venv/bin/python bench/latency.py MODEL [--period 256] [--trials 40] [--buffer-ms 10]
+    .venv/bin/python bench/latency.py [MODEL] [--periods 64 128 256] [--loads idle busy] [--trials 200]
+    .venv/bin/python bench/latency.py --quick     # 5 trials of each at 128 frames, idle: does it work?
+
+The whole matrix at 200 trials takes about 45 minutes; run it on a machine doing nothing else.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import random
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
 from jackaudio import jack_env, start_jackd, stop_process  # noqa: E402  (the tests' private jackd)
+
+RATE = 48000
+WINDOW = 480  # samples: the 10 ms windows the world and descriptor actions are judged by
+HOLD = 40  # ms a world or descriptor change must stay past halfway to count
+SILENCE = 1e-6  # below this a sample counts as silence (gain 0 and a stopped engine are exactly 0)
 
 
 def free_port() -> int:
@@ -40,31 +61,54 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class OnsetListener:
-    """A JACK client whose process callback finds the first sample above `level` once armed."""
+class Probe:
+    """A JACK client recording its input into a circular buffer, with the JACK frame time of every
+    sample, and noting the first loud sample once armed (in its process callback: to the sample)."""
 
-    def __init__(self, server: str, level: float):
+    def __init__(self, server: str, seconds: float = 30.0):
         import jack
 
         self.client = jack.Client("latency-probe", servername=server, no_start_server=True)
         self.port = self.client.inports.register("in")
-        self.level = level
+        self.buffer = np.zeros(int(seconds * RATE), np.float32)
+        self.recorded = 0  # samples recorded so far
+        self.first_frame: int | None = None  # JACK frame time of sample 0
         self.armed = False
-        self.onset: int | None = None  # JACK frame time of the first loud sample
-        self.quiet_periods = 0
+        self.onset: int | None = None  # JACK frame time of the first loud sample since `arm`
+        self.quiet = 0  # samples of silence up to now
+        self.xruns = 0
         self.client.set_process_callback(self._process)
+        self.client.set_xrun_callback(self._xrun)
         self.client.activate()
 
     def _process(self, frames: int) -> None:
         x = self.port.get_array()
-        hits = np.flatnonzero(np.abs(x) > self.level)
-        self.quiet_periods = 0 if hits.size else self.quiet_periods + 1
+        if self.first_frame is None:
+            self.first_frame = self.client.last_frame_time
+        at = self.recorded % len(self.buffer)
+        first = min(frames, len(self.buffer) - at)
+        self.buffer[at:at + first] = x[:first]
+        self.buffer[:frames - first] = x[first:]
+        self.recorded += frames
+        hits = np.flatnonzero(np.abs(x) > SILENCE)
+        self.quiet = frames - 1 - int(hits[-1]) if hits.size else self.quiet + frames
         if self.armed and self.onset is None and hits.size:
             self.onset = self.client.last_frame_time + int(hits[0])
+
+    def _xrun(self, delayed_usecs: float) -> None:
+        self.xruns += 1
 
     def arm(self) -> None:
         self.onset = None
         self.armed = True
+
+    def since(self, frame_time: int, n: int, timeout: float = 10.0) -> np.ndarray:
+        """The `n` samples recorded from JACK frame time `frame_time` on (waits until they are)."""
+        start = frame_time - self.first_frame
+        wait(lambda: self.recorded >= start + n, timeout + n / RATE, "the recording")
+        if self.recorded - start > len(self.buffer):
+            raise SystemExit("latency: the recording ring overflowed (the bench fell behind)")
+        return self.buffer[(start + np.arange(n)) % len(self.buffer)]
 
     def close(self) -> None:
         self.client.deactivate()
@@ -79,70 +123,216 @@ def wait(predicate, timeout: float, what: str):
         time.sleep(0.001)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model")
-    p.add_argument("--period", type=int, default=256, help="JACK frames per period (default 256 = 5.3 ms)")
-    p.add_argument("--rate", type=int, default=48000)
-    p.add_argument("--trials", type=int, default=40)
-    p.add_argument("--buffer-ms", type=float, default=None, help="serve --buffer-ms (default: serve's default)")
-    args = p.parse_args()
-    name = f"distill-latency-{os.getpid()}"
-    env = jack_env(name)
-    try:
-        jackd = start_jackd(name, args.period, args.rate)
-    except RuntimeError as e:
-        raise SystemExit(f"latency: {e}")
-    serve = probe = None
-    try:
-        port = free_port()
-        cmd = [sys.executable, "-m", "distill_live", "serve", args.model, "--stopped", "--osc-port", str(port),
-               "--no-oscquery", "--midi-api", "off", "--channels", "1"]
-        if args.buffer_ms is not None:
-            cmd += ["--buffer-ms", str(args.buffer_ms)]
-        serve = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-        probe = OnsetListener(name, level=1e-6)
-        wait(lambda: probe.client.get_ports("PortAudio.*", is_output=True, is_audio=True), 60, "serve's JACK port")
-        probe.client.connect(probe.client.get_ports("PortAudio.*", is_output=True, is_audio=True)[0].name,
-                             probe.port.name)
+def windows(x: np.ndarray) -> np.ndarray:
+    """10 ms windows every 1 ms: [windows, WINDOW] (times are their centres)."""
+    hop = RATE // 1000
+    starts = np.arange(0, len(x) - WINDOW + 1, hop)
+    return x[starts[:, None] + np.arange(WINDOW)]
+
+
+def log_spectrum(x: np.ndarray) -> np.ndarray:
+    return np.log(np.abs(np.fft.rfft(windows(x) * np.hanning(WINDOW), axis=1)) + 1e-6)
+
+
+def level_db(x: np.ndarray) -> np.ndarray:
+    return 10 * np.log10(np.mean(windows(x) ** 2, axis=1) + 1e-12)[:, None]
+
+
+def halfway_ms(feature: np.ndarray, start: np.ndarray, end: np.ndarray) -> float | None:
+    """When a feature track [windows, dims] (one window per ms, the first centred 5 ms after the send)
+    has moved halfway from `start` towards `end` to stay: smoothed over 20 ms, the first time from
+    which it stays past halfway for `HOLD` ms (generated sound wanders: one window can pass halfway
+    by chance). None if it never does."""
+    d = end - start
+    x = np.convolve((feature - start) @ d / (d @ d), np.ones(20) / 20, mode="same")
+    past = np.lib.stride_tricks.sliding_window_view(x >= 0.5, HOLD).all(axis=1)
+    hits = np.flatnonzero(past)
+    return None if hits.size == 0 else float(hits[0] + WINDOW / 2 * 1000 / RATE)
+
+
+def summary(values: list[float], missed: int = 0) -> dict:
+    v = np.array(values) if values else np.array([np.nan])
+    p50, p90, p99 = (float(p) for p in np.percentile(v, [50, 90, 99]))
+    out = {"trials": len(values), "p50": round(p50, 2), "p90": round(p90, 2), "p99": round(p99, 2),
+           "max": round(float(v.max()), 2), "jitter": round(p99 - p50, 2)}
+    if missed:
+        out["missed"] = missed  # trials where the output never moved halfway in the time looked at
+    return out
+
+
+class Run:
+    """One jackd at one period, one serve, the probe and a MIDI keyboard: the trials of every action."""
+
+    def __init__(self, model: str, period: int, busy: bool, trials: int, settle: float, log):
+        from distill_live.model.modelfile import load_model
+
+        meta = load_model(model)
+        self.worlds, self.cues = meta.worlds, len(meta.cues)
+        self.model, self.period, self.busy, self.trials, self.settle, self.log = model, period, busy, trials, settle, log
+
+    def __enter__(self) -> "Run":
+        import mido
         from pythonosc.udp_client import SimpleUDPClient
 
-        osc = SimpleUDPClient("127.0.0.1", port)
+        self.name = f"distill-latency-{os.getpid()}-{self.period}"
+        self.env = jack_env(self.name)
+        os.environ.update(JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1")  # rtmidi reads it at open
+        self.jackd = start_jackd(self.name, self.period, RATE)
+        self.burner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if self.busy else None
+        port = free_port()
+        cmd = [sys.executable, "-m", "distill_live", "serve", self.model, "--stopped", "--osc-port", str(port),
+               "--no-oscquery", "--midi-api", "jack", "--channels", "1", "-v"]
+        self.serve = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+        self.err: list[str] = []
+        threading.Thread(target=lambda: self.err.extend(self.serve.stderr), daemon=True).start()
+        self.probe = Probe(self.name)
+        c = self.probe.client
+        wait(lambda: c.get_ports("PortAudio.*", is_output=True, is_audio=True), 120, "serve's JACK port")
+        c.connect(c.get_ports("PortAudio.*", is_output=True, is_audio=True)[0].name, self.probe.port.name)
+        wait(lambda: c.get_ports("distill.*", is_input=True, is_midi=True), 30, "serve's MIDI input")
+        self.keys = mido.Backend("mido.backends.rtmidi/UNIX_JACK").open_output("out", client_name="latency-keys")
+        c.connect("latency-keys:out", c.get_ports("distill.*", is_input=True, is_midi=True)[0].name)
+        self.osc = SimpleUDPClient("127.0.0.1", port)
         time.sleep(1.0)
-        results: dict[str, list[float]] = {"play": [], "gain": []}
-        rng = random.Random(0)
-        for control in ("play", "gain"):
-            if control == "gain":
-                osc.send_message("/distill/gain", 0.0)
-                osc.send_message("/distill/play", 1)
-            for _ in range(args.trials):
-                wait(lambda: probe.quiet_periods * args.period > 0.15 * args.rate, 10, "silence")
-                time.sleep(rng.uniform(0, 0.03))  # land anywhere in a frame and a period
-                probe.arm()
-                sent = probe.client.frame_time
-                osc.send_message(f"/distill/{control}", 1 if control == "play" else 1.0)
-                wait(lambda: probe.onset is not None, 5, f"the onset after /distill/{control}")
-                results[control].append(1000.0 * (probe.onset - sent) / args.rate)
-                osc.send_message(f"/distill/{control}", 0 if control == "play" else 0.0)
-        serve.send_signal(2)
-        out, err = serve.communicate(timeout=30)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for close in (lambda: self.keys.close(), self.probe.close):
+            try:
+                close()
+            except Exception:
+                pass
+        if self.serve.poll() is None:
+            self.serve.kill()
+        if self.burner is not None:
+            self.burner.kill()
+        stop_process(self.jackd)
+
+    def send(self, *messages: tuple[str, object]) -> None:
+        from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+        from pythonosc.osc_message_builder import OscMessageBuilder
+
+        if len(messages) == 1:
+            self.osc.send_message(*messages[0])
+            return
+        bundle = OscBundleBuilder(IMMEDIATELY)
+        for address, value in messages:
+            m = OscMessageBuilder(address)
+            for v in (value if isinstance(value, list) else [value]):
+                m.add_arg(v)
+            bundle.add_content(m.build())
+        self.osc.send(bundle.build())
+
+    # -- the actions ---------------------------------------------------------------------------
+
+    def onsets(self, start, stop) -> list[float]:
+        """ms from `start(i)` to the first sound, from silence, `trials` times; `stop(i)` silences again."""
+        out, rng = [], np.random.default_rng(self.period)
+        for i in range(self.trials):
+            wait(lambda: self.probe.quiet > 0.15 * RATE, 10, "silence")
+            time.sleep(rng.uniform(0, 0.02))  # land anywhere in a frame and a period
+            self.probe.arm()
+            sent = self.probe.client.frame_time
+            start(i)
+            wait(lambda: self.probe.onset is not None, 5, "the sound")
+            out.append(1000.0 * (self.probe.onset - sent) / RATE)
+            stop(i)
+        wait(lambda: self.probe.quiet > 0.15 * RATE, 10, "silence")  # the last stop arrived (MIDI's comes late)
+        if self.trials <= 10:
+            self.log(f"  each: {[round(x, 2) for x in out]}")
+        return out
+
+    def halfway(self, states: list[list[tuple[str, object]]], feature) -> tuple[list[float], int]:
+        """ms from switching between two states to the output moving halfway, `trials` times (alternating)."""
+        refs = []
+        for state in states:  # each state's own sound, over `settle` seconds of steady playing
+            self.send(*state)
+            time.sleep(1.0)
+            sent = self.probe.client.frame_time
+            refs.append(feature(self.probe.since(sent, int(self.settle * RATE))).mean(axis=0))
+        out, missed, rng = [], 0, np.random.default_rng(self.period)
+        for i in range(self.trials):
+            time.sleep(0.3 + rng.uniform(0, 0.02))  # the state before has settled
+            sent = self.probe.client.frame_time
+            self.send(*states[i % 2])
+            t = halfway_ms(feature(self.probe.since(sent, int(0.5 * RATE))), refs[(i + 1) % 2], refs[i % 2])
+            if t is None:
+                missed += 1
+            else:
+                out.append(t)
+        return out, missed
+
+    def measure(self) -> dict:
+        import mido
+
+        report: dict = {}
+        w = self.worlds
+        report["trigger"] = summary(self.onsets(
+            lambda i: self.send(("/distill/cue", [i % self.cues, 0.05]), ("/distill/play", 1)),
+            lambda i: self.send(("/distill/play", 0))))
+        self.log(f"trigger {report['trigger']}")
+        report["note"] = summary(self.onsets(
+            lambda i: self.keys.send(mido.Message("note_on", note=36 + i % self.cues, velocity=100)),
+            lambda i: self.keys.send(mido.Message("note_off", note=36 + i % self.cues))))
+        self.log(f"note {report['note']}")
+        self.send(("/distill/gain", 0.0), ("/distill/play", 1))
+        report["gain"] = summary(self.onsets(lambda i: self.send(("/distill/gain", 1.0)),
+                                             lambda i: self.send(("/distill/gain", 0.0))))
+        self.log(f"gain {report['gain']}")
+        self.send(("/distill/gain", 1.0))
+        one = [[1.0 if k == j else 0.0 for k in range(len(w))] for j in (0, len(w) - 1)]
+        report["world"] = summary(*self.halfway([[("/distill/mix", one[0])], [("/distill/mix", one[1])]],
+                                                log_spectrum))
+        report["world"]["worlds"] = [w[0], w[-1]]
+        self.log(f"world {report['world']}")
+        self.send(("/distill/mix", [0.0] * len(w)), ("/distill/guidance", 2.0))
+        report["descriptor"] = summary(*self.halfway([[("/distill/descriptor/loudness", 0.1)],
+                                                      [("/distill/descriptor/loudness", 0.9)]], level_db))
+        self.log(f"descriptor {report['descriptor']}")
+        self.serve.send_signal(2)
+        out, _ = self.serve.communicate(timeout=60)
         under = re.search(r"(\d+) underruns", out)
-        report = {"model": args.model, "jack_period": args.period, "jack_period_ms": round(1000 * args.period / args.rate, 2),
-                  "rate": args.rate, "trials": args.trials, "buffer_ms": args.buffer_ms,
-                  "underruns": int(under.group(1)) if under else None}
-        for control, values in results.items():
-            v = np.array(values)
-            report[control] = {f"p{q}": round(float(np.percentile(v, q)), 2) for q in (50, 90, 99)}
-            report[control]["max"] = round(float(v.max()), 2)
-        print(json.dumps(report, indent=2))
-        return 0
-    finally:
-        if probe is not None:
-            probe.close()
-        if serve is not None and serve.poll() is None:
-            serve.kill()
-        stop_process(jackd)
+        margins = [line for line in self.err if " margin " in line]
+        report["underruns"] = int(under.group(1)) if under else None
+        report["xruns"] = self.probe.xruns
+        report["serve_v"] = margins[-1].strip() if margins else None  # the margin, its chunk costs, the buffer
+        return report
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", nargs="?", help="a .distill file (default: the bundled demo model)")
+    p.add_argument("--periods", type=int, nargs="+", default=[64, 128, 256], help="JACK frames per period")
+    p.add_argument("--loads", nargs="+", choices=["idle", "busy"], default=["idle", "busy"],
+                   help="busy: a second process keeps one core busy meanwhile")
+    p.add_argument("--trials", type=int, default=200, help="trials of each action in each run")
+    p.add_argument("--quick", action="store_true", help="5 trials of each at 128 frames, idle: to check it works")
+    args = p.parse_args()
+    if args.quick:
+        args.periods, args.loads, args.trials = [128], ["idle"], 5
+    if args.model is None:
+        from distill_live.commands.bundled import DEMO
+
+        args.model = str(DEMO)
+
+    def log(line: str) -> None:
+        print(f"latency: {line}", file=sys.stderr, flush=True)
+
+    runs, loadavg = [], os.getloadavg()
+    for load in args.loads:
+        for period in args.periods:
+            log(f"period {period}, {load}")
+            try:
+                with Run(args.model, period, load == "busy", args.trials, 1.0 if args.quick else 3.0, log) as run:
+                    result = run.measure()
+            except RuntimeError as e:  # jackd did not start
+                raise SystemExit(f"latency: {e}")
+            runs.append({"jack_period": period, "jack_period_ms": round(1000 * period / RATE, 2), "load": load,
+                         **result})
+    print(json.dumps({"model": args.model, "rate": RATE, "trials": args.trials, "cpus": os.cpu_count(),
+                      "loadavg_at_start": loadavg, "runs": runs}, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
