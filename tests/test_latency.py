@@ -96,3 +96,23 @@ def test_realtime_priority_is_given_or_the_reason_said():
     else:
         assert seen["policy"] == os.SCHED_OTHER and "audio group" in seen["said"], seen
     assert os.sched_getscheduler(0) == os.SCHED_OTHER, "only the thread that asked changes"
+
+
+def test_the_margin_follows_the_measured_costs_within_its_bounds():
+    """Just in time: the margin is the worst (or 1.5 x the p99) of the recent chunk costs, never below the floor
+    (--buffer-ms) nor, past it, above MAX_MARGIN; a slow chunk raises it at once, and it comes down once the
+    slow chunks are out of the window."""
+    from distill_live.live.engine import MAX_MARGIN, Margin
+
+    m = Margin(floor=0.002, chunks_per_second=100, window=2.0)  # a window of 200 chunks
+    for _ in range(200):
+        m.add(0.001)
+    assert m.seconds == pytest.approx(0.002)  # cheap chunks: the floor
+    m.add(0.006)
+    assert m.seconds == pytest.approx(0.006)  # one slow chunk: at once
+    m.add(5.0)
+    assert m.seconds == pytest.approx(MAX_MARGIN)  # a stall: no more than the most
+    for _ in range(256):
+        m.add(0.003)
+    assert m.seconds == pytest.approx(0.0045)  # the stall has left the window: 1.5 x the p99
+    assert Margin(floor=0.3, chunks_per_second=100).seconds == 0.3  # a floor asked for above the most

@@ -54,6 +54,7 @@ MODEL = f"{PREFIX}/model"  # hot-swap: the engine loads it off the generator thr
 SAVE, RECALL = f"{PREFIX}/preset/save", f"{PREFIX}/preset/recall"  # presets: the engine keeps them
 CODE_HISTORY = 1024  # frames of codes kept for the surfaces (20 s at 50 frames/s)
 IDLE = 0.0005  # seconds the generator waits between looks at the ring when it has nothing to do
+MAX_MARGIN = 0.1  # seconds: the most the measured margin grows to (see Margin)
 HEAVY = 0.02  # seconds: the least margin while voices crossfade or a model loads (the old fixed buffer + 10 ms)
 REALTIME_PRIORITY = 5  # SCHED_FIFO priority of the generator with --realtime: below JACK's threads
 
@@ -117,8 +118,11 @@ class Margin:
     enough to the moment the chunk is queued, i.e. the time to notice the ring ran low (the idle wait
     and how late the OS woke the thread) plus the compute (a whole frame at a frame's first chunk).
     The margin is the larger of 1.5 x the p99 and the worst cost of the last `window` seconds, never
-    below `floor` (serve --buffer-ms). A slow chunk raises it at once; it comes down again once the
-    slow chunks are `window` seconds old. So a quiet machine plays tight, a busy one stays safe.
+    below `floor` (serve --buffer-ms) and, unless the floor is higher, never above `MAX_MARGIN`: a
+    machine that stalls for longer than that cannot be played live anyway, and a margin that large
+    would make every control late by as much. A slow chunk raises it at once; it comes down again
+    once the slow chunks are `window` seconds old. So a quiet machine plays tight, a busy one stays
+    safe.
     """
 
     def __init__(self, floor: float, chunks_per_second: float, window: float = 2.0):
@@ -131,13 +135,13 @@ class Margin:
     def add(self, cost: float) -> None:
         self.costs.append(cost)
         self.worst = max(self.worst, cost)
-        self.seconds = max(self.seconds, cost)
+        self.seconds = max(self.seconds, min(cost, MAX_MARGIN))
         self._since_update += 1
         if self._since_update >= 64:  # the percentile now and then: it costs more than a chunk's bookkeeping
             self._since_update = 0
             costs = np.array(self.costs)
             self.p99, self.worst = float(np.percentile(costs, 99)), float(costs.max())
-            self.seconds = max(self.floor, 1.5 * self.p99, self.worst)
+            self.seconds = max(self.floor, min(MAX_MARGIN, max(1.5 * self.p99, self.worst)))
 
 
 class Engine:
