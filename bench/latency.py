@@ -2,9 +2,9 @@
 
 For each JACK period asked (default 64, 128 and 256 frames at 48 kHz) and each load (idle, and busy: a
 second process keeping one core busy, as a laptop on stage is never idle), it starts a private jackd
-(dummy driver), runs `distill-live serve MODEL --stopped -v` into it with JACK MIDI, and records serve's
-output with a JACK client of its own, sample for sample with JACK frame times. Each trial sends one
-action at a known JACK frame time and finds when the output answered:
+(dummy driver), runs `distill-live serve MODEL --stopped --buffer-ms 2 -v` into it with JACK MIDI, and
+records serve's output with a JACK client of its own, sample for sample with JACK frame times. Each trial
+sends one action at a known JACK frame time and finds when the output answered:
 
 * trigger: an OSC bundle `/distill/cue i` + `/distill/play 1` to a stopped engine (what a pad sends):
   the first sample that is not silence. A cue jump while playing takes the same path (it replaces
@@ -163,12 +163,13 @@ def summary(values: list[float], missed: int = 0) -> dict:
 class Run:
     """One jackd at one period, one serve, the probe and a MIDI keyboard: the trials of every action."""
 
-    def __init__(self, model: str, period: int, busy: bool, trials: int, settle: float, log):
+    def __init__(self, model: str, period: int, busy: bool, trials: int, settle: float, buffer_ms: float, log):
         from distill_live.model.modelfile import load_model
 
         meta = load_model(model)
         self.worlds, self.cues = meta.worlds, len(meta.cues)
-        self.model, self.period, self.busy, self.trials, self.settle, self.log = model, period, busy, trials, settle, log
+        self.model, self.period, self.busy, self.trials = model, period, busy, trials
+        self.settle, self.buffer_ms, self.log = settle, buffer_ms, log
 
     def __enter__(self) -> "Run":
         import mido
@@ -181,7 +182,7 @@ class Run:
         self.burner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if self.busy else None
         port = free_port()
         cmd = [sys.executable, "-m", "distill_live", "serve", self.model, "--stopped", "--osc-port", str(port),
-               "--no-oscquery", "--midi-api", "jack", "--channels", "1", "-v"]
+               "--no-oscquery", "--midi-api", "jack", "--channels", "1", "--buffer-ms", str(self.buffer_ms), "-v"]
         self.serve = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True)
         self.err: list[str] = []
@@ -307,6 +308,8 @@ def main() -> int:
     p.add_argument("--loads", nargs="+", choices=["idle", "busy"], default=["idle", "busy"],
                    help="busy: a second process keeps one core busy meanwhile")
     p.add_argument("--trials", type=int, default=200, help="trials of each action in each run")
+    p.add_argument("--buffer-ms", type=float, default=2.0, help="serve --buffer-ms (default 2: the README's "
+                                                                 "low-latency way to run it)")
     p.add_argument("--quick", action="store_true", help="5 trials of each at 128 frames, idle: to check it works")
     args = p.parse_args()
     if args.quick:
@@ -324,13 +327,15 @@ def main() -> int:
         for period in args.periods:
             log(f"period {period}, {load}")
             try:
-                with Run(args.model, period, load == "busy", args.trials, 1.0 if args.quick else 3.0, log) as run:
+                with Run(args.model, period, load == "busy", args.trials, 1.0 if args.quick else 3.0, args.buffer_ms,
+                         log) as run:
                     result = run.measure()
             except RuntimeError as e:  # jackd did not start
                 raise SystemExit(f"latency: {e}")
             runs.append({"jack_period": period, "jack_period_ms": round(1000 * period / RATE, 2), "load": load,
                          **result})
-    print(json.dumps({"model": args.model, "rate": RATE, "trials": args.trials, "cpus": os.cpu_count(),
+    print(json.dumps({"model": args.model, "rate": RATE, "trials": args.trials, "buffer_ms": args.buffer_ms,
+                      "cpus": os.cpu_count(),
                       "loadavg_at_start": loadavg, "runs": runs}, indent=2))
     return 0
 

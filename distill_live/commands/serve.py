@@ -61,7 +61,7 @@ def register(sub) -> None:
     g.add_argument("--buffer-ms", type=float, default=None,
                    help="the least audio kept ready beyond one sound card block; the engine keeps more when "
                         "the chunk times it measures need it (see -v): more = safer on a busy machine, "
-                        "less = lower latency (default 2; 100 with --output)")
+                        "less = lower latency, e.g. 2 on a quiet machine (default 10; 100 with --output)")
     g.add_argument("--threads", type=int, default=1, help="CPU threads for torch (1 is fastest for one voice)")
     g.add_argument("--realtime", action="store_true",
                    help="ask for real-time priority for the generator thread (Linux: allowed without root when "
@@ -106,7 +106,7 @@ def _stop_on_signals(stop: threading.Event) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="distill-live: %(message)s")
     if args.buffer_ms is None:
-        args.buffer_ms = 100.0 if args.output else 2.0
+        args.buffer_ms = 100.0 if args.output else 10.0
     if not 0 <= args.buffer_ms <= 1000:
         raise UserError("--buffer-ms must be between 0 and 1000")
     if args.blocksize < 0:
