@@ -401,10 +401,9 @@ class Engine:
     def poll(self) -> bool:
         """One pass of the generator loop: make a chunk if the card needs one (or a trigger came) and the
         input allows it. False when there was nothing to do (the loop waits a moment before the next pass)."""
-        # (before the card's first callback there is only the start's cushion of silence: it stays)
-        urgent = self.registry.urgent(self.player.time) and self.block > 0
+        urgent = self.registry.urgent(self.player.time)
         if (urgent or self.ring.available() < self.block + self.target) and self._input_allows():
-            if urgent:
+            if urgent and self.block:  # (before the card's first callback, the start's cushion stays: append)
                 self._preempt()
             else:
                 self.generate_one()
