@@ -237,3 +237,20 @@ def resynthesised(model, signal: np.ndarray, messages: dict[int, tuple[str, list
         player.next_frame()
         codes.append(player.last_codes.tolist())
     return codes
+
+
+def test_triggers_with_an_input_wait_for_whole_input_frames(model, clock):
+    """Cue jumps and resets while the input plays through (resynth): no frame of input is cut short and
+    filled with silence, nothing skipped, no underrun. (A trigger cuts into the frame playing only
+    without an input: with one, it begins at the frame's end, when a whole frame of input is there.)"""
+    sim = Simulation(model, clock, in_block=64, out_block=64, buffer_ms=10)
+    registry = sim.engine.registry
+    registry.submit("/distill/input/mode", [1])
+    registry.submit("/distill/play", [1])
+    sim.run(0.5)
+    skipped, short, underruns = sim.feed.skipped, sim.feed.short, sim.engine.telemetry.underruns
+    for i in range(12):
+        registry.submit("/distill/cue" if i % 2 else "/distill/reset", [i % 2, 0.05] if i % 2 else [])
+        sim.run(0.0137 * (i + 1))  # into the middle of frames, at ever other places
+    sim.run(0.5)
+    assert (sim.feed.skipped, sim.feed.short, sim.engine.telemetry.underruns) == (skipped, short, underruns)

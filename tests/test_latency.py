@@ -74,6 +74,39 @@ def test_a_cue_cuts_into_the_frame_and_fades_from_its_rest(model):
     assert not np.allclose(player.raw[splice:splice + 20], rest[splice:splice + 20]), "then the new frame"
 
 
+def test_triggers_cut_in_at_most_once_a_frame_and_not_just_before_its_end(model):
+    """A flood of triggers (a pad drummed, the soak's) makes at most one extra frame a frame; a trigger in the
+    last SPLICE of a frame waits for its end, which comes as soon; both are applied either way."""
+    registry = ParamRegistry.for_model(model)
+    registry.submit("/distill/play", [1])
+    player = Player(model, registry, seed=0)
+    for _ in range(4):
+        player.next_frame()
+    player.next_chunk()  # a chunk into a frame
+    frames = player.frames
+    registry.submit("/distill/cue", [1, 0.1])
+    player.next_chunk()
+    assert player.frames == frames + 1, "the first trigger cuts in"
+    for _ in range(3):  # more within the same frame: applied (a new crossfade each), no new frame
+        registry.submit("/distill/reset", [])
+        fading = player.fading
+        player.next_chunk()
+        assert player.fading is not fading and player.frames == frames + 1
+    while player.pos < player.hop:  # the cut frame plays to its end
+        player.next_chunk()
+    player.next_chunk()
+    assert player.frames == frames + 2
+    while player.hop - player.pos >= player.splice:  # to the last SPLICE of this frame
+        player.next_chunk()
+    registry.submit("/distill/cue", [0, 0.1])
+    player.next_chunk()
+    assert player.frames == frames + 2 and player.pos > player.hop - player.splice, "it waits for the frame's end"
+    while player.pos < player.hop:
+        player.next_chunk()
+    player.next_chunk()
+    assert player.frames == frames + 3
+
+
 def test_realtime_priority_is_given_or_the_reason_said():
     """serve --realtime: the generator thread gets SCHED_FIFO where this user may have it (root, or an rtprio
     limit), and otherwise says so in a sentence that names the way to allow it; the thread plays on either way."""

@@ -165,7 +165,7 @@ class Engine:
         self.lead_in = 0
         self.margin = Margin(buffer_ms / 1000, self.model_rate / self.player.chunk)
         self.ring = RingBuffer(self.frame_samples * 64 + round(buffer_ms / 1000 * self.sample_rate))
-        self._looked = time.perf_counter()  # the generator's last look that found nothing to do
+        self._looked = time.perf_counter()  # the generator's last look that found nothing to do, or last chunk
         self.splice = round(SPLICE * self.sample_rate)  # samples of the crossfade where a trigger cuts in
         self.telemetry = Telemetry(self.hop / self.model_rate)
         self.level = 0.0  # recent peak of the output, for meters
@@ -390,9 +390,10 @@ class Engine:
                         "they are kept until serve stops")
 
     def _run(self) -> None:
-        if self.realtime:
-            log.info("generator thread: %s", realtime_priority())
         self.warm_up()  # in this thread: torch's first calls in a new thread are slow too
+        if self.realtime:  # (after the warm-up: torch's worker threads, made there, keep normal priority)
+            log.info("generator thread: %s", realtime_priority())
+        self._looked = time.perf_counter()
         self._ready.set()
         while self._running:
             if not self.poll() and self.registry.arrived.wait(IDLE):  # a message wakes it at once
@@ -401,13 +402,17 @@ class Engine:
     def poll(self) -> bool:
         """One pass of the generator loop: make a chunk if the card needs one (or a trigger came) and the
         input allows it. False when there was nothing to do (the loop waits a moment before the next pass)."""
-        urgent = self.registry.urgent(self.player.time)
+        # (with an audio input, triggers wait for the next frame like everything else: input comes a whole
+        # frame at a time, and what the ring holds is the input's latency, which must not jump)
+        urgent = self.input is None and self.registry.urgent(self.player.time)
         if (urgent or self.ring.available() < self.block + self.target) and self._input_allows():
             if urgent and self.block:  # (before the card's first callback, the start's cushion stays: append)
                 self._preempt()
             else:
                 self.generate_one()
-            self.margin.add(time.perf_counter() - self._looked)
+            done = time.perf_counter()
+            self.margin.add(done - self._looked)
+            self._looked = done  # the next chunk, made at once, costs only itself
             return True
         self._looked = time.perf_counter()
         return False
@@ -478,14 +483,14 @@ class Engine:
             job()
 
     def _load(self, name: str) -> None:
+        model = None  # (the generator counts the loads it asked for and what came back: always something)
         try:
             model = self.load_compatible(name)
+            log.info("swapped to model %s", name)
         except (ModelFileError, ValueError) as e:
             self.report(str(e))
-            self._loaded.put(None)  # (the generator counts what it asked for and what came back)
-            return
-        self._loaded.put(model)
-        log.info("swapped to model %s", name)
+        finally:
+            self._loaded.put(model)
 
     def load_compatible(self, name: str) -> DistillModel:
         """Load `name` from the models folder for a hot-swap; one-sentence ValueError if it cannot be."""

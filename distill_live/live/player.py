@@ -222,6 +222,8 @@ class Player:
         self.pos = self.hop  # where the next chunk starts in `raw`; hop = a new frame is needed
         self.raw_silent = True  # `raw` was not computed (stopped)
         self.cut = False  # a trigger was applied: the next chunk begins a new frame, not the rest of this one
+        self.splice = round(SPLICE * self.sample_rate)  # samples a cut fades over
+        self._last_cut = -self.hop  # `samples` when a trigger last cut in
         self._frame_ramp = np.linspace(0.0, 1.0, self.hop, endpoint=False, dtype=np.float32) + 1.0 / self.hop
         self._ramp = np.linspace(0.0, 1.0, self.chunk, endpoint=False, dtype=np.float32) + 1.0 / self.chunk
 
@@ -260,6 +262,15 @@ class Player:
         self.fading = (self.voice, frames, frames)
         self.voice = voice
 
+    def _may_cut(self) -> bool:
+        """Whether a trigger begins a new frame at the chunk it arrives (see `frame_due`). Not when the frame
+        playing ends within `SPLICE` anyway (its end is as soon, and the splice would be shorter than
+        SPLICE), not when a trigger cut in less than a frame ago (a flood of triggers costs at most one
+        extra frame a frame), and not with an audio input (its frames come whole: a frame begun mid-frame
+        would find only part of one; the trigger waits for the frame's end, at most a frame)."""
+        return (self.input is None and self.hop - self.pos >= self.splice
+                and self.samples - self._last_cut >= self.hop)
+
     def _command(self, address: str, args: tuple) -> None:
         name = address[len(PREFIX) + 1:]
         model = self.voice.model
@@ -268,11 +279,11 @@ class Player:
             fresh = Voice(model, model.prior.jump(self.voice.prior_state, model.cues[index], 0, self.controls()),
                           model.codec.start(1), self.voice.encoder_state)
             self.crossfade_to(fresh, fade)
-            self.cut = True
+            self.cut = self.cut or self._may_cut()
         elif name == "reset":
             self.crossfade_to(Voice.start(model, self.registry.get("seed"), listening=self.voice.encoder_state),
                               PLAY_FADE)
-            self.cut = True
+            self.cut = self.cut or self._may_cut()
         elif name == "seed":
             self.voice.prior_state.generator.manual_seed(int(args[0]))
         elif name == "region/mode":
@@ -334,8 +345,9 @@ class Player:
         A frame that cuts into the one playing (a trigger) fades from the rest of it over `SPLICE`."""
         if self.retake and self.registry.get("region/mode"):
             self._take_region()
-        rest = self.raw[self.pos:self.pos + round(SPLICE * self.sample_rate)].copy() if not self.raw_silent \
-            else self.raw[:0]
+        rest = self.raw[self.pos:self.pos + self.splice].copy() if self.cut and not self.raw_silent else self.raw[:0]
+        if self.cut:
+            self._last_cut = self.samples
         self.frames += 1
         self.pos = 0
         self.cut = False

@@ -58,26 +58,31 @@ class RingBuffer:
         with `samples`, crossfading from the queued audio over the first `fade` samples; returns how many
         queued samples were dropped.
 
-        Why no lock is needed: the reader copies at most one block (`guard`) per call, starting at `read`,
-        and moves `read` only once it has copied. So at any moment it may be copying [read, read + guard)
-        and nothing past that, and the cut at read + guard is never in the middle of a copy. The writer
-        first pulls `written` back to the cut (one int store), so a copy that starts from then on stops
-        there; only then does it rewrite the samples past the cut, which nobody can be reading, and it
-        publishes them by moving `written` on, as `write` always does. The one way this can go wrong is
-        the reader finishing its block and starting the next one inside the few microseconds between
-        those two stores: that block comes up short, counted as an underrun, never torn audio.
+        Why no lock is needed: the reader copies at most one block (`guard`) per call, from `read` up to
+        `written` as it found them, and moves `read` only once it has copied. The writer first pulls
+        `written` back to the cut at read + guard (one int store), so a copy that starts from then on
+        stops there. The reader may have moved on between the writer's look at `read` and that store
+        (the generator can lose the GIL to it between any two lines), and a copy it began then may reach
+        past that cut, up to its new `read` + guard: so the writer looks at `read` again and cuts no
+        sooner than that. What lies before the cut is the queued audio, untouched; only past it does the
+        writer rewrite, where no copy can be, and it publishes the new samples by moving `written` on,
+        as `write` always does. A copy that starts between the two stores may come up short (an
+        underrun, counted), never torn.
         """
+        end = self.written
         cut = self.read + guard
-        dropped = self.written - cut
-        if dropped <= 0:
+        if end <= cut:
             self.write(samples)
             return 0
+        self.written = cut  # a copy that starts from now on stops here...
+        cut = min(end, max(cut, self.read + guard))  # ...and one that began before stops here at the latest
+        self.written = cut
+        dropped = end - cut
         n = min(fade, dropped, len(samples))
         start = cut % self.capacity
         old = self.data[(start + np.arange(n)) % self.capacity]  # the queued audio at the cut (a copy)
         ramp = np.arange(1, n + 1, dtype=np.float32) / (n + 1)
         samples = np.concatenate([old * (1.0 - ramp) + samples[:n] * ramp, samples[n:]])
-        self.written = cut
         self.write(samples)
         return dropped
 

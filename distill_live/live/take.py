@@ -5,8 +5,9 @@
 The generator thread copies each chunk it makes into a preallocated ring (`audio`), before the
 card's resampler, so the file is at the model's own rate; a writer thread drains it into the sound
 file. A trigger that pre-empts (engine.py) replaces the few milliseconds the card had queued; they
-stay in the take, which is everything the Player made, so that render gives the take back exactly. The score listens to the engine's changes and writes each one with the engine time of the
-chunk it was applied at, to the exact float (`repr`), so
+stay in the take, which is everything the Player made, so that render gives the take back exactly.
+The score listens to the engine's changes and writes each one with the engine time of the chunk it
+was applied at, to the exact float (`repr`), so
 
     distill-live render MODEL -o again.wav --seconds S --seed N --sample-rate RATE --score take.score
 
