@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -48,17 +47,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from jackaudio import jack_env, start_jackd, stop_process  # noqa: E402  (the tests' private jackd)
+from oscpeers import free_port  # noqa: E402
 
 RATE = 48000
 WINDOW = 480  # samples: the 10 ms windows the world and descriptor actions are judged by
 HOLD = 40  # ms a world or descriptor change must stay past halfway to count
 SILENCE = 1e-6  # below this a sample counts as silence (gain 0 and a stopped engine are exactly 0)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Probe:
