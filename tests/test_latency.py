@@ -23,7 +23,11 @@ def test_triggers_are_urgent_and_everything_else_waits_its_turn(model):
         registry.submit(address, args)
         assert registry.urgent(0.0), address
         registry.apply_due(0.0)
-        assert not registry.urgent(0.0), f"{address}: urgent only until it is applied"
+        # applied by a chunk the generator was making as it came: that chunk is queued behind the rest,
+        # so the trigger stays urgent until the engine has replaced the queue
+        assert registry.urgent(0.0), f"{address}: urgent until the engine answers it"
+        registry.preempted()
+        assert not registry.urgent(0.0), address
     # playing now: play 1 again changes nothing; the rest are not triggers; a timed cue has its own time
     for address, args, at in (("/distill/play", [1], None), ("/distill/gain", [0.5], None),
                               ("/distill/world/bells", [1.0], None), ("/distill/play", [0], None),

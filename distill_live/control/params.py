@@ -162,7 +162,7 @@ class ParamRegistry:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list[tuple[float, int, str, tuple]] = []  # generator-side heap of timed messages
         self._order = 0
-        self._urgent = False  # a trigger that pre-empts came in untimed and is not applied yet
+        self._urgent = False  # a trigger that pre-empts came in untimed and the engine has not answered it yet
         self.arrived = threading.Event()  # set at every submit: the generator wakes for a trigger at once
         # what `controls` reads: the fields of Controls that have a control of their name (as they are,
         # as on/off, or eased), the worlds and the descriptors
@@ -278,15 +278,21 @@ class ParamRegistry:
             _, _, address, args = heapq.heappop(self._pending)
             self._store(address, args)
             applied.append((address, args))
-        self._urgent = False
         return applied
 
     def urgent(self, now: float) -> bool:
         """Whether a trigger that pre-empts (`Param.preempts`: a cue, a reset, play turning on) came in to be
-        applied now, not at a time of its own: the engine then makes the next chunk at once and replaces
-        what the card has queued, instead of waiting for the queue to drain (see live/engine.py)."""
+        applied now, not at a time of its own, and the engine has not answered it yet (`preempted`): the
+        engine then makes the next chunks at once and puts them in place of what the card has queued,
+        instead of waiting for the queue to drain (see live/engine.py). It stays true until then, also
+        when the chunk the generator was making as it came applied it: that chunk is queued behind the
+        rest, so the engine must still replace the queue."""
         self._take_inbox(now)
         return self._urgent
+
+    def preempted(self) -> None:
+        """The engine has answered the triggers that came (see `urgent`)."""
+        self._urgent = False
 
     def _take_inbox(self, now: float) -> None:
         """Move what the control threads submitted into the timed queue; untimed messages are due `now`."""

@@ -410,6 +410,8 @@ class Engine:
                 self._preempt()
             else:
                 self.generate_one()
+            if urgent:
+                self.registry.preempted()
             done = time.perf_counter()
             self.margin.add(done - self._looked)
             self._looked = done  # the next chunk, made at once, costs only itself
