@@ -2,7 +2,10 @@
 and with two (headless Chromium, the page at /ui/ LISTENing to everything), run after run in turn
 so that the spread between runs of one kind shows what the machine's own noise is.
 
-    .venv/bin/python bench/pages.py [--model my.distill] [--seconds 20] [--runs 3]
+    .venv/bin/python bench/pages.py [--model my.distill] [--seconds 20] [--runs 3] [--clients socket]
+
+`--clients socket` opens two bare WebSocket clients instead of pages, LISTENing to everything the
+page does: what the feed costs `serve` alone, without a browser drawing on the same machine.
 
 serve records to a file (`--output`, paced like a sound card) and logs its telemetry once a
 second (`-v`); the figures are its last line: frame p99 over the last second's window and the
@@ -19,18 +22,16 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from oscpeers import free_port  # noqa: E402
+
 TELEMETRY = re.compile(r"frame ([\d.]+)/([\d.]+) ms \(p50/p99\).*underruns (\d+)")
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def browser():
@@ -42,6 +43,31 @@ def browser():
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
         options.add_argument(arg)
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def listen(url: str, stop: threading.Event, counts: list) -> None:
+    """A bare OSCQuery client: LISTEN to every node of the tree, as the page does, and count what comes."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    def addresses(node: dict):
+        if "FULL_PATH" in node and "TYPE" in node:
+            yield node["FULL_PATH"]
+        for child in node.get("CONTENTS", {}).values():
+            yield from addresses(child)
+
+    tree = json.load(urllib.request.urlopen(url.replace("ws://", "http://"), timeout=5))
+    with connect(url) as ws:
+        for address in addresses(tree):
+            ws.send(json.dumps({"COMMAND": "LISTEN", "DATA": address}))
+        while not stop.is_set():
+            try:
+                ws.recv(timeout=0.5)
+                counts.append(1)
+            except TimeoutError:
+                pass
+            except ConnectionClosed:  # serve has finished
+                return
 
 
 def run(model: str, seconds: float, pages: int, driver) -> dict:
@@ -57,13 +83,20 @@ def run(model: str, seconds: float, pages: int, driver) -> dict:
                 break
             except OSError:
                 time.sleep(0.1)
-        handles = []
-        for i in range(pages):
+        handles, stop, counts = [], threading.Event(), []
+        sockets = [threading.Thread(target=listen, args=(f"ws://127.0.0.1:{http}/", stop, counts))
+                   for _ in range(pages if driver is None else 0)]
+        for t in sockets:
+            t.start()
+        for i in range(pages if driver is not None else 0):
             if i:
                 driver.switch_to.new_window("window")
             driver.get(url)
             handles.append(driver.current_window_handle)
         _, err = proc.communicate(timeout=seconds + 120)
+        stop.set()
+        for t in sockets:
+            t.join()
         for h in handles[1:]:
             driver.switch_to.window(h)
             driver.close()
@@ -71,7 +104,8 @@ def run(model: str, seconds: float, pages: int, driver) -> dict:
             driver.switch_to.window(handles[0])
             driver.get("about:blank")
     last = TELEMETRY.findall(err)[-1]
-    return {"pages": pages, "frame_ms_p50": float(last[0]), "frame_ms_p99": float(last[1]), "underruns": int(last[2])}
+    return {"pages": pages, "frame_ms_p50": float(last[0]), "frame_ms_p99": float(last[1]), "underruns": int(last[2]),
+            **({"messages": len(counts)} if sockets else {})}
 
 
 def main() -> None:
@@ -80,19 +114,23 @@ def main() -> None:
     ap.add_argument("--model", default=str(demo))
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--clients", choices=("browser", "socket"), default="browser",
+                    help="pages in headless Chromium (default) or bare WebSocket clients")
     args = ap.parse_args()
-    driver = browser()
+    driver = browser() if args.clients == "browser" else None
     try:
         runs = [run(args.model, args.seconds, pages, driver) for _ in range(args.runs) for pages in (0, 2)]
     finally:
-        driver.quit()
+        if driver is not None:
+            driver.quit()
     summary = {}
     for pages in (0, 2):
         mine = [r for r in runs if r["pages"] == pages]
         p99 = [r["frame_ms_p99"] for r in mine]
-        summary[f"{pages}_pages"] = {"frame_ms_p99": p99, "p99_spread_ms": max(p99) - min(p99),
-                                     "underruns": [r["underruns"] for r in mine]}
-    print(json.dumps({"model": Path(args.model).name, "seconds": args.seconds, "machine": platform.processor() or
+        summary[f"{pages}_pages"] = {"frame_ms_p99": p99, "p99_spread_ms": round(max(p99) - min(p99), 3),
+                                     "underruns": [r["underruns"] for r in mine],
+                                     **({"messages": [r["messages"] for r in mine]} if pages and driver is None else {})}
+    print(json.dumps({"model": Path(args.model).name, "clients": args.clients, "seconds": args.seconds, "machine": platform.processor() or
                       platform.machine(), "cpus": os.cpu_count(), "load": os.getloadavg()[0], **summary}, indent=1))
 
 

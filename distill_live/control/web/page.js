@@ -291,21 +291,30 @@ async function build() {
 
 // -- the live view --------------------------------------------------------------------------------
 
-function bars(into, addresses, name, marks) {
-  into.replaceChildren(...addresses.map(address => {
-    const r = row(name(address), address), bar = document.createElement("div");
+let mixBars = [], descriptorBars = [];  // [[address, the element that shows it], ...]
+
+function bars(into, addresses, name, marks) {  // [[address, its bar], ...]
+  const out = addresses.map(address => {
+    const bar = document.createElement("div");
     bar.className = "bar";
     bar.innerHTML = marks ? "<div></div><span class='mark'></span>" : "<div></div>";
     bar.dataset.address = address;
+    return [address, bar];
+  });
+  into.replaceChildren(...out.map(([address, bar]) => {
+    const r = row(name(address), address);
     r.append(bar);
     return r;
   }));
+  return out;
 }
 
 function liveView() {
-  bars(document.getElementById("mix"), state.worlds, a => a.split("/").pop());
-  bars(document.getElementById("descriptors"), state.descriptors, a => a.split("/").pop(), true);
-  views[`${P}/meter`] = ([peak]) => { document.getElementById("meter").style.width = `${Math.min(1, peak) * 100}%`; };
+  mixBars = bars(document.getElementById("mix"), state.worlds, a => a.split("/").pop())
+    .map(([a, bar]) => [a, bar.firstChild]);
+  descriptorBars = bars(document.getElementById("descriptors"), state.descriptors, a => a.split("/").pop(), true);
+  const meter = document.getElementById("meter");
+  views[`${P}/meter`] = ([peak]) => { meter.style.transform = `scaleX(${Math.min(1, peak)})`; };
   views[`${P}/stats`] = ([rtf, buffer, underruns, latency]) => {
     state.underruns = underruns;
     document.getElementById("stats").textContent =
@@ -334,6 +343,7 @@ function select(a, b) {
   state.selection = { first, length: Math.max(a.frame, b.frame) - first + 1,
                       top: Math.min(a.level, b.level), bottom: Math.max(a.level, b.level) };
   const s = state.selection;
+  changed = true;
   document.getElementById("selection").textContent =
     `${s.length} frames (${s.first}…${s.first + s.length - 1}) · levels ${s.top}–${s.bottom}`;
 }
@@ -382,41 +392,67 @@ function regionView() {
 }
 
 function receive(address, args) {
+  changed = true;
   const view = views[address];
   if (view) view(args);
   else state.values[address] = args.length === 1 ? args[0] : args;
 }
 
-// -- drawing, once a screen refresh ---------------------------------------------------------------
+// -- drawing, at the screen's refresh but only when something changed ----------------------------------
 
-function draw() {
-  const total = state.worlds.reduce((n, a) => n + (state.values[a] || 0), 0);
-  for (const a of state.worlds) {
-    const bar = document.querySelector(`#mix .bar[data-address="${a}"] div`);
-    bar.style.width = `${total ? (state.values[a] || 0) / total * 100 : 0}%`;
+const DRAW_EVERY = 1000 / 30;  // ms: as often as the engine sends its meters, not at every screen refresh
+let changed = true, drawn = -Infinity;  // something arrived or the pointer moved since the last drawing (at `drawn`)
+const codesCanvas = document.createElement("canvas");  // the codes alone, drawn one new column at a time
+let drawnFrames = 0;  // state.frames already on codesCanvas
+const colours = new Map();
+
+function colour(code) {  // the same code, the same colour: repeats show as repeated colours
+  let c = colours.get(code);
+  if (c === undefined) {
+    c = code < 0 ? "#222" : `hsl(${(code * 137.508) % 360}, 70%, ${45 + (code % 3) * 10}%)`;
+    colours.set(code, c);
   }
-  state.descriptors.forEach((a, i) => {
-    const bar = document.querySelector(`#descriptors .bar[data-address="${a}"]`);
+  return c;
+}
+
+function drawCodes(height) {  // the columns that arrived since the last drawing; the older ones scroll left
+  const c = codesCanvas, g = c.getContext("2d"), h = height / Math.max(1, state.levels);
+  if (c.width !== GRID_FRAMES || c.height !== height) {
+    Object.assign(c, { width: GRID_FRAMES, height });
+    drawnFrames = state.frames - state.codes.length;
+  }
+  const fresh = Math.min(state.frames - drawnFrames, state.codes.length);
+  if (fresh <= 0) return;
+  g.drawImage(c, -fresh, 0);
+  g.fillStyle = "#000";
+  g.fillRect(GRID_FRAMES - fresh, 0, fresh, height);
+  state.codes.slice(-fresh).forEach((codes, i) => {
+    codes.forEach((code, level) => {
+      g.fillStyle = colour(code);
+      g.fillRect(GRID_FRAMES - fresh + i, level * h, 1, h);
+    });
+  });
+  drawnFrames = state.frames;
+}
+
+function draw(now) {
+  requestAnimationFrame(draw);
+  if (!changed || now - drawn < DRAW_EVERY) return;
+  changed = false;
+  drawn = now;
+  const total = state.worlds.reduce((n, a) => n + (state.values[a] || 0), 0);
+  for (const [a, bar] of mixBars) bar.style.transform = `scaleX(${total ? (state.values[a] || 0) / total : 0})`;
+  descriptorBars.forEach(([a, bar], i) => {
     const target = state.values[a];
-    bar.firstChild.style.width = `${(state.measured ? state.measured[i] : 0) * 100}%`;  // measured
+    bar.firstChild.style.transform = `scaleX(${state.measured ? state.measured[i] : 0})`;  // measured
     bar.lastChild.style.display = target === "free" || target === undefined ? "none" : "";
-    bar.lastChild.style.left = `${(target || 0) * 100}%`;  // the target, a line
+    bar.lastChild.style.transform = `translateX(${(target || 0) * 100}%)`;  // the target, a line
   });
   const canvas = document.getElementById("grid"), g = canvas.getContext("2d");
   if (canvas.width !== GRID_FRAMES) canvas.width = GRID_FRAMES;
-  const h = canvas.height / Math.max(1, state.levels);
-  g.fillStyle = "#000";
-  g.fillRect(0, 0, canvas.width, canvas.height);
-  const first = GRID_FRAMES - state.codes.length;
-  state.codes.forEach((codes, x) => {
-    codes.forEach((code, level) => {
-      // the same code, the same colour: repeats show as repeated colours
-      g.fillStyle = code < 0 ? "#222" : `hsl(${(code * 137.508) % 360}, 70%, ${45 + (code % 3) * 10}%)`;
-      g.fillRect(first + x, level * h, 1, h);
-    });
-  });
-  drawRegion(g, h);
-  requestAnimationFrame(draw);
+  drawCodes(canvas.height);
+  g.drawImage(codesCanvas, 0, 0);
+  drawRegion(g, canvas.height / Math.max(1, state.levels));
 }
 
 function drawRegion(g, h) {
