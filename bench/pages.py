@@ -8,8 +8,8 @@ so that the spread between runs of one kind shows what the machine's own noise i
 page does: what the feed costs `serve` alone, without a browser drawing on the same machine.
 
 serve records to a file (`--output`, paced like a sound card) and logs its telemetry once a
-second (`-v`); the figures are its last line: frame p99 over the last second's window and the
-underruns of the whole run. Needs Debian's chromium and chromium-driver. Prints one JSON object.
+second (`-v`); the figures are its last line: frame p99 over the telemetry's window (the last 500
+frames, 10 s of the demo) and the underruns of the whole run. Needs Debian's chromium and chromium-driver. Prints one JSON object.
 """
 from __future__ import annotations
 
