@@ -77,8 +77,9 @@ class Probe:
 
     def _process(self, frames: int) -> None:
         x = self.port.get_array()
-        if self.first_frame is None:
-            self.first_frame = self.client.last_frame_time
+        # the JACK frame time of sample 0, anchored at every block: a cycle JACK skipped (an xrun) would
+        # otherwise leave the recording behind the clock for good, and every later trial waiting on it
+        self.first_frame = self.client.last_frame_time - self.recorded
         at = self.recorded % len(self.buffer)
         first = min(frames, len(self.buffer) - at)
         self.buffer[at:at + first] = x[:first]
