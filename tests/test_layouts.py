@@ -117,6 +117,11 @@ def test_every_widget_of_the_layouts_made_for_a_model_plays_on_serve(tmp_path):
         for name, messages in sends.items():
             # buttons first (a descriptor's free button would free the fader's hold), then faders and toggles
             for s in sorted(messages, key=lambda s: s["kind"] != "tap"):
+                if s["address"] == "/distill/preset/recall":
+                    # the presets its ends reach, saved from what the widgets so far set, as a performer would
+                    # (saving has no widget: a dragged fader would overwrite every preset it passed)
+                    for n in (s["lo"], s["hi"]):
+                        engine.client.send_message("/distill/preset/save", int(n))
                 values = [s["lo"], s["hi"]] if s["kind"] in ("fader", "toggle") else [1]
                 for v in values:
                     engine.client.send_message(s["address"], int(v) if s["type"] == "i" else float(v))
