@@ -116,7 +116,8 @@ def test_the_generator_raising_plays_silence_reports_once_and_recovers(monkeypat
     engine.registry.submit("/distill/play", [1])
     voice_cls = type(engine.player.voice)
     real_step = voice_cls.step
-    for _ in range(40):  # warm up: playing, at full level
+    per_frame = engine.player.hop // engine.player.chunk
+    for _ in range(10 * per_frame):  # warm up: playing, at full level, ten whole frames (the next chunk begins one)
         engine.generate_one()
     assert engine.level > 1e-3
 
