@@ -417,8 +417,10 @@ function colour(code) {  // the same code, the same colour: repeats show as repe
 
 function drawCodes(height) {  // the columns that arrived since the last drawing; the older ones scroll left
   const c = codesCanvas, g = c.getContext("2d"), h = height / Math.max(1, state.levels);
-  if (c.width !== GRID_FRAMES || c.height !== height) {
+  if (c.width !== GRID_FRAMES || c.height !== height) {  // (a canvas resized is cleared: black, then every column)
     Object.assign(c, { width: GRID_FRAMES, height });
+    g.fillStyle = "#000";
+    g.fillRect(0, 0, GRID_FRAMES, height);
     drawnFrames = state.frames - state.codes.length;
   }
   const fresh = Math.min(state.frames - drawnFrames, state.codes.length);
