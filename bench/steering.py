@@ -17,13 +17,18 @@ cannot make.
 
     .venv/bin/python bench/steering.py                  # seeds 0-9, about 15 min on 2 cores
     .venv/bin/python bench/steering.py --seeds 0 1 --out steering.json
-    ATEN_CPU_CAPABILITY=avx2 .venv/bin/python bench/steering.py   # torch's AVX2 kernels on an AVX-512 CPU
+    ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 \
+        .venv/bin/python bench/steering.py              # torch's AVX2 kernels on an AVX-512 CPU
+
+Two side by side (both kinds of kernels at once) want OMP_NUM_THREADS=1 each: with two threads each,
+four spinning OpenMP threads on two cores took about 1000 s a seed instead of 64.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -79,14 +84,20 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=list(range(10)), help="training seeds (default 0-9)")
     p.add_argument("--out", type=Path, help="also write the JSON summary here")
+    p.add_argument("--keep", type=Path, metavar="DIR", help="keep the data, models and run directories here "
+                   "(default: a temporary folder): a prior change can then be tried on the same codecs with "
+                   "`distill-train --resume`, seconds instead of minutes a seed")
     args = p.parse_args()
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="distill-steering-") as tmp:
-        data = write_worlds(Path(tmp) / "data")
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        data = write_worlds(folder / "data")
         for seed in args.seeds:
             started = time.time()
-            model_path = Path(tmp) / f"seed{seed}.distill"
+            model_path = folder / f"seed{seed}.distill"
+            shutil.rmtree(f"{model_path}.run", ignore_errors=True)  # a fresh training, whatever --keep holds
             r = train(data, model_path, seed=seed, env={**os.environ, "PYTHONPATH": str(ROOT)})
             if r.returncode != 0:
                 print(f"training seed {seed} failed:\n{r.stderr[-2000:]}", file=sys.stderr)

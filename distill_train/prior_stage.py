@@ -16,9 +16,15 @@ the examples, too few to learn it: guidance pushed away from a prediction the pr
 taught (docs/benchmarks.md, "Steering").
 
 The descriptors are those of the codec's rendering of the codes, not of the recordings (see
-`heard_descriptors`). A quarter of the examples move to another world midway, the condition with
-them (never dropped there), as a performer moves a world fader: without them the prior only ever
-saw a condition that agreed with the sound so far, and learnt to follow the sound, not the condition.
+`heard_descriptors`). Of the examples given a condition, 40% move to another world midway, the
+condition with them, as a performer moves a world fader: without them the prior only ever saw a
+condition that agreed with the sound so far, and learnt to follow the sound, not the condition. In
+two of five of these moves no world is named at all, and at least one descriptor is held: the held
+descriptors alone say where the sound goes, as when a performer turns the loudness knob with no
+world fader up. With only named moves, on one of twenty trainings of the steering tests' model (seed
+8, torch's AVX-512 kernels) holding loudness low or high played the same loud rumble (x1.00):
+whatever the first frames had drawn, the descriptors never pulled the prior away from it
+(docs/benchmarks.md, "Steering").
 
 Loss: cross-entropy per level. Held-out loss is measured on whole held-out sequences with world and
 descriptors given; training stops early when it has not improved for `patience` evaluations, and the
@@ -51,7 +57,8 @@ from .report import prior_report, write_wav
 
 INPUT_LEVELS_SHARE = 0.2  # batches trained with fine input levels hidden
 DESCRIPTOR_JITTER = 0.02
-SWITCH_SHARE = 0.25  # sequences that move to another world midway, with the condition
+SWITCH_SHARE = 0.4  # sequences that move to another world midway, with the condition
+UNNAMED_SWITCH_SHARE = 0.4  # of those, the ones where no world is named, only descriptors (see the top)
 DESCRIPTOR_SECONDS = 0.5  # a held descriptor means the sound's character over this long (see heard_descriptors)
 VALID_MAX_FRAMES = 512
 PREVIEW_SECONDS = 10.0
@@ -157,19 +164,23 @@ class PriorStage(Stage):
         which = rng.choice(len(self.train_items), size=b, p=self.weights)
         for row, i in enumerate(which):
             world = self.train_items[i][2]
-            if world in self.switchable and len(self.switchable) > 1 and rng.random() < SWITCH_SHARE:
+            if rng.random() < self.cfg.unconditioned:  # the row guidance subtracts: nothing given
+                self._fill(row, 0, t, i, codes, desc)
+                weights[row, :, self.worlds] = 1.0
+            elif world in self.switchable and len(self.switchable) > 1 and rng.random() < SWITCH_SHARE:
                 # the performer moves to another world: the condition changes at `at`, and the sound with it
                 at = int(rng.integers(t // 4, 3 * t // 4 + 1))
                 other = rng.choice([w for w in self.switchable if w != world])
                 self._fill(row, 0, at, i, codes, desc)
                 self._fill(row, at, t, self.by_world[other][rng.choice(len(self.by_world[other]))], codes, desc)
-                weights[row, :at, world] = weights[row, at:, other] = 1.0
                 held[row] = rng.random(3) >= self.cfg.descriptor_dropout
+                if rng.random() < UNNAMED_SWITCH_SHARE:  # no world named: the held descriptors alone say it
+                    held[row, :, rng.integers(3)] = 1.0
+                    weights[row, :, self.worlds] = 1.0
+                else:
+                    weights[row, :at, world] = weights[row, at:, other] = 1.0
             else:
                 mixed = self._fill(row, 0, t, i, codes, desc)
-                if rng.random() < self.cfg.unconditioned:  # the row guidance subtracts: nothing given
-                    weights[row, :, self.worlds] = 1.0
-                    continue
                 held[row] = rng.random(3) >= self.cfg.descriptor_dropout
                 no_world = mixed or rng.random() < self.cfg.world_dropout
                 weights[row, :, self.worlds if no_world else world] = 1.0

@@ -1,5 +1,6 @@
 """What the prior trains on: clips shorter than a sequence are followed by other clips of their world,
-and some sequences move to another world midway, with the condition.
+and some sequences move to another world midway, with the condition (the world, or only the held
+descriptors).
 
 Padded with silence instead, a collection of one-shots taught the prior that silence is never
 followed by anything: measured on five sonic-pi-samples folders of drum hits (tiny preset, 1000 codec
@@ -30,17 +31,18 @@ def test_short_clips_are_followed_by_clips_of_their_own_world_or_any_when_alone(
     config.prior.worlds = 3
     # (world, clip) -> frames; world 2 has a single clip, as each file is its own world in a flat folder
     lengths = {(0, 0): 5, (0, 1): 7, (0, 2): 6, (1, 3): 4, (1, 4): 9, (2, 5): 6}
-    clips = [AudioClip(f"{w}/{c}.wav", w, np.zeros(1, np.float32), np.full((n, 3), 0.5, np.float32), "train")
+    # each world's clips have their own descriptors, so a row shows which world its descriptors say
+    clips = [AudioClip(f"{w}/{c}.wav", w, np.zeros(1, np.float32), np.full((n, 3), 0.2 + 0.3 * w, np.float32), "train")
              for (w, c), n in lengths.items()]
     dataset = Dataset(str(tmp_path), 16000, 320, ["a", "b", "c"], clips, [], DescriptorStats.fit([np.zeros((4, 3))]))
     codes = [clip_codes(w, c, n) for (w, c), n in lengths.items()]
     stage = PriorStage(config, None, codes, [c.descriptors for c in clips], dataset, batch_size=16, seq_frames=24, seed=0,
                        device=torch.device("cpu"), run_dir=tmp_path)
 
-    followed, lonely, switched = set(), 0, 0
-    for _ in range(5):
-        rows, weights, _, _, _ = stage.batch()
-        for row, weight in zip(rows, weights):
+    followed, lonely, switched, unnamed = set(), 0, 0, 0
+    for _ in range(8):
+        rows, weights, descriptors, helds, _ = stage.batch()
+        for row, weight, desc, held in zip(rows, weights, descriptors, helds):
             label = weight.argmax(-1)  # the world asked for at each frame (3 = none)
             assert (weight.sum(-1) == 1).all() and (weight.max(-1).values == 1).all()
             moves = [t for t in range(1, len(row)) if label[t] != label[t - 1]]
@@ -54,6 +56,15 @@ def test_short_clips_are_followed_by_clips_of_their_own_world_or_any_when_alone(
                         assert (row[lo:hi, 0] == label[lo]).all(), (row.tolist(), label.tolist())
                 continue
             world = int(row[0, 0])
+            sound_moves = [t for t in range(1, len(row)) if row[t, 0] != row[t - 1, 0]]
+            if world != 2 and sound_moves:  # a move with no world named: held descriptors say where to
+                unnamed += 1
+                at = sound_moves[0]
+                assert len(sound_moves) == 1 and (label == 3).all(), (row.tolist(), label.tolist())
+                assert (held == 1).all(0).any() and (held == held[0]).all(), held.tolist()
+                for lo, hi in ((0, at), (at, len(row))):  # the descriptors are those of the sound, frame by frame
+                    assert (abs(desc[lo:hi] - (0.2 + 0.3 * int(row[lo, 0]))) < 0.15).all(), desc.tolist()
+                continue
             if world == 2:  # the lonely clip is followed by any clip, and the example is unconditioned
                 lonely += 1
                 assert (label == 3).all() and (row[6:, 0] != 2).any(), (row.tolist(), weight)
@@ -68,7 +79,7 @@ def test_short_clips_are_followed_by_clips_of_their_own_world_or_any_when_alone(
                 previous_world = int(row[t - 1, 0])
                 assert frame == 0 and previous_frame == lengths[(previous_world, previous_clip)] - 1, row.tolist()
                 followed.add((previous_clip, clip))
-    assert len(followed) >= 5 and lonely and switched  # several different successions, not one clip looped
+    assert len(followed) >= 5 and lonely and switched and unnamed  # several different successions, not one clip looped
 
 
 def test_a_share_of_examples_is_given_nothing_for_guidance_to_subtract(tmp_path):
@@ -90,6 +101,6 @@ def test_a_share_of_examples_is_given_nothing_for_guidance_to_subtract(tmp_path)
         nothing += int(((weights[:, :, -1] == 1).all(1) & (held == 0).all(2).all(1)).sum())
     share = nothing / rows
     p = config.prior
-    expected = (1 - SWITCH_SHARE) * (p.unconditioned + (1 - p.unconditioned) * p.world_dropout * p.descriptor_dropout ** 3)
+    expected = p.unconditioned + (1 - p.unconditioned) * (1 - SWITCH_SHARE) * p.world_dropout * p.descriptor_dropout ** 3
     assert expected > 0.1
     assert abs(share - expected) < 0.03, (share, expected)
