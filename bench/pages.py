@@ -2,7 +2,7 @@
 and with two (headless Chromium, the page at /ui/ LISTENing to everything), run after run in turn
 so that the spread between runs of one kind shows what the machine's own noise is.
 
-    .venv/bin/python bench/pages.py [--model my.distill] [--seconds 20] [--runs 3] [--clients socket]
+    .venv/bin/python bench/pages.py [--model my.distill] [--seconds 20] [--runs 3] [--clients socket] [--realtime]
 
 `--clients socket` opens two bare WebSocket clients instead of pages, LISTENing to everything the
 page does: what the feed costs `serve` alone, without a browser drawing on the same machine.
@@ -70,12 +70,13 @@ def listen(url: str, stop: threading.Event, counts: list) -> None:
                 return
 
 
-def run(model: str, seconds: float, pages: int, driver) -> dict:
+def run(model: str, seconds: float, pages: int, driver, realtime: bool = False) -> dict:
     http = free_port(socket.SOCK_STREAM)
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.Popen([sys.executable, "-m", "distill_live", "serve", model, "--output", f"{tmp}/out.wav",
                                  "--seconds", str(seconds), "-v", "--osc-port", "0", "--oscquery-port", str(http),
-                                 "--midi-api", "off"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                 "--midi-api", "off", *(["--realtime"] if realtime else [])],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         url = f"http://127.0.0.1:{http}/ui/"
         for _ in range(600):
             try:
@@ -116,10 +117,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--clients", choices=("browser", "socket"), default="browser",
                     help="pages in headless Chromium (default) or bare WebSocket clients")
+    ap.add_argument("--realtime", action="store_true", help="serve --realtime: the generator thread above the "
+                    "browser (needs root or an rtprio limit, `ulimit -r`)")
     args = ap.parse_args()
     driver = browser() if args.clients == "browser" else None
     try:
-        runs = [run(args.model, args.seconds, pages, driver) for _ in range(args.runs) for pages in (0, 2)]
+        runs = [run(args.model, args.seconds, pages, driver, args.realtime) for _ in range(args.runs)
+                for pages in (0, 2)]
     finally:
         if driver is not None:
             driver.quit()
@@ -130,7 +134,8 @@ def main() -> None:
         summary[f"{pages}_pages"] = {"frame_ms_p99": p99, "p99_spread_ms": round(max(p99) - min(p99), 3),
                                      "underruns": [r["underruns"] for r in mine],
                                      **({"messages": [r["messages"] for r in mine]} if pages and driver is None else {})}
-    print(json.dumps({"model": Path(args.model).name, "clients": args.clients, "seconds": args.seconds, "machine": platform.processor() or
+    print(json.dumps({"model": Path(args.model).name, "clients": args.clients, "realtime": args.realtime,
+                      "seconds": args.seconds, "machine": platform.processor() or
                       platform.machine(), "cpus": os.cpu_count(), "load": os.getloadavg()[0], **summary}, indent=1))
 
 

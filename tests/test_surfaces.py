@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
@@ -285,6 +286,30 @@ def test_listen_over_a_websocket_follows_every_change(rig):
             if isinstance(data, str):
                 break
         assert json.loads(data) == {"COMMAND": "PATH_CHANGED", "DATA": f"{P}/preset/recall"}
+
+
+def test_a_client_that_asks_for_bundles_gets_each_tick_as_one_bundle(rig):
+    """The web page sends BUNDLE: what a feed tick has for it comes as one OSC bundle, one WebSocket
+    message instead of one per frame's codes, meter and change."""
+    listened = {f"{P}/gain", f"{P}/meter", f"{P}/codes", f"{P}/frame"}
+    with connect(ws_url(rig)) as ws:
+        ws.send(json.dumps({"COMMAND": "BUNDLE", "DATA": True}))
+        for address in sorted(listened):
+            ws.send(json.dumps({"COMMAND": "LISTEN", "DATA": address}))
+        assert next_osc(ws, f"{P}/gain") == [1.0]  # its value now, as a message: the server has read all four
+        rig.client.send_message(f"{P}/topk", 3)  # not listened to: never in a bundle
+        rig.client.send_message(f"{P}/gain", 0.5)
+        bundles, gains, deadline = [], [], time.monotonic() + 10
+        while not (gains and len(bundles) >= 10) and time.monotonic() < deadline:
+            data = ws.recv(timeout=10)
+            assert OscBundle.dgram_is_bundle(data), OscMessage(data).address
+            inside = [(m.address, m.params) for m in OscBundle(data)]
+            assert inside and {a for a, _ in inside} <= listened, inside
+            bundles.append([a for a, _ in inside])
+            gains += [params for a, params in inside if a == f"{P}/gain"]
+        assert gains == [[0.5]]  # the change, once
+        with_codes = [b for b in bundles if f"{P}/codes" in b]
+        assert with_codes and all(b[-1] == f"{P}/frame" and f"{P}/meter" in b for b in with_codes), bundles
 
 
 def test_websocket_and_http_refuse_what_allow_does_not_cover(rig):

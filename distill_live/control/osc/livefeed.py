@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import queue
+import struct
 import time
 
 import numpy as np
@@ -55,6 +56,11 @@ def osc_message(address: str, args) -> bytes:
     for a in args:
         b.add_arg(a) if isinstance(a, bool) else b.add_arg(a, "i" if isinstance(a, int) else "f")
     return b.build().dgram
+
+
+def osc_bundle(messages: list[bytes]) -> bytes:
+    """OSC messages as one bundle, time tag 1 (at once): one WebSocket message instead of many."""
+    return b"#bundle\0" + struct.pack(">Q", 1) + b"".join(struct.pack(">i", len(m)) + m for m in messages)
 
 
 class LiveFeed:

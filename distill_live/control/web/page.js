@@ -51,6 +51,18 @@ function bundle(messages) {  // [[address, args], ...] as one OSC bundle: the en
   return join(parts);
 }
 
+function decodeAll(buffer) {  // an OSC message, or a bundle of them (what one feed tick sends): [{address, args}]
+  const view = new DataView(buffer), bytes = new Uint8Array(buffer);
+  if (bytes[0] !== "#".charCodeAt(0)) return [decode(buffer)];  // a message: its address starts with "/"
+  const out = [];
+  for (let at = 16; at + 4 <= bytes.length;) {  // "#bundle\0", time tag, then (size, message)...
+    const size = view.getInt32(at);
+    out.push(decode(buffer.slice(at + 4, at + 4 + size)));
+    at += 4 + size;
+  }
+  return out;
+}
+
 function decode(buffer) {
   const view = new DataView(buffer), bytes = new Uint8Array(buffer);
   let at = 0;
@@ -87,6 +99,7 @@ function connect() {
   ws.binaryType = "arraybuffer";
   ws.onopen = () => {
     link(true);
+    ws.send(JSON.stringify({ COMMAND: "BUNDLE", DATA: true }));  // one WebSocket message a feed tick
     for (const address of listening) ws.send(JSON.stringify({ COMMAND: "LISTEN", DATA: address }));
   };
   ws.onmessage = e => {
@@ -95,8 +108,7 @@ function connect() {
       if (msg.COMMAND === "PATH_CHANGED") refresh(msg.DATA);
       return;
     }
-    const { address, args } = decode(e.data);
-    receive(address, args);
+    for (const { address, args } of decodeAll(e.data)) receive(address, args);
   };
   ws.onclose = () => { link(false); setTimeout(connect, 1000); };
 }
