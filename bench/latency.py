@@ -24,8 +24,9 @@ own playback latency, one period on the dummy driver, for the speaker); per run 
 counted, the xruns JACK reported and serve's margin (`-v`) at the end. One JSON object on stdout.
 A send is timed by JACK's estimate of the current frame: a run with xruns (a machine too busy for
 non-real-time jackd at that period) gives figures that mean nothing, down to negative ones.
+`--realtime` runs jackd with -R and serve with --realtime, as a performer would (see the README).
 
-    .venv/bin/python bench/latency.py [MODEL] [--periods 64 128 256] [--loads idle busy] [--trials 200]
+    .venv/bin/python bench/latency.py [MODEL] [--periods 64 128 256] [--loads idle busy] [--trials 200] [--realtime]
     .venv/bin/python bench/latency.py --quick     # 5 trials of each at 128 frames, idle: does it work?
 
 The whole matrix at 200 trials takes about 45 minutes; run it on a machine doing nothing else.
@@ -158,13 +159,14 @@ def summary(values: list[float], missed: int = 0) -> dict:
 class Run:
     """One jackd at one period, one serve, the probe and a MIDI keyboard: the trials of every action."""
 
-    def __init__(self, model: str, period: int, busy: bool, trials: int, settle: float, buffer_ms: float, log):
+    def __init__(self, model: str, period: int, busy: bool, trials: int, settle: float, buffer_ms: float, log,
+                 realtime: bool = False):
         from distill_live.model.modelfile import load_model
 
         meta = load_model(model)
         self.worlds, self.cues = meta.worlds, len(meta.cues)
         self.model, self.period, self.busy, self.trials = model, period, busy, trials
-        self.settle, self.buffer_ms, self.log = settle, buffer_ms, log
+        self.settle, self.buffer_ms, self.log, self.realtime = settle, buffer_ms, log, realtime
 
     def __enter__(self) -> "Run":
         import mido
@@ -173,28 +175,31 @@ class Run:
         self.name = f"distill-latency-{os.getpid()}-{self.period}"
         self.env = jack_env(self.name)
         os.environ.update(JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1")  # rtmidi reads it at open
-        self.jackd = start_jackd(self.name, self.period, RATE)
+        self.jackd = start_jackd(self.name, self.period, RATE, realtime=self.realtime)
         self.burner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if self.busy else None
         port = free_port()
         cmd = [sys.executable, "-m", "distill_live", "serve", self.model, "--stopped", "--osc-port", str(port),
                "--no-oscquery", "--midi-api", "jack", "--channels", "1", "--buffer-ms", str(self.buffer_ms), "-v"]
+        cmd += ["--realtime"] if self.realtime else []
         self.serve = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True)
         self.err: list[str] = []
         threading.Thread(target=lambda: self.err.extend(self.serve.stderr), daemon=True).start()
+        # the keyboard before the probe: rtmidi opens its JACK client holding Python's lock, and with jackd -R
+        # the server then waits for the probe's process callback, which waits for that lock (it hung for good)
+        self.keys = mido.Backend("mido.backends.rtmidi/UNIX_JACK").open_output("out", client_name="latency-keys")
         self.probe = Probe(self.name)
         c = self.probe.client
         wait(lambda: c.get_ports("PortAudio.*", is_output=True, is_audio=True), 120, "serve's JACK port")
         c.connect(c.get_ports("PortAudio.*", is_output=True, is_audio=True)[0].name, self.probe.port.name)
         wait(lambda: c.get_ports("distill.*", is_input=True, is_midi=True), 30, "serve's MIDI input")
-        self.keys = mido.Backend("mido.backends.rtmidi/UNIX_JACK").open_output("out", client_name="latency-keys")
         c.connect("latency-keys:out", c.get_ports("distill.*", is_input=True, is_midi=True)[0].name)
         self.osc = SimpleUDPClient("127.0.0.1", port)
         time.sleep(1.0)
         return self
 
     def __exit__(self, *exc) -> None:
-        for close in (lambda: self.keys.close(), self.probe.close):
+        for close in (self.probe.close, lambda: self.keys.close()):  # the probe first (see __enter__)
             try:
                 close()
             except Exception:
@@ -305,6 +310,8 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=200, help="trials of each action in each run")
     p.add_argument("--buffer-ms", type=float, default=2.0, help="serve --buffer-ms (default 2: the README's "
                                                                  "low-latency way to run it)")
+    p.add_argument("--realtime", action="store_true", help="jackd -R and serve --realtime, as the README's "
+                   "low-latency paragraph has a performer run them (needs root or an rtprio limit, `ulimit -r`)")
     p.add_argument("--quick", action="store_true", help="5 trials of each at 128 frames, idle: to check it works")
     args = p.parse_args()
     if args.quick:
@@ -323,13 +330,14 @@ def main() -> int:
             log(f"period {period}, {load}")
             try:
                 with Run(args.model, period, load == "busy", args.trials, 1.0 if args.quick else 3.0, args.buffer_ms,
-                         log) as run:
+                         log, args.realtime) as run:
                     result = run.measure()
             except RuntimeError as e:  # jackd did not start
                 raise SystemExit(f"latency: {e}")
             runs.append({"jack_period": period, "jack_period_ms": round(1000 * period / RATE, 2), "load": load,
                          **result})
     print(json.dumps({"model": args.model, "rate": RATE, "trials": args.trials, "buffer_ms": args.buffer_ms,
+                      "realtime": args.realtime,
                       "cpus": os.cpu_count(),
                       "loadavg_at_start": loadavg, "runs": runs}, indent=2))
     return 0

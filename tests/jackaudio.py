@@ -88,13 +88,15 @@ def _die_with_parent() -> None:
         pass
 
 
-def start_jackd(name: str, period: int = 1024, rate: int = 48000, log: Path | None = None) -> subprocess.Popen:
-    """`jackd --no-realtime -n NAME -d dummy`, waited for until it accepts clients. Raises RuntimeError
-    (with jackd's output when `log` holds it) if it does not start."""
+def start_jackd(name: str, period: int = 1024, rate: int = 48000, log: Path | None = None,
+                realtime: bool = False) -> subprocess.Popen:
+    """`jackd --no-realtime -n NAME -d dummy` (`-R` with `realtime`: what a performer runs, where the user
+    may), waited for until it accepts clients. Raises RuntimeError (with jackd's output when `log` holds
+    it) if it does not start."""
     jackd = shutil.which("jackd")
     if jackd is None:
         raise RuntimeError("jackd is not installed: run scripts/setup.sh")
-    cmd = [jackd, "--no-realtime", "-n", name, "-d", "dummy", "-r", str(rate), "-p", str(period)]
+    cmd = [jackd, "-R" if realtime else "--no-realtime", "-n", name, "-d", "dummy", "-r", str(rate), "-p", str(period)]
     out = open(log, "ab") if log else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, env=jack_env(name), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
