@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from distill_live.control.params import ParamRegistry
-from distill_live.live.engine import Engine
 from distill_live.live.player import SPLICE, Player
 from distill_live.live.ringbuffer import RingBuffer
 from models import random_model
@@ -40,27 +39,12 @@ def test_triggers_are_urgent_and_everything_else_waits_its_turn(model):
     assert registry.urgent(0.0)
 
 
-def test_the_gain_acts_on_what_is_queued_and_other_levels_do_not(model):
-    registry = ParamRegistry.for_model(model)
-    for address, args, at in (("/distill/temperature", [0.5], None), ("/distill/world/bells", [1.0], None),
-                              ("/distill/gain", [0.5], 3.0)):  # a timed gain has its own time
-        registry.submit(address, args, at=at)
-        assert not registry.level_moved(0.0), (address, at)
-    registry.submit("/distill/gain", [0.2])
-    assert registry.level_moved(0.0) and not registry.urgent(0.0)
-    registry.preempted()
-    assert not registry.level_moved(0.0)
-
-
 def test_replace_unread_keeps_the_block_being_read_and_crossfades_into_the_new_samples():
     ring = RingBuffer(1000)
     ring.write(np.ones(300, np.float32))
     out = np.zeros(50, np.float32)
     ring.read_into(out)  # the card took a block of 50: 250 queued
-    asked = []
-    dropped = ring.replace_unread(lambda cut, end: asked.append((cut, end)) or np.full(100, -1.0, np.float32),
-                                  guard=50, fade=20)
-    assert asked == [(100, 300)]  # from past the block the card may read, to where the queue ended
+    dropped = ring.replace_unread(np.full(100, -1.0, np.float32), guard=50, fade=20)
     assert dropped == 200  # all but the next block
     heard = np.zeros(ring.available(), np.float32)
     ring.read_into(heard)
@@ -70,7 +54,7 @@ def test_replace_unread_keeps_the_block_being_read_and_crossfades_into_the_new_s
     np.testing.assert_array_equal(heard[70:], -1.0)
     assert len(heard) == 150
     # nothing queued past the guard: the new samples follow what is there
-    assert ring.replace_unread(lambda cut, end: np.full(10, 2.0, np.float32), guard=50, fade=20) == 0
+    assert ring.replace_unread(np.full(10, 2.0, np.float32), guard=50, fade=20) == 0
     assert ring.available() == 10
 
 
@@ -125,41 +109,6 @@ def test_triggers_cut_in_at_most_once_a_frame_and_not_just_before_its_end(model)
         player.next_chunk()
     player.next_chunk()
     assert player.frames == frames + 3
-
-
-def test_a_gain_change_is_heard_at_the_next_card_block_not_behind_the_queue(model):
-    """serve makes what the card has queued again with the new gain (Engine._regain), so the gain does not
-    wait behind it; the gain eases from where it was there, and the chunks made next go on from there.
-    One thread plays the card here, block by block, so every step is exact."""
-    registry = ParamRegistry.for_model(model)
-    registry.submit("/distill/gain", [0.0])
-    registry.submit("/distill/play", [1])
-    registry.apply_due(0.0)
-    registry.preempted()
-    engine = Engine(model, registry, buffer_ms=60.0)  # a deep queue: 60 ms that a gain would wait behind
-    block = np.zeros(64, np.float32)
-
-    def card_block() -> np.ndarray:
-        engine.callback(block, len(block), None, None)
-        while engine.poll():
-            pass
-        return block.copy()
-
-    for _ in range(20):
-        assert not card_block().any()  # gain 0: silence, with 60 ms + a block queued behind it
-    assert engine.ring.available() > 0.05 * engine.sample_rate
-    registry.submit("/distill/gain", [1.0])
-    engine.poll()
-    # the queue past the block now eases from 0 towards 1, and the Player goes on from where it ends
-    remade = engine.ring.available() - len(block)
-    smooth = registry.params["/distill/gain"].smooth
-    assert remade > 0.05 * engine.sample_rate
-    assert engine.player.gain == pytest.approx(1 - np.exp(-remade / (smooth * engine.sample_rate)), abs=1e-4)
-    assert not card_block().any()  # the block the card may have begun is left alone...
-    heard = np.concatenate([card_block() for _ in range(4)])
-    assert np.abs(heard).max() > 0.01  # ...and the next one has the gain
-    start = np.abs(heard[:engine.splice // 2]).max()
-    assert start < np.abs(heard).max() / 2, "it eases in (and crossfades), no jump"
 
 
 def test_realtime_priority_is_given_or_the_reason_said():

@@ -50,7 +50,6 @@ class Param:
     preset: bool = True  # a stored value a preset keeps (not play or seed: when, not what it sounds like)
     unit: str = ""  # what the number counts, for surfaces that show it (OSCQuery UNIT, the web page)
     preempts: bool = False  # a trigger that does not wait for what is queued (a switch: when it turns on)
-    acts_on_queued: bool = False  # a level the engine also applies to the audio already queued (the gain)
 
     @property
     def address(self) -> str:
@@ -92,7 +91,7 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
     params = [
         Param("play", "b", 0, "start (1) or stop (0) with a short fade", preset=False, preempts=True),
         Param("gain", "f", 1.0, "output gain; peaks past 0.9 bend softly towards ±1, never past it", 0.0, 2.0,
-              smooth=0.05, acts_on_queued=True),
+              smooth=0.05),
         Param("temperature", "f", 1.0, "sampling temperature: lower is safer, higher is wilder", 0.0, 2.0),
         Param("topk", "i", 0, "sample only among the k likeliest codes (0 = off)", 0, codebook_size),
         Param("topp", "f", 1.0, "sample only among the likeliest codes covering this probability (1 = off)", 0.01, 1.0),
@@ -164,7 +163,6 @@ class ParamRegistry:
         self._pending: list[tuple[float, int, str, tuple]] = []  # generator-side heap of timed messages
         self._order = 0
         self._urgent = False  # a trigger that pre-empts came in untimed and the engine has not answered it yet
-        self._level_moved = False  # the same for a level that acts on what is queued (the gain)
         self.arrived = threading.Event()  # set at every submit: the generator wakes for a trigger at once
         # what `controls` reads: the fields of Controls that have a control of their name (as they are,
         # as on/off, or eased), the worlds and the descriptors
@@ -292,16 +290,9 @@ class ParamRegistry:
         self._take_inbox(now)
         return self._urgent
 
-    def level_moved(self, now: float) -> bool:
-        """Whether a level that acts on what is queued (`Param.acts_on_queued`: the gain) came in to be
-        applied now and the engine has not answered it yet (`preempted`): the engine then applies it to the
-        audio it has queued for the card too, so it is heard at the next card block (see live/engine.py)."""
-        self._take_inbox(now)
-        return self._level_moved
-
     def preempted(self) -> None:
-        """The engine has answered the triggers and levels that came (see `urgent` and `level_moved`)."""
-        self._urgent = self._level_moved = False
+        """The engine has answered the triggers that came (see `urgent`)."""
+        self._urgent = False
 
     def _take_inbox(self, now: float) -> None:
         """Move what the control threads submitted into the timed queue; untimed messages are due `now`."""
@@ -315,8 +306,6 @@ class ParamRegistry:
                 heapq.heappush(self._pending, (now if at is None else at, self._order, address, args))
                 if at is None and self._preempts(address, args):
                     self._urgent = True
-                if at is None and self.params[address].acts_on_queued:
-                    self._level_moved = True
 
     def _preempts(self, address: str, args: tuple) -> bool:
         p = self.params[address]

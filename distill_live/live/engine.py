@@ -12,8 +12,7 @@ time: when the ring falls below that, so a control is applied at the last chunk 
 heard. The margin is measured, not guessed (`Margin`): what noticing and making a chunk has cost on
 this machine over the last seconds, never less than `buffer_ms`. A trigger (a cue jump, a reset,
 play) does not even wait for that: it wakes the generator, which makes its chunks at once and puts
-them in place of what the card has queued (`_preempt`). Nor does the gain: the engine keeps what it
-queued before its gain, and makes it again with the new gain (`_regain`). Model files asked for over OSC
+them in place of what the card has queued (`_preempt`). Model files asked for over OSC
 (`/distill/model`) are loaded by a third thread so the generator never waits on a disk.
 
 With an audio input (audioinput.py) the generator also pulls what the input callback copied, and
@@ -45,7 +44,7 @@ from distill_live.model.modelfile import DistillModel, ModelFileError, load_mode
 from distill_live.model.prior import Controls
 
 from .audioinput import AudioInput
-from .player import SPLICE, Heard, Playback, Player, Voice, ramp, with_gain
+from .player import SPLICE, Heard, Playback, Player, Voice
 from .resample import StreamResampler
 from .ringbuffer import RingBuffer
 
@@ -166,10 +165,6 @@ class Engine:
         self.lead_in = 0
         self.margin = Margin(buffer_ms / 1000, self.model_rate / self.player.chunk)
         self.ring = RingBuffer(self.frame_samples * 64 + round(buffer_ms / 1000 * self.sample_rate))
-        # what the ring holds, before its gain, and the gain of each sample, at the same positions: when the
-        # gain moves, what the card has queued is made again from them (`_regain`)
-        self._dry = np.zeros(self.ring.capacity, np.float32)
-        self._gains = np.zeros(self.ring.capacity, np.float32)
         self._looked = time.perf_counter()  # the generator's last look that found nothing to do, or last chunk
         self.splice = round(SPLICE * self.sample_rate)  # samples of the crossfade where a trigger cuts in
         self.telemetry = Telemetry(self.hop / self.model_rate)
@@ -245,9 +240,9 @@ class Engine:
         return self.time - self.queued_seconds() + (wall - time.time())
 
     def latency_ms(self) -> float:
-        """Control-to-sound estimate for stop: a message waits for the next chunk, then everything queued in
-        the ring and the card plays first. What steers the prior (worlds, descriptors, temperature...)
-        waits up to one frame more, for the next frame; triggers (play, cue, reset) and the gain reach into
+        """Control-to-sound estimate for stop and gain: a message waits for the next chunk, then everything
+        queued in the ring and the card plays first. What steers the prior (worlds, descriptors,
+        temperature...) waits up to one frame more, for the next frame; triggers (play, cue, reset) replace
         what is queued and wait only for the block the card is playing."""
         return 1000.0 * (self.player.chunk / self.model_rate + self.queued_seconds() + self.output_latency)
 
@@ -272,58 +267,28 @@ class Engine:
 
     def generate_one(self) -> None:
         """Make one chunk and queue it for the card."""
-        chunk, dry, gains = self._make_chunk()
-        self._keep(self.ring.written, dry, gains)
-        self.ring.write(chunk)
+        self.ring.write(self._make_chunk())
 
     def _preempt(self) -> None:
         """A trigger that must not wait (a cue, a reset, play): make its chunks at once and put them in
         place of what the card has queued beyond the block it may be reading, crossfading from what they
         replace over `SPLICE` (RingBuffer.replace_unread). The dropped audio was made and is in a take,
         so the card skips those few milliseconds of the take's timeline (at most one block + the margin)."""
-        made = [self._make_chunk()]
-        while sum(len(m[0]) for m in made) < self.splice:  # the crossfade's length: the frame is made, chunks are cheap
-            made.append(self._make_chunk())
-        chunk, dry, gains = (np.concatenate(parts) for parts in zip(*made))
+        fresh = [self._make_chunk()]
+        while sum(map(len, fresh)) < self.splice:  # the crossfade's length: the frame is made, chunks are cheap
+            fresh.append(self._make_chunk())
+        self.ring.replace_unread(np.concatenate(fresh), self.block, self.splice)
 
-        def fresh(cut: int, end: int) -> np.ndarray:
-            self._keep(cut, dry, gains)
-            return chunk
-
-        self.ring.replace_unread(fresh, self.block, self.splice)
-
-    def _regain(self) -> None:
-        """The gain moved (and the chunk just made applied it): make what the card has queued beyond the
-        block it may be reading again, from the same audio before its gain, the gain easing from where it
-        was there to the new value (`Player.gain_from`), so the gain is heard at the next card block and
-        not behind the queue. Crossfaded over `SPLICE` like a trigger (RingBuffer.replace_unread); the
-        take keeps the gain as the chunks were made, up to one block + the margin later than the card."""
-        size = len(self._dry)
-
-        def fresh(cut: int, end: int) -> np.ndarray:
-            at = np.arange(cut, end) % size
-            gains = self.player.gain_from(float(self._gains[(cut - 1) % size]), end - cut, self.sample_rate)
-            self._gains[at] = gains
-            return with_gain(self._dry[at], gains)
-
-        self.ring.replace_unread(fresh, self.block, self.splice)
-
-    def _keep(self, at: int, dry: np.ndarray, gains: np.ndarray) -> None:
-        """Keep queued audio before its gain, and its gains, at the ring's positions from `at` (see `_regain`)."""
-        where = np.arange(at, at + len(dry)) % len(self._dry)
-        self._dry[where], self._gains[where] = dry, gains
-
-    def _make_chunk(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The next chunk at the card's rate, with everything that goes with it (changes, take, meters); and
-        the same before its gain, with the gain of each sample (see `_regain`)."""
+    def _make_chunk(self) -> np.ndarray:
+        """The next chunk at the card's rate, with everything that goes with it (changes, take, meters)."""
         self._swap_if_loaded()
         frames_before = self.player.frames
         at = self.player.time
         t0 = time.perf_counter()
         try:
-            dry, start_gain, end_gain = self.player.next_dry_chunk()
+            chunk = self.player.next_chunk()
         except Exception as e:  # never let a bad frame stop the music: play silence and say so
-            dry, start_gain, end_gain = self.player.silent_chunk()
+            chunk = self.player.silent_chunk()
             self._fault(f"the generator failed and plays silence until it recovers: {type(e).__name__}: {e}")
         for address, args in self.player.applied:
             self.changes.put(at, address, args)
@@ -334,15 +299,12 @@ class Engine:
                 self._jobs.put(functools.partial(self._load, args[0]))
             elif address in (SAVE, RECALL):
                 self._preset(address, args)
-        gains = start_gain + (end_gain - start_gain) * ramp(len(dry))
-        chunk = with_gain(dry, gains)  # what the card plays, at the model's rate (as render makes it)
         if self.take is not None:
-            self.take.put(chunk)
+            self.take.put(chunk)  # what the card plays, at the model's rate
         self._remember(chunk)
-        if self._resampler is not None:  # the gain after resampling: then it can be applied again (`_regain`)
-            dry = self._resampler.process(dry)
-            gains = start_gain + (end_gain - start_gain) * ramp(len(dry))
-            chunk = with_gain(dry, gains)
+        if self._resampler is not None:  # its interpolation can overshoot a peak the Player bent to ±1
+            chunk = self._resampler.process(chunk)
+            np.clip(chunk, -1.0, 1.0, out=chunk)
         spent = time.perf_counter() - t0
         if self.player.frames != frames_before:  # this chunk began a frame: the last one is complete
             if self._frame_time:
@@ -355,7 +317,7 @@ class Engine:
                 self._step_ramps()
         self._frame_time += spent
         self.level = float(np.abs(chunk).max()) if len(chunk) else 0.0
-        return chunk, dry, gains
+        return chunk
 
     def _remember(self, chunk: np.ndarray) -> None:
         n, size = len(chunk), len(self._recent)
@@ -412,7 +374,7 @@ class Engine:
             steps.append((address, (r.sent,)))
             if x >= 1.0:
                 del self._ramps[address]
-        self.registry.submit_validated(steps, at=now)  # (timed: a crossfade need not reach into the queue)
+        self.registry.submit_validated(steps)
 
     def _end_ramps(self, address: str, args: tuple) -> None:
         for changed, value in self.registry.expand(address, args):
@@ -443,15 +405,12 @@ class Engine:
         # (with an audio input, triggers wait for the next frame like everything else: input comes a whole
         # frame at a time, and what the ring holds is the input's latency, which must not jump)
         urgent = self.input is None and self.registry.urgent(self.player.time)
-        moved = self.registry.level_moved(self.player.time)  # the gain: heard at the next card block
-        if (urgent or moved or self.ring.available() < self.block + self.target) and self._input_allows():
+        if (urgent or self.ring.available() < self.block + self.target) and self._input_allows():
             if urgent and self.block:  # (before the card's first callback, the start's cushion stays: append)
                 self._preempt()
             else:
                 self.generate_one()
-            if moved and self.block:
-                self._regain()
-            if urgent or moved:
+            if urgent:
                 self.registry.preempted()
             done = time.perf_counter()
             self.margin.add(done - self._looked)

@@ -76,16 +76,6 @@ def soft_clip(audio: np.ndarray, knee: float = 0.9) -> np.ndarray:
     return shaped
 
 
-def ramp(n: int) -> np.ndarray:
-    """0 to 1 across `n` samples, reaching 1 at the last: how a level moves across a chunk or a frame."""
-    return np.linspace(0.0, 1.0, n, endpoint=False, dtype=np.float32) + 1.0 / max(1, n)
-
-
-def with_gain(dry: np.ndarray, gains: np.ndarray) -> np.ndarray:
-    """Audio times the gain of each sample, soft-clipped: the last stage before the card."""
-    return soft_clip((dry * gains).astype(np.float32))
-
-
 @dataclass
 class Heard:
     """One frame of the audio input, and what the Player decided about it."""
@@ -234,8 +224,8 @@ class Player:
         self.cut = False  # a trigger was applied: the next chunk begins a new frame, not the rest of this one
         self.splice = round(SPLICE * self.sample_rate)  # samples a cut fades over
         self._last_cut = -self.hop  # `samples` when a trigger last cut in
-        self._frame_ramp = ramp(self.hop)
-        self._ramp = ramp(self.chunk)
+        self._frame_ramp = np.linspace(0.0, 1.0, self.hop, endpoint=False, dtype=np.float32) + 1.0 / self.hop
+        self._ramp = np.linspace(0.0, 1.0, self.chunk, endpoint=False, dtype=np.float32) + 1.0 / self.chunk
 
     @property
     def model(self) -> DistillModel:
@@ -396,15 +386,9 @@ class Player:
         self.raw[:] = audio
         self.raw_silent = False
 
+    @torch.inference_mode()
     def next_chunk(self) -> np.ndarray:
         """Produce the next `chunk` samples (float32 mono)."""
-        dry, start_gain, end_gain = self.next_dry_chunk()
-        return with_gain(dry, start_gain + (end_gain - start_gain) * self._ramp)
-
-    @torch.inference_mode()
-    def next_dry_chunk(self) -> tuple[np.ndarray, float, float]:
-        """The next chunk before the gain, and the gain at its start and at its end (eased): serve applies
-        it after resampling, and again to what the card has queued when the gain moves (engine.py)."""
         self.applied = applied = self.registry.apply_due(self.time)
         for address, args in applied:
             self._command(address, args)
@@ -422,36 +406,21 @@ class Player:
         self.pos += self.chunk
         self.samples += self.chunk
         if start_env == 0.0 and self.envelope == 0.0:
-            return np.zeros(self.chunk, dtype=np.float32), start_gain, self.gain
+            return np.zeros(self.chunk, dtype=np.float32)
         env = start_env + (self.envelope - start_env) * self._ramp
-        return (raw * env).astype(np.float32), start_gain, self.gain
-
-    def gain_from(self, start: float, samples: int, rate: float) -> np.ndarray:
-        """The gain of each of `samples` samples at `rate` from `start`, eased towards the gain control as
-        the chunks are; the Player's gain goes on from the last (engine.py: what the card has queued,
-        again when the gain moves)."""
-        tau = self.registry.params[f"{PREFIX}/gain"].smooth
-        target = float(self.registry.get("gain"))
-        if tau > 0:
-            gains = target + (start - target) * np.exp(-np.arange(1, samples + 1) / (tau * rate))
-            gains[np.abs(gains - target) < 1e-6] = target  # arrive, as `_smooth` does
-        else:
-            gains = np.full(samples, target)
-        if samples:
-            self.gain = self.smoothed[f"{PREFIX}/gain"] = float(gains[-1])
-        return gains.astype(np.float32)
+        gain = start_gain + (self.gain - start_gain) * self._ramp
+        return soft_clip((raw * env * gain).astype(np.float32))
 
     def frame_due(self) -> bool:
         """The next chunk begins a new frame: at the frame boundary, at once when starting from silence, or
         after a cue jump or reset (a trigger cuts into the frame playing, it does not wait for its end)."""
         return self.pos >= self.hop or self.cut or (bool(self.registry.get("play")) and self.raw_silent)
 
-    def silent_chunk(self) -> tuple[np.ndarray, float, float]:
-        """Silence in place of a chunk that failed, as `next_dry_chunk` gives it: time goes on, and the next
-        chunk starts a new frame."""
+    def silent_chunk(self) -> np.ndarray:
+        """Silence in place of a chunk that failed: time goes on, and the next chunk starts a new frame."""
         self.samples += self.chunk
         self.pos = self.hop
-        return np.zeros(self.chunk, dtype=np.float32), self.gain, self.gain
+        return np.zeros(self.chunk, dtype=np.float32)
 
     def next_frame(self) -> np.ndarray:
         """Produce the next `hop` samples, a chunk at a time (what render and bench use)."""

@@ -9,8 +9,6 @@ trigger that must not wait behind it): see there why that is safe without a lock
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
 
@@ -55,11 +53,10 @@ class RingBuffer:
         self.read += n
         return n
 
-    def replace_unread(self, fresh: Callable[[int, int], np.ndarray], guard: int, fade: int) -> int:
+    def replace_unread(self, samples: np.ndarray, guard: int, fade: int) -> int:
         """Producer: keep the next `guard` samples (one card block), replace everything queued after them
-        with `fresh(cut, end)`: the samples to play from position `cut` (counted as `written` is) on, where
-        the queue ended at `end` (nothing queued past the guard: cut = end, and they follow). Crossfades
-        from the queued audio over the first `fade` of them; returns how many queued samples were dropped.
+        with `samples`, crossfading from the queued audio over the first `fade` samples; returns how many
+        queued samples were dropped.
 
         Why no lock is needed: the reader copies at most one block (`guard`) per call, from `read` up to
         `written` as it found them, and moves `read` only once it has copied. The writer first pulls
@@ -75,13 +72,12 @@ class RingBuffer:
         end = self.written
         cut = self.read + guard
         if end <= cut:
-            self.write(fresh(end, end))
+            self.write(samples)
             return 0
         self.written = cut  # a copy that starts from now on stops here...
         cut = min(end, max(cut, self.read + guard))  # ...and one that began before stops here at the latest
         self.written = cut
         dropped = end - cut
-        samples = fresh(cut, end)
         n = min(fade, dropped, len(samples))
         start = cut % self.capacity
         old = self.data[(start + np.arange(n)) % self.capacity]  # the queued audio at the cut (a copy)
