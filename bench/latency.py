@@ -27,6 +27,7 @@ non-real-time jackd at that period) gives figures that mean nothing, down to neg
 `--realtime` runs jackd with -R and serve with --realtime, as a performer would (see the README).
 
     .venv/bin/python bench/latency.py [MODEL] [--periods 64 128 256] [--loads idle busy] [--trials 200] [--realtime]
+                                      [--actions trigger note gain world descriptor]
     .venv/bin/python bench/latency.py --quick     # 5 trials of each at 128 frames, idle: does it work?
 
 The whole matrix at 200 trials takes about 45 minutes; run it on a machine doing nothing else.
@@ -53,6 +54,7 @@ from oscpeers import free_port  # noqa: E402
 RATE = 48000
 WINDOW = 480  # samples: the 10 ms windows the world and descriptor actions are judged by
 HOLD = 40  # ms a world or descriptor change must stay past halfway to count
+ACTIONS = ("trigger", "note", "gain", "world", "descriptor")
 SILENCE = 1e-6  # below this a sample counts as silence (gain 0 and a stopped engine are exactly 0)
 
 
@@ -264,33 +266,38 @@ class Run:
                 out.append(t)
         return out, missed
 
-    def measure(self) -> dict:
+    def measure(self, actions=ACTIONS) -> dict:
         import mido
 
         report: dict = {}
         w = self.worlds
-        report["trigger"] = summary(self.onsets(
-            lambda i: self.send(("/distill/cue", [i % self.cues, 0.05]), ("/distill/play", 1)),
-            lambda i: self.send(("/distill/play", 0))))
-        self.log(f"trigger {report['trigger']}")
-        report["note"] = summary(self.onsets(
-            lambda i: self.keys.send(mido.Message("note_on", note=36 + i % self.cues, velocity=100)),
-            lambda i: self.keys.send(mido.Message("note_off", note=36 + i % self.cues))))
-        self.log(f"note {report['note']}")
-        self.send(("/distill/gain", 0.0), ("/distill/play", 1))
-        report["gain"] = summary(self.onsets(lambda i: self.send(("/distill/gain", 1.0)),
-                                             lambda i: self.send(("/distill/gain", 0.0))))
-        self.log(f"gain {report['gain']}")
-        self.send(("/distill/gain", 1.0))
-        one = [[1.0 if k == j else 0.0 for k in range(len(w))] for j in (0, len(w) - 1)]
-        report["world"] = summary(*self.halfway([[("/distill/mix", one[0])], [("/distill/mix", one[1])]],
-                                                log_spectrum))
-        report["world"]["worlds"] = [w[0], w[-1]]
-        self.log(f"world {report['world']}")
-        self.send(("/distill/mix", [0.0] * len(w)), ("/distill/guidance", 2.0))
-        report["descriptor"] = summary(*self.halfway([[("/distill/descriptor/loudness", 0.1)],
-                                                      [("/distill/descriptor/loudness", 0.9)]], level_db))
-        self.log(f"descriptor {report['descriptor']}")
+        if "trigger" in actions:
+            report["trigger"] = summary(self.onsets(
+                lambda i: self.send(("/distill/cue", [i % self.cues, 0.05]), ("/distill/play", 1)),
+                lambda i: self.send(("/distill/play", 0))))
+            self.log(f"trigger {report['trigger']}")
+        if "note" in actions:
+            report["note"] = summary(self.onsets(
+                lambda i: self.keys.send(mido.Message("note_on", note=36 + i % self.cues, velocity=100)),
+                lambda i: self.keys.send(mido.Message("note_off", note=36 + i % self.cues))))
+            self.log(f"note {report['note']}")
+        if "gain" in actions:
+            self.send(("/distill/gain", 0.0), ("/distill/play", 1))
+            report["gain"] = summary(self.onsets(lambda i: self.send(("/distill/gain", 1.0)),
+                                                 lambda i: self.send(("/distill/gain", 0.0))))
+            self.log(f"gain {report['gain']}")
+        self.send(("/distill/gain", 1.0), ("/distill/play", 1))
+        if "world" in actions:
+            one = [[1.0 if k == j else 0.0 for k in range(len(w))] for j in (0, len(w) - 1)]
+            report["world"] = summary(*self.halfway([[("/distill/mix", one[0])], [("/distill/mix", one[1])]],
+                                                    log_spectrum))
+            report["world"]["worlds"] = [w[0], w[-1]]
+            self.log(f"world {report['world']}")
+        if "descriptor" in actions:
+            self.send(("/distill/mix", [0.0] * len(w)), ("/distill/guidance", 2.0))
+            report["descriptor"] = summary(*self.halfway([[("/distill/descriptor/loudness", 0.1)],
+                                                          [("/distill/descriptor/loudness", 0.9)]], level_db))
+            self.log(f"descriptor {report['descriptor']}")
         self.serve.send_signal(2)
         out, _ = self.serve.communicate(timeout=60)
         under = re.search(r"(\d+) underruns", out)
@@ -312,6 +319,7 @@ def main() -> int:
                                                                  "low-latency way to run it)")
     p.add_argument("--realtime", action="store_true", help="jackd -R and serve --realtime, as the README's "
                    "low-latency paragraph has a performer run them (needs root or an rtprio limit, `ulimit -r`)")
+    p.add_argument("--actions", nargs="+", choices=ACTIONS, default=list(ACTIONS), help="which actions to time")
     p.add_argument("--quick", action="store_true", help="5 trials of each at 128 frames, idle: to check it works")
     args = p.parse_args()
     if args.quick:
@@ -331,7 +339,7 @@ def main() -> int:
             try:
                 with Run(args.model, period, load == "busy", args.trials, 1.0 if args.quick else 3.0, args.buffer_ms,
                          log, args.realtime) as run:
-                    result = run.measure()
+                    result = run.measure(args.actions)
             except RuntimeError as e:  # jackd did not start
                 raise SystemExit(f"latency: {e}")
             runs.append({"jack_period": period, "jack_period_ms": round(1000 * period / RATE, 2), "load": load,

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from distill_live.control.params import ParamRegistry
+from distill_live.live.cardgain import CardGain
+from distill_live.live.engine import Engine
 from distill_live.live.player import SPLICE, Player
 from distill_live.live.ringbuffer import RingBuffer
 from models import random_model
@@ -39,23 +41,94 @@ def test_triggers_are_urgent_and_everything_else_waits_its_turn(model):
     assert registry.urgent(0.0)
 
 
-def test_replace_unread_keeps_the_block_being_read_and_crossfades_into_the_new_samples():
+def test_a_trigger_keeps_the_block_being_read_and_crossfades_into_the_new_samples():
     ring = RingBuffer(1000)
-    ring.write(np.ones(300, np.float32))
+    card = CardGain(ring, 1000, smooth=0.05)
+    card.write(np.full(300, 0.8, np.float32))
     out = np.zeros(50, np.float32)
     ring.read_into(out)  # the card took a block of 50: 250 queued
-    dropped = ring.replace_unread(np.full(100, -1.0, np.float32), guard=50, fade=20)
-    assert dropped == 200  # all but the next block
+    card.replace_unread(np.full(100, -0.5, np.float32), guard=50, fade=20)
     heard = np.zeros(ring.available(), np.float32)
     ring.read_into(heard)
-    np.testing.assert_array_equal(heard[:50], 1.0)  # the block the card may be copying is left alone
+    assert len(heard) == 150  # all but the next block was replaced
+    np.testing.assert_array_equal(heard[:50], np.float32(0.8))  # the block the card may be copying is left alone
     fade = heard[50:70]
-    assert np.all(np.diff(fade) < 0) and 1.0 > fade[0] > 0.9 and -1.0 < fade[-1] < -0.9, fade
-    np.testing.assert_array_equal(heard[70:], -1.0)
-    assert len(heard) == 150
+    assert np.all(np.diff(fade) < 0) and 0.8 > fade[0] > 0.7 and -0.5 < fade[-1] < -0.4, fade
+    np.testing.assert_array_equal(heard[70:], np.float32(-0.5))
     # nothing queued past the guard: the new samples follow what is there
-    assert ring.replace_unread(np.full(10, 2.0, np.float32), guard=50, fade=20) == 0
+    card.replace_unread(np.full(10, 0.5, np.float32), guard=50, fade=20)
     assert ring.available() == 10
+
+
+def test_a_fader_reaches_into_what_is_queued_and_stays_continuous():
+    """An untimed gain is heard from the first sample past the block the card may be reading, eased from the
+    gain there with the gain's smoothing (50 ms): no step, and what follows continues the same easing."""
+    rate = 1000
+    ring = RingBuffer(1000)
+    card = CardGain(ring, rate, smooth=0.05)
+    card.settle(0.0)
+    card.write(np.full(100, 0.5, np.float32))  # gain 0: digital silence queued
+    ring.read_into(np.zeros(30, np.float32))  # a block of 30 played: 70 queued
+    card.reach(1.0, guard=30)
+    card.write(np.full(100, 0.5, np.float32))
+    heard = np.zeros(ring.available(), np.float32)
+    ring.read_into(heard)
+    np.testing.assert_array_equal(heard[:30], 0.0)  # the block being read: as it was
+    expected = 0.5 * (1.0 - np.exp(-np.arange(1, 141) / (0.05 * rate)))
+    np.testing.assert_allclose(heard[30:], expected, rtol=1e-5)  # then at once, eased, across the new chunk too
+    assert heard[30] > 0 and np.abs(np.diff(heard)).max() < 0.5 / (0.05 * rate)
+    # gain 0 again arrives at digital silence
+    card.reach(0.0, guard=0)
+    card.write(np.full(2000, 0.5, np.float32)[:900])
+    heard = np.zeros(ring.available(), np.float32)
+    ring.read_into(heard)
+    assert heard[0] > 0.4 and np.all(heard[-100:] == 0.0)
+
+
+def test_only_untimed_gain_reaches_the_card_at_once(model):
+    """The registry hands the engine untimed gain values (a fader) at once, the last of each, and once; a timed
+    gain waits for its time (it is applied by the Player in its turn, like everything else)."""
+    registry = ParamRegistry.for_model(model)
+    registry.submit("/distill/gain", [0.2])
+    registry.submit("/distill/gain", [0.7])
+    registry.submit("/distill/gain", [0.4], at=5.0)
+    registry.submit("/distill/temperature", [0.5])
+    assert registry.at_card(0.0) == {"/distill/gain": 0.7}
+    assert registry.at_card(0.0) == {}
+    registry.apply_due(0.0)
+    assert registry.get("gain") == 0.7  # applied in its turn too, for the take and for render
+    registry.apply_due(5.0)
+    assert registry.get("gain") == 0.4
+
+
+def test_the_engine_applies_the_gain_at_the_card_and_the_take_keeps_the_players(model):
+    """Driven by hand: after a fader moves, the ring holds the queued audio gained again (heard at the next
+    block), while the Player's chunks (the take, what render gives again) change only from the chunk the
+    message is applied at, as before."""
+    engine = Engine(model, buffer_ms=10.0)  # the ring at the model's rate: no resampler
+    engine.registry.submit("/distill/play", [1])
+    engine.card_gain.settle(1.0)
+    for _ in range(40):
+        engine.generate_one()
+    engine.registry.preempted()  # (play was a trigger: answered, as the generator's loop would)
+    engine.ring.read_into(np.zeros(64, np.float32))  # the card took a block
+    engine.block = 64
+    queued = engine.ring.available()
+    made = engine.recent(queued)  # the Player's last chunks: at gain 1, the card plays them as they are
+    assert np.abs(made).max() > 0.01
+    engine.registry.submit("/distill/gain", [0.0])
+    engine.poll()  # plenty queued: it makes no chunk, it reaches into the queue
+    assert engine.ring.available() == queued
+    heard = np.zeros(queued, np.float32)
+    engine.ring.read_into(heard)
+    np.testing.assert_array_equal(heard[:64], made[:64])  # the block the card may be reading
+    eased = np.exp(-np.arange(1, queued - 64 + 1) / (0.05 * engine.sample_rate))
+    plain = np.abs(made[64:]) < 0.9  # (peaks past 0.9 were bent by the output's safety, before and after)
+    np.testing.assert_allclose(heard[64:][plain], (made[64:] * eased)[plain], rtol=1e-4, atol=1e-7)
+    engine.generate_one()  # the Player applies the gain now, at the next chunk it makes, as render does
+    assert engine.player.applied == [("/distill/gain", (0.0,))]
+    player_chunk = engine.recent(engine.player.chunk)
+    assert np.abs(player_chunk).max() > 0.5 * np.abs(engine.player.ungained).max(), "the Player eases from here"
 
 
 def test_a_cue_cuts_into_the_frame_and_fades_from_its_rest(model):

@@ -127,14 +127,15 @@ def test_cue_jump_reset_and_model_hot_swap_do_not_click(jack_server, trained_mod
     assert np.sqrt(np.mean(audio[int(3.5 * rate):] ** 2)) > 1e-3, "the swapped-in model plays"
 
 
-def test_a_trigger_does_not_wait_behind_the_queued_audio(jack_server, trained_model):
-    """With 300 ms queued (--buffer-ms 300), `/distill/gain 1` to a silent engine is heard only once that
-    queue has played, while `/distill/play 1` to a stopped one replaces the queue and is heard at once."""
+def test_a_trigger_and_a_fader_do_not_wait_behind_the_queued_audio(jack_server, trained_model):
+    """With 300 ms queued (--buffer-ms 300), `/distill/play 1` to a stopped engine replaces the queue and
+    `/distill/gain 1` to a silent one reaches into it (live/cardgain.py): both are heard at once, while a
+    stop still waits for the queue to play."""
     import jack
 
     rate = jack_server.sample_rate
     with TimedCapture(jack_server.name, channels=1, seconds=60.0) as cap:
-        proc, port = serve(trained_model, "--stopped", "--buffer-ms", 300, "--seconds", 12, env=jack_server.env)
+        proc, port = serve(trained_model, "--stopped", "--buffer-ms", 300, "--seconds", 14, env=jack_server.env)
         try:
             cap.connect("PortAudio", timeout=60)
             # a second of JACK cycles with serve's card running: a trigger sent before the card's first
@@ -144,26 +145,31 @@ def test_a_trigger_does_not_wait_behind_the_queued_audio(jack_server, trained_mo
             client = SimpleUDPClient("127.0.0.1", port)
             clock = jack.Client("latency-clock", servername=jack_server.name, no_start_server=True)
 
-            def onset_after(address: str, value) -> float:
-                """Seconds from sending to the first sample that is not silence, in JACK's own frames."""
-                wait_for(lambda: cap.recorded > rate // 2 and not np.abs(cap.data[-rate // 2:]).max(), 30,
-                         f"half a second of silence before {address}")
+            def heard_after(address: str, value) -> np.ndarray:
+                """The second after sending, in JACK's own frames: which samples are not silence."""
                 sent = clock.frame_time
                 client.send_message(address, value)
-                heard = cap.since(sent, int(1.0 * rate))[:, 0]
-                loud = np.flatnonzero(np.abs(heard) > 1e-6)
+                return np.abs(cap.since(sent, int(1.0 * rate))[:, 0]) > 1e-6
+
+            def onset_after(address: str, value) -> float:
+                """Seconds from sending to the first sample that is not silence."""
+                wait_for(lambda: cap.recorded > rate // 2 and not np.abs(cap.data[-rate // 2:]).max(), 30,
+                         f"half a second of silence before {address}")
+                loud = np.flatnonzero(heard_after(address, value))
                 assert loud.size, f"nothing heard within a second of {address}"
                 return loud[0] / rate
 
             play = onset_after("/distill/play", 1)
-            client.send_message("/distill/gain", 0.0)  # gain 0 is digital silence, queued as such
+            client.send_message("/distill/gain", 0.0)  # gain 0 is digital silence
             gain = onset_after("/distill/gain", 1.0)
+            time.sleep(0.5)
+            loud = np.flatnonzero(heard_after("/distill/play", 0))
             clock.close()
         finally:
             out, err = finish(proc)
     assert underruns(out) == 0, out + err
-    assert gain >= 0.3, gain  # the gain waits behind the queue: it is applied to the next chunk made
-    assert play < gain / 2, (play, gain)
+    assert loud.size and 0.3 <= loud[-1] / rate < 0.9, loud[-1:] / rate  # the stop: after the queue, faded
+    assert play < 0.1 and gain < 0.1, (play, gain)  # a block and a margin: not 300 ms
 
 
 def test_records_to_a_file_without_a_sound_card(trained_model, tmp_path):

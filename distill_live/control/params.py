@@ -50,6 +50,7 @@ class Param:
     preset: bool = True  # a stored value a preset keeps (not play or seed: when, not what it sounds like)
     unit: str = ""  # what the number counts, for surfaces that show it (OSCQuery UNIT, the web page)
     preempts: bool = False  # a trigger that does not wait for what is queued (a switch: when it turns on)
+    at_card: bool = False  # applied by the card as it plays: untimed, it reaches into what is queued (the gain)
 
     @property
     def address(self) -> str:
@@ -91,7 +92,7 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
     params = [
         Param("play", "b", 0, "start (1) or stop (0) with a short fade", preset=False, preempts=True),
         Param("gain", "f", 1.0, "output gain; peaks past 0.9 bend softly towards ±1, never past it", 0.0, 2.0,
-              smooth=0.05),
+              smooth=0.05, at_card=True),
         Param("temperature", "f", 1.0, "sampling temperature: lower is safer, higher is wilder", 0.0, 2.0),
         Param("topk", "i", 0, "sample only among the k likeliest codes (0 = off)", 0, codebook_size),
         Param("topp", "f", 1.0, "sample only among the likeliest codes covering this probability (1 = off)", 0.01, 1.0),
@@ -163,6 +164,7 @@ class ParamRegistry:
         self._pending: list[tuple[float, int, str, tuple]] = []  # generator-side heap of timed messages
         self._order = 0
         self._urgent = False  # a trigger that pre-empts came in untimed and the engine has not answered it yet
+        self._at_card: dict[str, Any] = {}  # untimed values for the card to apply at once (see `at_card`)
         self.arrived = threading.Event()  # set at every submit: the generator wakes for a trigger at once
         # what `controls` reads: the fields of Controls that have a control of their name (as they are,
         # as on/off, or eased), the worlds and the descriptors
@@ -294,6 +296,14 @@ class ParamRegistry:
         """The engine has answered the triggers that came (see `urgent`)."""
         self._urgent = False
 
+    def at_card(self, now: float) -> dict[str, Any]:
+        """The last value of each control the card applies itself (`Param.at_card`: the gain) that came in to be
+        applied now, since the last call: the engine reaches into what is queued with it (live/cardgain.py).
+        The message is also applied in its turn, as every other, for the take and for render."""
+        self._take_inbox(now)
+        values, self._at_card = self._at_card, {}
+        return values
+
     def _take_inbox(self, now: float) -> None:
         """Move what the control threads submitted into the timed queue; untimed messages are due `now`."""
         while True:
@@ -306,6 +316,8 @@ class ParamRegistry:
                 heapq.heappush(self._pending, (now if at is None else at, self._order, address, args))
                 if at is None and self._preempts(address, args):
                     self._urgent = True
+                if at is None and self.params[address].at_card:
+                    self._at_card[address] = args[0]
 
     def _preempts(self, address: str, args: tuple) -> bool:
         p = self.params[address]

@@ -4,7 +4,8 @@ It is the heart of both `render` (offline, as fast as possible) and `serve` (the
 feeding the ring buffer). The model makes a whole frame at once (one prior step, one decoder
 step, any crossfade between voices), but control messages are applied every chunk, and the
 play/stop fade and the gain are applied per chunk too: so starting, stopping and gain answer
-within a chunk (1.25 ms), while what steers the prior (worlds, descriptors, temperature...) takes
+within a chunk (1.25 ms; live, the card applies the gain itself, to what is queued too: see
+live/cardgain.py), while what steers the prior (worlds, descriptors, temperature...) takes
 effect with the next frame. Triggers do not wait for the frame to end: a start from silence, a cue
 jump and a reset begin a new frame at the chunk they arrive, and a cue or reset fades from the rest
 of the frame it cuts into over `SPLICE` (4 ms: shorter than any note onset a player would call
@@ -219,6 +220,7 @@ class Player:
         self.on_fault = on_fault or (lambda sentence: None)  # told what went wrong (render has no one to tell)
         self.applied: list[tuple[str, tuple]] = []  # messages applied at the last chunk (the engine reports them)
         self.raw = np.zeros(self.hop, np.float32)  # the current frame, before fade and gain
+        self.ungained = np.zeros(self.chunk, np.float32)  # the last chunk before the gain (the card gains it itself)
         self.pos = self.hop  # where the next chunk starts in `raw`; hop = a new frame is needed
         self.raw_silent = True  # `raw` was not computed (stopped)
         self.cut = False  # a trigger was applied: the next chunk begins a new frame, not the rest of this one
@@ -406,10 +408,12 @@ class Player:
         self.pos += self.chunk
         self.samples += self.chunk
         if start_env == 0.0 and self.envelope == 0.0:
-            return np.zeros(self.chunk, dtype=np.float32)
+            self.ungained = np.zeros(self.chunk, dtype=np.float32)
+            return self.ungained.copy()
         env = start_env + (self.envelope - start_env) * self._ramp
         gain = start_gain + (self.gain - start_gain) * self._ramp
-        return soft_clip((raw * env * gain).astype(np.float32))
+        self.ungained = raw * env
+        return soft_clip((self.ungained * gain).astype(np.float32))
 
     def frame_due(self) -> bool:
         """The next chunk begins a new frame: at the frame boundary, at once when starting from silence, or
@@ -420,7 +424,8 @@ class Player:
         """Silence in place of a chunk that failed: time goes on, and the next chunk starts a new frame."""
         self.samples += self.chunk
         self.pos = self.hop
-        return np.zeros(self.chunk, dtype=np.float32)
+        self.ungained = np.zeros(self.chunk, dtype=np.float32)
+        return self.ungained.copy()
 
     def next_frame(self) -> np.ndarray:
         """Produce the next `hop` samples, a chunk at a time (what render and bench use)."""

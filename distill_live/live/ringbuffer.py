@@ -4,8 +4,8 @@ The generator thread is the only writer and the audio callback the only reader. 
 only its own counter, and Python's GIL makes an int assignment atomic, so neither side ever takes
 a lock or allocates.
 
-The writer may also take back what it queued and the reader has not begun (`replace_unread`, for a
-trigger that must not wait behind it): see there why that is safe without a lock.
+The writer may also take back what it queued and the reader has not begun (`cut_unread`, for a trigger
+or a gain that must not wait behind it): see there why that is safe without a lock.
 """
 from __future__ import annotations
 
@@ -53,10 +53,10 @@ class RingBuffer:
         self.read += n
         return n
 
-    def replace_unread(self, samples: np.ndarray, guard: int, fade: int) -> int:
-        """Producer: keep the next `guard` samples (one card block), replace everything queued after them
-        with `samples`, crossfading from the queued audio over the first `fade` samples; returns how many
-        queued samples were dropped.
+    def cut_unread(self, guard: int) -> int:
+        """Producer: take back everything queued beyond the next `guard` samples (one card block), for the
+        writer to queue something else in its place; returns where the ring now ends (`written`), where
+        the next `write` goes. The samples taken back stay in `data` until then.
 
         Why no lock is needed: the reader copies at most one block (`guard`) per call, from `read` up to
         `written` as it found them, and moves `read` only once it has copied. The writer first pulls
@@ -66,25 +66,17 @@ class RingBuffer:
         past that cut, up to its new `read` + guard: so the writer looks at `read` again and cuts no
         sooner than that. What lies before the cut is the queued audio, untouched; only past it does the
         writer rewrite, where no copy can be, and it publishes the new samples by moving `written` on,
-        as `write` always does. A copy that starts between the two stores may come up short (an
+        as `write` always does. A copy that starts before they are written may come up short (an
         underrun, counted), never torn.
         """
         end = self.written
         cut = self.read + guard
         if end <= cut:
-            self.write(samples)
-            return 0
+            return end
         self.written = cut  # a copy that starts from now on stops here...
         cut = min(end, max(cut, self.read + guard))  # ...and one that began before stops here at the latest
         self.written = cut
-        dropped = end - cut
-        n = min(fade, dropped, len(samples))
-        start = cut % self.capacity
-        old = self.data[(start + np.arange(n)) % self.capacity]  # the queued audio at the cut (a copy)
-        ramp = np.arange(1, n + 1, dtype=np.float32) / (n + 1)
-        samples = np.concatenate([old * (1.0 - ramp) + samples[:n] * ramp, samples[n:]])
-        self.write(samples)
-        return dropped
+        return cut
 
     def discard(self, n: int | None = None) -> int:
         """Consumer: drop the oldest `n` samples (all waiting when None) without reading them; returns how many."""
