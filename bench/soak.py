@@ -28,8 +28,10 @@ import os
 import random
 import re
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -247,9 +249,12 @@ class Soak:
         self.port = free_port()
         self.replies = Replies()
         self.replies.watch.add("/distill/gain")
+        # the flood saves presets: into a file of the soak's own, not beside the model (the bundled demo's
+        # folder is the package's)
+        self.presets = Path(tempfile.mkdtemp(prefix="distill-soak-")) / "soak.presets.toml"
         self.cmd = [sys.executable, "-m", "distill_live", "serve", self.model, "-v", "--osc-port", str(self.port),
                     "--no-oscquery", "--reply", f"127.0.0.1:{self.replies.port}", "--midi-api", "jack",
-                    "--midi-virtual", *map(str, extra)]
+                    "--midi-virtual", "--presets", str(self.presets), *map(str, extra)]
         self.patchbay = jack.Client("soak-patchbay", servername=server, no_start_server=True)
         self.lines: list[str] = []  # serve's stdout and stderr, as they come
         self.v_lines: list[tuple[float, tuple]] = []  # (monotonic, (rtf, p50, p99, underruns))
@@ -341,6 +346,7 @@ class Soak:
             self.midi.close()
         self.replies.close()
         self.patchbay.close()
+        shutil.rmtree(self.presets.parent, ignore_errors=True)
 
     def _underrun_times(self) -> list:
         """Seconds since serve started at which the -v lines first showed more underruns (first 20)."""
