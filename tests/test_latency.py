@@ -1,5 +1,5 @@
-"""Latency, piece by piece: which messages pre-empt, how the ring takes back what it queued, and how a
-trigger cuts into the frame playing. The whole path through a real JACK server is in test_serve.py;
+"""Latency, piece by piece: which messages pre-empt, how the card skips to what a trigger or a fader
+queued, and how a trigger cuts into the frame playing. The whole path through a real JACK server is in test_serve.py;
 the figures are bench/latency.py's."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from distill_live.control.params import ParamRegistry
-from distill_live.live.cardgain import CardGain
+from distill_live.live.cardqueue import CardQueue
 from distill_live.live.engine import Engine
 from distill_live.live.player import SPLICE, Player
 from distill_live.live.ringbuffer import RingBuffer
@@ -41,48 +41,107 @@ def test_triggers_are_urgent_and_everything_else_waits_its_turn(model):
     assert registry.urgent(0.0)
 
 
-def test_a_trigger_keeps_the_block_being_read_and_crossfades_into_the_new_samples():
+def test_a_trigger_is_heard_from_the_cards_next_block_crossfaded_from_what_it_replaces():
     ring = RingBuffer(1000)
-    card = CardGain(ring, 1000, smooth=0.05)
-    card.write(np.full(300, 0.8, np.float32))
-    out = np.zeros(50, np.float32)
-    ring.read_into(out)  # the card took a block of 50: 250 queued
-    card.replace_unread(np.full(100, -0.5, np.float32), guard=50, fade=20)
-    heard = np.zeros(ring.available(), np.float32)
+    queue = CardQueue(ring, 1000, smooth=0.05)
+    queue.write(np.full(300, 0.8, np.float32))
+    ring.read_into(np.zeros(50, np.float32))  # the card took a block of 50: 250 queued
+    queue.trigger(np.full(100, -0.5, np.float32), fade=20)
+    assert ring.available() == 100  # what the card will play: the trigger's samples, nothing before them
+    heard = np.zeros(100, np.float32)
     ring.read_into(heard)
-    assert len(heard) == 150  # all but the next block was replaced
-    np.testing.assert_array_equal(heard[:50], np.float32(0.8))  # the block the card may be copying is left alone
-    fade = heard[50:70]
+    fade = heard[:20]
     assert np.all(np.diff(fade) < 0) and 0.8 > fade[0] > 0.7 and -0.5 < fade[-1] < -0.4, fade
-    np.testing.assert_array_equal(heard[70:], np.float32(-0.5))
-    # nothing queued past the guard: the new samples follow what is there
-    card.replace_unread(np.full(10, 0.5, np.float32), guard=50, fade=20)
+    np.testing.assert_array_equal(heard[20:], np.float32(-0.5))
+    queue.tend()
+    assert queue.skip is None  # taken
+    # nothing queued: the new samples are what there is
+    queue.trigger(np.full(10, 0.5, np.float32), fade=20)
     assert ring.available() == 10
 
 
-def test_a_fader_reaches_into_what_is_queued_and_stays_continuous():
-    """An untimed gain is heard from the first sample past the block the card may be reading, eased from the
-    gain there with the gain's smoothing (50 ms): no step, and what follows continues the same easing."""
-    rate = 1000
+def test_a_skip_the_card_missed_is_set_again_from_where_it_plays():
+    """The card was copying a block as the trigger looked at where it reads: it plays on, missing the skip.
+    At the next look the trigger's samples (and what was queued after them) are queued again, crossfaded
+    from where the card is now, and the card skips there at its next block: one block later, no step."""
     ring = RingBuffer(1000)
-    card = CardGain(ring, rate, smooth=0.05)
-    card.settle(0.0)
-    card.write(np.full(100, 0.5, np.float32))  # gain 0: digital silence queued
-    ring.read_into(np.zeros(30, np.float32))  # a block of 30 played: 70 queued
-    card.reach(1.0, guard=30)
-    card.write(np.full(100, 0.5, np.float32))
+    queue = CardQueue(ring, 1000, smooth=0.05)
+    queue.write(np.linspace(0.0, 0.5, 300, dtype=np.float32))
+    queue.trigger(np.full(100, -0.5, np.float32), fade=20)
+    queue.write(np.full(30, -0.25, np.float32))  # the generator queued more after the trigger's samples
+    ring.discard(50)  # a copy that began before the skip was set: it moves on without skipping
+    queue.tend()
+    assert queue.skip is not None and queue.skip.at == 50  # set again, from where the card is
     heard = np.zeros(ring.available(), np.float32)
     ring.read_into(heard)
-    np.testing.assert_array_equal(heard[:30], 0.0)  # the block being read: as it was
-    expected = 0.5 * (1.0 - np.exp(-np.arange(1, 141) / (0.05 * rate)))
-    np.testing.assert_allclose(heard[30:], expected, rtol=1e-5)  # then at once, eased, across the new chunk too
-    assert heard[30] > 0 and np.abs(np.diff(heard)).max() < 0.5 / (0.05 * rate)
+    assert len(heard) == 100 + 30
+    fade = heard[:20]
+    next_sample = np.linspace(0.0, 0.5, 300)[50]
+    assert np.all(np.diff(fade) < 0) and next_sample > fade[0] > 0.0 and -0.5 < fade[-1] < -0.4, fade
+    np.testing.assert_array_equal(heard[20:100], np.float32(-0.5))
+    np.testing.assert_array_equal(heard[100:], np.float32(-0.25))
+    queue.tend()
+    assert queue.skip is None
+
+
+def test_a_fader_is_heard_from_the_cards_next_block_and_stays_continuous():
+    """An untimed gain is heard from the card's next block: what is queued is queued again, eased from the
+    gain the card is at with the gain's smoothing (50 ms): no step, and what follows continues the easing."""
+    rate = 1000
+    ring = RingBuffer(1000)
+    queue = CardQueue(ring, rate, smooth=0.05)
+    queue.settle(0.0)
+    queue.write(np.full(100, 0.5, np.float32))  # gain 0: digital silence queued
+    ring.read_into(np.zeros(30, np.float32))  # a block of 30 played: 70 queued
+    queue.reach(1.0)
+    assert ring.available() == 70  # the same audio, queued again
+    queue.write(np.full(100, 0.5, np.float32))
+    heard = np.zeros(ring.available(), np.float32)
+    ring.read_into(heard)
+    expected = 0.5 * (1.0 - np.exp(-np.arange(1, 171) / (0.05 * rate)))
+    np.testing.assert_allclose(heard, expected, rtol=1e-5)  # at once, eased, across the new chunk too
+    assert heard[0] > 0 and np.abs(np.diff(heard)).max() < 0.5 / (0.05 * rate)
+    queue.tend()
+    assert queue.skip is None
     # gain 0 again arrives at digital silence
-    card.reach(0.0, guard=0)
-    card.write(np.full(2000, 0.5, np.float32)[:900])
+    queue.reach(0.0)
+    queue.write(np.full(900, 0.5, np.float32))
     heard = np.zeros(ring.available(), np.float32)
     ring.read_into(heard)
     assert heard[0] > 0.4 and np.all(heard[-100:] == 0.0)
+
+
+def test_a_fader_moved_as_the_card_copied_a_block_is_heard_from_the_block_after():
+    """The card missed the fader's skip (it was copying): what it has played is left out of what is queued
+    again, so nothing is heard twice."""
+    ring = RingBuffer(1000)
+    queue = CardQueue(ring, 1000, smooth=0.05)
+    ramp = np.arange(300, dtype=np.float32) / 1000
+    queue.write(ramp)
+    queue.reach(0.5)
+    ring.discard(50)  # a copy that began before the skip was set
+    queue.tend()
+    heard = np.zeros(ring.available(), np.float32)
+    ring.read_into(heard)
+    assert len(heard) == 250
+    np.testing.assert_allclose(heard, ramp[50:] * (0.5 + 0.5 * np.exp(-np.arange(1, 251) / 50.0)), rtol=1e-5)
+
+
+def test_a_fader_moved_while_a_trigger_waits_for_the_card_reaches_once_it_skipped():
+    ring = RingBuffer(1000)
+    queue = CardQueue(ring, 1000, smooth=0.05)
+    queue.write(np.full(300, 0.5, np.float32))
+    ring.read_into(np.zeros(50, np.float32))
+    queue.trigger(np.full(200, 0.5, np.float32), fade=20)
+    queue.reach(0.0)
+    assert queue.skip.origin is None, "the trigger's skip waits for the card; the fader waits for it"
+    heard = np.zeros(50, np.float32)
+    ring.read_into(heard)  # the card skips, at the gain the trigger's samples got
+    np.testing.assert_array_equal(heard, np.float32(0.5))
+    queue.tend()  # then the fader reaches, from the card's next block
+    heard = np.zeros(150, np.float32)
+    ring.read_into(heard)
+    np.testing.assert_allclose(heard, 0.5 * np.exp(-np.arange(1, 151) / 50.0), rtol=1e-5)
 
 
 def test_only_untimed_gain_reaches_the_card_at_once(model):
@@ -102,12 +161,11 @@ def test_only_untimed_gain_reaches_the_card_at_once(model):
 
 
 def test_the_engine_applies_the_gain_at_the_card_and_the_take_keeps_the_players(model):
-    """Driven by hand: after a fader moves, the ring holds the queued audio gained again (heard at the next
-    block), while the Player's chunks (the take, what render gives again) change only from the chunk the
+    """Driven by hand: after a fader moves, the card's next block on is the queued audio gained again, while the Player's chunks (the take, what render gives again) change only from the chunk the
     message is applied at, as before."""
     engine = Engine(model, buffer_ms=10.0)  # the ring at the model's rate: no resampler
     engine.registry.submit("/distill/play", [1])
-    engine.card_gain.settle(1.0)
+    engine.card_queue.settle(1.0)
     for _ in range(40):
         engine.generate_one()
     engine.registry.preempted()  # (play was a trigger: answered, as the generator's loop would)
@@ -120,11 +178,10 @@ def test_the_engine_applies_the_gain_at_the_card_and_the_take_keeps_the_players(
     engine.poll()  # plenty queued: it makes no chunk, it reaches into the queue
     assert engine.ring.available() == queued
     heard = np.zeros(queued, np.float32)
-    engine.ring.read_into(heard)
-    np.testing.assert_array_equal(heard[:64], made[:64])  # the block the card may be reading
-    eased = np.exp(-np.arange(1, queued - 64 + 1) / (0.05 * engine.sample_rate))
-    plain = np.abs(made[64:]) < 0.9  # (peaks past 0.9 were bent by the output's safety, before and after)
-    np.testing.assert_allclose(heard[64:][plain], (made[64:] * eased)[plain], rtol=1e-4, atol=1e-7)
+    engine.ring.read_into(heard)  # the card's next block on
+    eased = np.exp(-np.arange(1, queued + 1) / (0.05 * engine.sample_rate))
+    plain = np.abs(made) < 0.9  # (peaks past 0.9 were bent by the output's safety, before and after)
+    np.testing.assert_allclose(heard[plain], (made * eased)[plain], rtol=1e-4, atol=1e-7)
     engine.generate_one()  # the Player applies the gain now, at the next chunk it makes, as render does
     assert engine.player.applied == [("/distill/gain", (0.0,))]
     player_chunk = engine.recent(engine.player.chunk)

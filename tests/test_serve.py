@@ -129,7 +129,7 @@ def test_cue_jump_reset_and_model_hot_swap_do_not_click(jack_server, trained_mod
 
 def test_a_trigger_and_a_fader_do_not_wait_behind_the_queued_audio(jack_server, trained_model):
     """With 300 ms queued (--buffer-ms 300), `/distill/play 1` to a stopped engine replaces the queue and
-    `/distill/gain 1` to a silent one reaches into it (live/cardgain.py): both are heard at once, while a
+    `/distill/gain 1` to a silent one reaches into it (live/cardqueue.py): both are heard at once, while a
     stop still waits for the queue to play."""
     import jack
 

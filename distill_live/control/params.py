@@ -298,7 +298,7 @@ class ParamRegistry:
 
     def at_card(self, now: float) -> dict[str, Any]:
         """The last value of each control the card applies itself (`Param.at_card`: the gain) that came in to be
-        applied now, since the last call: the engine reaches into what is queued with it (live/cardgain.py).
+        applied now, since the last call: the engine reaches into what is queued with it (live/cardqueue.py).
         The message is also applied in its turn, as every other, for the take and for render."""
         self._take_inbox(now)
         values, self._at_card = self._at_card, {}

@@ -12,8 +12,8 @@ time: when the ring falls below that, so a control is applied at the last chunk 
 heard. The margin is measured, not guessed (`Margin`): what noticing and making a chunk has cost on
 this machine over the last seconds, never less than `buffer_ms`. A trigger (a cue jump, a reset,
 play) does not even wait for that: it wakes the generator, which makes its chunks at once and puts
-them in place of what the card has queued (`_preempt`). The gain is applied where chunks enter the
-ring (cardgain.py), so a fader reaches into what is queued too. Model files asked for over OSC
+them in place of what the card has queued, heard from its next block (`_preempt`). The gain is applied
+as chunks are queued (cardqueue.py), so a fader reaches into what is queued too. Model files asked for over OSC
 (`/distill/model`) are loaded by a third thread so the generator never waits on a disk.
 
 With an audio input (audioinput.py) the generator also pulls what the input callback copied, and
@@ -45,7 +45,7 @@ from distill_live.model.modelfile import DistillModel, ModelFileError, load_mode
 from distill_live.model.prior import Controls
 
 from .audioinput import AudioInput
-from .cardgain import CardGain
+from .cardqueue import CardQueue
 from .player import SPLICE, Heard, Playback, Player, Voice
 from .resample import StreamResampler
 from .ringbuffer import RingBuffer
@@ -53,7 +53,7 @@ from .ringbuffer import RingBuffer
 log = logging.getLogger("distill.engine")
 
 MODEL = f"{PREFIX}/model"  # hot-swap: the engine loads it off the generator thread
-GAIN = f"{PREFIX}/gain"  # applied by the card as it plays (cardgain.py)
+GAIN = f"{PREFIX}/gain"  # applied to what is queued for the card (cardqueue.py)
 SAVE, RECALL = f"{PREFIX}/preset/save", f"{PREFIX}/preset/recall"  # presets: the engine keeps them
 CODE_HISTORY = 1024  # frames of codes kept for the surfaces (20 s at 50 frames/s)
 IDLE = 0.0005  # seconds the generator waits between looks at the ring when it has nothing to do
@@ -168,7 +168,7 @@ class Engine:
         self.lead_in = 0
         self.margin = Margin(buffer_ms / 1000, self.model_rate / self.player.chunk)
         self.ring = RingBuffer(self.frame_samples * 64 + round(buffer_ms / 1000 * self.sample_rate))
-        self.card_gain = CardGain(self.ring, self.sample_rate, self.registry.params[GAIN].smooth,
+        self.card_queue = CardQueue(self.ring, self.sample_rate, self.registry.params[GAIN].smooth,
                                   self.registry.get("gain"))
         self._looked = time.perf_counter()  # the generator's last look that found nothing to do, or last chunk
         self.splice = round(SPLICE * self.sample_rate)  # samples of the crossfade where a trigger cuts in
@@ -248,7 +248,7 @@ class Engine:
         """Control-to-sound estimate for stop: a message waits for the next chunk, then everything queued in
         the ring and the card plays first. What steers the prior (worlds, descriptors, temperature...) waits
         up to one frame more, for the next frame; triggers (play, cue, reset) replace what is queued and the
-        gain reaches into it (cardgain.py): they wait only for the block the card is playing."""
+        gain reaches into it (cardqueue.py): they wait only for the block the card is playing."""
         return 1000.0 * (self.player.chunk / self.model_rate + self.queued_seconds() + self.output_latency)
 
     def input_latency_ms(self) -> float:
@@ -272,20 +272,24 @@ class Engine:
 
     def generate_one(self) -> None:
         """Make one chunk and queue it for the card."""
-        self.card_gain.write(self._make_chunk())
+        self.card_queue.write(self._make_chunk())
 
     def _preempt(self) -> None:
         """A trigger that must not wait (a cue, a reset, play): make its chunks at once and put them in
-        place of what the card has queued beyond the block it may be reading, crossfading from what they
-        replace over `SPLICE` (CardGain.replace_unread). The dropped audio was made and is in a take,
-        so the card skips those few milliseconds of the take's timeline (at most one block + the margin)."""
+        place of what the card has queued, heard from its next block, crossfading from what they replace
+        over `SPLICE` (CardQueue.trigger). They are all the card has from then on: as many as it is kept
+        ahead by and at least the crossfade, but not past the frame the first one made (the rest of it
+        costs next to nothing; a second frame would keep the trigger waiting). The dropped audio was made
+        and is in a take, so the card skips those few milliseconds of the take's timeline (at most one
+        block + the margin)."""
         fresh = [self._make_chunk()]
-        while sum(map(len, fresh)) < self.splice:  # the crossfade's length: the frame is made, chunks are cheap
+        while (sum(map(len, fresh)) < max(self.splice, self.block + self.target)
+               and not self.player.frame_due()):
             fresh.append(self._make_chunk())
-        self.card_gain.replace_unread(np.concatenate(fresh), self.block, self.splice)
+        self.card_queue.trigger(np.concatenate(fresh), self.splice)
 
     def _make_chunk(self) -> np.ndarray:
-        """The next chunk at the card's rate before the gain (the card applies it: cardgain.py), with
+        """The next chunk at the card's rate before the gain (applied as it is queued: cardqueue.py), with
         everything that goes with it (changes, take, meters)."""
         self._swap_if_loaded()
         frames_before = self.player.frames
@@ -306,7 +310,7 @@ class Engine:
             elif address in (SAVE, RECALL):
                 self._preset(address, args)
             elif address == GAIN:  # in its turn (a timed one at its time): the card eases to it from here on
-                self.card_gain.ease_to(args[0])
+                self.card_queue.ease_to(args[0])
         if self.take is not None:
             self.take.put(chunk)  # what the score renders again: the card heard its gain changes a little sooner
         self._remember(chunk)
@@ -412,9 +416,10 @@ class Engine:
         input allows it. False when there was nothing to do (the loop waits a moment before the next pass)."""
         # (with an audio input, triggers wait for the next frame like everything else: input comes a whole
         # frame at a time, and what the ring holds is the input's latency, which must not jump)
+        self.card_queue.tend()  # a skip set for the card's next block
         reached = self.registry.at_card(self.player.time)
-        if GAIN in reached:  # a fader: the card hears it at its next block (cardgain.py)
-            self.card_gain.reach(reached[GAIN], self.block)
+        if GAIN in reached:  # a fader: the card hears it at its next block (cardqueue.py)
+            self.card_queue.reach(reached[GAIN])
         urgent = self.input is None and self.registry.urgent(self.player.time)
         if (urgent or self.ring.available() < self.block + self.target) and self._input_allows():
             if urgent and self.block:  # (before the card's first callback, the start's cushion stays: append)
@@ -545,8 +550,8 @@ class Engine:
         # cards call back in a burst at start, and this cushion drains away by itself (the
         # generator fills only below the target)
         self.lead_in = self.sample_rate // 10  # samples the card plays before the engine's time 0
-        self.card_gain.settle(self.registry.at_card(self.player.time).get(GAIN, self.registry.get("gain")))
-        self.card_gain.write(np.zeros(self.lead_in, np.float32))
+        self.card_queue.settle(self.registry.at_card(self.player.time).get(GAIN, self.registry.get("gain")))
+        self.card_queue.write(np.zeros(self.lead_in, np.float32))
         self._running = True
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="distill-generator", daemon=True)

@@ -5,7 +5,7 @@ feeding the ring buffer). The model makes a whole frame at once (one prior step,
 step, any crossfade between voices), but control messages are applied every chunk, and the
 play/stop fade and the gain are applied per chunk too: so starting, stopping and gain answer
 within a chunk (1.25 ms; live, the card applies the gain itself, to what is queued too: see
-live/cardgain.py), while what steers the prior (worlds, descriptors, temperature...) takes
+live/cardqueue.py), while what steers the prior (worlds, descriptors, temperature...) takes
 effect with the next frame. Triggers do not wait for the frame to end: a start from silence, a cue
 jump and a reset begin a new frame at the chunk they arrive, and a cue or reset fades from the rest
 of the frame it cuts into over `SPLICE` (4 ms: shorter than any note onset a player would call

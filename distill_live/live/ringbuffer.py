@@ -4,8 +4,9 @@ The generator thread is the only writer and the audio callback the only reader. 
 only its own counter, and Python's GIL makes an int assignment atomic, so neither side ever takes
 a lock or allocates.
 
-The writer may also take back what it queued and the reader has not begun (`cut_unread`, for a trigger
-or a gain that must not wait behind it): see there why that is safe without a lock.
+The writer may also have the reader skip what it queued to something it queued later (`skip`: a
+trigger or a fader that must not wait behind what is queued): see there why that is safe without a
+lock.
 """
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ class RingBuffer:
         self.data = np.zeros(capacity, dtype=np.float32)
         self.written = 0  # total samples ever written (producer's counter)
         self.read = 0  # total samples ever read (consumer's counter)
+        self.skip_at = -1  # see `skip`: a copy that starts here...
+        self.skip_to = -1  # ...starts here instead
 
     def available(self) -> int:
-        return self.written - self.read
+        read = self.read
+        return self.written - (self.skip_to if read == self.skip_at else read)
 
     def space(self) -> int:
         return self.capacity - self.available()
@@ -39,6 +43,8 @@ class RingBuffer:
         """Consumer: fill out [frames] or [frames, channels] (mono copied to every channel).
 
         Returns how many frames came from the ring; the rest are zeros (an underrun)."""
+        if self.read == self.skip_at:  # the writer queued what plays next further on (`skip`)
+            self.read = self.skip_to
         frames = out.shape[0]
         n = max(0, min(frames, self.available()))
         start = self.read % self.capacity
@@ -53,30 +59,20 @@ class RingBuffer:
         self.read += n
         return n
 
-    def cut_unread(self, guard: int) -> int:
-        """Producer: take back everything queued beyond the next `guard` samples (one card block), for the
-        writer to queue something else in its place; returns where the ring now ends (`written`), where
-        the next `write` goes. The samples taken back stay in `data` until then.
+    def skip(self, at: int, to: int) -> None:
+        """Producer: the reader's next copy, if it starts at `at` (where `read` is when this is called), starts
+        at `to` instead (at most `written`): what lies between is dropped unheard, so what the writer queued
+        at `to` is heard at the card's next block (a trigger, cardqueue.py).
 
-        Why no lock is needed: the reader copies at most one block (`guard`) per call, from `read` up to
-        `written` as it found them, and moves `read` only once it has copied. The writer first pulls
-        `written` back to the cut at read + guard (one int store), so a copy that starts from then on
-        stops there. The reader may have moved on between the writer's look at `read` and that store
-        (the generator can lose the GIL to it between any two lines), and a copy it began then may reach
-        past that cut, up to its new `read` + guard: so the writer looks at `read` again and cuts no
-        sooner than that. What lies before the cut is the queued audio, untouched; only past it does the
-        writer rewrite, where no copy can be, and it publishes the new samples by moving `written` on,
-        as `write` always does. A copy that starts before they are written may come up short (an
-        underrun, counted), never torn.
+        Why no lock is needed: the reader moves `read` to `to` only when it finds `read` at `at`, before it
+        copies; `skip_to` is stored before `skip_at`, so it never jumps to a stale place. If the reader
+        was copying as the writer looked at `read` (it can lose the GIL to the writer between any two
+        lines), it moves `read` past `at` and never skips: it plays on through what was queued, which is
+        still there, and the writer sees that (`read` past `at` and short of `to`) and puts right what it
+        queued at `to` (cardqueue.py `CardQueue.tend`).
         """
-        end = self.written
-        cut = self.read + guard
-        if end <= cut:
-            return end
-        self.written = cut  # a copy that starts from now on stops here...
-        cut = min(end, max(cut, self.read + guard))  # ...and one that began before stops here at the latest
-        self.written = cut
-        return cut
+        self.skip_to = to
+        self.skip_at = at
 
     def discard(self, n: int | None = None) -> int:
         """Consumer: drop the oldest `n` samples (all waiting when None) without reading them; returns how many."""
