@@ -277,14 +277,14 @@ class Engine:
     def _preempt(self) -> None:
         """A trigger that must not wait (a cue, a reset, play): make its chunks at once and put them in
         place of what the card has queued, heard from its next block, crossfading from what they replace
-        over `SPLICE` (CardQueue.trigger). They are all the card has from then on: as many as it is kept
-        ahead by and at least the crossfade, but not past the frame the first one made (the rest of it
-        costs next to nothing; a second frame would keep the trigger waiting). The dropped audio was made
-        and is in a take, so the card skips those few milliseconds of the take's timeline (at most one
-        block + the margin)."""
+        over `SPLICE` (CardQueue.trigger). They are all the card has from then on: at least the crossfade
+        and a card block, and up to as many as the card is kept ahead by while they come from the frame
+        the first one made (the rest of it costs next to nothing; a second frame would keep the trigger
+        waiting). The dropped audio was made and is in a take, so the card skips those few milliseconds
+        of the take's timeline (at most one block + the margin)."""
         fresh = [self._make_chunk()]
-        while (sum(map(len, fresh)) < max(self.splice, self.block + self.target)
-               and not self.player.frame_due()):
+        least, enough = max(self.splice, self.block), self.block + self.target
+        while (made := sum(map(len, fresh))) < least or (made < enough and not self.player.frame_due()):
             fresh.append(self._make_chunk())
         self.card_queue.trigger(np.concatenate(fresh), self.splice)
 
