@@ -23,6 +23,7 @@ The module also serves tests/test_soak.py (Soak); the private jackd is tests/jac
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import random
@@ -397,6 +398,7 @@ class Soak:
             "fds_start": s.get("fds"), "fds_end": e.get("fds"),
             "threads_start": s.get("threads"), "threads_end": e.get("threads"),
             "errors_reported": len(self.replies.errors),
+            "errors_kinds": dict(collections.Counter(e.split(":")[0][:60] for e in self.replies.errors).most_common(5)),
             "tracebacks": text.count("Traceback"),
             "exit_status": rc,
         }

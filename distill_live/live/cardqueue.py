@@ -88,7 +88,7 @@ class CardQueue:
         self.skip = None
         if read < s.to:  # missed: the card played on through what was queued; skip from where it is now
             after = s.to + len(s.fresh)  # (with what was queued after the skip's samples)
-            since = self.ungained[(after + np.arange(self.ring.written - after)) % self.ring.capacity]
+            since = self._queued(after, self.ring.written)
             self._queue_and_skip(np.concatenate([s.fresh, since]), s.fade, s.origin)
             return
         if self._reach_waits:
@@ -109,7 +109,7 @@ class CardQueue:
             self._reach_waits = True
             return
         at, end = self.ring.read, self.ring.written
-        self._queue_and_skip(self.ungained[(at + np.arange(end - at)) % self.ring.capacity], 0, origin=at)
+        self._queue_and_skip(self._queued(at, end), 0, origin=at)
 
     # -- inside ----------------------------------------------------------------------------------
 
@@ -136,21 +136,32 @@ class CardQueue:
     def _crossfade(self, at: int, end: int, fresh: np.ndarray, fade: int) -> np.ndarray:
         """`fresh`, faded in over its first `fade` samples from what was queued from ring position `at` to `end`."""
         n = min(fade, end - at, len(fresh))
-        old = self.ungained[(at + np.arange(n)) % self.ring.capacity]
+        old = self._queued(at, at + n)
         ramp = np.arange(1, n + 1, dtype=np.float32) / (n + 1)
         return np.concatenate([old * (1.0 - ramp) + fresh[:n] * ramp, fresh[n:]])
 
     def _commit(self, at: int, ungained: np.ndarray, after: int | None = None) -> np.ndarray:
         """Gain `ungained` and queue it at ring position `at` (where the ring writes next), continuing the gain
         of the sample before position `after` (default: `at`, the sample before it)."""
-        capacity = self.ring.capacity
-        where = (at + np.arange(len(ungained))) % capacity
-        gains = self._ease(float(self.gains[((at if after is None else after) - 1) % capacity]), len(ungained))
-        self.ungained[where] = ungained
-        self.gains[where] = gains
-        out = soft_clip((ungained * gains).astype(np.float32))
+        gains = self._ease(float(self.gains[((at if after is None else after) - 1) % self.ring.capacity]),
+                           len(ungained))
+        self._put(self.ungained, at, ungained)
+        self._put(self.gains, at, gains)
+        out = soft_clip((ungained * gains).astype(np.float32, copy=False))
         self.ring.write(out)
         return out
+
+    def _queued(self, start: int, end: int) -> np.ndarray:
+        """What was queued from ring position `start` to `end`, before the gain (a copy)."""
+        capacity = self.ring.capacity
+        return self.ungained[(start + np.arange(end - start)) % capacity]
+
+    def _put(self, array: np.ndarray, at: int, values: np.ndarray) -> None:
+        """`values` into the ring-shaped `array` from ring position `at` on."""
+        start, n = at % len(array), len(values)
+        first = min(n, len(array) - start)
+        array[start:start + first] = values[:first]
+        array[:n - first] = values[first:]
 
     def _ease(self, start: float, n: int) -> np.ndarray:
         """The next `n` gains from `start` towards the target."""

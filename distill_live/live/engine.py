@@ -278,12 +278,14 @@ class Engine:
         """A trigger that must not wait (a cue, a reset, play): make its chunks at once and put them in
         place of what the card has queued, heard from its next block, crossfading from what they replace
         over `SPLICE` (CardQueue.trigger). They are all the card has from then on: at least the crossfade
-        and a card block, and up to as many as the card is kept ahead by while they come from the frame
-        the first one made (the rest of it costs next to nothing; a second frame would keep the trigger
-        waiting). The dropped audio was made and is in a take, so the card skips those few milliseconds
-        of the take's timeline (at most one block + the margin)."""
+        and a card block plus the measured margin (what the generator keeps ready anyway), and up to
+        the target (20 ms while voices crossfade, see `target`) while they come from the frame the first
+        one made (the rest of it costs next to nothing; another frame, two voices' work, would keep the
+        trigger waiting). The dropped audio was made and is in a take, so the card skips those few
+        milliseconds of the take's timeline (at most one block + the margin)."""
         fresh = [self._make_chunk()]
-        least, enough = max(self.splice, self.block), self.block + self.target
+        least = max(self.splice, self.block + round(self.margin.seconds * self.sample_rate))
+        enough = self.block + self.target
         while (made := sum(map(len, fresh))) < least or (made < enough and not self.player.frame_due()):
             fresh.append(self._make_chunk())
         self.card_queue.trigger(np.concatenate(fresh), self.splice)
