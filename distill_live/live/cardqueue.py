@@ -56,7 +56,7 @@ class CardQueue:
         self.target = gain
         self.ungained = np.zeros(ring.capacity, np.float32)  # beside every sample in the ring: before the gain
         self.gains = np.full(ring.capacity, gain, np.float32)  # and the gain it got
-        self.skip: Skip | None = None  # a trigger's skip the card has not come to yet
+        self.skip: Skip | None = None  # a skip the card has not come to yet
         self._reach_waits = False  # a fader moved while a skip was waiting: it reaches once the card skipped
 
     def settle(self, gain: float) -> None:
@@ -77,8 +77,9 @@ class CardQueue:
         self._queue_and_skip(ungained, fade)
 
     def tend(self) -> None:
-        """Look at a trigger's skip (each pass of the generator): done once the card took it; put right if the
-        card missed it (it was copying as the skip was set); then a gain that waited for it reaches."""
+        """Look at the skip waiting for the card, a trigger's or a fader's (each pass of the generator): done once
+        the card took it; set again if the card missed it (it was copying as the skip was set); then a fader
+        that waited for it reaches."""
         s = self.skip
         if s is None:
             return
