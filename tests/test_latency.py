@@ -161,7 +161,8 @@ def test_only_untimed_gain_reaches_the_card_at_once(model):
 
 
 def test_the_engine_applies_the_gain_at_the_card_and_the_take_keeps_the_players(model):
-    """Driven by hand: after a fader moves, the card's next block on is the queued audio gained again, while the Player's chunks (the take, what render gives again) change only from the chunk the
+    """Driven by hand: after a fader moves, the card's next block on is the queued audio gained again, while
+    the Player's chunks (the take, what render gives again) change only from the chunk the
     message is applied at, as before."""
     engine = Engine(model, buffer_ms=10.0)  # the ring at the model's rate: no resampler
     engine.registry.submit("/distill/play", [1])

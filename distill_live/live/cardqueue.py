@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .player import soft_clip
+from .player import fade_in, soft_clip
 from .ringbuffer import RingBuffer
 
 ARRIVED = 1e-6  # a gain this close to its target is set to it, so gain 0 is digital silence (as the Player's)
@@ -64,9 +64,9 @@ class CardQueue:
         self.target = gain
         self.gains[:] = gain
 
-    def write(self, ungained: np.ndarray) -> np.ndarray:
-        """Queue samples after everything queued; returns them as the card will play them."""
-        return self._commit(self.ring.written, ungained)
+    def write(self, ungained: np.ndarray) -> None:
+        """Queue samples after everything queued."""
+        self._commit(self.ring.written, ungained)
 
     # -- triggers --------------------------------------------------------------------------------
 
@@ -136,21 +136,16 @@ class CardQueue:
 
     def _crossfade(self, at: int, end: int, fresh: np.ndarray, fade: int) -> np.ndarray:
         """`fresh`, faded in over its first `fade` samples from what was queued from ring position `at` to `end`."""
-        n = min(fade, end - at, len(fresh))
-        old = self._queued(at, at + n)
-        ramp = np.arange(1, n + 1, dtype=np.float32) / (n + 1)
-        return np.concatenate([old * (1.0 - ramp) + fresh[:n] * ramp, fresh[n:]])
+        return fade_in(self._queued(at, at + min(fade, end - at, len(fresh))), fresh)
 
-    def _commit(self, at: int, ungained: np.ndarray, after: int | None = None) -> np.ndarray:
+    def _commit(self, at: int, ungained: np.ndarray, after: int | None = None) -> None:
         """Gain `ungained` and queue it at ring position `at` (where the ring writes next), continuing the gain
         of the sample before position `after` (default: `at`, the sample before it)."""
         gains = self._ease(float(self.gains[((at if after is None else after) - 1) % self.ring.capacity]),
                            len(ungained))
         self._put(self.ungained, at, ungained)
         self._put(self.gains, at, gains)
-        out = soft_clip((ungained * gains).astype(np.float32, copy=False))
-        self.ring.write(out)
-        return out
+        self.ring.write(soft_clip((ungained * gains).astype(np.float32, copy=False)))
 
     def _queued(self, start: int, end: int) -> np.ndarray:
         """What was queued from ring position `start` to `end`, before the gain (a copy)."""

@@ -77,6 +77,13 @@ def soft_clip(audio: np.ndarray, knee: float = 0.9) -> np.ndarray:
     return shaped
 
 
+def fade_in(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """`new`, crossfaded from `old` over `old`'s length (a new array): how a cut or a splice avoids a click."""
+    n = len(old)
+    fade = np.arange(1, n + 1, dtype=np.float32) / (n + 1)
+    return np.concatenate([old * (1.0 - fade) + new[:n] * fade, new[n:]])
+
+
 @dataclass
 class Heard:
     """One frame of the audio input, and what the Player decided about it."""
@@ -383,8 +390,7 @@ class Player:
             self.on_fault("the model made a frame of NaN or inf: it plays on from a fresh start")
             audio = np.zeros_like(audio)
         if len(rest):  # (a new array: the decoder's output may be a view of its state)
-            fade = np.arange(1, len(rest) + 1, dtype=np.float32) / (len(rest) + 1)
-            audio = np.concatenate([rest * (1.0 - fade) + audio[:len(rest)] * fade, audio[len(rest):]])
+            audio = fade_in(rest, audio)
         self.raw[:] = audio
         self.raw_silent = False
 

@@ -46,7 +46,7 @@ class RingBuffer:
         if self.read == self.skip_at:  # the writer queued what plays next further on (`skip`)
             self.read = self.skip_to
         frames = out.shape[0]
-        n = max(0, min(frames, self.available()))
+        n = max(0, min(frames, self.written - self.read))
         start = self.read % self.capacity
         first = min(n, self.capacity - start)
         if out.ndim == 2:
@@ -62,7 +62,7 @@ class RingBuffer:
     def skip(self, at: int, to: int) -> None:
         """Producer: the reader's next copy, if it starts at `at` (where `read` is when this is called), starts
         at `to` instead (at most `written`): what lies between is dropped unheard, so what the writer queued
-        at `to` is heard at the card's next block (a trigger, cardqueue.py).
+        at `to` is heard at the card's next block (a trigger or a fader, cardqueue.py).
 
         Why no lock is needed: the reader moves `read` to `to` only when it finds `read` at `at`, before it
         copies; `skip_to` is stored before `skip_at`, so it never jumps to a stale place. If the reader
