@@ -1,20 +1,24 @@
-"""The live paths are rearranged for speed at batch 1 (the codec blocks' fast paths in distill_live/model/codec.py,
-`Prior.step` and `sample` in distill_live/model/prior.py); these tests hold them to the plain definitions.
+"""The live paths are rearranged for speed at batch 1 (the codec blocks' fast paths and the traced frame step
+in distill_live/model/codec.py, `Prior.step`, its `StepTables` and `sample` in distill_live/model/prior.py, and
+the kernels frames run on, distill_live/model/kernels.py); these tests hold them to the plain definitions.
 
 tests/test_streaming.py already checks decode_step against whole-sequence decoding and the prior's
-teacher-forced step against its training forward pass; here: absent levels in the decoder, and the
-prior's sampling (incremental head sums, reused conditioning, the multinomial shortcut) against a
-straightforward reference that draws from the same generator.
+teacher-forced step against its training forward pass; here: absent levels in the decoder, the traced
+decoder against the untraced one, and the prior's sampling (incremental head sums, reused conditioning,
+the tables, the multinomial shortcut) against a straightforward reference that draws from the same
+generator.
 """
 from __future__ import annotations
 
 import pytest
 import torch
 
+from distill_live.model import kernels
 from distill_live.model.codec import Codec
 from distill_live.model.config import preset
+from distill_live.model.modelfile import load_model, save_model
 from distill_live.model.prior import Controls, Prior, sample
-from models import random_codec
+from models import random_codec, random_model
 
 
 @pytest.mark.parametrize("name", ["tiny", "default"])
@@ -53,6 +57,50 @@ def test_decode_step_table_follows_new_codebooks():
         after = _steps(codec, codes)
         assert torch.allclose(after, codec.decode(codes), atol=1e-5, rtol=1e-4)
     assert not torch.allclose(before, after)
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "default"])
+def test_the_traced_frame_step_plays_what_the_decoder_plays(name):
+    """`prepare_streaming` traces the decoder's frame step: the same samples, to the last bit, as the
+    untraced step, with absent levels too, on the kernels frames are played on."""
+    codec = random_codec(name).eval()
+    traced, plain = codec.start(1), codec.start(1)
+    codec.prepare_streaming()
+    assert codec.decoder._traced_frame, "the decoder was not traced"
+    gen = torch.Generator().manual_seed(1)
+    with kernels.playing():
+        for t in range(40):
+            codes = torch.randint(codec.cfg.codebook_size, (1, codec.cfg.levels), generator=gen)
+            levels = codec.cfg.levels if t % 4 else 1 + t % 3
+            ours, traced = codec.decode_step(codes, traced, levels)
+            rows = codes[:, :levels] + codec._level_offsets[:levels]
+            latent = torch.nn.functional.embedding_bag(rows, plain.table, mode="sum")
+            theirs, plain = codec.decoder.forward(latent[:, None], plain)
+            assert torch.equal(ours, theirs), f"frame {t}"
+
+
+def test_the_traced_decoder_follows_its_weights_and_stays_out_of_the_model_file(tmp_path):
+    """The trace holds the decoder's own parameters (training or a reload changes what it plays), and a
+    prepared model saves and loads as any other: the trace adds no tensors to the file."""
+    model = random_model(kind="tiny")
+    model.codec.eval()
+    model.prepare_streaming()
+    codes = torch.zeros(1, model.codec.cfg.levels, dtype=torch.long)
+    with torch.no_grad():
+        before, _ = model.codec.decode_step(codes, model.codec.start(1))
+        model.codec.decoder.head.out.bias.add_(0.5)
+        after, _ = model.codec.decode_step(codes, model.codec.start(1))
+        plain, _ = model.codec.decoder.forward(model.codec.latent(codes)[:, None], model.codec.start(1))
+    assert not torch.equal(before, after) and torch.equal(after, plain)
+    save_model(tmp_path / "prepared.distill", model)
+    assert load_model(tmp_path / "prepared.distill").codec.state_dict().keys() == model.codec.state_dict().keys()
+
+
+def test_frames_play_without_onednn_and_put_it_back():
+    was = torch.backends.mkldnn.enabled
+    with kernels.playing():
+        assert not torch.backends.mkldnn.enabled and torch.is_inference_mode_enabled()
+    assert torch.backends.mkldnn.enabled == was
 
 
 def test_sample_draws_what_multinomial_draws():
@@ -109,15 +157,20 @@ CONTROLS = [
 ]
 
 
+@pytest.mark.parametrize("prepared", [False, True], ids=["plain", "prepared"])
 @pytest.mark.parametrize("kind", ["gru", "transformer"])
 @pytest.mark.parametrize("controls", CONTROLS, ids=range(len(CONTROLS)))
-def test_prior_step_samples_what_the_plain_definition_samples(kind, controls):
+def test_prior_step_samples_what_the_plain_definition_samples(kind, controls, prepared):
+    """Prepared (`StepTables`), the step's sums are taken in another order: the same codes still, frame
+    after frame (the reference's sums are the plain ones, since it passes no condition gates)."""
     cfg = preset("tiny")
     cfg.prior.kind, cfg.prior.worlds = kind, 2
     torch.manual_seed(0)
     prior = Prior(cfg.prior, cfg.codec.levels, cfg.codec.codebook_size).eval()
+    if prepared:
+        prior.prepare_streaming()
     cue = torch.randint(cfg.codec.codebook_size, (12, cfg.codec.levels), generator=torch.Generator().manual_seed(1))
-    with torch.inference_mode():
+    with kernels.playing():
         fast, plain = prior.jump(prior.start(seed=7), cue, 3), prior.jump(prior.start(seed=7), cue, 3)
         for t in range(30):
             ours, fast = prior.step(fast, controls)
@@ -138,3 +191,34 @@ def test_prior_step_follows_changing_controls():
                                 descriptors=(None if t < 20 else 0.5, None, t / 40))
             ours, fast = prior.step(fast, controls)
             assert torch.equal(ours, reference_step(prior, plain, controls)), f"frame {t}"
+
+
+@pytest.mark.parametrize("name", ["small", "default"])
+def test_a_prepared_prior_samples_what_the_plain_one_samples_at_full_size(name):
+    """The presets' own sizes, where float rounding has more terms to differ in: 300 frames steered
+    three ways, the same codes from prepared and plain priors of the same weights, and the GRU memory
+    within 1e-5 (the prepared one is a float's rounding away, and does not drift)."""
+    plain = random_model(kind=name).prior.eval()
+    prepared = Prior(plain.cfg, plain.levels, plain.codebook_size).eval()
+    prepared.load_state_dict(plain.state_dict())
+    prepared.prepare_streaming()
+    for controls in (Controls(), Controls(guidance=2.0, world_weights=[1.0, 0.0], temperature=0.8),
+                     Controls(levels=3, descriptors=(0.2, None, 0.9))):
+        ours, theirs = prepared.start(seed=4), plain.start(seed=4)
+        with kernels.playing():
+            for t in range(300):
+                a, ours = prepared.step(ours, controls)
+                b, theirs = plain.step(theirs, controls)
+                assert torch.equal(a, b), f"frame {t}"
+        assert (ours.memory[0] - theirs.memory[0]).abs().max() < 1e-5
+
+
+def test_training_drops_the_step_tables():
+    """The tables copy the weights as they were: `train()` drops them, so a model trained further never
+    plays stale ones."""
+    prior = random_model(kind="tiny").prior.eval()
+    prior.prepare_streaming()
+    assert prior._tables is not None
+    prior.train()
+    prior.eval()
+    assert prior._tables is None

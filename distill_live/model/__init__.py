@@ -2,5 +2,5 @@
 
 config.py (one dataclass per part), codec.py (encoder, quantizer, decoder), prior.py (the
 autoregressive model over codes), modelfile.py (the file), descriptors.py (loudness, brightness,
-noisiness). Imports nothing else from distill_live.
+noisiness), kernels.py (which of torch's kernels it plays on). Imports nothing else from distill_live.
 """

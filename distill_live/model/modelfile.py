@@ -67,6 +67,13 @@ class DistillModel:
             cue_worlds = [-1] * len(self.cues)
         return Corpus(self.codec, self.cues, self.recordings, cue_worlds)
 
+    def prepare_streaming(self) -> None:
+        """Make frame-by-frame playing as fast as it gets (`Codec.prepare_streaming`,
+        `Prior.prepare_streaming`): once per model, where it is loaded, so that no frame pays for it."""
+        self.codec.prepare_streaming()
+        if self.prior is not None:
+            self.prior.prepare_streaming()
+
     @property
     def worlds(self) -> list[str]:
         return list(self.meta.get("manifest", {}).get("worlds", []))

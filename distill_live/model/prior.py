@@ -77,12 +77,39 @@ class PriorState:
     cue_pos: int = 0
     frozen: torch.Tensor | None = None  # [n, L] the loop being held
     frozen_pos: int = 0
-    condition: tuple | None = None  # (controls key, [2, dim] tensor): reused while the controls stay the same
+    # (controls key, [2, dim] tensor, its GRU input gates or None): reused while the controls stay the same
+    condition: tuple | None = None
 
     def recent(self, n: int) -> torch.Tensor:
         n = max(1, min(n, self.written, HISTORY))
         idx = [(self.written - n + i) % HISTORY for i in range(n)]
         return self.history[idx]
+
+
+@dataclass
+class StepTables:
+    """The weights `Prior.step` reads, rearranged for a frame at batch 1 (`Prior.prepare_streaming`).
+
+    A frame's heads run one level at a time, each on h plus the embeddings of the codes chosen above
+    it. Their first layers are linear, so all of them are applied to h in one product, and a chosen
+    code then adds its embedding's image under each finer level's first layer, a row of `embedded`.
+    Likewise the GRU's input gates are linear in its input, the previous frame's code embeddings plus
+    the conditioning: each code's image is a row of `input_gates`, and the conditioning's is computed
+    when the controls change. So the matrix-vector products a frame runs are one per level and the
+    GRU's recurrent one, and the numbers are the plain definitions' up to float rounding
+    (tests/test_fast_step.py). Default preset: about 17 MB, of which a frame reads the first layers
+    and a row per code.
+    """
+
+    first_weight: torch.Tensor  # [levels * head_hidden, dim]: every level's first layer
+    first_bias: torch.Tensor  # [levels * head_hidden]
+    embedded: list[torch.Tensor]  # [level]: [codebook_size, (levels - 1 - level) * head_hidden]
+    second: list[tuple[torch.Tensor, torch.Tensor]]  # [level]: the second layer's (weight, bias), as they are
+    gru: list[list[torch.Tensor]]  # GRU only: `nn.GRU.all_weights`, as they are (a property that builds the lists)
+    # GRU only (None for the transformer): the first layer's input gates of each code, each level's
+    # rows after a zero row (an absent code, -1, lands on it), as `Codec.latent_table` lays them out
+    input_gates: torch.Tensor | None  # [levels * (codebook_size + 1), 3 * dim]
+    level_offsets: torch.Tensor | None  # [levels]: where each level's rows begin, past its zero row
 
 
 class AlibiAttention(nn.Module):
@@ -165,6 +192,7 @@ class Prior(nn.Module):
             nn.Sequential(nn.Linear(cfg.dim, cfg.head_hidden), nn.GELU(), nn.Linear(cfg.head_hidden, codebook_size))
             for _ in range(levels)
         )
+        self._tables: StepTables | None = None
 
     # -- shared pieces ---------------------------------------------------------------------------
 
@@ -240,6 +268,30 @@ class Prior(nn.Module):
 
     # -- live: one frame at a time ---------------------------------------------------------------
 
+    def prepare_streaming(self) -> None:
+        """Precompute what makes `step` faster at batch 1 (`StepTables`); once per model, where it is
+        loaded. Training (`train()`) drops them, since they copy the weights as they are now."""
+        if self._tables is not None or self.training:
+            return
+        with torch.no_grad():
+            first_weight = torch.cat([head[0].weight for head in self.heads])  # [levels * head_hidden, dim]
+            first_bias = torch.cat([head[0].bias for head in self.heads])
+            width = self.cfg.head_hidden
+            embedded = [F.linear(table.weight, first_weight[(level + 1) * width:])
+                        for level, table in enumerate(self.head_embed)]
+            input_gates = offsets = None
+            if self.cfg.kind == "gru":
+                w_ih = self.gru.weight_ih_l0
+                input_gates = torch.cat([F.pad(F.linear(table.weight, w_ih), (0, 0, 1, 0)) for table in self.code_embed])
+                offsets = torch.arange(self.levels, device=first_bias.device) * (self.codebook_size + 1) + 1
+        second = [(head[2].weight, head[2].bias) for head in self.heads]
+        gru = self.gru.all_weights if self.cfg.kind == "gru" else []
+        self._tables = StepTables(first_weight, first_bias, embedded, second, gru, input_gates, offsets)
+
+    def train(self, mode: bool = True) -> "Prior":
+        self._tables = None
+        return super().train(mode)
+
     def start(self, seed: int = 0) -> PriorState:
         p = self.start_frame
         if self.cfg.kind == "gru":
@@ -272,13 +324,19 @@ class Prior(nn.Module):
         device = self.start_frame.device
         return self.condition(*(torch.tensor(t, device=device) for t in (weights, values, held)))
 
-    def _state_condition(self, state: PriorState, controls: Controls) -> torch.Tensor:
-        """`_controls_condition`, recomputed only when the conditioning controls change."""
+    def _state_condition(self, state: PriorState, controls: Controls) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`_controls_condition` and, prepared, the GRU's input gates of it (see `StepTables`),
+        recomputed only when the conditioning controls change."""
         ww = controls.world_weights
         key = (None if ww is None else tuple(ww), tuple(controls.descriptors))
         if state.condition is None or state.condition[0] != key:
-            state.condition = (key, self._controls_condition(controls))
-        return state.condition[1]
+            cond = self._controls_condition(controls)
+            gates = None
+            if self._tables is not None and self._tables.input_gates is not None:
+                w_ih, _, b_ih, _ = self.gru.all_weights[0]
+                gates = F.linear(cond, w_ih, b_ih)
+            state.condition = (key, cond, gates)
+        return state.condition[1], state.condition[2]
 
     def _embed_prev(self, state: PriorState) -> torch.Tensor:
         """`embed_frames(state.prev)` [dim] with one row read per present level, added in the same order."""
@@ -288,18 +346,30 @@ class Prior(nn.Module):
                 x = table.weight[c] if x is None else x + table.weight[c]
         return self.start_frame.new_zeros(self.cfg.dim) if x is None else x
 
-    def _advance(self, state: PriorState, cond: torch.Tensor) -> torch.Tensor:
-        """Feed the previous frame through the temporal model; returns h [2, dim] and updates memory."""
-        x = (self.start_frame if state.steps == 0 else self._embed_prev(state)) + cond  # [2, dim]
+    def _input(self, state: PriorState, cond: torch.Tensor) -> torch.Tensor:
+        """The temporal model's input [2, dim]: the previous frame's codes (or the start) plus the conditioning."""
+        return (self.start_frame if state.steps == 0 else self._embed_prev(state)) + cond
+
+    def _advance(self, state: PriorState, cond: torch.Tensor, cond_gates: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """Feed the previous frame through the temporal model; returns h [2, dim] and updates memory.
+        `cond_gates`: the GRU's input gates of `cond`, when prepared (see `StepTables`)."""
         if self.cfg.kind == "gru":  # nn.GRU's arithmetic, one fused cell call per layer
-            hidden = []
-            for layer, weights in enumerate(self.gru.all_weights):
+            tables = self._tables
+            layers = self.gru.all_weights if tables is None else tables.gru
+            if cond_gates is not None and state.steps > 0:  # the first layer's input gates from the tables
+                gates = F.embedding_bag((state.prev + tables.level_offsets)[None], tables.input_gates, mode="sum")
+                x = _gru_from_gates(gates + cond_gates, state.memory[0][0], layers[0][1], layers[0][3])
+                hidden, layers = [x], layers[1:]
+            else:
+                x, hidden = self._input(state, cond), []
+            for layer, weights in enumerate(layers, start=len(hidden)):
                 x = torch.gru_cell(x, state.memory[0][layer], *weights)
                 hidden.append(x)
             state.memory[0] = torch.stack(hidden)
         else:
             keys, values = state.memory
-            x = x[:, None]
+            x = self._input(state, cond)[:, None]
             for i, layer in enumerate(self.layers):
                 x = layer.step(x, keys[i], values[i], state.steps)
             x = x[:, 0]
@@ -327,7 +397,7 @@ class Prior(nn.Module):
             return codes, state
         state.frozen = None
 
-        h = self._advance(state, self._state_condition(state, controls))
+        h = self._advance(state, *self._state_condition(state, controls))
         levels = self.levels if controls.levels is None else max(1, min(self.levels, int(controls.levels)))
         lock = min(int(controls.lock), levels) if state.cue is not None else 0
         chosen = [-1] * self.levels
@@ -337,17 +407,29 @@ class Prior(nn.Module):
         if given is not None:
             chosen = [g if g >= 0 and level < levels else c for level, (g, c) in enumerate(zip(given, chosen))]
         guided = controls.guidance != 1.0
-        # level_logits(h, chosen, level) = heads[level](h + sum of head_embed[j][chosen[j]], j < level):
-        # the running sum x grows by one embedding per level, added in the same order.
+        # level_logits(h, chosen, level) = heads[level](h + sum of head_embed[j][chosen[j]], j < level).
+        # Plain: the running sum x grows by one embedding per level, added in the same order. Prepared
+        # (`StepTables`): the heads' first layers are linear, so every level's first layer of h is
+        # one product, and each chosen code adds its embedding's image under the finer levels' first layers.
         x = h if guided else h[:1]
+        tables, width = self._tables, self.cfg.head_hidden
+        if tables is not None:
+            hidden = F.linear(x, tables.first_weight, tables.first_bias)  # [rows, levels * head_hidden]
         for level in range(levels):
             if chosen[level] < 0:
-                head = self.heads[level]
-                logits = F.linear(F.gelu(F.linear(x, head[0].weight, head[0].bias)), head[2].weight, head[2].bias)
+                if tables is not None:
+                    first, (weight, bias) = hidden[:, level * width:(level + 1) * width], tables.second[level]
+                else:
+                    head = self.heads[level]
+                    first, weight, bias = F.linear(x, head[0].weight, head[0].bias), head[2].weight, head[2].bias
+                logits = F.linear(F.gelu(first), weight, bias)
                 logits = logits[1] + controls.guidance * (logits[0] - logits[1]) if guided else logits[0]
                 chosen[level] = int(sample(logits, controls, state.generator))
             if level + 1 < levels:
-                x = x + self.head_embed[level].weight[chosen[level]]
+                if tables is not None:
+                    hidden[:, (level + 1) * width:] += tables.embedded[level][chosen[level]]
+                else:
+                    x = x + self.head_embed[level].weight[chosen[level]]
         codes = torch.tensor(chosen, dtype=torch.long, device=h.device)
         self._remember(state, codes)
         return codes, state
@@ -375,6 +457,17 @@ class Prior(nn.Module):
         return fresh
 
 
+def _gru_from_gates(input_gates: torch.Tensor, hidden: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor
+                    ) -> torch.Tensor:
+    """`torch.gru_cell` given its input gates (W_ih x + b_ih) instead of its input x: the same arithmetic."""
+    dim = hidden.shape[-1]
+    hidden_gates = F.linear(hidden, w_hh, b_hh)
+    reset_update = torch.sigmoid(input_gates[:, :2 * dim] + hidden_gates[:, :2 * dim])
+    reset, update = reset_update[:, :dim], reset_update[:, dim:]
+    new = torch.tanh(torch.addcmul(input_gates[:, 2 * dim:], reset, hidden_gates[:, 2 * dim:]))
+    return torch.addcmul(new, hidden - new, update)  # (hidden - new) * update + new
+
+
 def sample(logits: torch.Tensor, controls: Controls, generator: torch.Generator) -> torch.Tensor:
     """One code from logits [K] with temperature, top-k, top-p and mutation.
 
@@ -388,7 +481,8 @@ def sample(logits: torch.Tensor, controls: Controls, generator: torch.Generator)
         return torch.randint(k, (), generator=generator, device=logits.device)
     if controls.temperature <= 1e-4:
         return logits.argmax()
-    logits = logits / controls.temperature
+    if controls.temperature != 1.0:
+        logits = logits / controls.temperature
     if 0 < controls.topk < k:
         kth = torch.topk(logits, int(controls.topk)).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
