@@ -40,6 +40,7 @@ import torch
 from distill_live.control.changes import Changes
 from distill_live.control.params import PREFIX, ParamRegistry
 from distill_live.control.presets import FREE, Presets, take_snapshot
+from distill_live.model import kernels
 from distill_live.model.descriptors import DescriptorStats
 from distill_live.model.modelfile import DistillModel, ModelFileError, load_model
 from distill_live.model.prior import Controls
@@ -520,6 +521,7 @@ class Engine:
         if not path.is_relative_to(self.models_dir):
             raise ValueError(f"/distill/model {name} refused: only files inside {self.models_dir} can be loaded")
         model = load_model(path)
+        model.prepare_streaming()
         old = self.player.model
         if model.prior is None:
             raise ValueError(f"/distill/model {name} refused: it has only a codec")
@@ -540,7 +542,7 @@ class Engine:
         scratch = Voice.start(self.player.model, 0, listening)
         silence = torch.zeros(1, self.hop)
         both = Playback(0.5, 0.5)  # both decoders, and the corpus is built before the card starts
-        with torch.inference_mode():
+        with kernels.playing():
             for _ in range(frames):
                 scratch.step(Controls(), both)
                 if listening:

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from distill_live.control.params import INPUT_MODES, PREFIX, REGION_MODES, ParamRegistry
+from distill_live.model import kernels
 from distill_live.model.codec import EncoderState
 from distill_live.model.corpus import FADE, STICK, CorpusState
 from distill_live.model.modelfile import DistillModel
@@ -134,6 +135,7 @@ class Voice:
         prior, not the encoding of an input that goes on)."""
         if listening is True:
             listening = model.codec.start_encoding(1)
+        model.prepare_streaming()  # (at once when done: a hot-swapped model was prepared as it loaded)
         return cls(model, model.prior.start(seed), model.codec.start(1), listening or None)
 
     def listen(self, heard: Heard, encoded: tuple[torch.Tensor, EncoderState] | None = None
@@ -394,15 +396,17 @@ class Player:
         self.raw[:] = audio
         self.raw_silent = False
 
-    @torch.inference_mode()
     def next_chunk(self) -> np.ndarray:
         """Produce the next `chunk` samples (float32 mono)."""
         self.applied = applied = self.registry.apply_due(self.time)
-        for address, args in applied:
-            self._command(address, args)
+        if applied:
+            with kernels.playing():
+                for address, args in applied:
+                    self._command(address, args)
         playing = bool(self.registry.get("play"))
         if self.frame_due():
-            self._next_raw_frame(playing or self.envelope > 0.0)
+            with kernels.playing():
+                self._next_raw_frame(playing or self.envelope > 0.0)
 
         start_env = self.envelope
         step = self.chunk / max(1.0, PLAY_FADE * self.sample_rate)
@@ -416,10 +420,14 @@ class Player:
         if start_env == 0.0 and self.envelope == 0.0:
             self.ungained = np.zeros(self.chunk, dtype=np.float32)
             return self.ungained.copy()
-        env = start_env + (self.envelope - start_env) * self._ramp
-        gain = start_gain + (self.gain - start_gain) * self._ramp
+        env, gain = self._ramped(start_env, self.envelope), self._ramped(start_gain, self.gain)
         self.ungained = raw * env
         return soft_clip((self.ungained * gain).astype(np.float32))
+
+    def _ramped(self, start: float, end: float) -> np.ndarray | np.float32:
+        """A chunk's ramp from `start` to `end`; a steady value (the usual case) as one number, which
+        multiplies to the same float32 samples as a ramp of equal values, without building it."""
+        return np.float32(start) if start == end else start + (end - start) * self._ramp
 
     def frame_due(self) -> bool:
         """The next chunk begins a new frame: at the frame boundary, at once when starting from silence, or
