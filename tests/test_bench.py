@@ -11,7 +11,7 @@ from distill_live.model.modelfile import random_model, save_model
 
 pytestmark = pytest.mark.slow  # runs distill-live bench
 
-KEYS = {"rtf", "frame_ms_p50", "frame_ms_p99", "frame_ms_max", "frame_period_ms", "frame_cpu_ms_p50", "prior_ms_p50", "decoder_ms_p50",
+KEYS = {"rtf", "paced", "wall_s", "frame_ms_p50", "frame_ms_p99", "frame_ms_max", "frame_period_ms", "frame_cpu_ms_p50", "prior_ms_p50", "decoder_ms_p50",
         "threads", "frames", "sample_rate", "hop", "model", "prior"}
 
 
@@ -40,6 +40,17 @@ def test_bench_preset_json():
     out = json.loads(r.stdout)
     assert out["model"] == "preset:tiny" and out["sample_rate"] == 16000
     check_figures(out, threads=1)
+
+
+def test_bench_paced_makes_one_frame_per_frame_period():
+    """`--paced` plays as serve does: its second of frames takes at least a second of wall time (flat
+    out, the tiny model makes it in a small part of one), and it says so."""
+    r = live("bench", "preset:tiny", "--seconds", 1, "--paced", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["paced"] is True
+    check_figures(out, threads=1)
+    assert out["wall_s"] >= 0.99  # 50 frames, each waiting out its 20 ms
 
 
 def test_bench_model_file_table_and_json(tmp_path):
