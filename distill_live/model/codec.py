@@ -248,10 +248,10 @@ class Decoder(nn.Module):
         """Record `forward` for one frame at batch 1 as a TorchScript trace, for `frame_step`.
 
         At batch 1 a frame's time goes largely to Python's share of each tensor operation's fixed cost;
-        the trace runs the same operations from C++ (the demo's decoder frame: 0.51 -> 0.36 ms here)
-        and gives the same numbers (tests/test_fast_step.py). It holds the decoder's own parameters,
-        not copies, so training goes on changing what it plays. Costs a few hundred milliseconds
-        once: done where a model is loaded, never in the generator thread. Where tracing is not
+        the trace runs the same operations from C++ (the default preset's decoder, frames back to back:
+        0.51 -> 0.36 ms here) and gives the same numbers (tests/test_fast_step.py). It holds the
+        decoder's own parameters, not copies, so training goes on changing what it plays. Costs 50-75
+        ms once: done where a model is loaded, never in the generator thread. Where tracing is not
         available (a torch without TorchScript), `frame_step` stays `forward`.
         """
         if self._traced_frame or self.training:

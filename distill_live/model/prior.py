@@ -97,8 +97,8 @@ class StepTables:
     the conditioning: each code's image is a row of `input_gates`, and the conditioning's is computed
     when the controls change. So the matrix-vector products a frame runs are one per level and the
     GRU's recurrent one, and the numbers are the plain definitions' up to float rounding
-    (tests/test_fast_step.py). Default preset: about 17 MB, of which a frame reads the first layers
-    and a row per code.
+    (tests/test_fast_step.py). 20 MB for the default preset (13 for small), of which a frame reads the
+    first layers and a row per code.
     """
 
     first_weight: torch.Tensor  # [levels * head_hidden, dim]: every level's first layer
@@ -282,7 +282,8 @@ class Prior(nn.Module):
             input_gates = offsets = None
             if self.cfg.kind == "gru":
                 w_ih = self.gru.weight_ih_l0
-                input_gates = torch.cat([F.pad(F.linear(table.weight, w_ih), (0, 0, 1, 0)) for table in self.code_embed])
+                input_gates = torch.cat([F.pad(F.linear(table.weight, w_ih), (0, 0, 1, 0))
+                                         for table in self.code_embed])
                 offsets = torch.arange(self.levels, device=first_bias.device) * (self.codebook_size + 1) + 1
         second = [(head[2].weight, head[2].bias) for head in self.heads]
         gru = self.gru.all_weights if self.cfg.kind == "gru" else []
@@ -333,7 +334,7 @@ class Prior(nn.Module):
             cond = self._controls_condition(controls)
             gates = None
             if self._tables is not None and self._tables.input_gates is not None:
-                w_ih, _, b_ih, _ = self.gru.all_weights[0]
+                w_ih, _, b_ih, _ = self._tables.gru[0]
                 gates = F.linear(cond, w_ih, b_ih)
             state.condition = (key, cond, gates)
         return state.condition[1], state.condition[2]
@@ -357,7 +358,7 @@ class Prior(nn.Module):
         if self.cfg.kind == "gru":  # nn.GRU's arithmetic, one fused cell call per layer
             tables = self._tables
             layers = self.gru.all_weights if tables is None else tables.gru
-            if cond_gates is not None and state.steps > 0:  # the first layer's input gates from the tables
+            if cond_gates is not None and tables is not None and state.steps > 0:  # input gates from the tables
                 gates = F.embedding_bag((state.prev + tables.level_offsets)[None], tables.input_gates, mode="sum")
                 x = _gru_from_gates(gates + cond_gates, state.memory[0][0], layers[0][1], layers[0][3])
                 hidden, layers = [x], layers[1:]
