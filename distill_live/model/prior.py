@@ -450,9 +450,9 @@ class Prior(nn.Module):
         fresh = self.start(0)
         fresh.generator = state.generator
         frame = max(0, min(int(frame), passage.shape[0] - 1))
-        cond = self._controls_condition(controls or Controls())
+        cond, gates = self._state_condition(fresh, controls or Controls())  # (kept: the next step reuses it)
         for codes in passage[max(0, frame - warmup): frame + 1]:
-            self._advance(fresh, cond)
+            self._advance(fresh, cond, gates)
             self._remember(fresh, codes.to(fresh.prev.device).long())
         fresh.cue, fresh.cue_pos = passage.long(), frame + 1
         return fresh
