@@ -96,6 +96,27 @@ def test_the_traced_decoder_follows_its_weights_and_stays_out_of_the_model_file(
     assert load_model(tmp_path / "prepared.distill").codec.state_dict().keys() == model.codec.state_dict().keys()
 
 
+def test_a_decoder_that_cannot_be_traced_plays_untraced_and_is_not_traced_again(monkeypatch):
+    """Where tracing fails (a torch without TorchScript), the frame step is the plain one, and a voice's
+    start (a reset, in the generator thread) does not try the 50-75 ms trace again."""
+    calls = []
+
+    def no_trace(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("no TorchScript here")
+
+    monkeypatch.setattr(torch.jit, "trace", no_trace)
+    codec = random_codec("tiny").eval()
+    codec.prepare_streaming()
+    codec.prepare_streaming()
+    assert len(calls) == 1 and not codec.decoder._traced_frame
+    codes = torch.zeros(1, codec.cfg.levels, dtype=torch.long)
+    with kernels.playing():
+        audio, _ = codec.decode_step(codes, codec.start(1))
+        plain, _ = codec.decoder.forward(codec.latent(codes)[:, None], codec.start(1))
+    assert torch.equal(audio, plain)
+
+
 def test_frames_play_without_onednn_and_put_it_back():
     was = torch.backends.mkldnn.enabled
     with kernels.playing():

@@ -211,6 +211,7 @@ class Decoder(nn.Module):
         # `prepare_frame_step`'s trace, in a tuple: a module attribute would be registered as a submodule,
         # and its weights (the decoder's own) would be saved in the model file a second time
         self._traced_frame: tuple[torch.jit.ScriptModule, ...] = ()
+        self._trace_tried = False  # (a trace that failed is not tried again at every voice's start)
 
     def start(self, batch: int = 1) -> DecoderState:
         p = self.inp.weight
@@ -254,8 +255,9 @@ class Decoder(nn.Module):
         ms once: done where a model is loaded, never in the generator thread. Where tracing is not
         available (a torch without TorchScript), `frame_step` stays `forward`.
         """
-        if self._traced_frame or self.training:
+        if self._trace_tried or self.training:
             return
+        self._trace_tried = True
         state = self.start(1)
         example = (self.inp.weight.new_zeros(1, 1, self.cfg.latent_dim), state.tail, torch.tensor(0),
                    *state.block_past, *state.up_past)
