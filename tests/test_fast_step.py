@@ -235,10 +235,11 @@ def test_a_prepared_prior_samples_what_the_plain_one_samples_at_full_size(name):
 
 
 def test_training_drops_the_step_tables():
-    """The tables copy the weights as they were: `train()` drops them, so a model trained further never
-    plays stale ones."""
+    """The tables copy the weights as they were: `train()` drops them (`eval()` keeps them), so a model
+    trained further never plays stale ones."""
     prior = random_model(kind="tiny").prior.eval()
     prior.prepare_streaming()
+    prior.eval()
     assert prior._tables is not None
     prior.train()
     prior.eval()

@@ -290,7 +290,8 @@ class Prior(nn.Module):
         self._tables = StepTables(first_weight, first_bias, embedded, second, gru, input_gates, offsets)
 
     def train(self, mode: bool = True) -> "Prior":
-        self._tables = None
+        if mode:  # (eval() keeps them: the weights do not change outside training)
+            self._tables = None
         return super().train(mode)
 
     def start(self, seed: int = 0) -> PriorState:
