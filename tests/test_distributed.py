@@ -72,14 +72,16 @@ def torchrun(args: list, launch: list[str], dump: Path | None = None,
 
     command = [sys.executable, "-m", "torch.distributed.run", *launch, "-m", "distill_train", *map(str, args)]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=small_files if file_limit else None)
+                            preexec_fn=small_files if file_limit else None, start_new_session=True)
 
 
 def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
     try:
         out, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        # torchrun and its ranks together (a rank left alive would hold the pipes open and
+        # communicate() would wait for it for ever, as one did in CI on 2026-12-05)
+        os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         pytest.fail(f"torchrun did not finish in {TIMEOUT} s (a hang?):\n{err[-3000:]}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
