@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .player import fade_in, soft_clip
-from .ringbuffer import RingBuffer
+from .ringbuffer import RingBuffer, put, take
 
 ARRIVED = 1e-6  # a gain this close to its target is set to it, so gain 0 is digital silence (as the Player's)
 
@@ -89,7 +89,7 @@ class CardQueue:
         self.skip = None
         if read < s.to:  # missed: the card played on through what was queued; skip from where it is now
             after = s.to + len(s.fresh)  # (with what was queued after the skip's samples)
-            since = self._queued(after, self.ring.written)
+            since = take(self.ungained, after, self.ring.written)
             self._queue_and_skip(np.concatenate([s.fresh, since]), s.fade, s.origin)
             return
         if self._reach_waits:
@@ -110,7 +110,7 @@ class CardQueue:
             self._reach_waits = True
             return
         at, end = self.ring.read, self.ring.written
-        self._queue_and_skip(self._queued(at, end), 0, origin=at)
+        self._queue_and_skip(take(self.ungained, at, end), 0, origin=at)
 
     # -- inside ----------------------------------------------------------------------------------
 
@@ -136,28 +136,16 @@ class CardQueue:
 
     def _crossfade(self, at: int, end: int, fresh: np.ndarray, fade: int) -> np.ndarray:
         """`fresh`, faded in over its first `fade` samples from what was queued from ring position `at` to `end`."""
-        return fade_in(self._queued(at, at + min(fade, end - at, len(fresh))), fresh)
+        return fade_in(take(self.ungained, at, at + min(fade, end - at, len(fresh))), fresh)
 
     def _commit(self, at: int, ungained: np.ndarray, after: int | None = None) -> None:
         """Gain `ungained` and queue it at ring position `at` (where the ring writes next), continuing the gain
         of the sample before position `after` (default: `at`, the sample before it)."""
         gains = self._ease(float(self.gains[((at if after is None else after) - 1) % self.ring.capacity]),
                            len(ungained))
-        self._put(self.ungained, at, ungained)
-        self._put(self.gains, at, gains)
+        put(self.ungained, at, ungained)
+        put(self.gains, at, gains)
         self.ring.write(soft_clip((ungained * gains).astype(np.float32, copy=False)))
-
-    def _queued(self, start: int, end: int) -> np.ndarray:
-        """What was queued from ring position `start` to `end`, before the gain (a copy)."""
-        capacity = self.ring.capacity
-        return self.ungained[(start + np.arange(end - start)) % capacity]
-
-    def _put(self, array: np.ndarray, at: int, values: np.ndarray) -> None:
-        """`values` into the ring-shaped `array` from ring position `at` on."""
-        start, n = at % len(array), len(values)
-        first = min(n, len(array) - start)
-        array[start:start + first] = values[:first]
-        array[:n - first] = values[first:]
 
     def _ease(self, start: float, n: int) -> np.ndarray:
         """The next `n` gains from `start` towards the target."""

@@ -49,7 +49,7 @@ from .audioinput import AudioInput
 from .cardqueue import CardQueue
 from .player import SPLICE, Heard, Playback, Player, Voice
 from .resample import StreamResampler
-from .ringbuffer import RingBuffer
+from .ringbuffer import RingBuffer, put, take
 
 log = logging.getLogger("distill.engine")
 
@@ -216,8 +216,7 @@ class Engine:
     def recent(self, n: int) -> np.ndarray:
         """The last `n` samples the engine made (at most a second), at the model's rate."""
         n = min(n, len(self._recent))
-        end = self._recent_written
-        return self._recent[np.arange(end - n, end) % len(self._recent)]
+        return take(self._recent, self._recent_written - n, self._recent_written)
 
     def codes_since(self, frame: int | None) -> tuple[int, np.ndarray]:
         """(the next frame number, the codes [frames, levels] of every frame from `frame` on, -1 where a
@@ -335,12 +334,8 @@ class Engine:
         return chunk
 
     def _remember(self, chunk: np.ndarray) -> None:
-        n, size = len(chunk), len(self._recent)
-        at = self._recent_written % size
-        first = min(n, size - at)
-        self._recent[at:at + first] = chunk[:first]
-        self._recent[:n - first] = chunk[first:]
-        self._recent_written += n
+        put(self._recent, self._recent_written, chunk)
+        self._recent_written += len(chunk)
 
     # -- presets (generator thread) --------------------------------------------------------------
 

@@ -13,6 +13,19 @@ from __future__ import annotations
 import numpy as np
 
 
+def put(array: np.ndarray, at: int, values: np.ndarray) -> None:
+    """`values` into the ring-shaped `array` from position `at` on (a running count, wrapped here)."""
+    start, n = at % len(array), len(values)
+    first = min(n, len(array) - start)
+    array[start:start + first] = values[:first]
+    array[:n - first] = values[first:]
+
+
+def take(array: np.ndarray, start: int, end: int) -> np.ndarray:
+    """A copy of the ring-shaped `array` from running position `start` to `end`."""
+    return array[np.arange(start, end) % len(array)]
+
+
 class RingBuffer:
     def __init__(self, capacity: int):
         self.capacity = capacity
@@ -32,10 +45,7 @@ class RingBuffer:
     def write(self, samples: np.ndarray) -> int:
         """Producer: append as many samples as fit; returns how many were written."""
         n = min(len(samples), self.space())
-        start = self.written % self.capacity
-        first = min(n, self.capacity - start)
-        self.data[start:start + first] = samples[:first]
-        self.data[: n - first] = samples[first:n]
+        put(self.data, self.written, samples[:n])
         self.written += n
         return n
 
