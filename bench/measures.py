@@ -138,6 +138,29 @@ class WorldEar:
                 np.zeros(0, np.int64)
         return out
 
+    @classmethod
+    def cross_validated(cls, files_per_world: list[list[np.ndarray]], rate: int, window: float = 1.0,
+                        folds: int = 4) -> dict[str, tuple[int, int]]:
+        """How often real audio is heard as its own world by an ear that never heard it: (hits, windows)
+        per kind. Each world's files are dealt into `folds` groups; each group in turn is left out of the
+        ear and heard by it (the files of a group one after another, so one-shots shorter than a window
+        count). A world of one file is never heard (nothing of it would be left to learn from) but stays
+        a world the others can be mistaken for, as in the ear of all the files."""
+        counts = {kind: [0, 0] for kind in cls.KINDS}
+        empty = np.zeros(0, np.float32)
+        for fold in range(folds):
+            ear = cls([np.concatenate([f for j, f in enumerate(files) if j % folds != fold] or [empty])
+                       for files in files_per_world], rate, window)
+            for world, files in enumerate(files_per_world):
+                left_out = [f for j, f in enumerate(files) if j % folds == fold]
+                if len(files) < 2 or not left_out:
+                    continue
+                heard = ear.heard(np.concatenate(left_out))
+                for kind in cls.KINDS:
+                    counts[kind][0] += int((heard[kind] == world).sum())
+                    counts[kind][1] += len(heard[kind])
+        return {kind: (hits, n) for kind, (hits, n) in counts.items()}
+
 
 def self_similarity(files: list[np.ndarray], rate: int, lag: float) -> tuple[float | None, int]:
     """How much of a sound is still there `lag` seconds later, within each file: the mean correlation

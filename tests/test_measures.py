@@ -123,6 +123,17 @@ def test_the_ear_with_motion_tells_held_notes_from_their_frames_shuffled():
     assert np.mean(shuffled["colour_and_motion"] == 1) >= 0.9
 
 
+def test_the_cross_validated_ear_hears_files_it_never_heard_and_skips_a_world_of_one_file():
+    tones = [notes(3, seed=s, high=220) for s in range(8)]
+    hits = [noise_hits(3, seed=s) for s in range(8)]
+    alone = [notes(3, seed=9, low=2000, high=3000)]  # one file: nothing left to learn from when it is left out
+    counts = WorldEar.cross_validated([tones, hits, alone], RATE)
+    for kind in WorldEar.KINDS:
+        right, windows = counts[kind]
+        assert windows == 2 * 8 * 3  # every second of the 16 files of the two worlds, none of the lone one
+        assert right >= 0.9 * windows, kind
+
+
 @pytest.mark.slow  # uses the session's trained model (a minute to train, shared) and renders a few seconds
 def test_quality_bench_reports_every_group_with_its_targets(trained_model):
     import quality
@@ -150,6 +161,25 @@ def test_quality_bench_reports_every_group_with_its_targets(trained_model):
     # the ceiling: the held-out file of these two unlike worlds is heard as its own world by colour
     assert worlds["by_colour"]["real_held_out"] == 1.0
     assert 0 <= worlds["by_colour_and_motion"]["real_held_out"] <= 1
+    # ... and so is every file, heard by an ear that never heard it (the ratio's ceiling)
+    assert worlds["by_colour"]["real_cross_validated"] == 1.0
+    assert worlds["by_colour"]["windows"]["real_cross_validated"] > worlds["by_colour"]["windows"]["real_held_out"]
+    assert worlds["by_colour"]["ratio"] == worlds["by_colour"]["generated"]
     for row in worlds["per_world"].values():
         assert 0 < row["flatness_generated"] < 1 and 0 < row["flatness_real"] < 1 and row["flatness_ratio"] > 0
     assert set(worlds["done_when"]) == {"by_colour_pass", "by_colour_and_motion_pass", "flatness_pass"}
+
+
+@pytest.mark.slow  # uses the session's trained model
+def test_quality_bench_plays_every_render_with_the_controls_it_is_given(trained_model):
+    import quality
+
+    data = trained_model.parent.parent / "data"
+    plain = quality.measure(trained_model, data, seconds=4, world_seconds=3, codec=False)
+    greedy = quality.measure(trained_model, data, seconds=4, world_seconds=3, codec=False,
+                             settings=[quality.setting("temperature=0")])
+    assert "codec" not in plain and greedy["controls"] == {"/distill/temperature": (0.0,)}
+    # the most likely code every frame: another stretch of sound, beside the same references
+    assert greedy["structure"]["frechet_1s_windows"]["generated"] != plain["structure"]["frechet_1s_windows"]["generated"]
+    assert greedy["structure"]["frechet_1s_windows"]["floor_training_audio"] == \
+        plain["structure"]["frechet_1s_windows"]["floor_training_audio"]
