@@ -145,8 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 200)")
     p.add_argument("--eval-every", type=positive_int, default=200, help="steps between held-out evaluations and "
                    "codebook health checks (default 200)")
-    p.add_argument("--patience", type=positive_int, default=6, help="prior: evaluations without improvement "
-                   "before stopping early (default 6)")
+    p.add_argument("--early-stopping", action=argparse.BooleanOptionalAction, default=False,
+                   help="prior: stop when the held-out loss stops improving and keep the weights of its best "
+                        "evaluation (default off: the prior trains its whole budget, see docs/training.md)")
+    p.add_argument("--patience", type=positive_int, default=6, help="with --early-stopping: evaluations without "
+                   "improvement before stopping (default 6)")
     p.add_argument("--quiet", action="store_true", help="no progress bar; only warnings and the result")
     return p
 
@@ -217,7 +220,8 @@ def prior_history(stage, result, planned_steps: int, lr: float) -> dict:
         "valid_loss_end": round(kept["valid"], 5) if kept else None,
         "valid_loss_per_level": [round(kept[f"level{i}"], 5) for i in range(stage.config.codec.levels)]
         if kept else None,
-        "best_step": kept["step"] if kept else None, "stopped_early": result.stopped_early,
+        "best_step": kept["step"] if kept else None, "early_stopping": stage.early_stopping,
+        "stopped_early": result.stopped_early,
         "valid_source": stage.valid_source, "valid_curve": _downsample(valid, "valid"),
         "memorisation": stage.memorisation(),
     }
@@ -582,7 +586,7 @@ def train(args) -> int:
     stats, descriptors = heard_descriptors(codec, cues, dataset.clips)
     meta["descriptor_stats"] = stats.to_dict()
     stage = PriorStage(config, codec, cues, descriptors, dataset, batch, seq_frames, args.seed + 1, device, run_dir,
-                       patience=args.patience)
+                       patience=args.patience, early_stopping=args.early_stopping)
     checkpoint = run_dir / "checkpoint-prior.safetensors"
     fp = on_codec_fingerprint(checkpoint, fingerprint(config, dataset, args.seed, batch, lr), codec, args.resume, log)
     result = run(stage, settings, checkpoint, resume=args.resume, log=log, fingerprint=fp)

@@ -79,7 +79,9 @@ def test_tiny_run_learns_and_writes_a_complete_model(reference):
     # weights, never the untrained step-1 prior that scored "best" (see test_prior_keeps_...).
     assert prior["train_loss_end"] < math.log(model.config.codec.codebook_size) - 0.2, prior
     assert prior["valid_loss_start"] is not None and math.isfinite(prior["valid_loss_end"]), prior
-    assert prior["best_step"] > 1, prior
+    # by default the prior trains its whole budget and keeps its final weights (--early-stopping: the best)
+    assert prior["early_stopping"] is False, prior
+    assert prior["best_step"] == prior["steps"] == 40 and not prior["stopped_early"], prior
     assert len(prior["valid_loss_per_level"]) == model.config.codec.levels
     health = model.meta["health"]
     assert len(health) == model.config.codec.levels
@@ -171,7 +173,7 @@ def test_new_prior_on_an_existing_codec(data, reference, tmp_path):
     out = tmp_path / "new.distill"
     r = train("--stages", "prior", data, "-o", out, "--codec", reference, "--prior-kind", "transformer",
               "--preset", "tiny", "--prior-steps", "20", "--eval-every", "10", "--checkpoint-every", "100",
-              "--batch-size", "4", "--quiet", "--no-corpus")
+              "--batch-size", "4", "--quiet", "--no-corpus", "--early-stopping")
     assert r.returncode == 0, r.stderr
     old, new = load_model(reference), load_model(out)
     assert old.recordings and new.recordings == [] and new.info()["corpus"] is None  # --no-corpus
@@ -183,6 +185,7 @@ def test_new_prior_on_an_existing_codec(data, reference, tmp_path):
         assert torch.equal(a, b)
     assert new.meta["history"]["codec"] == old.meta["history"]["codec"]
     assert new.meta["history"]["prior"]["steps"] <= 20
+    assert new.meta["history"]["prior"]["early_stopping"] is True
 
 
 # -- user errors: one line, exit 2 ------------------------------------------------------------------
@@ -287,12 +290,12 @@ def test_codebook_health_and_collapse_warning():
     assert len(warnings) == 1 and "level 0" in warnings[0]
 
 
-def _scripted_prior_stage(losses):
+def _scripted_prior_stage(losses, early_stopping: bool = True):
     """A PriorStage whose held-out loss at each evaluation is the next of `losses`."""
     from distill_train.prior_stage import PriorStage
 
     stage = PriorStage.__new__(PriorStage)
-    stage.prior, stage.levels, stage.worlds, stage.early_stopping = torch.nn.Linear(1, 1), 1, 1, True
+    stage.prior, stage.levels, stage.worlds, stage.early_stopping = torch.nn.Linear(1, 1), 1, 1, early_stopping
     stage.valid_items = [(torch.zeros(4, 1, dtype=torch.long), np.zeros((4, 3), np.float32), 0, "valid")]
     stage.best_loss, stage.best_step, stage.bad_evals, stage.best, stage.last_valid = float("inf"), 0, 0, None, {}
     stage.baseline_loss, stage.said, stage.patience = None, [], 6
@@ -323,4 +326,14 @@ def test_prior_keeps_the_best_trained_weights_never_the_untrained_ones(losses, k
     assert stage.prior.weight.item() == kept
     assert stage.best_step == (kept if kept != 500 else 0)
     assert bool(stage.said) == (kept == 500)  # a warning when the held-out loss said nothing
+
+
+def test_prior_without_early_stopping_trains_on_and_keeps_its_final_weights():
+    stage = _scripted_prior_stage((4.0, 3.0, 2.5, 2.9, 3.1, 3.3, 3.5, 3.7, 3.9, 4.1), early_stopping=False)
+    for step in range(1, 11):
+        stage.step = step
+        stage.evaluate(step)
+        assert not stage.should_stop()  # seven evaluations without improvement, more than the patience
+    stage.finish()
+    assert stage.prior.weight.item() == 10 and not stage.said
 
