@@ -12,8 +12,9 @@ issue's "done when" asks for and whether they hold (`pass`):
   frame-to-frame change) between a generated stretch and held-out audio, with three references:
   real training audio (the floor), codes drawn from the training codes' unigram frequencies, and
   the training codes shuffled in time (both decoded by the model's codec); how long a sound lasts
-  (log-mel self-similarity 0.5 s and 2 s later, within files) in generated and real audio; the
-  prior's held-out loss per level and its memorisation figure.
+  (log-mel self-similarity 0.5 s and 2 s later) in generated audio and within the real files (and,
+  for comparison, in each world's files played one after another); the prior's held-out loss per
+  level and its memorisation figure.
 - worlds: each world played alone at weight 1, heard as that world by a nearest-world-centroid
   classifier on one-second windows, by colour and by colour and motion, beside the same kind of
   classifier on real audio it never heard (the ceiling: every file of the collection, cross-validated
@@ -247,12 +248,20 @@ def structure(model, dataset, seconds: float, image: Path | None, settings: Sequ
     position = (distance["generated"] - floor) / (best - floor) if None not in (distance["generated"], floor, best) \
         and best > floor else None
     lasting, lasting_pass = {}, True
+    # beside the files themselves: each world's files one after another in random order, as the prior
+    # is trained (a sound shorter than a training sequence is followed by others of its world) and as
+    # it plays, so that a new sound after the last one counts as it does in generated audio
+    order = np.random.default_rng(0)
+    in_sequence = [np.concatenate([clips[i] for i in order.permutation(len(clips))])
+                   for clips in ([clip.audio for clip in dataset.clips if clip.world == w]
+                                 for w in range(len(dataset.worlds))) if clips]
     for lag in LAGS:
         g, _ = self_similarity([generated], c.sample_rate, lag)
         r, pairs = self_similarity([clip.audio for clip in dataset.clips], c.sample_rate, lag)
         ratio = g / r if g is not None and r else None
         lasting[f"{lag:g}s"] = {"generated": rounded(g), "real": rounded(r), "real_pairs": pairs,
-                                "ratio": rounded(ratio)}
+                                "ratio": rounded(ratio),
+                                "real_files_in_sequence": rounded(self_similarity(in_sequence, c.sample_rate, lag)[0])}
         lasting_pass = lasting_pass and ratio is not None and abs(ratio - 1) <= 0.25
     return {
         "generated_seconds": seconds,

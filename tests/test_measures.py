@@ -155,6 +155,7 @@ def test_quality_bench_reports_every_group_with_its_targets(trained_model):
     assert all(d > 0 for d in distance.values())
     for lag in ("0.5s", "2s"):
         assert 0 < structure["self_similarity"][lag]["real"] <= 1
+        assert 0 < structure["self_similarity"][lag]["real_files_in_sequence"] <= 1
     assert set(structure["done_when"]) == {"frechet_generated_minus_floor_over_best_baseline_minus_floor",
                                            "frechet_pass", "self_similarity_pass"}
     assert set(worlds["per_world"]) == {"bells", "rumble"}
