@@ -19,7 +19,8 @@ issue's "done when" asks for and whether they hold (`pass`):
   classifier on one-second windows, by colour and by colour and motion, beside the same kind of
   classifier on real audio it never heard (the ceiling: every file of the collection, cross-validated
   in four folds; the held-out files alone are shown too, but a few files give too few windows to be
-  steady); per world, spectral flatness of generated vs real audio at the model's rate.
+  steady); per world, spectral flatness of generated vs real audio at the model's rate, and of the
+  recordings through the codec (the noise no prior can take away).
 
 Generation plays with the engine's default controls, or with `--set CONTROL=VALUE` (e.g. `--set
 temperature=0.8`), with random seed `--seed`. The measures themselves are in bench/measures.py.
@@ -297,10 +298,15 @@ def worlds(model, dataset, world_seconds: float, settings: Sequence[Message] = (
                     counts[kind][source][1] += len(h[kind])
                 row[f"{kind}_{source}"] = rounded(float(np.mean(h[kind] == i)) if h is not None and len(h[kind])
                                                   else None)
-        g, r = flatness(generated, c.sample_rate), flatness(np.concatenate(per_world(train, i)), c.sample_rate)
+        recordings = np.concatenate(per_world(train, i))
+        g, r = flatness(generated, c.sample_rate), flatness(recordings, c.sample_rate)
+        # the recordings through the codec: how much of the generated noise is the codec's, which no prior undoes
+        x = torch.from_numpy(recordings[: len(recordings) // c.hop * c.hop])[None]
+        through = flatness(model.codec.decode(model.codec.encode(x))[0].numpy(), c.sample_rate) if x.shape[1] else None
         # flatness spans decades (a low rumble ~1e-5, noise ~0.5): significant figures, not decimals
         row.update(flatness_generated=significant(g), flatness_real=significant(r),
-                   flatness_ratio=rounded(g / r if g is not None and r else None))
+                   flatness_ratio=rounded(g / r if g is not None and r else None),
+                   flatness_codec_ratio=rounded(through / r if through is not None and r else None))
         rows[world] = row
     # the ceiling: real audio heard by an ear that never heard it, over every file of the collection
     # (cross-validated), since a few held-out files give too few windows to be steady

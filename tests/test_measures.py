@@ -168,6 +168,7 @@ def test_quality_bench_reports_every_group_with_its_targets(trained_model):
     assert worlds["by_colour"]["ratio"] == worlds["by_colour"]["generated"]
     for row in worlds["per_world"].values():
         assert 0 < row["flatness_generated"] < 1 and 0 < row["flatness_real"] < 1 and row["flatness_ratio"] > 0
+        assert row["flatness_codec_ratio"] > 0
     assert set(worlds["done_when"]) == {"by_colour_pass", "by_colour_and_motion_pass", "flatness_pass"}
 
 
