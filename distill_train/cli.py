@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "codebook health checks (default 200)")
     p.add_argument("--early-stopping", action=argparse.BooleanOptionalAction, default=False,
                    help="prior: stop when the held-out loss stops improving and keep the weights of its best "
-                        "evaluation (default off: the prior trains its whole budget, see docs/training.md)")
+                        "evaluation (default off: the prior trains its whole budget, since on a collection of "
+                        "one-off sounds the held-out loss is lowest long before the prior has learnt how they move)")
     p.add_argument("--patience", type=positive_int, default=6, help="with --early-stopping: evaluations without "
                    "improvement before stopping (default 6)")
     p.add_argument("--quiet", action="store_true", help="no progress bar; only warnings and the result")

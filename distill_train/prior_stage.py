@@ -32,9 +32,10 @@ weights. The held-out loss is a poor guide for an instrument: on a collection of
 held-out file is unlike every training file, so the loss is lowest after a few hundred steps and
 rises from then on, while the prior goes on learning how the collection's own sounds move. On Sonic
 Pi's 165 samples (`small`, 10 minutes of prior training on 2 cores) early stopping kept step 200 of
-1400, and a minute generated from it was further from the collection in one-second statistics than
-the collection's own codes shuffled in time; the final weights of the whole budget (4400 steps)
-brought it five times closer to the floor (docs/benchmarks.md, "Prior quality").
+1400, and a minute generated from it was as far from the collection in one-second statistics as the
+collection's own codes shuffled in time (Fréchet 397-435 against 417, three seeds); the final
+weights of the whole budget (4400 steps) brought it five times closer to the floor (91-158, floor
+33; docs/benchmarks.md, "Prior quality").
 
 With `early_stopping` (distill-train --early-stopping), training stops when the held-out loss has not
 improved for `patience` evaluations, and the best weights are kept. The first evaluation (step 1,
