@@ -33,8 +33,10 @@ Steps:
    The `tiny` preset (16 kHz, 4 levels): `small` runs at about 0.3 codec steps/s on a shared 2-core
    machine and makes a 10 MB file, too slow to train usefully in the demo's time budget and too big
    to ship; `tiny` makes a 0.8 MB file. Measured for the shipped model on
-   2 CPU cores, nothing else running: codec 8000 steps (about 28 steps/s) and prior 2000 steps (the
-   whole budget, final weights: the defaults since issue 18) in about 5 minutes.
+   2 CPU cores: codec 8000 steps and prior (early-stopped at 1600 of 2000, best at 400) in
+   12.3 min, with another job sharing the machine; alone, tiny trains at about 25-28 codec steps/s.
+   (The shipped model predates conditioned heads, corpus playback and training the prior's whole
+   budget; retrained with today's defaults it takes about 5 minutes alone, see issue 18's notes.)
    The run directory `<work>/run/` holds checkpoints, previews and report images; the codec's and
    the prior's reports are stacked into `<pictures>/demo-report.png`.
 

@@ -134,7 +134,7 @@ def test_relative_encoders(encoding, up3, down2):
         encoding = "{encoding}"
         step = 0.01
     """)
-    assert rig.value("temperature") == 1.0  # position 0.5 of 0..2
+    rig.osc("temperature", 1.0)  # position 0.5 of 0..2
     rig.cc(20, up3)
     assert rig.value("temperature") == pytest.approx(2 * (0.5 + 0.03), abs=1e-12)
     rig.cc(20, down2)
@@ -395,6 +395,7 @@ def test_world_by_number_follows_the_model():
 
 def test_learn_binds_the_next_cc_and_survives_save_and_load(tmp_path):
     rig = Rig('name = "mine"\n[[cc]]\ncc = 21\nparam = "mutate"\n')
+    rig.osc("temperature", 1.0)
     rig.mapper.learn("temperature")
     assert rig.mapper.learning == ["temperature"]
     assert rig.cc(21, 30, channel=3) == []  # this move binds CC 21 on channel 4 (and is not applied)
@@ -407,6 +408,7 @@ def test_learn_binds_the_next_cc_and_survives_save_and_load(tmp_path):
     assert saved["name"] == "mine"
     assert saved["cc"] == [{"cc": 21, "channel": 4, "param": "temperature", "takeover": "pickup"}]
     again = Rig(text)
+    again.osc("temperature", 1.0)
     again.cc(21, 64, channel=3)
     assert again.value("temperature") == pytest.approx(2 * 64 / 127, abs=1e-12)
 
