@@ -36,7 +36,7 @@ Steps:
    2 CPU cores: codec 8000 steps and prior (early-stopped at 1600 of 2000, best at 400) in
    12.3 min, with another job sharing the machine; alone, tiny trains at about 25-28 codec steps/s.
    (The shipped model predates conditioned heads, corpus playback and training the prior's whole
-   budget; retrained with today's defaults it takes about 5 minutes alone, see issue 18's notes.)
+   budget; retrained with the current defaults it takes about 5 minutes alone, see issue 18's notes.)
    The run directory `<work>/run/` holds checkpoints, previews and report images; the codec's and
    the prior's reports are stacked into `<pictures>/demo-report.png`.
 
