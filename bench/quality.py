@@ -252,10 +252,11 @@ def structure(model, dataset, seconds: float, image: Path | None, settings: Sequ
     # beside the files themselves: each world's files one after another in random order, as the prior
     # is trained (a sound shorter than a training sequence is followed by others of its world) and as
     # it plays, so that a new sound after the last one counts as it does in generated audio
-    order = np.random.default_rng(0)
-    in_sequence = [np.concatenate([clips[i] for i in order.permutation(len(clips))])
-                   for clips in ([clip.audio for clip in dataset.clips if clip.world == w]
-                                 for w in range(len(dataset.worlds))) if clips]
+    order, in_sequence = np.random.default_rng(0), []
+    for w in range(len(dataset.worlds)):
+        clips = [clip.audio for clip in dataset.clips if clip.world == w]
+        if clips:
+            in_sequence.append(np.concatenate([clips[i] for i in order.permutation(len(clips))]))
     for lag in LAGS:
         g, _ = self_similarity([generated], c.sample_rate, lag)
         r, pairs = self_similarity([clip.audio for clip in dataset.clips], c.sample_rate, lag)
