@@ -38,11 +38,7 @@ pytestmark = pytest.mark.slow  # trains under torchrun
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--preset", "tiny", "--steps", "12", "--prior-steps", "12", "--batch-size", "2", "--eval-every", "6",
          "--checkpoint-every", "6", "--seed", "3", "--quiet", "--device", "cpu"]  # the GPU tests add --device cuda
-# seconds a torchrun may take. Above 300: with several machines, torchrun's agents wait for each other
-# at exit, and a known race around that barrier (pytorch/pytorch#69520) can keep one waiting for its
-# fixed 300 s after training has finished and the model is written (fresh-clone CI, 2026-12-05: both
-# ranks had written their final weights and rank 0 the model when the 240 s ran out)
-TIMEOUT = 360
+TIMEOUT = 240
 
 
 @pytest.fixture(scope="module")
