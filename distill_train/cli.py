@@ -13,6 +13,7 @@ import shlex
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 PROG = "distill-train"
@@ -370,15 +371,35 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:  # these import torch (seconds): a Ctrl-C or SIGTERM meanwhile is a stop, not a traceback
-        from distill_live.model.modelfile import ModelFileError
+        from distill_live.model import modelfile  # noqa: F401 -- loaded here; train_and_report takes its names
 
-        from .data import DatasetError
-        from .distributed import StoppedElsewhere, joined, leave, lost_a_peer
-        from .loop import Interrupted, TrainError
+        from . import data, loop  # noqa: F401
+        from .distributed import end_process, joined
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted before training started; nothing was written", file=sys.stderr)
         signal.signal(signal.SIGTERM, previous)
         return 130
+
+    try:
+        code = train_and_report(args, argv)
+    except BaseException:
+        if not joined():
+            raise
+        traceback.print_exc()  # a bug: its traceback, and Python's status for it
+        code = 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    end_process(code)  # under torchrun the process ends here (see distributed.end_process)
+    return code
+
+
+def train_and_report(args, argv: list[str]) -> int:
+    """`train`, with the one sentence a user gets for each way it can stop; the exit status."""
+    from distill_live.model.modelfile import ModelFileError
+
+    from .data import DatasetError
+    from .distributed import StoppedElsewhere, joined, lost_a_peer
+    from .loop import Interrupted, TrainError
 
     rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 speaks, except about its own errors
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))  # and one rank per machine about another rank's
@@ -414,9 +435,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{who}: stopped because another training process ended or stopped answering (its own "
                   f"message says why)", file=sys.stderr)
         return 2
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        leave()
 
 
 def train(args) -> int:

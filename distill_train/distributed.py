@@ -11,6 +11,7 @@ Without torchrun there is one rank, and every function here does nothing or retu
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -73,10 +74,9 @@ def rank_device(device: torch.device) -> torch.device:
 
 
 def stop() -> None:
-    """Wait for every rank to get here, then leave the process group."""
+    """Wait for every rank to get here (the model is written); the process then ends with `exit`."""
     if dist.is_initialized():
         dist.barrier()
-        dist.destroy_process_group()
 
 
 def joined() -> bool:
@@ -84,14 +84,22 @@ def joined() -> bool:
     return dist.is_initialized()
 
 
-def leave() -> None:
-    """Leave the process group without waiting for the others (on the way out after an error).
+def end_process(code: int) -> None:
+    """Under torchrun, end this process now with `code`, in the group (without torchrun, return).
 
-    A process that exits while still in a group may be aborted by its communication threads instead
-    of exiting with its own status.
+    The group is not destroyed on the way out, because that can hang for ever: destroying a Gloo
+    group joins its worker threads while this thread holds Python's lock, and a worker still letting
+    go of the last collective's tensors needs that lock (torch 2.13; one run in nine of the
+    two-machine test under load, stuck in `~ProcessGroupGloo` from the DDP reducer's destructor).
+    Nor may Python's own exit run: a group left alive then may abort the process from its
+    communication threads instead of ending it with its status. So the process ends at once, its
+    output flushed; every file it writes is complete before (`stop`, or an error on the way here).
     """
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if not dist.is_initialized():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def wrap(module: nn.Module, device: torch.device) -> nn.Module:

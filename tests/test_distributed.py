@@ -76,15 +76,45 @@ def torchrun(args: list, launch: list[str], dump: Path | None = None,
 
 
 def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        # torchrun and its ranks together (a rank left alive would hold the pipes open and
-        # communicate() would wait for it for ever, as one did in CI on 2026-12-05)
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"torchrun did not finish in {TIMEOUT} s (a hang?):\n{err[-3000:]}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return finish_all([proc])[0]
+
+
+def finish_all(procs: list[subprocess.Popen]) -> list[subprocess.CompletedProcess]:
+    """Wait for torchruns that train together (one per "machine"); if any takes longer than TIMEOUT,
+    kill them all, ranks included (one left waiting for its peer would hold its pipes open, and the
+    others wait for it), and fail with what they said."""
+    deadline = time.monotonic() + TIMEOUT
+    done = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                kill_tree(p.pid)
+            said = "\n".join(f"-- torchrun {i}:\n{p.communicate()[1][-3000:]}" for i, p in enumerate(procs))
+            pytest.fail(f"torchrun did not finish in {TIMEOUT} s (a hang?):\n{said}")
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and everything it started: torchrun starts each rank in a session of its own,
+    so killing torchrun's process group would leave the ranks running."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # ended meanwhile
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def dumps(folder: Path, stage: str) -> list[dict[str, torch.Tensor]]:
@@ -102,7 +132,7 @@ def distributed_run(data, tmp_path_factory) -> tuple[Path, Path, list[subprocess
     where = tmp_path_factory.mktemp("distributed")
     out = where / "model.distill"
     nodes = [torchrun([data, "-o", out, *FLAGS], launch, dump=where / "dump") for launch in two_machines()]
-    done = [finish(node) for node in nodes]
+    done = finish_all(nodes)
     for r in done:
         assert r.returncode == 0, r.stderr[-3000:]
     return out, where / "dump", done
@@ -160,7 +190,7 @@ def test_an_interrupted_distributed_run_resumes_exactly(data, distributed_run, t
     shutil.copytree(run, single / "model.distill.run")
 
     # the same command without --resume: rank 0 refuses to start over, and the other machine stops with it
-    stopped_together([finish(p) for p in [torchrun([data, "-o", out, *FLAGS], m) for m in two_machines()]],
+    stopped_together(finish_all([torchrun([data, "-o", out, *FLAGS], m) for m in two_machines()]),
                      f"{run / 'checkpoint-codec.safetensors'} holds an unfinished codec run")
 
     r = finish(torchrun([data, "-o", out, *FLAGS, "--resume"], one_machine(), dump=tmp_path / "dump"))
@@ -197,8 +227,8 @@ def stopped_together(machines: list[subprocess.CompletedProcess], sentence: str,
 def test_sounds_missing_on_one_machine_stop_both(data, tmp_path):
     """Every machine reads its own copy of the sounds: a folder missing on the second one stops the first too."""
     folders = [data, tmp_path / "nowhere"]
-    machines = [finish(p) for p in [torchrun([folder, "-o", tmp_path / "model.distill", *FLAGS], m)
-                                    for folder, m in zip(folders, two_machines())]]
+    machines = finish_all([torchrun([folder, "-o", tmp_path / "model.distill", *FLAGS], m)
+                           for folder, m in zip(folders, two_machines())])
     stopped_together(machines, f"data folder '{folders[1]}' does not exist", failing=1)
 
 
@@ -208,8 +238,8 @@ def test_different_sounds_on_two_machines_are_refused(data, tmp_path):
     shutil.copytree(data, copy)
     missing = sorted(copy.rglob("*.wav"))[0]
     missing.unlink()
-    machines = [finish(p) for p in [torchrun([folder, "-o", tmp_path / "model.distill", *FLAGS], m)
-                                    for folder, m in zip([data, copy], two_machines())]]
+    machines = finish_all([torchrun([folder, "-o", tmp_path / "model.distill", *FLAGS], m)
+                           for folder, m in zip([data, copy], two_machines())])
     for r, name in zip(machines, ["distill-train", "distill-train (rank 1)"]):
         assert r.returncode != 0
         said = [line for line in r.stderr.splitlines() if line.startswith("distill-train")]
@@ -224,8 +254,8 @@ def test_a_machine_without_the_asked_for_gpu_stops_the_others(data, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
     args = [[*FLAGS], [*FLAGS, "--device", "cuda"]]  # (argparse: the last --device wins)
-    machines = [finish(p) for p in [torchrun([data, "-o", tmp_path / "model.distill", *a], m)
-                                    for a, m in zip(args, two_machines())]]
+    machines = finish_all([torchrun([data, "-o", tmp_path / "model.distill", *a], m)
+                           for a, m in zip(args, two_machines())])
     stopped_together(machines, "--device cuda was asked for but PyTorch sees no CUDA GPU", failing=1)
 
 
@@ -247,7 +277,7 @@ def test_a_full_disk_on_rank_0_stops_every_rank(data, distributed_run, tmp_path,
         args = [data, "-o", out, *FLAGS, "--stages", "prior", "--resume"]
         sentence = f"could not write the model '{out}'"
         before = digest(out)
-    machines = [finish(p) for p in [torchrun(args, m, file_limit=300_000) for m in two_machines()]]
+    machines = finish_all([torchrun(args, m, file_limit=300_000) for m in two_machines()])
     stopped_together(machines, sentence)
     assert "(File too large)" in machines[0].stderr and "free some space and run again" in machines[0].stderr
     assert not list(tmp_path.rglob("*.tmp"))
