@@ -144,9 +144,10 @@ def test_a_fader_moved_while_a_trigger_waits_for_the_card_reaches_once_it_skippe
     np.testing.assert_allclose(heard, 0.5 * np.exp(-np.arange(1, 151) / 50.0), rtol=1e-5)
 
 
-def test_only_untimed_gain_reaches_the_card_at_once(model):
+def test_only_gain_due_now_reaches_the_card_at_once(model):
     """The registry hands the engine untimed gain values (a fader) at once, the last of each, and once; a timed
-    gain waits for its time (it is applied by the Player in its turn, like everything else)."""
+    gain waits for its time (it is applied by the Player in its turn, like everything else), unless it comes
+    late, for a time made already: then it is for now too, as a late trigger pre-empts."""
     registry = ParamRegistry.for_model(model)
     registry.submit("/distill/gain", [0.2])
     registry.submit("/distill/gain", [0.7])
@@ -158,6 +159,13 @@ def test_only_untimed_gain_reaches_the_card_at_once(model):
     assert registry.get("gain") == 0.7  # applied in its turn too, for the take and for render
     registry.apply_due(5.0)
     assert registry.get("gain") == 0.4
+    registry.submit("/distill/gain", [0.9], at=4.0)  # late (the generator is at 5 s), and overtaken: the
+    registry.submit("/distill/cue", [1], at=4.5)      # gain timed at 5 s has played; the late cue pre-empts
+    assert registry.at_card(5.0) == {} and registry.urgent(5.0)
+    registry.submit("/distill/gain", [0.3], at=5.5)
+    assert registry.at_card(6.0) == {"/distill/gain": 0.3}
+    assert [a for a, _ in registry.apply_due(6.0)] == ["/distill/cue", "/distill/gain"]
+    assert registry.get("gain") == 0.3
 
 
 def test_the_engine_applies_the_gain_at_the_card_and_the_take_keeps_the_players(model):

@@ -302,6 +302,36 @@ def test_immediate_and_past_bundles_apply_now_and_a_bundle_is_atomic(model):
         server.close()
 
 
+def test_a_late_bundle_never_undoes_a_bundle_timed_after_it(model):
+    """Timed bundles keep their order however late one comes. A sequencer's step that arrives after its time,
+    when a bundle timed after it has played already (the engine makes audio ahead of the card, sometimes
+    further ahead than the sender's latency), is applied at once, except for the controls that later bundle
+    set: the last in time wins, as it would have if both had come early."""
+    engine = Engine(model)  # driven by hand: frame boundaries are exact
+    server = OscServer(engine, port=0, meters=False)
+    world = f"{P}/world/{model.worlds[0]}"
+    try:
+        client = SimpleUDPClient("127.0.0.1", server.port)
+        client.send(bundle(time.time() + 0.3, (world, [0.875]), (f"{P}/temperature", [0.5])))
+        wait_for(lambda: server.counters.messages == 2, what="the later bundle submitted")
+        frames = 0
+        while not engine.player.applied:
+            engine.generate_one()
+            frames += 1
+            assert frames < 400
+        client.send(bundle(time.time() - 1.0, (world, [1.0]), (f"{P}/topk", [3])))  # the step before it, late
+        wait_for(lambda: server.counters.messages == 4, what="the late bundle submitted")
+        engine.generate_one()
+        assert engine.player.applied == [(f"{P}/topk", (3,))]
+        assert engine.registry.values[world] == 0.875 and engine.registry.get("temperature") == 0.5
+        client.send_message(world, 0.25)  # a message for now applies as it comes
+        wait_for(lambda: server.counters.messages == 5, what="the fader submitted")
+        engine.generate_one()
+        assert engine.registry.values[world] == 0.25
+    finally:
+        server.close()
+
+
 def test_bundle_too_far_ahead_is_refused(rig):
     rig.client.send(bundle(time.time() + 3600, (f"{P}/topk", [11])))
     assert "ahead" in error_matching(rig, "3600 s ahead")

@@ -50,7 +50,7 @@ class Param:
     preset: bool = True  # a stored value a preset keeps (not play or seed: when, not what it sounds like)
     unit: str = ""  # what the number counts, for surfaces that show it (OSCQuery UNIT, the web page)
     preempts: bool = False  # a trigger that does not wait for what is queued (a switch: when it turns on)
-    at_card: bool = False  # applied by the card as it plays: untimed, it reaches into what is queued (the gain)
+    at_card: bool = False  # applied by the card as it plays: for now, it reaches into what is queued (the gain)
 
     @property
     def address(self) -> str:
@@ -162,10 +162,11 @@ class ParamRegistry:
         self.values: dict[str, Any] = {a: p.default for a, p in self.params.items() if p.stored and p.default is not None}
         self.held = {d: False for d in DESCRIPTORS}
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._pending: list[tuple[float, int, str, tuple]] = []  # generator-side heap of timed messages
-        self._order = 0
-        self._urgent = False  # a trigger that pre-empts came in untimed and the engine has not answered it yet
-        self._at_card: dict[str, Any] = {}  # untimed values for the card to apply at once (see `at_card`)
+        self._pending: list[tuple[float, int, str, tuple, bool]] = []  # generator-side heap: (when, order, address,
+        self._order = 0                                                     # args, timed)
+        self._timed_at: dict[str, float] = {}  # the time of the timed message that set each control last
+        self._urgent = False  # a trigger that pre-empts came in for now and the engine has not answered it yet
+        self._at_card: dict[str, Any] = {}  # values for now for the card to apply at once (see `at_card`)
         self.arrived = threading.Event()  # set at every submit: the generator wakes for a trigger at once
         # what `controls` reads: the fields of Controls that have a control of their name (as they are,
         # as on/off, or eased), the worlds and the descriptors
@@ -254,8 +255,8 @@ class ParamRegistry:
             and float(args[0]) == 0
 
     def submit(self, address: str, args: Sequence[Any] = (), at: float | None = None) -> list[str]:
-        """Validate and queue a message for the generator; `at` is engine time in seconds (None = now).
-        A trigger's release (`released`) is dropped."""
+        """Validate and queue a message for the generator; `at` is engine time in seconds (None = now; a
+        time already made is late: see `apply_due`). A trigger's release (`released`) is dropped."""
         if self.released(address, args):
             return []
         args, notes = self.validate(address, args)
@@ -274,18 +275,45 @@ class ParamRegistry:
 
     def apply_due(self, now: float) -> list[tuple[str, tuple]]:
         """Apply every message due by engine time `now`. Returns the applied (address, args) in order,
-        so the caller can act on commands and report changes."""
+        so the caller can act on commands and report changes.
+
+        A timed message that comes late (for a time the generator has made already: a bundle whose
+        timetag has passed, or falls in the audio queued for the card) is applied at once, as a message
+        for now, but timed messages keep their order: it leaves alone the controls that a message timed
+        after it has set already, so a sequencer's steps end where its last one says however late one
+        of them arrives. (Messages for now apply as they come, as OSC has it.)"""
         self._take_inbox(now)
         applied = []
         while self._pending and self._pending[0][0] <= now:
-            _, _, address, args = heapq.heappop(self._pending)
-            self._store(address, args)
-            applied.append((address, args))
+            when, _, address, args, timed = heapq.heappop(self._pending)
+            for address, args in (self._not_overtaken(when, address, args) if timed else [(address, args)]):
+                self._store(address, args)
+                applied.append((address, args))
         return applied
+
+    def _not_overtaken(self, when: float, address: str, args: tuple) -> list[tuple[str, tuple]]:
+        """A timed message, less what a message timed after `when` has set already (see `apply_due`)."""
+        parts = self.expand(address, args)
+        kept = []
+        for part, values in parts:
+            control = self._control(part)
+            if control is not None:
+                if self._timed_at.get(control, -math.inf) > when:
+                    continue
+                self._timed_at[control] = when
+            kept.append((part, values))
+        return [(address, args)] if len(kept) == len(parts) else kept
+
+    def _control(self, address: str) -> str | None:
+        """The stored control a message sets (a descriptor's hold and free are one), or None for a command."""
+        name = address[len(PREFIX) + 1:]
+        if name.startswith("descriptor/"):
+            return f"{PREFIX}/descriptor/{name.split('/')[1]}"
+        return address if self.params[address].stored else None
 
     def urgent(self, now: float) -> bool:
         """Whether a trigger that pre-empts (`Param.preempts`: a cue, a reset, play turning on) came in to be
-        applied now, not at a time of its own, and the engine has not answered it yet (`preempted`): the
+        applied now (untimed, or late: see `apply_due`), not at a time still to come, and the engine has not answered it yet (`preempted`): the
         engine then makes the next chunks at once and puts them in place of what the card has queued,
         instead of waiting for the queue to drain (see live/engine.py). It stays true until then, also
         when the chunk the generator was making as it came applied it: that chunk is queued behind the
@@ -299,14 +327,15 @@ class ParamRegistry:
 
     def at_card(self, now: float) -> dict[str, Any]:
         """The last value of each control the card applies itself (`Param.at_card`: the gain) that came in to be
-        applied now, since the last call: the engine reaches into what is queued with it (live/cardqueue.py).
+        applied now (untimed or late), since the last call: the engine reaches into what is queued with it (live/cardqueue.py).
         The message is also applied in its turn, as every other, for the take and for render."""
         self._take_inbox(now)
         values, self._at_card = self._at_card, {}
         return values
 
     def _take_inbox(self, now: float) -> None:
-        """Move what the control threads submitted into the timed queue; untimed messages are due `now`."""
+        """Move what the control threads submitted into the timed queue; untimed messages are due `now`,
+        and late ones (timed before `now`) are messages for now too."""
         while True:
             try:
                 at, address, args = self._inbox.get_nowait()
@@ -314,10 +343,13 @@ class ParamRegistry:
                 return
             for address, args in (args if address is None else ((address, args),)):  # None: a batch
                 self._order += 1
-                heapq.heappush(self._pending, (now if at is None else at, self._order, address, args))
-                if at is None and self._preempts(address, args):
+                when = now if at is None else at
+                heapq.heappush(self._pending, (when, self._order, address, args, at is not None))
+                if when > now:
+                    continue
+                if self._preempts(address, args):
                     self._urgent = True
-                if at is None and self.params[address].at_card:
+                if self.params[address].at_card and self._timed_at.get(address, -math.inf) <= when:
                     self._at_card[address] = args[0]
 
     def _preempts(self, address: str, args: tuple) -> bool:

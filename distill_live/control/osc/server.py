@@ -9,10 +9,10 @@ One **receive thread** (this file) reads every socket (selectors), parses packet
 maps each address to a handler through one table, as python-osc's dispatcher does: the few
 addresses answered here (dump, namespace, reply, and MIDI learn and save when serve passes them
 on), and the registry for everything else (address patterns matched against it, arguments
-validated). It never sleeps and never sends: a bundle with a future timetag is submitted at once
-with `at=engine.time_of(timetag)`, and the generator applies it at the frame that plays at that
-time. (python-osc's own dispatcher sleeps in the receive path until a bundle is due, so it is not
-used.) A flood takes at most a share of the interpreter from the generator (`_spend`).
+validated). It never sleeps and never sends: a bundle with a timetag is submitted at once with
+`at=engine.time_of(timetag)`, and the generator applies it at the frame that plays at that time, or
+at once if that frame is made already, in timetag order (ParamRegistry.apply_due). (python-osc's
+own dispatcher sleeps in the receive path until a bundle is due, so it is not used.) A flood takes at most a share of the interpreter from the generator (`_spend`).
 
 One **reply thread** (replies.py) sends everything that goes out, to every listener kept here: the
 reply target (`/distill/reply`, else `--reply HOST:PORT`, else the last sender) and any number of
@@ -428,14 +428,14 @@ class OscServer:
                 self._refused(f"a bundle for {one_line(address, 80)} is {ahead:.0f} s ahead; "
                               f"the limit is {MAX_AHEAD:g} s")
                 return
-            if ahead > 0:
-                # the frame it falls in: the start of the frame whose span holds the timetag (the same
-                # division as Player.time, so the generator applies it exactly at that frame)
-                rate = self.engine.frame_rate
-                at = math.floor(self.engine.time_of(due) * rate) / rate
-                if not self._schedule(at, len(targets)):
-                    self._refused(f"{address} refused: {MAX_SCHEDULED} timed messages are already waiting")
-                    return
+            # the frame it falls in: the start of the frame whose span holds the timetag (the same
+            # division as Player.time, so the generator applies it exactly at that frame); a frame made
+            # already (a timetag that has passed) makes it late: applied at once, in timetag order
+            rate = self.engine.frame_rate
+            at = math.floor(self.engine.time_of(due) * rate) / rate
+            if ahead > 0 and not self._schedule(at, len(targets)):
+                self._refused(f"{address} refused: {MAX_SCHEDULED} timed messages are already waiting")
+                return
         batch = batches.setdefault(at, [])
         for target in targets:
             if registry.released(target, args):  # a button let go: a trigger fires on the press only
