@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from distill_live.live.player import render
 from distill_live.model.modelfile import FORMAT_VERSION, DistillModel, ModelFileError, load_model, save_model
 from models import random_model
 
@@ -79,11 +81,13 @@ def test_round_trip_keeps_weights_cues_and_meta(saved):
 def test_a_model_from_before_the_heads_were_conditioned_loads_as_it_was_trained(saved):
     """Model files written before `condition_heads` and `descriptor_bins` existed lack the fields: their
     prior was trained with the conditioning on the temporal model's input only, reading each descriptor
-    as its raw value, and must play that way. The shipped demo is one."""
+    as its raw value, and must play that way. tests/data holds one: the demo shipped until 2026-12-05."""
     prior = load_model(saved[0]).config.prior
     assert prior.condition_heads and prior.descriptor_bins == 8  # what training writes now
-    demo = load_model(ROOT / "distill_live" / "demo" / "demo.distill").config.prior
-    assert demo.condition_heads is False and demo.descriptor_bins == 1
+    old = load_model(ROOT / "tests" / "data" / "demo-before-conditioned-heads.distill")
+    assert old.config.prior.condition_heads is False and old.config.prior.descriptor_bins == 1
+    audio = render(old, 1.0, seed=0, messages=[(0.0, "/distill/descriptor/brightness", [0.8])])
+    assert np.isfinite(audio).all() and np.sqrt(np.mean(audio ** 2)) > 1e-3
 
 
 def test_codec_only_model_round_trips(tmp_path):

@@ -175,9 +175,10 @@ def test_over_osc_a_hold_by_frame_number_plays_the_frames_the_feed_numbered(mode
 
 def test_release_does_not_click():
     """Letting go of a held region, on the demo: the largest sample-to-sample step around the release is no
-    bigger than the steps the render makes anyway (its 99.9th percentile): the decoder carries on.
-    (The mutate chance only where the mode uses it: random codes make this decoder burst to full scale
-    now and then wherever they play, held or not.)"""
+    bigger than the steps the render makes anyway (its 99.9th percentile), or than the same moment has
+    when the region is never let go (a hit in what is held, which the window starts a frame early enough
+    to catch): the decoder carries on. (The mutate chance only where the mode uses it: random codes make
+    this decoder burst to full scale now and then wherever they play, held or not.)"""
     from distill_live.commands.bundled import DEMO
     from distill_live.model.modelfile import load_model
 
@@ -189,6 +190,8 @@ def test_release_does_not_click():
         messages = [(0.0, f"{P}/mutate", [0.1 if mode == MUTATE else 0.0])] + held
         for seed in range(3):
             audio = render(demo, 3.0, seed=seed, messages=messages + [(2.0, f"{R}/mode", [0])])
+            held_on = render(demo, 3.0, seed=seed, messages=messages)
             steps = np.abs(np.diff(audio))
-            around = steps[2 * rate - hop: 2 * rate + 2 * hop].max()
-            assert around <= np.percentile(steps, 99.9), (mode, seed, around)
+            window = slice(2 * rate - hop, 2 * rate + 2 * hop)
+            anyway = max(np.percentile(steps, 99.9), np.abs(np.diff(held_on))[window].max())
+            assert steps[window].max() <= anyway, (mode, seed, steps[window].max(), anyway)
