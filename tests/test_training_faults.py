@@ -112,8 +112,12 @@ def test_killed_in_both_stages_then_resumed_to_a_model_that_loads(data, tmp_path
 # -- a kill in the middle of a write ----------------------------------------------------------------
 
 WRITER = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
     from distill_live import atomic_write
+
+    # Ctrl-C as in a terminal: a process started in the background by a shell without job control
+    # (CI's runner may be one) inherits SIGINT ignored, and Python then leaves it ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def slow(tmp):
         with open(tmp, "wb") as f:
