@@ -74,7 +74,7 @@ def rank_device(device: torch.device) -> torch.device:
 
 
 def stop() -> None:
-    """Wait for every rank to get here (the model is written); the process then ends with `exit`."""
+    """Wait for every rank to get here (the model is written); the process then ends with `end_process`."""
     if dist.is_initialized():
         dist.barrier()
 
@@ -89,7 +89,7 @@ def end_process(code: int) -> None:
 
     The group is not destroyed on the way out, because that can hang for ever: destroying a Gloo
     group joins its worker threads while this thread holds Python's lock, and a worker still letting
-    go of the last collective's tensors needs that lock (torch 2.13; one run in nine of the
+    go of the last collective's tensors needs that lock (torch 2.13: one run in 17 of the
     two-machine test under load, stuck in `~ProcessGroupGloo` from the DDP reducer's destructor).
     Nor may Python's own exit run: a group left alive then may abort the process from its
     communication threads instead of ending it with its status. So the process ends at once, its

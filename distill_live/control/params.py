@@ -162,8 +162,9 @@ class ParamRegistry:
         self.values: dict[str, Any] = {a: p.default for a, p in self.params.items() if p.stored and p.default is not None}
         self.held = {d: False for d in DESCRIPTORS}
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._pending: list[tuple[float, int, str, tuple, bool]] = []  # generator-side heap: (when, order, address,
-        self._order = 0                                                     # args, timed)
+        # the generator's heap of messages: (when, order of arrival, address, args, timed)
+        self._pending: list[tuple[float, int, str, tuple, bool]] = []
+        self._order = 0
         self._timed_at: dict[str, float] = {}  # the time of the timed message that set each control last
         self._urgent = False  # a trigger that pre-empts came in for now and the engine has not answered it yet
         self._at_card: dict[str, Any] = {}  # values for now for the card to apply at once (see `at_card`)
@@ -313,11 +314,11 @@ class ParamRegistry:
 
     def urgent(self, now: float) -> bool:
         """Whether a trigger that pre-empts (`Param.preempts`: a cue, a reset, play turning on) came in to be
-        applied now (untimed, or late: see `apply_due`), not at a time still to come, and the engine has not answered it yet (`preempted`): the
-        engine then makes the next chunks at once and puts them in place of what the card has queued,
-        instead of waiting for the queue to drain (see live/engine.py). It stays true until then, also
-        when the chunk the generator was making as it came applied it: that chunk is queued behind the
-        rest, so the engine must still replace the queue."""
+        applied now (untimed, or late: see `apply_due`), not at a time still to come, and the engine has
+        not answered it yet (`preempted`): the engine then makes the next chunks at once and puts them in
+        place of what the card has queued, instead of waiting for the queue to drain (see live/engine.py).
+        It stays true until then, also when the chunk the generator was making as it came applied it: that
+        chunk is queued behind the rest, so the engine must still replace the queue."""
         self._take_inbox(now)
         return self._urgent
 
@@ -327,8 +328,9 @@ class ParamRegistry:
 
     def at_card(self, now: float) -> dict[str, Any]:
         """The last value of each control the card applies itself (`Param.at_card`: the gain) that came in to be
-        applied now (untimed or late), since the last call: the engine reaches into what is queued with it (live/cardqueue.py).
-        The message is also applied in its turn, as every other, for the take and for render."""
+        applied now (untimed, or late and not overtaken: see `apply_due`), since the last call: the engine
+        reaches into what is queued with it (live/cardqueue.py). The message is also applied in its turn,
+        as every other, for the take and for render."""
         self._take_inbox(now)
         values, self._at_card = self._at_card, {}
         return values

@@ -12,7 +12,8 @@ on), and the registry for everything else (address patterns matched against it, 
 validated). It never sleeps and never sends: a bundle with a timetag is submitted at once with
 `at=engine.time_of(timetag)`, and the generator applies it at the frame that plays at that time, or
 at once if that frame is made already, in timetag order (ParamRegistry.apply_due). (python-osc's
-own dispatcher sleeps in the receive path until a bundle is due, so it is not used.) A flood takes at most a share of the interpreter from the generator (`_spend`).
+own dispatcher sleeps in the receive path until a bundle is due, so it is not used.) A flood takes
+at most a share of the interpreter from the generator (`_spend`).
 
 One **reply thread** (replies.py) sends everything that goes out, to every listener kept here: the
 reply target (`/distill/reply`, else `--reply HOST:PORT`, else the last sender) and any number of
