@@ -32,6 +32,7 @@ from distill_live.live.player import render
 from distill_live.model.modelfile import load_model
 from audiofiles import bells_and_hiss
 from oscpeers import free_port
+from processes import kill_tree
 
 pytestmark = pytest.mark.slow  # trains under torchrun
 
@@ -95,26 +96,6 @@ def finish_all(procs: list[subprocess.Popen]) -> list[subprocess.CompletedProces
             pytest.fail(f"torchrun did not finish in {TIMEOUT} s (a hang?):\n{said}")
         done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
     return done
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process and everything it started: torchrun starts each rank in a session of its own,
-    so killing torchrun's process group would leave the ranks running."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # ended meanwhile
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        todo += children.get(p, [])
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def dumps(folder: Path, stage: str) -> list[dict[str, torch.Tensor]]:
