@@ -6,7 +6,8 @@ localhost, Gloo on the CPU), the `tiny` preset, 12 codec and 12 prior steps on s
 `--busy N` keeps N busy loops running meanwhile (a hang is a race, and load widens it). A run that
 has not ended after `--timeout` seconds is a hang: its processes' stacks are dumped with py-spy
 (`pip install py-spy`, when it is there) into `--out`, then every process of the run is killed
-(torchrun starts each rank in a session of its own, so its process group is not enough).
+(tests/processes.py: torchrun starts each rank in a session of its own). The runs are launched as
+the tests launch them (test_distributed.torchrun, one torch thread a rank).
 
     .venv/bin/python bench/distributed_exit.py                  # 20 runs, both cores busy
     .venv/bin/python bench/distributed_exit.py --runs 40 --busy 0
@@ -18,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,34 +31,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from audiofiles import bells_and_hiss  # noqa: E402
-from oscpeers import free_port  # noqa: E402
-from processes import descendants, kill_tree  # noqa: E402
-from test_distributed import FLAGS  # noqa: E402
+from processes import wait_all  # noqa: E402
+from test_distributed import FLAGS, torchrun, two_machines  # noqa: E402
 
 
 def one_run(data: Path, where: Path, timeout: float) -> tuple[str, float]:
-    """('ok' | 'failed' | 'hang', seconds) of one two-machine training."""
-    endpoint = f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    start = time.monotonic()
-    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-                               "--node-rank", str(node), "--rdzv-endpoint", endpoint, "-m", "distill_train", str(data),
-                               "-o", str(where / "model.distill"), *FLAGS], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=open(where / f"machine{node}.log", "w"),
-                              start_new_session=True) for node in (0, 1)]
-    while time.monotonic() - start < timeout and any(p.poll() is None for p in nodes):
-        time.sleep(0.2)
-    seconds = time.monotonic() - start
-    if all(p.poll() is not None for p in nodes):
-        return ("ok" if all(p.returncode == 0 for p in nodes) else "failed"), seconds
+    """('ok' | 'failed' | 'hang', seconds) of one two-machine training; the machines' output in `where`."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    for node in nodes:
-        for pid in descendants(node.pid):
-            if Path(spy).exists():
-                dump = subprocess.run([spy, "dump", "--native", "--pid", str(pid)], capture_output=True, text=True)
-                (where / f"stack-{pid}.txt").write_text(dump.stdout + dump.stderr)
-        kill_tree(node.pid)
-    return "hang", seconds
+
+    def dump_stacks(pids: list[int]) -> None:
+        for pid in pids if Path(spy).exists() else []:
+            dump = subprocess.run([spy, "dump", "--native", "--pid", str(pid)], capture_output=True, text=True)
+            (where / f"stack-{pid}.txt").write_text(dump.stdout + dump.stderr)
+
+    start = time.monotonic()
+    nodes = [torchrun([data, "-o", where / "model.distill", *FLAGS], launch) for launch in two_machines()]
+    done, hung = wait_all(nodes, timeout, dump_stacks)
+    seconds = time.monotonic() - start
+    for node, r in enumerate(done):
+        (where / f"machine{node}.log").write_text(r.stdout + r.stderr)
+    return ("hang" if hung else "ok" if all(r.returncode == 0 for r in done) else "failed"), seconds
 
 
 def main() -> int:

@@ -32,7 +32,7 @@ from distill_live.live.player import render
 from distill_live.model.modelfile import load_model
 from audiofiles import bells_and_hiss
 from oscpeers import free_port
-from processes import kill_tree
+from processes import wait_all
 
 pytestmark = pytest.mark.slow  # trains under torchrun
 
@@ -82,19 +82,11 @@ def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
 
 def finish_all(procs: list[subprocess.Popen]) -> list[subprocess.CompletedProcess]:
     """Wait for torchruns that train together (one per "machine"); if any takes longer than TIMEOUT,
-    kill them all, ranks included (one left waiting for its peer would hold its pipes open, and the
-    others wait for it), and fail with what they said."""
-    deadline = time.monotonic() + TIMEOUT
-    done = []
-    for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                kill_tree(p.pid)
-            said = "\n".join(f"-- torchrun {i}:\n{p.communicate()[1][-3000:]}" for i, p in enumerate(procs))
-            pytest.fail(f"torchrun did not finish in {TIMEOUT} s (a hang?):\n{said}")
-        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    kill them all, ranks included, and fail with what they said."""
+    done, hung = wait_all(procs, TIMEOUT)
+    if hung:
+        said = "\n".join(f"-- torchrun {i}:\n{r.stderr[-3000:]}" for i, r in enumerate(done))
+        pytest.fail(f"torchrun did not finish in {TIMEOUT} s (a hang?):\n{said}")
     return done
 
 

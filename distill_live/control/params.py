@@ -360,13 +360,15 @@ class ParamRegistry:
 
     def _store(self, address: str, args: tuple) -> None:
         for address, args in self.expand(address, args):
-            name = address[len(PREFIX) + 1:]
-            if name.startswith("descriptor/"):
-                d = name.split("/")[1]
-                self.held[d] = not name.endswith("/free")
+            control = self._control(address)
+            if control is None:  # a command: it holds no value
+                continue
+            if control.startswith(f"{PREFIX}/descriptor/"):  # held at a value, or free
+                d = control.rsplit("/", 1)[1]
+                self.held[d] = not address.endswith("/free")
                 if self.held[d]:
                     self.values[address] = args[0]
-            elif self.params[address].stored:
+            else:
                 self.values[address] = args[0]
 
     def expand(self, address: str, args: tuple) -> list[tuple[str, tuple]]:
