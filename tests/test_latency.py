@@ -250,6 +250,35 @@ def test_triggers_cut_in_at_most_once_a_frame_and_not_just_before_its_end(model)
     assert player.frames == frames + 3
 
 
+def test_a_trigger_from_silence_plays_the_new_voice_alone(model):
+    """A pad that starts a cue from silence has nothing to crossfade from: the cue's voice plays alone from
+    its first frame (one voice's work, not two, before it is heard), faded in by play; a cue while it
+    plays still crossfades from what plays, and so does one while a stop is still fading out."""
+    registry = ParamRegistry.for_model(model)
+    player = Player(model, registry, seed=0)
+    player.next_frame()  # stopped: silent frames
+    registry.submit_validated([("/distill/cue", (1, 0.1)), ("/distill/play", (1,))])
+    first = player.next_chunk()
+    assert player.fading is None, "nothing was heard: no old voice to fade from"
+    assert np.abs(first).max() > 0, "the cue is heard from the first chunk"
+    alone = Player(model, ParamRegistry.for_model(model), seed=0)
+    alone.registry.submit_validated([("/distill/cue", (1, 0.1)), ("/distill/play", (1,))])
+    alone.next_chunk()
+    assert np.allclose(player.raw, alone.raw), "the frame is the cue's own, as from a fresh start"
+    player.next_frame()
+    registry.submit("/distill/cue", [0, 0.1])
+    player.next_chunk()
+    assert player.fading is not None, "playing: the cue crossfades from the voice playing"
+    for _ in range(10):
+        player.next_frame()
+    registry.submit("/distill/play", [0])
+    player.next_chunk()
+    assert 0 < player.envelope < 1
+    registry.submit("/distill/cue", [1, 0.1])
+    player.next_chunk()
+    assert player.fading is not None, "a stop still fading out is heard: the cue crossfades from it"
+
+
 def test_realtime_priority_is_given_or_the_reason_said():
     """serve --realtime: the generator thread gets SCHED_FIFO where this user may have it (root, or an rtprio
     limit), and otherwise says so in a sentence that names the way to allow it; the thread plays on either way."""

@@ -269,6 +269,12 @@ class Player:
         return Playback()
 
     def crossfade_to(self, voice: Voice, seconds: float) -> None:
+        """Play `voice` from the next frame, crossfading from the voice playing over `seconds`; at once when
+        nothing is heard (stopped, faded out): there is nothing to fade from, and a pad that starts a cue
+        from silence then costs one voice's frame instead of two (the play fade-in keeps it from clicking)."""
+        if self.envelope == 0.0:
+            self.voice, self.fading = voice, None
+            return
         frames = max(1, round(seconds * self.frame_rate))
         self.fading = (self.voice, frames, frames)
         self.voice = voice
