@@ -10,7 +10,8 @@ generator thread, which keeps the ring one sound card block plus a margin ahead 
 whatever is queued is latency. It makes each chunk (a sixteenth of a frame, see player.py) just in
 time: when the ring falls below that, so a control is applied at the last chunk before it would be
 heard. The margin is measured, not guessed (`Margin`): what noticing and making a chunk has cost on
-this machine over the last seconds, never less than `buffer_ms`. A trigger (a cue jump, a reset,
+this machine over the last seconds, never less than `buffer_ms` nor than two card blocks (`kept`: a
+card can ask for two blocks back to back). A trigger (a cue jump, a reset,
 play) does not even wait for that: it wakes the generator, which makes its chunks at once and puts
 them in place of what the card has queued, heard from its next block (`_preempt`). The gain is applied
 as chunks are queued (cardqueue.py), so a fader reaches into what is queued too. Model files asked for over OSC
@@ -229,12 +230,12 @@ class Engine:
 
     def stats(self) -> dict:
         """The telemetry summary (frames, underruns, faults, frame_ms_p50/p99, rtf), the buffer depth, the
-        latency estimate and the generator's margin with what it was made of (chunk cost p99 and worst),
-        in ms."""
+        latency estimate and what the generator keeps ready beyond a block (`kept`, as "margin") with what
+        its margin was made of (chunk cost p99 and worst), in ms."""
         m = self.margin
         return {**self.telemetry.summary(), "buffer_ms": 1000.0 * self.queued_seconds(),
-                "latency_ms": self.latency_ms(), "margin_ms": 1000.0 * m.seconds, "cost_ms_p99": 1000.0 * m.p99,
-                "cost_ms_worst": 1000.0 * m.worst}
+                "latency_ms": self.latency_ms(), "margin_ms": 1000.0 * self.kept / self.sample_rate,
+                "cost_ms_p99": 1000.0 * m.p99, "cost_ms_worst": 1000.0 * m.worst}
 
     def queued_seconds(self) -> float:
         return self.ring.available() / self.sample_rate
@@ -275,20 +276,24 @@ class Engine:
         self.card_queue.write(self._make_chunk())
 
     def _preempt(self) -> None:
-        """A trigger that must not wait (a cue, a reset, play): make its chunks at once and put them in
+        """A trigger that must not wait (a cue, a reset, play): make its first chunks at once and put them in
         place of what the card has queued, heard from its next block, crossfading from what they replace
-        over `SPLICE` (CardQueue.trigger). They are all the card has from then on: at least the crossfade
-        and a card block plus the measured margin (what the generator keeps ready anyway), and up to
-        the target (20 ms while voices crossfade, see `target`) while they come from the frame the first
-        one made (the rest of it costs next to nothing; another frame, two voices' work, would keep the
-        trigger waiting). The dropped audio was made and is in a take, so the card skips those few
-        milliseconds of the take's timeline (at most one block + the margin)."""
+        over `SPLICE` (CardQueue.trigger). Only as many as the crossfade and the card's next block need are
+        made before the card is told to skip to them, so the trigger waits for nothing else; the rest of
+        what the generator keeps ready (`kept`) is queued behind them at once, and up to the target (20 ms
+        while voices crossfade, see `target`) while it comes from the frame the first chunk made (the
+        rest of it costs next to nothing; another frame, two voices' work, would wait its turn). The
+        dropped audio was made and is in a take, so the card skips those few milliseconds of the take's
+        timeline (at most one block + what is kept)."""
         fresh = [self._make_chunk()]
-        least = max(self.splice, self.block + round(self.margin.seconds * self.sample_rate))
-        enough = self.block + self.target
-        while (made := sum(map(len, fresh))) < least or (made < enough and not self.player.frame_due()):
+        while sum(map(len, fresh)) < max(self.splice, self.block):
             fresh.append(self._make_chunk())
         self.card_queue.trigger(np.concatenate(fresh), self.splice)
+        made, least, enough = sum(map(len, fresh)), self.block + self.kept, self.block + self.target
+        while made < least or (made < enough and not self.player.frame_due()):
+            chunk = self._make_chunk()
+            self.card_queue.write(chunk)
+            made += len(chunk)
 
     def _make_chunk(self) -> np.ndarray:
         """The next chunk at the card's rate before the gain (applied as it is queued: cardqueue.py), with
@@ -434,14 +439,22 @@ class Engine:
         return False
 
     @property
+    def kept(self) -> int:
+        """Samples the generator keeps ready beyond one card block: the measured margin at the card's rate,
+        and never less than two card blocks. A card can ask for two blocks back to back right after taking
+        one the generator has not yet made up for: JACK runs a cycle that a stall of the machine made late
+        and the next one at once (its dummy driver does, measured on a virtual machine whose every core
+        stops for up to 14 ms once or twice a minute), and a card with two periods catches up the same way."""
+        return max(round(self.margin.seconds * self.sample_rate), 2 * self.block)
+
+    @property
     def target(self) -> int:
-        """Samples kept ready beyond one card block: the margin, at the card's rate. While two voices play
-        (a cue jump's, a reset's or a hot-swap's crossfade: two models' work a frame) or a model loads
-        beside the generator, a frame costs more than the margin has seen: then at least `HEAVY`."""
-        seconds = self.margin.seconds
+        """Samples kept ready beyond one card block: `kept`. While two voices play (a cue jump's, a reset's
+        or a hot-swap's crossfade: two models' work a frame) or a model loads beside the generator, a frame
+        costs more than the margin has seen: then at least `HEAVY`."""
         if self._loading or self.player.fading is not None:
-            seconds = max(seconds, HEAVY)
-        return round(seconds * self.sample_rate)
+            return max(self.kept, round(HEAVY * self.sample_rate))
+        return self.kept
 
     def _input_allows(self) -> bool:
         """With an audio input, a new frame waits until a whole frame of input has arrived.
