@@ -21,7 +21,10 @@ sends one action at a known JACK frame time and finds when the output answered:
 
 Per action: p50, p90, p99, max and jitter (p99 - p50) in ms, as the JACK graph sees it (add the card's
 own playback latency, one period on the dummy driver, for the speaker); per run the underruns serve
-counted, the xruns JACK reported and serve's margin (`-v`) at the end. One JSON object on stdout.
+counted, the xruns JACK reported, serve's margin (`-v`) at the end, and how often the machine itself stopped
+meanwhile (`machine_stalls`: a real-time thread that only sleeps 0.5 ms at a time, woken over 2 and over 5 ms
+late, and its worst; on a virtual machine its host takes every core at once now and then, and JACK then runs
+a late cycle and the next back to back). One JSON object on stdout.
 A send is timed by JACK's estimate of the current frame: a run with xruns (a machine too busy for
 non-real-time jackd at that period) gives figures that mean nothing, down to negative ones.
 `--realtime` runs jackd with -R and serve with --realtime, as a performer would (see the README).
@@ -96,6 +99,15 @@ class Probe:
     def _xrun(self, delayed_usecs: float) -> None:
         self.xruns += 1
 
+    def state(self) -> str:
+        """What the probe heard over the last 0.1 s, to tell a stuck sound from a probe JACK stopped calling."""
+        before = self.recorded
+        time.sleep(0.1)
+        n = min(self.recorded - before, len(self.buffer))
+        last = self.buffer[(self.recorded - n + np.arange(n)) % len(self.buffer)]
+        return (f" (in the last 0.1 s JACK gave the probe {n} samples, peak {np.abs(last).max(initial=0.0):.2g}; "
+                f"{self.xruns} xruns so far)")
+
     def arm(self) -> None:
         self.onset = None
         self.armed = True
@@ -113,11 +125,11 @@ class Probe:
         self.client.close()
 
 
-def wait(predicate, timeout: float, what: str):
+def wait(predicate, timeout: float, what: str, why=lambda: ""):
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise SystemExit(f"latency: timed out waiting for {what}")
+            raise SystemExit(f"latency: timed out waiting for {what}{why()}")
         time.sleep(0.001)
 
 
@@ -146,6 +158,27 @@ def halfway_ms(feature: np.ndarray, start: np.ndarray, end: np.ndarray) -> float
     past = np.lib.stride_tricks.sliding_window_view(x >= 0.5, HOLD).all(axis=1)
     hits = np.flatnonzero(past)
     return None if hits.size == 0 else float(hits[0] + WINDOW / 2 * 1000 / RATE)
+
+
+# A thread that does nothing but sleep 0.5 ms at a time, at real-time priority where allowed: how late it
+# wakes is how long the machine itself stopped (a virtual machine's host taking its cores, a driver), which
+# no program on it can avoid. Run as a child process for the length of a run; SIGTERM ends it.
+STALLS = """
+import json, os, signal, sys, time
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+except (AttributeError, OSError):
+    pass
+done, late = [], []
+signal.signal(signal.SIGTERM, lambda *_: done.append(1))
+while not done:
+    t0 = time.perf_counter()
+    time.sleep(0.0005)
+    late.append(time.perf_counter() - t0 - 0.0005)
+ms = [1000 * x for x in late]
+print(json.dumps({"wakeups": len(ms), "over_2ms": sum(x > 2 for x in ms), "over_5ms": sum(x > 5 for x in ms),
+                  "worst_ms": round(max(ms, default=0.0), 2)}))
+"""
 
 
 def summary(values: list[float], missed: int = 0) -> dict:
@@ -179,6 +212,7 @@ class Run:
         os.environ.update(JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1")  # rtmidi reads it at open
         self.jackd = start_jackd(self.name, self.period, RATE, realtime=self.realtime)
         self.burner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if self.busy else None
+        self.stalls = subprocess.Popen([sys.executable, "-c", STALLS], stdout=subprocess.PIPE, text=True)
         port = free_port()
         cmd = [sys.executable, "-m", "distill_live", "serve", self.model, "--stopped", "--osc-port", str(port),
                "--no-oscquery", "--midi-api", "jack", "--channels", "1", "--buffer-ms", str(self.buffer_ms), "-v"]
@@ -210,6 +244,8 @@ class Run:
             self.serve.kill()
         if self.burner is not None:
             self.burner.kill()
+        if self.stalls.poll() is None:
+            self.stalls.kill()
         stop_process(self.jackd)
 
     def send(self, *messages: tuple[str, object]) -> None:
@@ -233,7 +269,7 @@ class Run:
         """ms from `start(i)` to the first sound, from silence, `trials` times; `stop(i)` silences again."""
         out, rng = [], np.random.default_rng(self.period)
         for i in range(self.trials):
-            wait(lambda: self.probe.quiet > 0.15 * RATE, 10, "silence")
+            wait(lambda: self.probe.quiet > 0.15 * RATE, 10, "silence", self.probe.state)
             time.sleep(rng.uniform(0, 0.02))  # land anywhere in a frame and a period
             self.probe.arm()
             sent = self.probe.client.frame_time
@@ -241,7 +277,7 @@ class Run:
             wait(lambda: self.probe.onset is not None, 5, "the sound")
             out.append(1000.0 * (self.probe.onset - sent) / RATE)
             stop(i)
-        wait(lambda: self.probe.quiet > 0.15 * RATE, 10, "silence")  # the last stop arrived (MIDI's comes late)
+        wait(lambda: self.probe.quiet > 0.15 * RATE, 10, "silence", self.probe.state)  # the last stop arrived (MIDI's comes late)
         if self.trials <= 10:
             self.log(f"  each: {[round(x, 2) for x in out]}")
         return out
@@ -304,6 +340,8 @@ class Run:
         margins = [line for line in self.err if " margin " in line]
         report["underruns"] = int(under.group(1)) if under else None
         report["xruns"] = self.probe.xruns
+        self.stalls.terminate()
+        report["machine_stalls"] = json.loads(self.stalls.communicate(timeout=30)[0])
         report["serve_v"] = margins[-1].strip() if margins else None  # the margin, its chunk costs, the buffer
         return report
 
