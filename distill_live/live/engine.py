@@ -19,7 +19,7 @@ as chunks are queued (cardqueue.py), so a fader reaches into what is queued too.
 
 With an audio input (audioinput.py) the generator also pulls what the input callback copied, and
 a frame waits until a whole frame of input has arrived; input beyond what keeps the card fed is
-skipped, so the input is heard about one frame + one card block + the margin after it arrives.
+skipped, so the input is heard about one frame + one card block + what is kept (`kept`) after it arrives.
 """
 from __future__ import annotations
 
