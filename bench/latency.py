@@ -22,9 +22,8 @@ sends one action at a known JACK frame time and finds when the output answered:
 Per action: p50, p90, p99, max and jitter (p99 - p50) in ms, as the JACK graph sees it (add the card's
 own playback latency, one period on the dummy driver, for the speaker); per run the underruns serve
 counted, the xruns JACK reported, serve's margin (`-v`) at the end, and how often the machine itself stopped
-meanwhile (`machine_stalls`: a real-time thread that only sleeps 0.5 ms at a time, woken over 2 and over 5 ms
-late, and its worst; on a virtual machine its host takes every core at once now and then, and JACK then runs
-a late cycle and the next back to back). One JSON object on stdout.
+meanwhile (`machine_stalls`, tests/stalls.py: a real-time thread that only sleeps 0.5 ms at a time, woken
+over 2 and over 5 ms late, and its worst). One JSON object on stdout.
 A send is timed by JACK's estimate of the current frame: a run with xruns (a machine too busy for
 non-real-time jackd at that period) gives figures that mean nothing, down to negative ones.
 `--realtime` runs jackd with -R and serve with --realtime, as a performer would (see the README).
@@ -53,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from jackaudio import jack_env, start_jackd, stop_process  # noqa: E402  (the tests' private jackd)
 from oscpeers import free_port  # noqa: E402
+from stalls import MachineStalls  # noqa: E402
 
 RATE = 48000
 WINDOW = 480  # samples: the 10 ms windows the world and descriptor actions are judged by
@@ -160,27 +160,6 @@ def halfway_ms(feature: np.ndarray, start: np.ndarray, end: np.ndarray) -> float
     return None if hits.size == 0 else float(hits[0] + WINDOW / 2 * 1000 / RATE)
 
 
-# A thread that does nothing but sleep 0.5 ms at a time, at real-time priority where allowed: how late it
-# wakes is how long the machine itself stopped (a virtual machine's host taking its cores, a driver), which
-# no program on it can avoid. Run as a child process for the length of a run; SIGTERM ends it.
-STALLS = """
-import json, os, signal, sys, time
-try:
-    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-except (AttributeError, OSError):
-    pass
-done, late = [], []
-signal.signal(signal.SIGTERM, lambda *_: done.append(1))
-while not done:
-    t0 = time.perf_counter()
-    time.sleep(0.0005)
-    late.append(time.perf_counter() - t0 - 0.0005)
-ms = [1000 * x for x in late]
-print(json.dumps({"wakeups": len(ms), "over_2ms": sum(x > 2 for x in ms), "over_5ms": sum(x > 5 for x in ms),
-                  "worst_ms": round(max(ms, default=0.0), 2)}))
-"""
-
-
 def summary(values: list[float], missed: int = 0) -> dict:
     v = np.array(values) if values else np.array([np.nan])
     p50, p90, p99 = (float(p) for p in np.percentile(v, [50, 90, 99]))
@@ -212,7 +191,7 @@ class Run:
         os.environ.update(JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1")  # rtmidi reads it at open
         self.jackd = start_jackd(self.name, self.period, RATE, realtime=self.realtime)
         self.burner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if self.busy else None
-        self.stalls = subprocess.Popen([sys.executable, "-c", STALLS], stdout=subprocess.PIPE, text=True)
+        self.stalls = MachineStalls()
         port = free_port()
         cmd = [sys.executable, "-m", "distill_live", "serve", self.model, "--stopped", "--osc-port", str(port),
                "--no-oscquery", "--midi-api", "jack", "--channels", "1", "--buffer-ms", str(self.buffer_ms), "-v"]
@@ -244,8 +223,7 @@ class Run:
             self.serve.kill()
         if self.burner is not None:
             self.burner.kill()
-        if self.stalls.poll() is None:
-            self.stalls.kill()
+        self.stalls.kill()
         stop_process(self.jackd)
 
     def send(self, *messages: tuple[str, object]) -> None:
@@ -340,8 +318,8 @@ class Run:
         margins = [line for line in self.err if " margin " in line]
         report["underruns"] = int(under.group(1)) if under else None
         report["xruns"] = self.probe.xruns
-        self.stalls.terminate()
-        report["machine_stalls"] = json.loads(self.stalls.communicate(timeout=30)[0])
+        stalls = self.stalls.stop()
+        report["machine_stalls"] = {k: v for k, v in stalls.items() if k != "stalls"}
         report["serve_v"] = margins[-1].strip() if margins else None  # the margin, its chunk costs, the buffer
         return report
 

@@ -14,7 +14,8 @@ Replies go to a listener of ours (`--reply`). At the end it checks that serve st
 object: minutes, messages and MIDI events sent, underruns, frame-time p99 (from serve's `-v` lines:
 each is the p99 of the last 500 frames, ~10 s; we take one every 10 s, so the windows do not
 overlap, and report their median and max), resident memory, open file descriptors and threads
-(from /proc) after a 10 s warm-up and at the end, memory growth, the engine's faults and errors.
+(from /proc) after a 10 s warm-up and at the end, memory growth, the engine's faults and errors, and
+when the machine itself stopped for over 5 ms meanwhile (tests/stalls.py), beside the underruns' times.
 
     .venv/bin/python bench/soak.py [MODEL] [--minutes 10] [--rate 1000] [--midi-rate 200]
 
@@ -41,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from jackaudio import jack_env, start_jackd, stop_process  # noqa: E402  (the tests' private jackd)
 from oscpeers import free_port  # noqa: E402
+from stalls import MachineStalls  # noqa: E402
 
 DEMO = ROOT / "distill_live" / "demo" / "demo.distill"
 WARM_UP = 10.0  # seconds after serve's first line before the "start" figures are taken
@@ -261,6 +263,7 @@ class Soak:
         self.v_lines: list[tuple[float, tuple]] = []  # (monotonic, (rtf, p50, p99, underruns))
         self.proc: subprocess.Popen | None = None
         self.osc = self.midi = None
+        self.stalls: MachineStalls | None = None
         self.figures: dict = {}
 
     def _read(self, stream) -> None:
@@ -284,6 +287,7 @@ class Soak:
                 raise RuntimeError("serve did not start:\n" + "\n".join(self.lines[-30:]))
             time.sleep(0.1)
         self.started = time.monotonic()
+        self.stalls = MachineStalls()
         self.midi = MidiFlood(self.server, self.midi_rate)
         self.midi_port = self.midi.connect(self.patchbay)
         self.osc = OscFlood(self.port, control_pool(self.model), self.rate)
@@ -327,6 +331,7 @@ class Soak:
         self.figures["end"] = proc_figures(self.proc.pid)
         self.figures["underruns_at_end"] = self.v_lines[-1][1][3] if self.v_lines else None
         self.figures["end_time"] = time.monotonic()
+        self.figures["stalls"] = self.stalls.stop()
 
     def finish(self, timeout: float = 60.0) -> int:
         """SIGINT serve (its Ctrl-C: fade out, stop) and wait; returns its exit status."""
@@ -345,6 +350,8 @@ class Soak:
             self.proc.wait()
         if self.midi is not None:
             self.midi.close()
+        if self.stalls is not None:
+            self.stalls.kill()
         self.replies.close()
         self.patchbay.close()
         shutil.rmtree(self.presets.parent, ignore_errors=True)
@@ -363,6 +370,7 @@ class Soak:
 
     def report(self, rc: int | None = None) -> dict:
         s, e = self.figures.get("start", {}), self.figures.get("end", {})
+        stalls = self.figures.get("stalls", {})
         text = "\n".join(self.lines)
         final = FINAL.search(text)
         # one -v line every 10 s, from after the warm-up: non-overlapping 500-frame (10 s) windows
@@ -389,6 +397,9 @@ class Soak:
             "underruns_during_flood": int(self.figures["underruns_at_end"] - (at_warm[-1] if at_warm else 0))
             if self.figures.get("underruns_at_end") is not None else None,
             "underrun_times_s": self._underrun_times(),
+            # the machine itself stopping (tests/stalls.py), when and for how long (ms) past 5 ms
+            "machine_stalls_over_5ms": stalls.get("over_5ms"), "machine_stall_worst_ms": stalls.get("worst_ms"),
+            "machine_stall_times_s": [(round(t - self.started, 1), ms) for t, ms in stalls.get("stalls", [])[:20]],
             "frame_ms_p99": p99s[-1] if p99s else None,  # worst 10 s window
             "frame_ms_p99_median_window": p99s[len(p99s) // 2] if p99s else None,
             "frame_ms_p50_median_window": sorted(v[1] for v in picked)[len(picked) // 2] if picked else None,
