@@ -255,7 +255,8 @@ class Run:
             wait(lambda: self.probe.onset is not None, 5, "the sound")
             out.append(1000.0 * (self.probe.onset - sent) / RATE)
             stop(i)
-        wait(lambda: self.probe.quiet > 0.15 * RATE, 10, "silence", self.probe.state)  # the last stop arrived (MIDI's comes late)
+        # the last stop arrived (MIDI's comes late)
+        wait(lambda: self.probe.quiet > 0.15 * RATE, 10, "silence", self.probe.state)
         if self.trials <= 10:
             self.log(f"  each: {[round(x, 2) for x in out]}")
         return out
