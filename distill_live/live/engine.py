@@ -11,9 +11,9 @@ whatever is queued is latency. It makes each chunk (a sixteenth of a frame, see 
 time: when the ring falls below that, so a control is applied at the last chunk before it would be
 heard. The margin is measured, not guessed (`Margin`): what noticing and making a chunk has cost on
 this machine over the last seconds, never less than `buffer_ms` nor than two card blocks (`kept`: a
-card can ask for two blocks back to back). A trigger (a cue jump, a reset,
-play) does not even wait for that: it wakes the generator, which makes its chunks at once and puts
-them in place of what the card has queued, heard from its next block (`_preempt`). The gain is applied
+card can ask for two blocks back to back). A trigger (a cue jump, a reset, play) does not even wait
+for that: it wakes the generator, which makes its chunks at once and puts them in place of what the
+card has queued, heard from its next block (`_preempt`). The gain is applied
 as chunks are queued (cardqueue.py), so a fader reaches into what is queued too. Model files asked for over OSC
 (`/distill/model`) are loaded by a third thread so the generator never waits on a disk.
 
