@@ -30,7 +30,7 @@ from distill_live.control.osc.server import MAX_SUBSCRIBERS, OscServer
 from distill_live.control.params import ParamRegistry
 from distill_live.control.presets import PresetFileError, Presets, presets_path, take_snapshot
 from distill_live.control.score import parse_score
-from distill_live.live.engine import Engine
+from distill_live.live.engine import PRESET_WRITES, Engine
 from cards import PacedCard, paced_engine
 from models import random_model, random_model_file
 from oscpeers import Listener, wait_for
@@ -376,6 +376,40 @@ def test_save_and_recall_a_preset_with_a_crossfade(rig):
     c.send_message(f"{P}/preset/recall", 9)
     error = wait_for(lambda: [e for e in rig.listener.of(f"{P}/error") if "preset 9" in e[0]], what="an error")
     assert "there is no preset 9 (saved: 3)" in error[0][0]
+
+
+def test_a_flood_of_saves_writes_the_file_twice_a_second_with_the_last_save(rig):
+    """A surface that saves on every touch must not cost a synced write each: the file is written at
+    most every PRESET_WRITES, holds the last save a moment after the flood, and the saves that came
+    since the last write are written when the engine stops."""
+    path = rig.tmp_path / "my.presets.toml"
+    sent = threading.Event()
+
+    def flood():
+        for n in range(60):
+            rig.client.send_message(f"{P}/preset/save", n)
+            time.sleep(0.025)
+        sent.set()
+
+    seen, start = set(), time.monotonic()  # every version of the file a reader finds, polled every 2 ms
+    threading.Thread(target=flood, daemon=True).start()
+    while not (sent.is_set() and path.exists() and "[59]" in path.read_text()):
+        if path.exists():
+            seen.add(path.read_text())
+        assert time.monotonic() - start < 20, "the last save never reached the file"
+        time.sleep(0.002)
+    seen.add(path.read_text())
+    writes_allowed = (time.monotonic() - start) / PRESET_WRITES + 1
+    assert 2 <= len(seen) <= writes_allowed, f"{len(seen)} writes in {time.monotonic() - start:.2f} s"
+    assert sorted(tomllib.loads(path.read_text()), key=int) == [str(n) for n in range(60)]
+
+    # a save within PRESET_WRITES of the last write waits for the next one: stopping writes it
+    rig.client.send_message(f"{P}/gain", 0.25)
+    wait_for(lambda: rig.values[f"{P}/gain"] == 0.25, what="the gain set")
+    rig.client.send_message(f"{P}/preset/save", 100)
+    wait_for(lambda: rig.presets.get(100) is not None, what="the save taken")
+    rig.engine.stop()
+    assert tomllib.loads(path.read_text())["100"]["gain"] == 0.25
 
 
 @pytest.mark.parametrize("text, words", [

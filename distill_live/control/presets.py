@@ -10,7 +10,8 @@ the same control names as OSC without `/distill/`; a descriptor the model choose
     "descriptor/loudness" = "free"
 
 `/distill/preset/save 3` takes the snapshot in the generator thread (it owns the values, so a preset
-is exactly what played at that chunk) and the engine writes the file off that thread;
+is exactly what played at that chunk) and the engine writes the file off that thread, at most
+twice a second and once more when it stops;
 `/distill/preset/recall 3 2.0` crossfades the continuous controls for 2 s and sets the others at
 once (live/engine.py). A preset keeps every stored control but `play` and `seed` (`Param.preset`).
 

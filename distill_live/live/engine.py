@@ -33,7 +33,6 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -61,6 +60,7 @@ CODE_HISTORY = 1024  # frames of codes kept for the surfaces (20 s at 50 frames/
 IDLE = 0.0005  # seconds the generator waits between looks at the ring when it has nothing to do
 MAX_MARGIN = 0.1  # seconds: the most the measured margin grows to (see Margin)
 HEAVY = 0.02  # seconds: the least margin while voices crossfade or a model loads (the old fixed buffer + 10 ms)
+PRESET_WRITES = 0.5  # seconds: the presets file is written at most this often (a flood of saves: the last one)
 REALTIME_PRIORITY = 5  # SCHED_FIFO priority of the generator with --realtime: below JACK's threads
 
 
@@ -194,6 +194,8 @@ class Engine:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()  # work for the helper thread: loads, preset files
         self._loaded: queue.SimpleQueue = queue.SimpleQueue()  # loaded models (None: a load that failed)
         self._loading = 0  # loads asked for and not back yet
+        self._presets_saved = self._presets_written = 0  # saves taken, and how many of them the file holds
+        self._presets_wrote_at = -math.inf  # (time.monotonic) of the last write
         self._running = False
         self._thread: threading.Thread | None = None
         self._loader: threading.Thread | None = None
@@ -350,7 +352,7 @@ class Engine:
         elif address == SAVE:
             n = args[0]
             self.presets.store(n, take_snapshot(self.registry))
-            self._jobs.put(self._write_presets)
+            self._presets_saved += 1  # the helper thread writes the file (_write_presets)
         else:
             self._recall(*args)
 
@@ -398,6 +400,12 @@ class Engine:
                 del self._ramps[changed]  # someone moved it: the crossfade lets go
 
     def _write_presets(self) -> None:
+        """Write the presets file if a save is not in it yet (helper thread, and at stop)."""
+        saved = self._presets_saved
+        if saved == self._presets_written:
+            return
+        self._presets_written = saved  # (first: a save taken during the write is written next time)
+        self._presets_wrote_at = time.monotonic()
         try:
             self.presets.write()
         except OSError as e:
@@ -503,13 +511,16 @@ class Engine:
     # -- helper thread: what must not happen on the generator thread ----------------------------
 
     def _help(self) -> None:
-        """Run what the generator thread hands over (loading a model, writing the presets file)."""
+        """Run what the generator thread hands over (loading a model), and write the presets file after a
+        save: within 0.1 s, but at most every PRESET_WRITES, so a flood of saves (a surface that saves on
+        every touch) costs a write twice a second, not one each (the file is written whole and synced)."""
         while self._running:
             try:
-                job: Callable[[], None] = self._jobs.get(timeout=0.2)
+                self._jobs.get(timeout=0.1)()
             except queue.Empty:
-                continue
-            job()
+                pass
+            if time.monotonic() - self._presets_wrote_at >= PRESET_WRITES:
+                self._write_presets()
 
     def _load(self, name: str) -> None:
         model = None  # (the generator counts the loads it asked for and what came back: always something)
@@ -577,6 +588,8 @@ class Engine:
         for t in (self._thread, self._loader):
             if t is not None:
                 t.join(timeout=2)
+        if self._loader is None or not self._loader.is_alive():  # (else it is still writing them)
+            self._write_presets()  # the saves of the last half second
 
     # -- audio callback side ---------------------------------------------------------------------
 
