@@ -27,10 +27,15 @@ over 2 and over 5 ms late, and its worst). One JSON object on stdout.
 A send is timed by JACK's estimate of the current frame: a run with xruns (a machine too busy for
 non-real-time jackd at that period) gives figures that mean nothing, down to negative ones.
 `--realtime` runs jackd with -R and serve with --realtime, as a performer would (see the README).
+`--model-only` times the world and descriptor changes without JACK or serve: the same trials rendered
+offline (each change read at the next frame, as serve reads it), so what is the model's own motion and
+what is the engine's is told apart; it also gives how far past the other state the output swings
+(`overshoot`: 1 is exactly the other state's sound, the median over trials of each trial's furthest).
 
     .venv/bin/python bench/latency.py [MODEL] [--periods 64 128 256] [--loads idle busy] [--trials 200] [--realtime]
                                       [--actions trigger note gain world descriptor]
     .venv/bin/python bench/latency.py --quick     # 5 trials of each at 128 frames, idle: does it work?
+    .venv/bin/python bench/latency.py --model-only [--trials 200] [--seeds 0 1 2]
 
 The whole matrix at 200 trials takes about 45 minutes; run it on a machine doing nothing else.
 """
@@ -148,13 +153,19 @@ def level_db(x: np.ndarray) -> np.ndarray:
     return 10 * np.log10(np.mean(windows(x) ** 2, axis=1) + 1e-12)[:, None]
 
 
+def progress(feature: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """How far a feature track [windows, dims] has gone from `start` towards `end` (0: there, 1: at `end`,
+    projected on the line between them), smoothed over 20 ms."""
+    d = end - start
+    return np.convolve((feature - start) @ d / (d @ d), np.ones(20) / 20, mode="same")
+
+
 def halfway_ms(feature: np.ndarray, start: np.ndarray, end: np.ndarray) -> float | None:
     """When a feature track [windows, dims] (one window per ms, the first centred 5 ms after the send)
     has moved halfway from `start` towards `end` to stay: smoothed over 20 ms, the first time from
     which it stays past halfway for `HOLD` ms (generated sound wanders: one window can pass halfway
     by chance). None if it never does."""
-    d = end - start
-    x = np.convolve((feature - start) @ d / (d @ d), np.ones(20) / 20, mode="same")
+    x = progress(feature, start, end)
     past = np.lib.stride_tricks.sliding_window_view(x >= 0.5, HOLD).all(axis=1)
     hits = np.flatnonzero(past)
     return None if hits.size == 0 else float(hits[0] + WINDOW / 2 * 1000 / RATE)
@@ -167,6 +178,48 @@ def summary(values: list[float], missed: int = 0) -> dict:
            "max": round(float(v.max()), 2), "jitter": round(p99 - p50, 2)}
     if missed:
         out["missed"] = missed  # trials where the output never moved halfway in the time looked at
+    return out
+
+
+def steering_states(worlds: list[str]) -> dict[str, tuple[list, list, object]]:
+    """What the world and descriptor actions switch between, the controls set first, and how each is judged."""
+    one = [[1.0 if k == j else 0.0 for k in range(len(worlds))] for j in (0, len(worlds) - 1)]
+    return {"world": ([[("/distill/mix", one[0])], [("/distill/mix", one[1])]], [], log_spectrum),
+            "descriptor": ([[("/distill/descriptor/loudness", 0.1)], [("/distill/descriptor/loudness", 0.9)]],
+                           [("/distill/mix", [0.0] * len(worlds)), ("/distill/guidance", 2.0)], level_db)}
+
+
+def model_only(model_path: str, actions, trials: int, seed: int, settle: float = 3.0) -> dict:
+    """The world and descriptor trials of `Run.halfway`, rendered offline: `settle` seconds in each state for its
+    reference, then `trials` switches 0.8-0.82 s apart (as a live run sends them), each judged over the 0.5 s
+    after it with `halfway_ms` on the output resampled to 48 kHz. No card, no margin, no JACK: what is left
+    is the frame the change waits for and the model's own motion."""
+    import soxr
+
+    from distill_live.live.player import render
+    from distill_live.model.modelfile import load_model
+
+    model = load_model(model_path)
+    rng, out = np.random.default_rng(seed), {}
+    for action, (states, first, feature) in steering_states(model.worlds).items():
+        if action not in actions:
+            continue
+        times = [0.0, settle] + list(2 * settle + np.cumsum(0.8 + rng.uniform(0, 0.02, trials)) - 0.8)
+        messages = [(0.0, address, value) for address, value in first]
+        messages += [(t, address, value) for i, t in enumerate(times) for address, value in states[i % 2]]
+        rate = model.config.codec.sample_rate
+        x = soxr.resample(render(model, times[-1] + 0.6, seed, [(t, a, v if isinstance(v, list) else [v])
+                                                               for t, a, v in messages]), rate, RATE)
+        refs = [feature(x[int((t + 1.0) * RATE):int((t + settle) * RATE)]).mean(axis=0) for t in times[:2]]
+        found, missed, swings = [], 0, []
+        for i, t in enumerate(times[2:]):
+            start, end = refs[(i + 1) % 2], refs[i % 2]
+            track = feature(x[int(t * RATE):int((t + 0.5) * RATE)])
+            ms = halfway_ms(track, start, end)
+            found.append(ms) if ms is not None else None
+            missed += ms is None
+            swings.append(float(np.abs(progress(track, start, end)).max()))
+        out[action] = {**summary(found, missed), "overshoot": round(float(np.median(swings)), 2)}
     return out
 
 
@@ -302,17 +355,14 @@ class Run:
                                                  lambda i: self.send(("/distill/gain", 0.0))))
             self.log(f"gain {report['gain']}")
         self.send(("/distill/gain", 1.0), ("/distill/play", 1))
-        if "world" in actions:
-            one = [[1.0 if k == j else 0.0 for k in range(len(w))] for j in (0, len(w) - 1)]
-            report["world"] = summary(*self.halfway([[("/distill/mix", one[0])], [("/distill/mix", one[1])]],
-                                                    log_spectrum))
+        for action, (states, first, feature) in steering_states(w).items():
+            if action in actions:
+                if first:
+                    self.send(*first)
+                report[action] = summary(*self.halfway(states, feature))
+                self.log(f"{action} {report[action]}")
+        if "world" in report:
             report["world"]["worlds"] = [w[0], w[-1]]
-            self.log(f"world {report['world']}")
-        if "descriptor" in actions:
-            self.send(("/distill/mix", [0.0] * len(w)), ("/distill/guidance", 2.0))
-            report["descriptor"] = summary(*self.halfway([[("/distill/descriptor/loudness", 0.1)],
-                                                          [("/distill/descriptor/loudness", 0.9)]], level_db))
-            self.log(f"descriptor {report['descriptor']}")
         self.serve.send_signal(2)
         out, _ = self.serve.communicate(timeout=60)
         under = re.search(r"(\d+) underruns", out)
@@ -338,6 +388,9 @@ def main() -> int:
                    "low-latency paragraph has a performer run them (needs root or an rtprio limit, `ulimit -r`)")
     p.add_argument("--actions", nargs="+", choices=ACTIONS, default=list(ACTIONS), help="which actions to time")
     p.add_argument("--quick", action="store_true", help="5 trials of each at 128 frames, idle: to check it works")
+    p.add_argument("--model-only", action="store_true", help="the world and descriptor actions rendered offline, "
+                   "without JACK or serve: the model's own part of their latency")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="with --model-only: one render per seed")
     args = p.parse_args()
     if args.quick:
         args.periods, args.loads, args.trials = [128], ["idle"], 5
@@ -348,6 +401,16 @@ def main() -> int:
 
     def log(line: str) -> None:
         print(f"latency: {line}", file=sys.stderr, flush=True)
+
+    if args.model_only:
+        import torch
+
+        torch.set_num_threads(1)
+        actions = [a for a in args.actions if a in ("world", "descriptor")] or ["world", "descriptor"]
+        runs = [{"seed": seed, **model_only(args.model, actions, args.trials, seed)} for seed in args.seeds]
+        print(json.dumps({"model": args.model, "model_only": True, "rate": RATE, "trials": args.trials,
+                          "runs": runs}, indent=2))
+        return 0
 
     runs, loadavg = [], os.getloadavg()
     for load in args.loads:

@@ -3,6 +3,9 @@ queued, and how a trigger cuts into the frame playing. The whole path through a 
 the figures are bench/latency.py's."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -12,6 +15,9 @@ from distill_live.live.engine import Engine
 from distill_live.live.player import SPLICE, Player
 from distill_live.live.ringbuffer import RingBuffer
 from models import random_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import latency  # noqa: E402  (bench/latency.py)
 
 
 @pytest.fixture(scope="module")
@@ -348,3 +354,25 @@ def test_the_engine_keeps_two_card_blocks_ready_beyond_the_one_it_plays(model):
     assert engine.poll()
     assert [engine.ring.read_into(out) for _ in range(3)] == [block] * 3
     assert engine.telemetry.underruns == 0
+
+
+def test_halfway_is_when_the_output_has_moved_halfway_to_stay():
+    start, end = np.zeros(3), np.array([2.0, 0.0, 0.0])
+    track = np.zeros((500, 3))
+    track[100:, 0] = 2.0  # the other state's sound from 100 ms on
+    track[30:34, 0] = 9.0  # a blip past halfway: it does not stay
+    assert latency.halfway_ms(track, start, end) == pytest.approx(100, abs=10)
+    assert latency.halfway_ms(np.zeros((500, 3)), start, end) is None
+    assert latency.progress(track, start, end)[300] == pytest.approx(1.0)
+
+
+def test_the_model_only_trials_time_a_world_change_on_the_demo():
+    """bench/latency.py --model-only: a world change rendered offline moves the demo's output to the other
+    world's sound within the half second looked at, in most trials (the figures are the bench's)."""
+    from distill_live.commands.bundled import DEMO
+
+    report = latency.model_only(str(DEMO), ["world"], trials=8, seed=0, settle=1.5)
+    world = report["world"]
+    assert set(report) == {"world"} and world["trials"] + world.get("missed", 0) == 8
+    assert world["trials"] >= 4 and 5 <= world["p50"] <= 500, world
+    assert world["overshoot"] > 0.5, world  # the output got at least halfway, in the median trial
