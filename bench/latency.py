@@ -216,8 +216,10 @@ def model_only(model_path: str, actions, trials: int, seed: int, settle: float =
             start, end = refs[(i + 1) % 2], refs[i % 2]
             track = feature(x[int(t * RATE):int((t + 0.5) * RATE)])
             ms = halfway_ms(track, start, end)
-            found.append(ms) if ms is not None else None
-            missed += ms is None
+            if ms is None:
+                missed += 1
+            else:
+                found.append(ms)
             swings.append(float(np.abs(progress(track, start, end)).max()))
         out[action] = {**summary(found, missed), "overshoot": round(float(np.median(swings)), 2)}
     return out

@@ -521,6 +521,7 @@ class Engine:
                 pass
             if time.monotonic() - self._presets_wrote_at >= PRESET_WRITES:
                 self._write_presets()
+        self._write_presets()  # stopping: the saves since the last write
 
     def _load(self, name: str) -> None:
         model = None  # (the generator counts the loads it asked for and what came back: always something)
@@ -588,8 +589,8 @@ class Engine:
         for t in (self._thread, self._loader):
             if t is not None:
                 t.join(timeout=2)
-        if self._loader is None or not self._loader.is_alive():  # (else it is still writing them)
-            self._write_presets()  # the saves of the last half second
+        if self._loader is None or not self._loader.is_alive():  # (else it writes them when its job is done)
+            self._write_presets()  # a save the generator took after the helper's last write
 
     # -- audio callback side ---------------------------------------------------------------------
 
