@@ -244,3 +244,29 @@ def test_training_drops_the_step_tables():
     prior.train()
     prior.eval()
     assert prior._tables is None
+
+
+@pytest.mark.parametrize("same", [True, False], ids=["same controls", "other controls"])
+def test_a_cue_jump_reuses_the_conditioning_only_for_the_same_controls(same):
+    """A jump keeps the playing state's conditioning (not made again at a trigger) while the controls are
+    the ones it was made for: the jumped state then plays what a jump from a fresh state plays."""
+    cfg = preset("tiny")
+    cfg.prior.worlds = 2
+    torch.manual_seed(0)
+    prior = Prior(cfg.prior, cfg.codec.levels, cfg.codec.codebook_size).eval()
+    prior.prepare_streaming()
+    cue = torch.randint(cfg.codec.codebook_size, (12, cfg.codec.levels), generator=torch.Generator().manual_seed(1))
+    before = Controls(world_weights=[1.0, 0.0], descriptors=(0.2, None, None))
+    after = before if same else Controls(world_weights=[0.0, 1.0], descriptors=(None, 0.9, None))
+    with kernels.playing():
+        playing = prior.start(seed=3)
+        for _ in range(5):
+            _, playing = prior.step(playing, before)
+        jumped = prior.jump(playing, cue, 3, after)
+        fresh = prior.jump(prior.start(seed=3), cue, 3, after)
+        for state in (jumped, fresh):  # (the playing one's generator moved on)
+            state.generator = torch.Generator().manual_seed(4)
+        for t in range(20):
+            ours, jumped = prior.step(jumped, after)
+            theirs, fresh = prior.step(fresh, after)
+            assert torch.equal(ours, theirs), f"frame {t}"

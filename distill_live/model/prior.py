@@ -453,6 +453,7 @@ class Prior(nn.Module):
         """Prime the state from a training passage [frames, L] so generation continues from `frame`."""
         fresh = self.start(0)
         fresh.generator = state.generator
+        fresh.condition = state.condition  # (the same controls give the same conditioning: kept, not made again)
         frame = max(0, min(int(frame), passage.shape[0] - 1))
         cond, gates = self._state_condition(fresh, controls or Controls())  # (kept: the next step reuses it)
         for codes in passage[max(0, frame - warmup): frame + 1]:
