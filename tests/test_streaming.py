@@ -34,6 +34,21 @@ def test_frame_by_frame_decoding_equals_whole_sequence(name, levels):
         f"max difference {(stepped - whole).abs().max().item():.3g} at scale {scale:.3g}"
 
 
+def test_a_stream_started_beside_another_decodes_as_a_fresh_one():
+    """A cue jump's fresh decoder shares the latent table of the stream playing (`Codec.start(sharing=)`)
+    instead of making it again: it decodes what a stream of its own decodes."""
+    codec = random_codec("tiny")
+    codes = torch.randint(codec.cfg.codebook_size, (6, 1, codec.cfg.levels), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        playing = codec.start(1)
+        shared, own = codec.start(1, sharing=playing), codec.start(1)
+        assert shared.table is playing.table  # not made again
+        for frame in codes:
+            a, shared = codec.decode_step(frame, shared)
+            b, own = codec.decode_step(frame, own)
+            assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_frame_by_frame_encoding_equals_whole_sequence(name):
     """The live audio input encodes one frame at a time (`Codec.encode_step`)."""

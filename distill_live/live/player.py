@@ -294,7 +294,7 @@ class Player:
         if name == "cue":
             index, fade = args
             fresh = Voice(model, model.prior.jump(self.voice.prior_state, model.cues[index], 0, self.controls()),
-                          model.codec.start(1), self.voice.encoder_state)
+                          model.codec.start(1, sharing=self.voice.decoder_state), self.voice.encoder_state)
             self.crossfade_to(fresh, fade)
             self.cut = self.cut or self._may_cut()
         elif name == "reset":

@@ -387,10 +387,15 @@ class Codec(nn.Module):
         books = self.codebooks().detach()
         return F.pad(books, (0, 0, 1, 0)).reshape(-1, books.shape[-1])
 
-    def start(self, batch: int = 1) -> DecoderState:
+    def start(self, batch: int = 1, sharing: DecoderState | None = None) -> DecoderState:
+        """A fresh decoding stream. `sharing`: a stream of this codec playing now, whose latent table the new
+        one reads too (a cue jump's fresh decoder: the codebooks have not changed since it was made)."""
         state = self.decoder.start(batch)
-        with torch.no_grad():
-            state.table = self.latent_table()
+        if sharing is not None and sharing.table is not None:
+            state.table = sharing.table
+        else:
+            with torch.no_grad():
+                state.table = self.latent_table()
         return state
 
     def prepare_streaming(self) -> None:
