@@ -205,11 +205,10 @@ def model_only(model_path: str, actions, trials: int, seed: int, settle: float =
         if action not in actions:
             continue
         times = [0.0, settle] + list(2 * settle + np.cumsum(0.8 + rng.uniform(0, 0.02, trials)) - 0.8)
-        messages = [(0.0, address, value) for address, value in first]
-        messages += [(t, address, value) for i, t in enumerate(times) for address, value in states[i % 2]]
-        rate = model.config.codec.sample_rate
-        x = soxr.resample(render(model, times[-1] + 0.6, seed, [(t, a, v if isinstance(v, list) else [v])
-                                                               for t, a, v in messages]), rate, RATE)
+        timed = [(0.0, message) for message in first]
+        timed += [(t, message) for i, t in enumerate(times) for message in states[i % 2]]
+        messages = [(t, address, value if isinstance(value, list) else [value]) for t, (address, value) in timed]
+        x = soxr.resample(render(model, times[-1] + 0.6, seed, messages), model.config.codec.sample_rate, RATE)
         refs = [feature(x[int((t + 1.0) * RATE):int((t + settle) * RATE)]).mean(axis=0) for t in times[:2]]
         found, missed, swings = [], 0, []
         for i, t in enumerate(times[2:]):
