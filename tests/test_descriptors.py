@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distill_live.model.descriptors import DescriptorStats, frame_descriptors, smoothed
+from distill_live.model.descriptors import DescriptorStats, DescriptorStream, frame_descriptors, smoothed
 
 
 def test_smoothed_averages_the_frames_centred_on_each_one():
@@ -54,3 +54,20 @@ def test_what_the_live_view_measures_is_the_average_over_the_window():
     stats = DescriptorStats(lo=(-40.0, 100.0, 0.0), hi=(-20.0, 10000.0, 0.5), window=10)
     assert np.isclose(stats.measure(raw)[0], 0.5)  # half of the last ten frames at each end of the range
     assert np.isclose(DescriptorStats(stats.lo, stats.hi).measure(raw)[0], 1.0)  # one frame: the last
+
+
+def test_a_stream_measures_each_frame_once_as_frame_descriptors_measures_the_whole():
+    # what the page's live view measures: the engine's output as it comes, in pieces of any size
+    sr, hop = 16000, 320
+    rng = np.random.default_rng(1)
+    audio = (rng.standard_normal(sr) * np.linspace(0.01, 1, sr) + np.sin(np.arange(sr) * 0.3)).astype(np.float32)
+    whole = frame_descriptors(audio, hop, sr)
+    stream, at = DescriptorStream(hop, sr, keep=10), 0
+    for size in rng.integers(0, 3 * hop, 100):
+        piece = audio[at:at + size]
+        at += len(piece)
+        stream.feed(piece)
+        done = at // hop  # frames complete so far; the first (it has no hop before it) only primes the stream
+        assert len(stream.newest()) == min(10, max(0, done - 1))
+        if done > 1:
+            assert np.allclose(stream.newest(), whole[max(1, done - 10):done], rtol=1e-5, atol=1e-4), at

@@ -6,12 +6,17 @@ import os
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
+from pythonosc.osc_message import OscMessage
 from pythonosc.udp_client import SimpleUDPClient
 
+from distill_live.control.osc.livefeed import LiveFeed
 from distill_live.control.osc.oscquery import OscQueryServer, find
 from distill_live.control.osc.server import OscConfigError, OscServer
 from distill_live.live.engine import Engine
+from distill_live.model.descriptors import DescriptorStats, DescriptorStream, frame_descriptors
+from cards import paced_engine
 from models import WORLDS, random_model
 from oscpeers import wait_for
 
@@ -134,3 +139,38 @@ def test_zeroconf_advert_on_loopback(served):
         assert info is not None and info.port == osc.port
     finally:
         browser.close()
+
+
+def test_the_feed_measures_the_newest_frames_the_engine_made(monkeypatch):
+    """/distill/measured, the page's descriptor bars: each frame of the output measured once, as the
+    engine makes it, gives what measuring the newest frames all at once gives."""
+    fed = []  # the samples each poll measured
+    feed_stream = DescriptorStream.feed
+    monkeypatch.setattr(DescriptorStream, "feed", lambda self, audio: (fed.append(len(audio)), feed_stream(self, audio)))
+    model = random_model()
+    stats = DescriptorStats(lo=(-60.0, 200.0, 0.0), hi=(0.0, 6000.0, 0.6), window=5)
+    model.meta["descriptor_stats"] = stats.to_dict()
+    card = paced_engine(model, buffer_ms=80)
+    engine, feed = card.engine, LiveFeed(card.engine)
+    measured = []
+
+    def poll():
+        measured.extend(OscMessage(data).params for address, data in feed.poll(measuring=True)
+                        if address == f"{P}/measured")
+
+    try:
+        engine.registry.submit(f"{P}/play", [1])
+        for _ in range(3 * stats.window):
+            poll()
+            card.wait_frames(1)
+    finally:
+        card.stop()
+    poll()  # what was made since, up to the last whole frame
+    made, _ = engine.recent_since(None)
+    hop, whole = engine.hop, made - made % engine.hop
+    audio = engine.recent(made - whole + (stats.window + 1) * hop)[:(stats.window + 1) * hop]
+    assert np.abs(audio).max() > 0.01  # it played
+    expected = stats.measure(frame_descriptors(audio, hop, engine.model_rate)[1:])
+    assert len(measured) > 2 * stats.window and len({tuple(m) for m in measured}) > 1
+    assert np.allclose(measured[-1], expected, atol=1e-5), (measured[-1], expected)
+    assert sum(fed) <= made - made % hop + 2 * hop  # each sample measured once (from a frame boundary on)

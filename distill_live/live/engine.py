@@ -221,6 +221,14 @@ class Engine:
         n = min(n, len(self._recent))
         return take(self._recent, self._recent_written - n, self._recent_written)
 
+    def recent_since(self, position: int | None) -> tuple[int, np.ndarray]:
+        """(how many samples the engine has made, at the model's rate, counted from its start; the samples
+        made since `position`, at most the last second); None: none, just the count to ask from."""
+        end = self._recent_written
+        if position is None:
+            return end, self._recent[:0]
+        return end, take(self._recent, max(position, end - len(self._recent)), end)
+
     def codes_since(self, frame: int | None) -> tuple[int, np.ndarray]:
         """(the next frame number, the codes [frames, levels] of every frame from `frame` on, -1 where a
         level was not decoded or the engine was stopped); None: none yet, just the frame number to ask from."""

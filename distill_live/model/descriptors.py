@@ -7,6 +7,7 @@ are causal and a stream can compute them as it goes.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -46,6 +47,36 @@ def frame_descriptors(audio: np.ndarray, hop: int, sample_rate: int) -> np.ndarr
         flatness = np.exp(np.log(power + _EPS).mean(-1)) / (power.mean(-1) + _EPS)
         out[a:a + _CHUNK, 2] = np.clip(flatness, 0.0, 1.0)
     return out
+
+
+class DescriptorStream:
+    """`frame_descriptors` of audio that comes a piece at a time (what the engine plays), each frame
+    computed once, when its hop is complete: the newest `keep` frames, as `frame_descriptors` of the
+    whole stream gives them, but for its first frame (a frame looks at the hop before it too, so the
+    first hop only primes the stream)."""
+
+    def __init__(self, hop: int, sample_rate: int, keep: int):
+        self.hop, self.rate, self.keep = hop, sample_rate, keep
+        self.frames: deque = deque(maxlen=keep)  # raw descriptors [3] of the newest frames, oldest first
+        self._pending = np.zeros(0, np.float32)  # the samples after the last complete hop
+        self._before: np.ndarray | None = None  # the last complete hop: the first half of the next frame's look
+
+    def feed(self, audio: np.ndarray) -> None:
+        audio = np.concatenate([self._pending, np.asarray(audio, np.float32)])
+        complete = len(audio) // self.hop * self.hop
+        self._pending = audio[complete:]
+        if complete == 0:
+            return
+        if self._before is None:  # priming: the first hop has no hop before it
+            self._before, audio, complete = audio[:self.hop], audio[self.hop:], complete - self.hop
+            if complete == 0:
+                return
+        self.frames.extend(frame_descriptors(np.concatenate([self._before, audio[:complete]]), self.hop, self.rate)[1:])
+        self._before = audio[complete - self.hop:complete]
+
+    def newest(self) -> np.ndarray:
+        """[n, 3]: the newest frames' raw descriptors, oldest first (n <= keep)."""
+        return np.array(self.frames, np.float32).reshape(-1, 3)
 
 
 def _scaled(raw: np.ndarray) -> np.ndarray:

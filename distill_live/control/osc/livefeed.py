@@ -5,8 +5,9 @@ what the engine measures, for the clients that LISTEN (ossia score, Chataigne, V
                       poll, every command)
     engine.level ─► /distill/meter f;  engine.codes_since ─► /distill/codes i…, one message per frame,
                       then /distill/frame i: the number of the last of them (what /distill/region/start takes)
-    engine.stats() ─► /distill/stats f f i f f (as OSC's /distill/stats);  engine.recent ─►
+    engine.stats() ─► /distill/stats f f i f f (as OSC's /distill/stats);  engine.recent_since ─►
     /distill/measured f f f: loudness, brightness and noisiness of the output, 0..1 of the training range
+                      (each frame measured once, as it is made: a poll measures one or two frames)
     a preset saved ─► {"COMMAND": "PATH_CHANGED", "DATA": "/distill/preset/recall"} (its VALS changed)
 
 Values are typed as the OSCQuery tree says (on/off as T/F). Only the WebSocket's thread calls `poll`,
@@ -23,7 +24,7 @@ import numpy as np
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from distill_live.control.params import PREFIX, ParamRegistry
-from distill_live.model.descriptors import DESCRIPTORS, frame_descriptors
+from distill_live.model.descriptors import DESCRIPTORS, DescriptorStream
 
 FEED_RATE = 30.0  # polls a second
 STATS_PERIOD = 0.5  # seconds between /distill/stats
@@ -69,6 +70,8 @@ class LiveFeed:
         self.registry: ParamRegistry = engine.registry
         self._changes = engine.changes.listen()
         self._frame = None  # the next frame of codes to send
+        self._heard: int | None = None  # the output measured up to here (None: not measuring)
+        self._descriptors: DescriptorStream | None = None
         self._next_stats = 0.0
         self.hop, self.rate = engine.hop, engine.model_rate
 
@@ -112,7 +115,20 @@ class LiveFeed:
         out += [(address, osc_message(address, self.typed(address, args))) for address, args in latest.items()]
         if measuring:
             out += self._measures()
+        else:
+            self._heard = None  # when someone listens again, the measure starts afresh from then
         return out
+
+    def _measure(self, window: int) -> np.ndarray:
+        """The raw descriptors of the output's newest `window` frames (fewer at first): what the engine
+        made since the last poll, measured on the engine's own frame boundaries."""
+        if self._heard is None or self._descriptors.keep != window:  # (another model: another window)
+            made, _ = self.engine.recent_since(None)
+            self._heard = made - made % self.hop - self.hop  # a frame boundary, and the hop before it
+            self._descriptors = DescriptorStream(self.hop, self.rate, keep=window)
+        self._heard, audio = self.engine.recent_since(self._heard)
+        self._descriptors.feed(audio)
+        return self._descriptors.newest()
 
     def _measures(self) -> list:
         engine, out = self.engine, []
@@ -123,7 +139,7 @@ class LiveFeed:
             out.append((FRAME, osc_message(FRAME, (self._frame - 1,))))
         stats = engine.descriptor_stats
         if stats is not None:
-            raw = frame_descriptors(engine.recent((stats.window + 1) * self.hop), self.hop, self.rate)
+            raw = self._measure(stats.window)
             if len(raw):
                 out.append((MEASURED, osc_message(MEASURED, tuple(float(v) for v in stats.measure(raw)))))
         now = time.monotonic()
