@@ -11,7 +11,7 @@ import pytest
 from pythonosc.osc_message import OscMessage
 from pythonosc.udp_client import SimpleUDPClient
 
-from distill_live.control.osc.livefeed import LiveFeed
+from distill_live.control.osc.livefeed import MEASURES, LiveFeed
 from distill_live.control.osc.oscquery import OscQueryServer, find
 from distill_live.control.osc.server import OscConfigError, OscServer
 from distill_live.live.engine import Engine
@@ -155,7 +155,7 @@ def test_the_feed_measures_the_newest_frames_the_engine_made(monkeypatch):
     measured = []
 
     def poll():
-        measured.extend(OscMessage(data).params for address, data in feed.poll(measuring=True)
+        measured.extend(OscMessage(data).params for address, data in feed.poll(MEASURES)
                         if address == f"{P}/measured")
 
     try:
@@ -174,3 +174,24 @@ def test_the_feed_measures_the_newest_frames_the_engine_made(monkeypatch):
     assert len(measured) > 2 * stats.window and len({tuple(m) for m in measured}) > 1
     assert np.allclose(measured[-1], expected, atol=1e-5), (measured[-1], expected)
     assert sum(fed) <= made - made % hop + 2 * hop  # each sample measured once (from a frame boundary on)
+
+
+def test_the_feed_measures_only_what_someone_listens_to(served, monkeypatch):
+    """A surface that follows a few controls costs the engine no measuring, and so does the page while
+    it is hidden (it stops listening to the measures): each is computed only for a listener."""
+    engine = served[0]
+    asked = []
+    for name in ("codes_since", "stats", "recent_since"):
+        method = getattr(engine, name)
+        monkeypatch.setattr(engine, name, lambda *args, _method=method, _name=name: (asked.append(_name),
+                                                                                   _method(*args))[1])
+    feed = LiveFeed(engine)
+    try:
+        assert feed.poll({f"{P}/gain"}) == [] and asked == []
+        assert {address for address, _ in feed.poll(MEASURES)} >= {f"{P}/meter", f"{P}/stats"}
+        assert {"codes_since", "stats"} <= set(asked)
+        asked.clear()
+        assert [address for address, _ in feed.poll({f"{P}/meter", f"{P}/gain"})] == [f"{P}/meter"]
+        assert asked == []
+    finally:
+        feed.close()

@@ -153,6 +153,32 @@ def test_the_page_steers_follows_and_shows_the_codes(served, browser):
     assert not errors, errors
 
 
+def test_a_hidden_page_stops_listening_to_the_measures_and_keeps_its_controls(served, browser):
+    """A page behind another tab (as on a phone whose screen is locked) is hidden for real: it stops
+    listening to what the engine measures (no codes, meters or descriptors come, so nobody measures them
+    for it) while its controls still follow; in front again, its code grid starts afresh and scrolls."""
+    browser.get(served.url)
+    wait_for(lambda: browser.execute_script("return window.distill.frames") > 10, 30, "codes on the page")
+    page = browser.current_window_handle
+    browser.execute_script("window.open(location.href, '_blank')")  # a second page in front, same origin: it sees its opener
+    wait_for(lambda: len(browser.window_handles) == 2, 10, "a tab in front of the page")
+    browser.switch_to.window(next(h for h in browser.window_handles if h != page))
+    opener = lambda what: browser.execute_script(f"return window.opener.{what}")  # noqa: E731
+    wait_for(lambda: opener("document.hidden"), 10, "the page hidden behind it")
+    time.sleep(0.3)  # what was on its way when it hid
+    frames = opener("distill.frames")
+    served.client.send_message(f"{P}/temperature", 0.75)
+    wait_for(lambda: opener(f"distill.values['{P}/temperature']") == 0.75, 10, "the hidden page's temperature")
+    time.sleep(0.5)  # 25 frames played meanwhile
+    assert opener("distill.frames") == frames
+    browser.close()
+    browser.switch_to.window(page)
+    wait_for(lambda: not browser.execute_script("return document.hidden"), 10, "the page in front again")
+    wait_for(lambda: browser.execute_script("return window.distill.codes.length") > 10, 10, "codes again")
+    now, shown = browser.execute_script("return [window.distill.frames, window.distill.codes.length]")
+    assert now - frames == shown  # afresh: the grid holds only the frames that came since (consecutive ones)
+
+
 def test_a_region_selected_on_the_grid_and_locked_holds_its_codes(served, browser):
     """Drag across the code grid (frames x levels), press lock: /distill/codes, heard over OSC, hold the
     selected codes on the selected levels; release lets go. Then at a phone's size a finger (touch events

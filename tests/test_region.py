@@ -11,7 +11,7 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
-from distill_live.control.osc.livefeed import LiveFeed
+from distill_live.control.osc.livefeed import MEASURES, LiveFeed
 from distill_live.control.osc.server import OscServer
 from distill_live.control.params import REGION_MODES, ParamError, ParamRegistry
 from distill_live.live.player import Player, render
@@ -139,7 +139,7 @@ def test_over_osc_a_hold_by_frame_number_plays_the_frames_the_feed_numbered(mode
         assert error == f"{R}/length: 300 is out of range 1..256, clamped to 256"
         rows, numbered = [], {}
         while len(numbered) < 40:
-            for address, data in feed.poll(measuring=True):
+            for address, data in feed.poll(MEASURES):
                 if address == f"{P}/codes":
                     rows.append(OscMessage(data).params)
                 elif address == f"{P}/frame":
@@ -159,7 +159,7 @@ def test_over_osc_a_hold_by_frame_number_plays_the_frames_the_feed_numbered(mode
         client.send(bundle.build())
         seen = []
         while len(seen) < 30:
-            for address, data in feed.poll(measuring=True):
+            for address, data in feed.poll(MEASURES):
                 if address == f"{P}/codes" and card.engine.registry.values[f"{R}/mode"] == LOCK:
                     seen.append(OscMessage(data).params)
             card.wait_frames(1)

@@ -11,7 +11,9 @@ what the engine measures, for the clients that LISTEN (ossia score, Chataigne, V
     a preset saved ─► {"COMMAND": "PATH_CHANGED", "DATA": "/distill/preset/recall"} (its VALS changed)
 
 Values are typed as the OSCQuery tree says (on/off as T/F). Only the WebSocket's thread calls `poll`,
-FEED_RATE times a second; what the engine measures is only computed while someone listens.
+FEED_RATE times a second; each thing the engine measures is only computed while someone listens to it
+(a surface that follows a few controls costs no measuring; the page stops listening to the measures
+while it is hidden).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import json
 import queue
 import struct
 import time
+from typing import Collection
 
 import numpy as np
 from pythonosc.osc_message_builder import OscMessageBuilder
@@ -29,6 +32,7 @@ from distill_live.model.descriptors import DESCRIPTORS, DescriptorStream
 FEED_RATE = 30.0  # polls a second
 STATS_PERIOD = 0.5  # seconds between /distill/stats
 METER, CODES, FRAME, STATS, MEASURED = (f"{PREFIX}/{n}" for n in ("meter", "codes", "frame", "stats", "measured"))
+MEASURES = (METER, CODES, FRAME, STATS, MEASURED)  # what the engine measures: read-only, LISTEN only
 RECALL, SAVE = f"{PREFIX}/preset/recall", f"{PREFIX}/preset/save"
 
 
@@ -94,8 +98,9 @@ class LiveFeed:
                                               for w in self.registry.worlds))
         return None
 
-    def poll(self, measuring: bool) -> list:
-        """What happened since the last poll: (address, OSC bytes), and PATH_CHANGED text."""
+    def poll(self, listened: Collection[str] = ()) -> list:
+        """What happened since the last poll: (address, OSC bytes), and PATH_CHANGED text; of what the
+        engine measures (MEASURES), only the addresses in `listened` (those some client LISTENs to)."""
         out: list = []
         latest: dict[str, tuple] = {}
         while True:
@@ -113,11 +118,7 @@ class LiveFeed:
                 latest.pop(changed, None)
                 latest[changed] = value
         out += [(address, osc_message(address, self.typed(address, args))) for address, args in latest.items()]
-        if measuring:
-            out += self._measures()
-        else:
-            self._heard = None  # when someone listens again, the measure starts afresh from then
-        return out
+        return out + self._measures(listened)
 
     def _measure(self, window: int) -> np.ndarray:
         """The raw descriptors of the output's newest `window` frames (fewer at first): what the engine
@@ -130,20 +131,28 @@ class LiveFeed:
         self._descriptors.feed(audio)
         return self._descriptors.newest()
 
-    def _measures(self) -> list:
+    def _measures(self, listened: Collection[str]) -> list:
+        """What the engine measures, for the addresses in `listened`; one nobody listens to is not measured,
+        and when someone listens again it starts from then (no backlog of codes, no stale descriptors)."""
         engine, out = self.engine, []
-        out.append((METER, osc_message(METER, (float(engine.level),))))
-        self._frame, frames = engine.codes_since(self._frame)
-        out += [(CODES, osc_message(CODES, tuple(int(c) for c in row))) for row in frames]
-        if len(frames):
-            out.append((FRAME, osc_message(FRAME, (self._frame - 1,))))
+        if METER in listened:
+            out.append((METER, osc_message(METER, (float(engine.level),))))
+        if CODES in listened or FRAME in listened:
+            self._frame, frames = engine.codes_since(self._frame)
+            out += [(CODES, osc_message(CODES, tuple(int(c) for c in row))) for row in frames]
+            if len(frames):
+                out.append((FRAME, osc_message(FRAME, (self._frame - 1,))))
+        else:
+            self._frame = None
         stats = engine.descriptor_stats
-        if stats is not None:
+        if MEASURED in listened and stats is not None:
             raw = self._measure(stats.window)
             if len(raw):
                 out.append((MEASURED, osc_message(MEASURED, tuple(float(v) for v in stats.measure(raw)))))
+        else:
+            self._heard = None
         now = time.monotonic()
-        if now >= self._next_stats:
+        if STATS in listened and now >= self._next_stats:
             self._next_stats = now + STATS_PERIOD
             s = engine.stats()
             out.append((STATS, osc_message(STATS, (float(s["rtf"]), float(s["buffer_ms"]), int(s["underruns"]),

@@ -23,7 +23,8 @@ Values are read from the registry at each request (live). Types: "f"/"i" with RA
 presets are the VALS of the recall's RANGE). Read-only nodes (ACCESS 1) carry what the engine measures:
 `/distill/meter`, `/distill/codes` (every frame's codes, coarse to fine), `/distill/frame` (the number of
 the last frame sent, what `/distill/region/start` takes), `/distill/stats`, and
-`/distill/measured` (the output's loudness, brightness and noisiness, 0..1 of the training range).
+`/distill/measured` (the output's loudness, brightness and noisiness, 0..1 of the training range),
+each measured only while some client LISTENs to it.
 HTTP and the WebSocket are one server (the `websockets` package), on loopback unless --osc-bind-any,
 only for clients in --allow. When the optional `zeroconf` package is installed the server is
 advertised as `_oscjson._tcp` (and the OSC port as `_osc._udp`): on loopback only when bound to
@@ -216,7 +217,7 @@ class OscQueryServer:
             await asyncio.sleep(1.0 / FEED_RATE)
             try:
                 clients = [c for c in server.connections if getattr(c, "listening", None) is not None]
-                messages = self.feed.poll(any(c.listening for c in clients))
+                messages = self.feed.poll(set().union(*(c.listening for c in clients)))
                 for text in (m for m in messages if isinstance(m, str)):  # PATH_CHANGED: to everyone
                     broadcast(clients, text)
                 osc = [m for m in messages if not isinstance(m, str)]

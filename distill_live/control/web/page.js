@@ -7,6 +7,7 @@
 const P = "/distill";
 const GRID_FRAMES = 256;  // frames of codes shown, newest on the right
 const REGION = `${P}/region`;
+const MEASURES = ["meter", "stats", "codes", "frame", "measured"].map(n => `${P}/${n}`);  // what the engine measures
 // newest: the frame number of the last column (from /distill/frame); selection: what the pointer marked on the
 // grid, {first, length, top, bottom} in frame numbers and levels; heldAt: the newest frame when a hold began
 const state = { values: {}, frames: 0, codes: [], levels: 0, descriptors: [], worlds: [], newest: -1,
@@ -100,7 +101,9 @@ function connect() {
   ws.onopen = () => {
     link(true);
     ws.send(JSON.stringify({ COMMAND: "BUNDLE", DATA: true }));  // one WebSocket message a feed tick
-    for (const address of listening) ws.send(JSON.stringify({ COMMAND: "LISTEN", DATA: address }));
+    for (const address of listening) {
+      if (!(document.hidden && MEASURES.includes(address))) ws.send(JSON.stringify({ COMMAND: "LISTEN", DATA: address }));
+    }
   };
   ws.onmessage = e => {
     if (typeof e.data === "string") {  // PATH_CHANGED: a preset was saved
@@ -110,8 +113,17 @@ function connect() {
     }
     for (const { address, args } of decodeAll(e.data)) receive(address, args);
   };
-  ws.onclose = () => { link(false); setTimeout(connect, 1000); };
+  ws.onclose = () => { link(false); forgetCodes(); setTimeout(connect, 1000); };
 }
+
+// Hidden (a phone's screen locked, another tab in front), the page stops listening to what the engine
+// measures: the engine does not measure for it and the phone does not decode 30 updates a second. The
+// controls stay in step. The code grid starts afresh when it shows again: its columns are consecutive frames.
+document.addEventListener("visibilitychange", () => {
+  if (!ws || ws.readyState !== WebSocket.OPEN) return;
+  forgetCodes();  // (on showing again too: codes that were on their way when it hid came before the gap)
+  for (const address of MEASURES) ws.send(JSON.stringify({ COMMAND: document.hidden ? "IGNORE" : "LISTEN", DATA: address }));
+});
 
 function link(on) {
   const el = document.getElementById("link");
@@ -416,6 +428,14 @@ const DRAW_EVERY = 1000 / 30;  // ms: as often as the engine sends its meters, n
 let changed = true, drawn = -Infinity;  // something arrived or the pointer moved since the last drawing (at `drawn`)
 const codesCanvas = document.createElement("canvas");  // the codes alone, drawn one new column at a time
 let drawnFrames = 0;  // state.frames already on codesCanvas
+
+function forgetCodes() {  // frames will be missed (hidden, reconnecting): the grid starts afresh with the next ones
+  state.codes = [];
+  state.newest = -1;
+  codesCanvas.width = 0;  // drawCodes clears it to black
+  changed = true;
+}
+
 const colours = new Map();
 
 function colour(code) {  // the same code, the same colour: repeats show as repeated colours
