@@ -218,8 +218,7 @@ class Engine:
 
     def recent(self, n: int) -> np.ndarray:
         """The last `n` samples the engine made (at most a second), at the model's rate."""
-        n = min(n, len(self._recent))
-        return take(self._recent, self._recent_written - n, self._recent_written)
+        return self.recent_since(self._recent_written - n)[1]
 
     def recent_since(self, position: int | None) -> tuple[int, np.ndarray]:
         """(how many samples the engine has made, at the model's rate, counted from its start; the samples

@@ -74,8 +74,8 @@ class LiveFeed:
         self.registry: ParamRegistry = engine.registry
         self._changes = engine.changes.listen()
         self._frame = None  # the next frame of codes to send
-        self._heard: int | None = None  # the output measured up to here (None: not measuring)
-        self._descriptors: DescriptorStream | None = None
+        self._descriptors: DescriptorStream | None = None  # the output's measure (None: nobody listens)
+        self._heard = 0  # ...taken up to here, in samples the engine made
         self._next_stats = 0.0
         self.hop, self.rate = engine.hop, engine.model_rate
 
@@ -123,7 +123,7 @@ class LiveFeed:
     def _measure(self, window: int) -> np.ndarray:
         """The raw descriptors of the output's newest `window` frames (fewer at first): what the engine
         made since the last poll, measured on the engine's own frame boundaries."""
-        if self._heard is None or self._descriptors.keep != window:  # (another model: another window)
+        if self._descriptors is None or self._descriptors.keep != window:  # (another model: another window)
             made, _ = self.engine.recent_since(None)
             self._heard = made - made % self.hop - self.hop  # a frame boundary, and the hop before it
             self._descriptors = DescriptorStream(self.hop, self.rate, keep=window)
@@ -150,7 +150,7 @@ class LiveFeed:
             if len(raw):
                 out.append((MEASURED, osc_message(MEASURED, tuple(float(v) for v in stats.measure(raw)))))
         else:
-            self._heard = None
+            self._descriptors = None
         now = time.monotonic()
         if STATS in listened and now >= self._next_stats:
             self._next_stats = now + STATS_PERIOD
