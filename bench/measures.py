@@ -11,7 +11,8 @@ rate, so nothing above the model's Nyquist counts. Two scales:
 
 On top of those: a Fréchet distance between Gaussians fitted to two sets of such vectors, a
 nearest-world-centroid classifier (`WorldEar`) that says which world a window sounds like, how long
-a sound lasts (`self_similarity` at a lag), and how noisy it is (`flatness`).
+a sound lasts (`self_similarity` at a lag), how noisy it is (`flatness`), and how a codec blurs a
+recording's partials (`blur`, on a plain 1024-point spectrum rather than mel bands).
 """
 from __future__ import annotations
 
@@ -195,3 +196,28 @@ def flatness(audio: np.ndarray, rate: int) -> float | None:
     frames = frame_descriptors(np.asarray(audio, np.float32), HOP, rate)
     audible = frames[frames[:, 0] >= AUDIBLE_DB]
     return float(audible[:, 2].mean()) if len(audible) else None
+
+
+def blur(real: np.ndarray, through: np.ndarray) -> dict | None:
+    """How a codec changes a recording's spectrum, in the frames within 20 dB of its loudest: the mean
+    change in dB of the bins within 30 dB of each frame's peak (`peaks_db`, below 0: partials come out
+    weaker) and of the bins more than 60 dB under it (`floor_db`, above 0: the floor comes out
+    stronger), and the share of such deep bins in the recording and through the codec. A codec that
+    blurs its partials lowers the peaks and raises the floor around them; one that adds hiss raises
+    the floor and the share of deep bins falls. None when either is silent."""
+    window = torch.hann_window(N_FFT)
+    power = lambda x: (torch.stft(torch.from_numpy(np.ascontiguousarray(x, np.float32)), N_FFT, HOP, window=window,
+                                  return_complex=True).abs() ** 2).T.numpy()  # [frames, bins]
+    p, q = power(real), power(through)
+    n = min(len(p), len(q))
+    p, q = p[:n], q[:n]
+    if not p.any() or not q.any():
+        return None
+    level = 10 * np.log10(p.sum(1) + 1e-12)
+    loud = level > level.max() - 20
+    peak = p.max(1, keepdims=True)
+    change = 10 * np.log10((q + 1e-12) / (p + 1e-12))
+    top, deep = (p >= 1e-3 * peak) & loud[:, None], (p < 1e-6 * peak) & loud[:, None]
+    mean = lambda m: float(change[m].mean()) if m.any() else None
+    return {"peaks_db": mean(top), "floor_db": mean(deep), "deep_share_real": float(deep[loud].mean()),
+            "deep_share_through": float(((q < 1e-6 * peak) & loud[:, None])[loud].mean())}

@@ -72,9 +72,12 @@ def collection(root: Path, samples: Path = SAMPLES) -> Path:
         sys.exit("sonic-pi-samples is not installed: run DISTILL_BENCH_DATA=1 bash scripts/setup.sh")
     for f in sorted(samples.glob("*.flac")):
         world = root / f.name.split("_")[0]
+        link = world / f.name
+        if link.is_symlink() and link.resolve() == f.resolve():
+            continue  # linked already (a run beside this one may be reading it)
         world.mkdir(parents=True, exist_ok=True)
-        (world / f.name).unlink(missing_ok=True)
-        (world / f.name).symlink_to(f.resolve())
+        link.unlink(missing_ok=True)
+        link.symlink_to(f.resolve())
     return root
 
 

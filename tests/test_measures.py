@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from measures import WorldEar, flatness, frechet, self_similarity, window_stats  # noqa: E402
+from measures import WorldEar, blur, flatness, frechet, self_similarity, window_stats  # noqa: E402
 
 RATE = 16000
 
@@ -105,6 +105,31 @@ def test_flatness_tells_tones_from_noise():
     assert flatness(np.zeros(RATE, np.float32), RATE) is None
 
 
+def test_blur_tells_partials_spread_from_hiss_added():
+    """A codec that spreads a tone's partials lowers their peaks and keeps about as many deep bins;
+    one that adds hiss raises the floor and leaves few deep bins; a perfect codec changes nothing."""
+    t = np.arange(2 * RATE) / RATE
+    partials = [(440.0 * k, 1 / k) for k in range(1, 6)]
+    tone = sum(a * np.sin(2 * np.pi * f * t) for f, a in partials).astype(np.float32)
+    rng = np.random.default_rng(0)
+    # half of each partial's amplitude, and noise shaped into a 40 Hz wide skirt around it
+    freqs = np.fft.rfftfreq(len(t), 1 / RATE)
+    shape = sum(a * np.exp(-0.5 * ((freqs - f) / 40.0) ** 2) for f, a in partials)
+    skirts = np.fft.irfft(np.fft.rfft(rng.standard_normal(len(t))) * shape, len(t))
+    spread = (0.5 * tone + 0.5 * tone.std() * skirts / skirts.std()).astype(np.float32)
+    hiss = (tone + 0.03 * rng.standard_normal(len(t))).astype(np.float32)
+
+    same = blur(tone, tone)
+    assert same["peaks_db"] == pytest.approx(0, abs=1e-6) and same["floor_db"] == pytest.approx(0, abs=1e-6)
+    blurred = blur(tone, spread)
+    assert blurred["peaks_db"] < -1.5
+    assert blurred["deep_share_through"] == pytest.approx(blurred["deep_share_real"], abs=0.1)
+    noisy = blur(tone, hiss)
+    assert noisy["floor_db"] > 20 and abs(noisy["peaks_db"]) < 0.5
+    assert noisy["deep_share_through"] < noisy["deep_share_real"] / 2
+    assert blur(tone, np.zeros_like(tone)) is None
+
+
 def test_the_ear_recognises_two_different_worlds_whatever_their_level():
     ear = WorldEar([notes(30, seed=1, high=220), noise_hits(30, seed=1)], RATE)
     for world, audio in enumerate([notes(10, seed=5, high=220), noise_hits(10, seed=5)]):
@@ -185,3 +210,18 @@ def test_quality_bench_plays_every_render_with_the_controls_it_is_given(trained_
     assert greedy["structure"]["frechet_1s_windows"]["generated"] != plain["structure"]["frechet_1s_windows"]["generated"]
     assert greedy["structure"]["frechet_1s_windows"]["floor_training_audio"] == \
         plain["structure"]["frechet_1s_windows"]["floor_training_audio"]
+
+
+@pytest.mark.slow  # uses the session's trained model
+def test_codec_noise_bench_reports_each_world_through_the_codec(trained_model):
+    import codec_noise
+
+    data = trained_model.parent.parent / "data"
+    result = json.loads(json.dumps(codec_noise.codec_noise(trained_model, data)))
+    assert set(result["worlds"]) == {"bells", "rumble"}
+    for row in result["worlds"].values():
+        assert row["flatness_ratio"] > 0
+        assert set(row["blur"]) == {"peaks_db", "floor_db", "deep_share_real", "deep_share_through"}
+        assert 0 <= row["blur"]["deep_share_real"] <= 1
+    assert result["median_flatness_ratio"] in [row["flatness_ratio"] for row in result["worlds"].values()]
+    assert 0 <= result["worlds_within_25_percent"] <= 2 and result["codec_steps"] > 0
