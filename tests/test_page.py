@@ -193,7 +193,9 @@ def test_a_region_selected_on_the_grid_and_locked_holds_its_codes(served, browse
 
     served.client.send_message(f"{P}/temperature", 1.0)  # (the first test left it low: codes repeat there)
     browser.get(served.url)
-    wait_for(lambda: browser.execute_script("return window.distill.newest") > 300, 30, "frames on the grid")
+    # a full grid: columns 200-223 must hold frames this page has had (`newest` is the engine's frame
+    # number, long past 256 by now, so it says nothing of how many came since the page loaded)
+    wait_for(lambda: browser.execute_script("return window.distill.codes.length") >= 256, 30, "a full grid of codes")
     canvas = browser.find_element(By.ID, "grid")
     levels = browser.execute_script("return window.distill.levels")
     width, height = canvas.size["width"], canvas.size["height"]
