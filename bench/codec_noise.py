@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from distill_live.model.modelfile import load_model  # noqa: E402
 from distill_train.data import load_dataset  # noqa: E402
 from measures import blur, flatness  # noqa: E402
-from quality import SAMPLES, collection, rounded  # noqa: E402
+from quality import SAMPLES, collection, rounded, through_codec  # noqa: E402
 
 
 @torch.inference_mode()
@@ -42,8 +42,11 @@ def codec_noise(model_path: Path, data: Path) -> dict:
     worlds = {}
     for i, world in enumerate(dataset.worlds):
         recordings = np.concatenate([clip.audio for clip in dataset.train() if clip.world == i])
-        recordings = recordings[: len(recordings) // c.hop * c.hop]
-        through = model.codec.decode(model.codec.encode(torch.from_numpy(recordings)[None]))[0].numpy()
+        through = through_codec(model, recordings)
+        if not len(through):  # less than a frame of training audio
+            worlds[world] = {"flatness_ratio": None, "blur": {}}
+            continue
+        recordings = recordings[: len(through)]
         real, coded = flatness(recordings, c.sample_rate), flatness(through, c.sample_rate)
         changes = blur(recordings, through) or {}
         worlds[world] = {"flatness_ratio": rounded(coded / real if real and coded is not None else None),

@@ -305,8 +305,8 @@ def worlds(model, dataset, world_seconds: float, settings: Sequence[Message] = (
         recordings = np.concatenate(per_world(train, i))
         g, r = flatness(generated, c.sample_rate), flatness(recordings, c.sample_rate)
         # the recordings through the codec: how much of the generated noise is the codec's, which no prior undoes
-        x = torch.from_numpy(recordings[: len(recordings) // c.hop * c.hop])[None]
-        through = flatness(model.codec.decode(model.codec.encode(x))[0].numpy(), c.sample_rate) if x.shape[1] else None
+        coded = through_codec(model, recordings)
+        through = flatness(coded, c.sample_rate) if len(coded) else None
         # flatness spans decades (a low rumble ~1e-5, noise ~0.5): significant figures, not decimals
         row.update(flatness_generated=significant(g), flatness_real=significant(r),
                    flatness_ratio=rounded(g / r if g is not None and r else None),
@@ -355,6 +355,13 @@ def rounded(x: float | None, digits: int = 3) -> float | None:
 
 def significant(x: float | None, figures: int = 4) -> float | None:
     return None if x is None else float(f"{float(x):.{figures}g}")
+
+
+def through_codec(model, audio: np.ndarray) -> np.ndarray:
+    """`audio`, cut to whole frames, through the model's codec (empty when shorter than a frame)."""
+    hop = model.config.codec.hop
+    x = torch.from_numpy(np.ascontiguousarray(audio[: len(audio) // hop * hop], np.float32))[None]
+    return model.codec.decode(model.codec.encode(x))[0].numpy() if x.shape[1] else np.zeros(0, np.float32)
 
 
 def model_arguments(description: str, out: str, preset: str, codec_minutes: float,
