@@ -7,7 +7,7 @@
 const P = "/distill";
 const GRID_FRAMES = 256;  // frames of codes shown, newest on the right
 const REGION = `${P}/region`;
-const MEASURES = ["meter", "stats", "codes", "frame", "measured"].map(n => `${P}/${n}`);  // what the engine measures
+const measures = [];  // what the engine measures: the tree's read-only nodes (meter, codes, frame, stats, measured)
 // newest: the frame number of the last column (from /distill/frame); selection: what the pointer marked on the
 // grid, {first, length, top, bottom} in frame numbers and levels; heldAt: the newest frame when a hold began
 const state = { values: {}, frames: 0, codes: [], levels: 0, descriptors: [], worlds: [], newest: -1,
@@ -102,7 +102,7 @@ function connect() {
     link(true);
     ws.send(JSON.stringify({ COMMAND: "BUNDLE", DATA: true }));  // one WebSocket message a feed tick
     for (const address of listening) {
-      if (!(document.hidden && MEASURES.includes(address))) ws.send(JSON.stringify({ COMMAND: "LISTEN", DATA: address }));
+      if (!(document.hidden && measures.includes(address))) ws.send(JSON.stringify({ COMMAND: "LISTEN", DATA: address }));
     }
   };
   ws.onmessage = e => {
@@ -122,7 +122,7 @@ function connect() {
 document.addEventListener("visibilitychange", () => {
   if (!ws || ws.readyState !== WebSocket.OPEN) return;
   forgetCodes();  // (on showing again too: codes that were on their way when it hid came before the gap)
-  for (const address of MEASURES) ws.send(JSON.stringify({ COMMAND: document.hidden ? "IGNORE" : "LISTEN", DATA: address }));
+  for (const address of measures) ws.send(JSON.stringify({ COMMAND: document.hidden ? "IGNORE" : "LISTEN", DATA: address }));
 });
 
 function link(on) {
@@ -135,9 +135,9 @@ function link(on) {
 
 const views = {};  // address -> function(args) that shows a value
 
-function leaves(node, out = []) {
-  if (node.TYPE && node.ACCESS !== 1) out.push(node);
-  for (const child of Object.values(node.CONTENTS || {})) leaves(child, out);
+function leaves(node, keep = n => n.ACCESS !== 1, out = []) {  // the controls, or the nodes `keep` picks
+  if (node.TYPE && keep(node)) out.push(node);
+  for (const child of Object.values(node.CONTENTS || {})) leaves(child, keep, out);
   return out;
 }
 
@@ -306,7 +306,8 @@ async function build() {
   }
   document.getElementById("controls").append(...Object.values(groups));
   state.levels = tree.CONTENTS.distill.CONTENTS.levels.RANGE[0].MAX;
-  listening.push(`${P}/meter`, `${P}/stats`, `${P}/codes`, `${P}/frame`, `${P}/measured`);
+  measures.push(...leaves(tree, n => n.ACCESS === 1).map(n => n.FULL_PATH));
+  listening.push(...measures);
   liveView();
   regionView();
   connect();
