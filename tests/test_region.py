@@ -174,11 +174,13 @@ def test_over_osc_a_hold_by_frame_number_plays_the_frames_the_feed_numbered(mode
 
 
 def test_release_does_not_click():
-    """Letting go of a held region, on the demo: the largest sample-to-sample step around the release is no
-    bigger than the steps the render makes anyway (its 99.9th percentile), or than the same moment has
-    when the region is never let go (a hit in what is held, which the window starts a frame early enough
-    to catch): the decoder carries on. (The mutate chance only where the mode uses it: random codes make
-    this decoder burst to full scale now and then wherever they play, held or not.)"""
+    """Letting go of a held region, on the demo: the render departs from the one where the region is
+    never let go at the frame the release arrives, and departs smoothly: over its first half
+    millisecond the two differ by less than the render's median step between samples, as a decoder
+    that carries on fades the new codes in. A release that reset or cut the decoder would jump there
+    by the signal's size at once. (The size of the steps after that is not the test: the free codes
+    may start a hit in the next frame, as they may anywhere; the last version of this test compared
+    the window's largest step with the render's 99.9th percentile, and failed or passed by the seed.)"""
     from distill_live.commands.bundled import DEMO
     from distill_live.model.modelfile import load_model
 
@@ -191,7 +193,9 @@ def test_release_does_not_click():
         for seed in range(3):
             audio = render(demo, 3.0, seed=seed, messages=messages + [(2.0, f"{R}/mode", [0])])
             held_on = render(demo, 3.0, seed=seed, messages=messages)
-            steps = np.abs(np.diff(audio))
-            window = slice(2 * rate - hop, 2 * rate + 2 * hop)
-            anyway = max(np.percentile(steps, 99.9), np.abs(np.diff(held_on))[window].max())
-            assert steps[window].max() <= anyway, (mode, seed, steps[window].max(), anyway)
+            apart = np.flatnonzero(audio != held_on)
+            assert len(apart), (mode, seed, "the release changed nothing")
+            parted = apart[0]
+            assert 2 * rate <= parted < 2 * rate + hop, (mode, seed, parted)
+            first = np.abs(audio - held_on)[parted:parted + rate // 2000]
+            assert first.max() <= np.median(np.abs(np.diff(audio))), (mode, seed, first)
