@@ -22,9 +22,10 @@ The state has a fixed size, so a set can run for hours without memory growth.
 At batch 1 a frame is a few MFLOP: its time goes to reading the weights (about 9 MB for the default
 preset) and to the fixed cost of each tensor operation. `step` keeps the second small: it reuses the
 conditioning while the controls do not change, feeds the GRU through one fused cell call, adds each
-chosen code's head embedding once instead of re-summing all coarser levels per level, and samples
-without `torch.multinomial`'s checks (see `sample`). `forward` (training) and `level_logits` are the plain definitions;
-tests/test_fast_step.py checks that `step` samples exactly what they give.
+chosen code's head embedding once instead of re-summing all coarser levels per level, draws a frame's
+random numbers in one call (`draws`) and samples each level in numpy (`sample`). `forward` (training)
+and `level_logits` are the plain definitions; tests/test_fast_step.py checks that `step` samples
+exactly what they give.
 
 Unlike the codec's blocks, the prior keeps two definitions (`forward` and `step`, and the same pair in
 its attention layers): `forward` is teacher-forced, every level of every frame given at once, while
@@ -37,11 +38,13 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import PriorConfig
+from .kernels import MatVec
 
 HISTORY = 256  # frames of past codes kept for freeze/loop (5 s at 50 frames/s)
 
@@ -101,18 +104,19 @@ class StepTables:
     when the controls change. So the matrix-vector products a frame runs are one per level and the
     GRU's recurrent one, and the numbers are the plain definitions' up to float rounding
     (tests/test_fast_step.py). 20 MB for the default preset (13 for small), of which a frame reads the
-    first layers and a row per code.
+    first layers and a row per code. The products run through numpy's BLAS (`kernels.MatVec`), which
+    reads memory about twice as fast as torch's kernel on this project's machine.
     """
 
-    first_weight: torch.Tensor  # [levels * head_hidden, dim]: every level's first layer
-    first_bias: torch.Tensor  # [levels * head_hidden]
-    embedded: list[torch.Tensor]  # [level]: [codebook_size, (levels - 1 - level) * head_hidden]
-    second: list[tuple[torch.Tensor, torch.Tensor]]  # [level]: the second layer's (weight, bias), as they are
+    first: MatVec  # every level's first layer: [levels * head_hidden] per row
+    embedded: list[np.ndarray]  # [level]: [codebook_size, (levels - 1 - level) * head_hidden]
+    second: list[MatVec]  # [level]: the second layer, on its own weights
     gru: list[list[torch.Tensor]]  # GRU only: `nn.GRU.all_weights`, as they are (a property that builds the lists)
     # GRU only (None for the transformer): the first layer's input gates of each code, each level's
     # rows after a zero row (an absent code, -1, lands on it), as `Codec.latent_table` lays them out
     input_gates: torch.Tensor | None  # [levels * (codebook_size + 1), 3 * dim]
     level_offsets: torch.Tensor | None  # [levels]: where each level's rows begin, past its zero row
+    recurrent: MatVec | None  # GRU only: the first layer's recurrent product (W_hh h + b_hh)
 
 
 class AlibiAttention(nn.Module):
@@ -273,24 +277,27 @@ class Prior(nn.Module):
 
     def prepare_streaming(self) -> None:
         """Precompute what makes `step` faster at batch 1 (`StepTables`); once per model, where it is
-        loaded. Training (`train()`) drops them, since they copy the weights as they are now."""
-        if self._tables is not None or self.training:
+        loaded. Training (`train()`) drops them, since they copy the weights as they are now. On the
+        CPU only: the tables' products run through numpy."""
+        if self._tables is not None or self.training or self.start_frame.device.type != "cpu":
             return
         with torch.no_grad():
             first_weight = torch.cat([head[0].weight for head in self.heads])  # [levels * head_hidden, dim]
             first_bias = torch.cat([head[0].bias for head in self.heads])
             width = self.cfg.head_hidden
-            embedded = [F.linear(table.weight, first_weight[(level + 1) * width:])
+            embedded = [F.linear(table.weight, first_weight[(level + 1) * width:]).numpy()
                         for level, table in enumerate(self.head_embed)]
-            input_gates = offsets = None
+            input_gates = offsets = recurrent = None
             if self.cfg.kind == "gru":
                 w_ih = self.gru.weight_ih_l0
                 input_gates = torch.cat([F.pad(F.linear(table.weight, w_ih), (0, 0, 1, 0))
                                          for table in self.code_embed])
                 offsets = torch.arange(self.levels, device=first_bias.device) * (self.codebook_size + 1) + 1
-        second = [(head[2].weight, head[2].bias) for head in self.heads]
+                recurrent = MatVec(self.gru.weight_hh_l0, self.gru.bias_hh_l0)
+        second = [MatVec(head[2].weight, head[2].bias) for head in self.heads]
         gru = self.gru.all_weights if self.cfg.kind == "gru" else []
-        self._tables = StepTables(first_weight, first_bias, embedded, second, gru, input_gates, offsets)
+        self._tables = StepTables(MatVec(first_weight, first_bias), embedded, second, gru, input_gates, offsets,
+                                  recurrent)
 
     def train(self, mode: bool = True) -> "Prior":
         if mode:  # (eval() keeps them: the weights do not change outside training)
@@ -364,7 +371,8 @@ class Prior(nn.Module):
             layers = self.gru.all_weights if tables is None else tables.gru
             if cond_gates is not None and tables is not None and state.steps > 0:  # input gates from the tables
                 gates = F.embedding_bag((state.prev + tables.level_offsets)[None], tables.input_gates, mode="sum")
-                x = _gru_from_gates(gates + cond_gates, state.memory[0][0], layers[0][1], layers[0][3])
+                last = state.memory[0][0]  # [2, dim]: the first layer's state
+                x = _gru_from_gates(gates + cond_gates, last, torch.from_numpy(tables.recurrent(last.numpy())))
                 hidden, layers = [x], layers[1:]
             else:
                 x, hidden = self._input(state, cond), []
@@ -412,6 +420,7 @@ class Prior(nn.Module):
         if given is not None:
             chosen = [g if g >= 0 and level < levels else c for level, (g, c) in enumerate(zip(given, chosen))]
         guided = controls.guidance != 1.0
+        noise = iter(draws(sum(c < 0 for c in chosen[:levels]), self.codebook_size, state.generator))
         # level_logits(h, chosen, level) = heads[level](h + sum of head_embed[j][chosen[j]], j < level).
         # Plain: the running sum x grows by one embedding per level, added in the same order. Prepared
         # (`StepTables`): the heads' first layers are linear, so every level's first layer of h is
@@ -419,17 +428,16 @@ class Prior(nn.Module):
         x = h if guided else h[:1]
         tables, width = self._tables, self.cfg.head_hidden
         if tables is not None:
-            hidden = F.linear(x, tables.first_weight, tables.first_bias)  # [rows, levels * head_hidden]
+            hidden = tables.first(x.numpy())  # [rows, levels * head_hidden]
         for level in range(levels):
             if chosen[level] < 0:
                 if tables is not None:
-                    first, (weight, bias) = hidden[:, level * width:(level + 1) * width], tables.second[level]
+                    first = F.gelu(torch.from_numpy(hidden[:, level * width:(level + 1) * width]))
+                    logits = tables.second[level](first.numpy())
                 else:
-                    head = self.heads[level]
-                    first, weight, bias = F.linear(x, head[0].weight, head[0].bias), head[2].weight, head[2].bias
-                logits = F.linear(F.gelu(first), weight, bias)
+                    logits = self.heads[level](x).cpu().numpy()
                 logits = logits[1] + controls.guidance * (logits[0] - logits[1]) if guided else logits[0]
-                chosen[level] = int(sample(logits, controls, state.generator))
+                chosen[level] = sample(logits, controls, next(noise))
             if level + 1 < levels:
                 if tables is not None:
                     hidden[:, (level + 1) * width:] += tables.embedded[level][chosen[level]]
@@ -463,39 +471,49 @@ class Prior(nn.Module):
         return fresh
 
 
-def _gru_from_gates(input_gates: torch.Tensor, hidden: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor
-                    ) -> torch.Tensor:
-    """`torch.gru_cell` given its input gates (W_ih x + b_ih) instead of its input x: the same arithmetic."""
+def _gru_from_gates(input_gates: torch.Tensor, hidden: torch.Tensor, hidden_gates: torch.Tensor) -> torch.Tensor:
+    """`torch.gru_cell` given its input gates (W_ih x + b_ih) instead of its input x, and its hidden
+    gates (W_hh h + b_hh): the same arithmetic."""
     dim = hidden.shape[-1]
-    hidden_gates = F.linear(hidden, w_hh, b_hh)
     reset_update = torch.sigmoid(input_gates[:, :2 * dim] + hidden_gates[:, :2 * dim])
     reset, update = reset_update[:, :dim], reset_update[:, dim:]
     new = torch.tanh(torch.addcmul(input_gates[:, 2 * dim:], reset, hidden_gates[:, 2 * dim:]))
     return torch.addcmul(new, hidden - new, update)  # (hidden - new) * update + new
 
 
-def sample(logits: torch.Tensor, controls: Controls, generator: torch.Generator) -> torch.Tensor:
-    """One code from logits [K] with temperature, top-k, top-p and mutation.
+def draws(count: int, size: int, generator: torch.Generator) -> np.ndarray:
+    """What `sample` needs for a frame's `count` sampled levels, from the prior's generator in one call
+    [count, size + 2]: per level, Gumbel noise for each of the `size` codes, then two uniform numbers
+    for mutation (whether, and to which code)."""
+    uniform = torch.rand(count, size + 2, generator=generator, device=generator.device)
+    uniform[:, :size].log_().neg_().log_().neg_()  # -log(-log u): u = 0 gives -inf, a code never drawn
+    return uniform.cpu().numpy()
 
-    The last line is what `torch.multinomial(probs, 1, generator=generator)` computes (the
-    exponential race: argmax of p / q with q ~ Exp(1), drawn from the same generator), without its
-    validity checks, which cost three reductions and a host read per call. tests/test_fast_step.py
-    checks that the draws are identical.
+
+def sample(logits: np.ndarray, controls: Controls, noise: np.ndarray) -> int:
+    """One code from logits [K] with temperature, top-k, top-p and mutation; `noise` [K + 2] is the
+    level's row of `draws`.
+
+    The draw is the Gumbel-max race: the code whose logit / temperature plus its Gumbel noise is the
+    largest comes up with probability softmax(logits / temperature), what `torch.multinomial` draws
+    by another route (tests/test_fast_step.py checks the frequencies). The noise for a whole frame
+    comes from one call to the generator, and the race is two numpy operations: a level costs about
+    1.4 us, where softmax, `torch.multinomial`'s exponential race and their draws cost 13.
     """
     k = logits.shape[-1]
-    if controls.mutate > 0 and torch.rand((), generator=generator, device=logits.device) < controls.mutate:
-        return torch.randint(k, (), generator=generator, device=logits.device)
+    if controls.mutate > 0 and noise[k] < controls.mutate:
+        return min(int(noise[k + 1] * k), k - 1)
     if controls.temperature <= 1e-4:
-        return logits.argmax()
-    if controls.temperature != 1.0:
-        logits = logits / controls.temperature
+        return int(logits.argmax())
+    z = logits / controls.temperature
     if 0 < controls.topk < k:
-        kth = torch.topk(logits, int(controls.topk)).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        kth = np.partition(z, k - int(controls.topk))[k - int(controls.topk)]
+        z = np.where(z < kth, -np.inf, z)
     if controls.topp < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        drop = probs.cumsum(-1) - probs > controls.topp  # keep the smallest set reaching topp
-        logits = logits.masked_fill(drop.scatter(0, order, drop), float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax()
+        order = np.argsort(-z, kind="stable")
+        probs = np.exp(z[order] - z[order[0]])
+        probs /= probs.sum()
+        drop = np.cumsum(probs) - probs > controls.topp  # keep the smallest set reaching topp
+        z = z.copy()
+        z[order[drop]] = -np.inf
+    return int((z + noise[:k]).argmax())
