@@ -92,8 +92,30 @@ def test_lock_follows_the_cue_on_coarse_levels(trained):
         player.next_frame()
         got.append(player.last_codes[:2].tolist())
     cue = model.cues[1]
-    # the jump primes from frame 0; locked levels then follow the passage from frame 1 on
-    assert got == cue[1:11, :2].tolist()
+    # the jump plays the passage's frame 0 and primes the prior with it; locked levels then follow
+    # the passage from frame 1 on
+    assert got == cue[0:10, :2].tolist()
+
+
+@pytest.mark.parametrize("levels", [None, 2])
+def test_a_cue_jump_opens_with_the_passages_first_frame(trained, levels):
+    """The frame a cue jump starts with is the passage's own first frame (its coarse levels when fewer
+    are played). Sampled by the prior, all eight levels would not come out as the passage's."""
+    model, _ = trained
+    player = Player(model, seed=3)
+    reg = player.registry
+    reg.submit("/distill/play", [1])
+    if levels is not None:
+        reg.submit("/distill/levels", [levels])
+    for _ in range(3):
+        player.next_frame()
+    reg.submit("/distill/cue", [1, 0.0])
+    player.next_frame()
+    cue = model.cues[1]
+    expected = cue[0].clone()
+    if levels is not None:
+        expected[levels:] = -1
+    assert player.last_codes.tolist() == expected.tolist()
 
 
 def test_temperature_zero_is_deterministic_whatever_the_seed(trained):

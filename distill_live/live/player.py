@@ -9,8 +9,10 @@ live/cardqueue.py), while what steers the prior (worlds, descriptors, temperatur
 effect with the next frame. Triggers do not wait for the frame to end: a start from silence, a cue
 jump and a reset begin a new frame at the chunk they arrive, and a cue or reset fades from the rest
 of the frame it cuts into over `SPLICE` (4 ms: shorter than any note onset a player would call
-late, long enough that the cut is not heard as a click). Render does the same, so a take renders
-again sample for sample.
+late, long enough that the cut is not heard as a click). A cue jump's first frame is the passage's
+own first frame, as the codec encoded it: what is heard at once is the passage's start, with no
+prior step between the trigger and the sound, and the prior, primed with that frame, goes on from
+the next. Render does the same, so a take renders again sample for sample.
 
 With an audio input (serve --input, see audioinput.py) each frame also encodes a frame of the
 input, and the input's codes can take the prior's place: `/distill/input/mode` 1 (resynth) decodes
@@ -114,6 +116,15 @@ class Region:
     pos: int = 0
 
 
+def _coarse(codes: torch.Tensor, controls: Controls) -> torch.Tensor:
+    """Codes to play instead of the prior's, with the levels `controls.levels` leaves out absent (-1)."""
+    if controls.levels is None:
+        return codes
+    codes = codes.clone()  # (the input's memory or the cue holds the same tensor)
+    codes[int(controls.levels):] = -1
+    return codes
+
+
 @dataclass
 class Voice:
     """One model and the memory of its prior, decoder and (with an audio input) encoder."""
@@ -127,6 +138,11 @@ class Voice:
     following: bool = False  # the last frame played the input's codes
     corpus_state: CorpusState | None = None  # playback of the recordings (None: not playing them)
     neural: bool = True  # the neural decoder ran at the last frame (its state is current)
+    # a cue jumped to (/distill/cue): its first frame (`opening`) plays at the next step, as recorded,
+    # and the prior is primed with it (`Prior.jump` from `cue`) at the step after, so the trigger's
+    # first frame waits for no work of the prior
+    opening: torch.Tensor | None = None
+    cue: torch.Tensor | None = None
 
     @classmethod
     def start(cls, model: DistillModel, seed: int, listening: bool | EncoderState | None = False) -> "Voice":
@@ -154,12 +170,13 @@ class Voice:
              ) -> tuple[np.ndarray, torch.Tensor]:
         """Make a frame: (audio, codes). `given`: codes the prior takes instead of sampling (-1: sample)."""
         if self.lead is not None:
-            codes, self.lead = self.lead, None
-            if controls.levels is not None:
-                codes = codes.clone()  # (the memory holds the same tensor)
-                codes[int(controls.levels):] = -1
+            codes, self.lead = _coarse(self.lead, controls), None
             self.following = True
+        elif self.opening is not None:
+            codes, self.opening = _coarse(self.opening, controls), None
         else:
+            if self.cue is not None:  # the prior goes on from the cue's first frame
+                self.prior_state, self.cue = self.model.prior.jump(self.prior_state, self.cue, 0, controls), None
             if self.following:
                 self._prime(controls)
             codes, self.prior_state = self.model.prior.step(self.prior_state, controls, given)
@@ -293,8 +310,9 @@ class Player:
         model = self.voice.model
         if name == "cue":
             index, fade = args
-            fresh = Voice(model, model.prior.jump(self.voice.prior_state, model.cues[index], 0, self.controls()),
-                          model.codec.start(1, sharing=self.voice.decoder_state), self.voice.encoder_state)
+            cue = model.cues[index]  # (the fresh voice jumps from the playing one's state after the cue's first frame)
+            fresh = Voice(model, self.voice.prior_state, model.codec.start(1, sharing=self.voice.decoder_state),
+                          self.voice.encoder_state, opening=cue[0], cue=cue)
             self.crossfade_to(fresh, fade)
             self.cut = self.cut or self._may_cut()
         elif name == "reset":
