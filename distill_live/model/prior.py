@@ -505,15 +505,14 @@ def sample(logits: np.ndarray, controls: Controls, noise: np.ndarray) -> int:
         return min(int(noise[k + 1] * k), k - 1)
     if controls.temperature <= 1e-4:
         return int(logits.argmax())
-    z = logits / controls.temperature
+    z = logits / controls.temperature  # (a new array: masked in place below)
     if 0 < controls.topk < k:
         kth = np.partition(z, k - int(controls.topk))[k - int(controls.topk)]
-        z = np.where(z < kth, -np.inf, z)
+        z[z < kth] = -np.inf
     if controls.topp < 1.0:
         order = np.argsort(-z, kind="stable")
         probs = np.exp(z[order] - z[order[0]])
         probs /= probs.sum()
         drop = np.cumsum(probs) - probs > controls.topp  # keep the smallest set reaching topp
-        z = z.copy()
         z[order[drop]] = -np.inf
     return int((z + noise[:k]).argmax())
