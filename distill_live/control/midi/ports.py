@@ -5,7 +5,7 @@
                                                   └─ clock ticks ─► MidiClock (tempo, beats)
 
 Ports come from python-rtmidi on the ALSA sequencer or JACK MIDI; messages are parsed with mido.
-The ports are *polled* by our own thread every millisecond instead of using rtmidi callbacks:
+The ports are *polled* by our own thread every quarter millisecond instead of using rtmidi callbacks:
 under JACK, rtmidi calls its callback from JACK's real-time process thread, and a Python
 callback there would have to take the GIL in the middle of the audio cycle. Polling keeps all
 Python off that thread; rtmidi still timestamps each message when it arrives, so clock timing
@@ -30,7 +30,12 @@ from .mapfile import MidiMapError
 from .mapper import Mapper
 
 VIRTUAL_NAME = "distill"  # the port other programs connect to
-POLL = 0.001  # seconds between looks at the ports when nothing came in
+# Seconds between looks at the ports when nothing came in. A key that arrives just after a look waits
+# for the next one, and if that pushes its pre-empt past the card's next block it is heard a JACK
+# period later: at 128 frames a note-on's p99 was 8.3-9.8 ms polling every 1 ms, 7.7-8.8 every 0.25
+# (docs/benchmarks.md). The MIDI thread then takes 4.5% of a core on this project's virtual machine,
+# 1.3% at 1 ms (serve stopped, 20 s); less on a laptop, whose timers are cheaper.
+POLL = 0.00025
 LEARN_FILE = "distill-midi.toml"
 # python-rtmidi has no wheel for Python 3.13 yet, so distill installs without it there (see pyproject)
 NO_RTMIDI = ("MIDI is off: python-rtmidi is not installed" + (
