@@ -15,9 +15,13 @@ sends one action at a known JACK frame time and finds when the output answered:
 * world: `/distill/mix` from the model's first world alone to its last alone, and back, the engine
   playing: the time until the output's log spectrum (10 ms windows, smoothed over 20 ms) has moved
   halfway from the one world's towards the other's, to stay for 40 ms (each measured over seconds of
-  steady playing first). World weights are eased over 0.1 s (the registry's smoothing), which this includes.
+  steady playing first). The prior reads world weights as they are at the next frame.
+* steer: when a world change, and a loudness change, is first heard: the same sound played from silence
+  (a reset with one seed) with and without the change, and the first sample the change alters by more
+  than -80 dB. The halfway times above are mostly how the sound itself moves; this is when it starts to.
 * descriptor: `/distill/descriptor/loudness` held at 0.1, then at 0.9, and back (guidance 2): the time
-  until the level (dB, the same windows) has moved halfway. Also eased over 0.1 s.
+  until the level (dB, the same windows) has moved halfway. Held descriptors are eased over 0.1 s (the
+  registry's smoothing), which this includes.
 
 Per action: p50, p90, p99, max and jitter (p99 - p50) in ms, as the JACK graph sees it (add the card's
 own playback latency, one period on the dummy driver, for the speaker); per run the underruns serve
@@ -27,17 +31,20 @@ over 2 and over 5 ms late, and its worst). One JSON object on stdout.
 A send is timed by JACK's estimate of the current frame: a run with xruns (a machine too busy for
 non-real-time jackd at that period) gives figures that mean nothing, down to negative ones.
 `--realtime` runs jackd with -R and serve with --realtime, as a performer would (see the README).
-`--model-only` times the world and descriptor changes without JACK or serve: the same trials rendered
+`--model-only` times the world, steer and descriptor changes without JACK or serve: the same trials rendered
 offline (each change read at the next frame, as serve reads it), so what is the model's own motion and
 what is the engine's is told apart; it also gives how far past the other state the output swings
-(`overshoot`: 1 is exactly the other state's sound, the median over trials of each trial's furthest).
+(`overshoot`: 1 is exactly the other state's sound, the median over trials of each trial's furthest), and
+the world action's yardstick (`recorded`): the collection's own passages of the other world, as the codec
+plays them, judged the same way from their first sample, as if an instrument switched to them at once.
 
     .venv/bin/python bench/latency.py [MODEL] [--periods 64 128 256] [--loads idle busy] [--trials 200] [--realtime]
-                                      [--actions trigger note gain world descriptor]
+                                      [--actions trigger note gain world steer descriptor]
     .venv/bin/python bench/latency.py --quick     # 5 trials of each at 128 frames, idle: does it work?
     .venv/bin/python bench/latency.py --model-only [--trials 200] [--seeds 0 1 2]
 
-The whole matrix at 200 trials takes about 45 minutes; run it on a machine doing nothing else.
+The whole matrix at 200 trials takes about 45 minutes, and the steer action 15 more a run (each trial waits
+1.6 s for the easing to arrive); run it on a machine doing nothing else.
 """
 from __future__ import annotations
 
@@ -62,8 +69,11 @@ from stalls import MachineStalls  # noqa: E402
 RATE = 48000
 WINDOW = 480  # samples: the 10 ms windows the world and descriptor actions are judged by
 HOLD = 40  # ms a world or descriptor change must stay past halfway to count
-ACTIONS = ("trigger", "note", "gain", "world", "descriptor")
+ACTIONS = ("trigger", "note", "gain", "world", "steer", "descriptor")
 SILENCE = 1e-6  # below this a sample counts as silence (gain 0 and a stopped engine are exactly 0)
+HEARD = 1e-4  # a difference smaller than this (-80 dB below full scale) is not heard
+LOUD = 1e-4  # where a sound from silence is lined up with another take of it (the steer action)
+SETTLE = 1.6  # s of playing after a change before the eased controls have arrived, to the digit (0.1 s easing)
 
 
 class Probe:
@@ -171,6 +181,21 @@ def halfway_ms(feature: np.ndarray, start: np.ndarray, end: np.ndarray) -> float
     return None if hits.size == 0 else float(hits[0] + WINDOW / 2 * 1000 / RATE)
 
 
+def first_change(x: np.ndarray, same: np.ndarray) -> int | None:
+    """The first sample where `x` differs from `same` (what it would have been) by more than `HEARD`, or None."""
+    n = min(len(x), len(same))
+    hits = np.flatnonzero(np.abs(x[:n] - same[:n]) > HEARD)
+    return int(hits[0]) if hits.size else None
+
+
+def lined_up(x: np.ndarray) -> int | None:
+    """Where a sound recorded from silence first reaches `LOUD` (None: never): the same sound played twice from
+    silence is lined up there to the sample. (Its first few samples above `SILENCE` are a resampler's faint
+    ringing, ten times fainter than `LOUD`, and where the first of them falls can move from one take to the next.)"""
+    hits = np.flatnonzero(np.abs(x) > LOUD)
+    return int(hits[0]) if hits.size else None
+
+
 def summary(values: list[float], missed: int = 0) -> dict:
     v = np.array(values) if values else np.array([np.nan])
     p50, p90, p99 = (float(p) for p in np.percentile(v, [50, 90, 99]))
@@ -187,6 +212,64 @@ def steering_states(worlds: list[str]) -> dict[str, tuple[list, list, object]]:
     return {"world": ([[("/distill/mix", one[0])], [("/distill/mix", one[1])]], [], log_spectrum),
             "descriptor": ([[("/distill/descriptor/loudness", 0.1)], [("/distill/descriptor/loudness", 0.9)]],
                            [("/distill/mix", [0.0] * len(worlds)), ("/distill/guidance", 2.0)], level_db)}
+
+
+def recorded_world(model, trials: int, seed: int) -> dict | None:
+    """The world action's yardstick: `halfway_ms` on the collection's own passages of the two worlds (its cues as
+    the codec plays them), as if an instrument switched to the other world's recordings at the very sample of the
+    change. Each trial is 0.5 s from a random point of a random passage, judged against each world's mean over all
+    its passages. How long the recordings themselves take is the part of the figure no engine can remove.
+    None when the model does not say which world each passage is from."""
+    import soxr
+    import torch
+
+    ends = (0, len(model.worlds) - 1)
+    sounds = {}
+    for w in ends:
+        with torch.no_grad():
+            sounds[w] = [soxr.resample(model.codec.decode(cue.long()[None])[0].numpy(), model.config.codec.sample_rate,
+                                       RATE) for cue, world in zip(model.cues, model.cue_worlds) if world == w]
+        sounds[w] = [x for x in sounds[w] if len(x) > RATE // 2]
+    if len(model.worlds) < 2 or not all(sounds.values()):
+        return None
+    refs = {w: np.concatenate([log_spectrum(x) for x in sounds[w]]).mean(axis=0) for w in ends}
+    rng, found, missed, swings = np.random.default_rng(seed), [], 0, []
+    for i in range(trials):
+        before, after = ends[i % 2], ends[(i + 1) % 2]
+        x = sounds[after][rng.integers(len(sounds[after]))]
+        at = rng.integers(len(x) - RATE // 2)
+        track = log_spectrum(x[at:at + RATE // 2])
+        ms = halfway_ms(track, refs[before], refs[after])
+        if ms is None:
+            missed += 1
+        else:
+            found.append(ms)
+        swings.append(float(np.abs(progress(track, refs[before], refs[after])).max()))
+    return {**summary(found, missed), "overshoot": round(float(np.median(swings)), 2)}
+
+
+def first_heard_offline(model, action: str, trials: int, seed: int) -> dict:
+    """The steer action rendered offline: each trial renders the same 0.3 s twice from one seed, in the action's
+    first state, the second time switching to its other state 0.1-0.2 s in; the first sample that differs is when
+    the change is first heard. What it waits for here is the chunk that reads it and the frame that takes it up,
+    and then the frames the prior samples the same codes all the same (or, eased, before the easing moves one)."""
+    from distill_live.live.player import render
+
+    states, first, _ = steering_states(model.worlds)[action]
+    def timed(at: float, messages: list[tuple[str, object]]) -> list[tuple[float, str, list]]:
+        return [(at, address, value if isinstance(value, list) else [value]) for address, value in messages]
+
+    rate, rng, found, missed = model.config.codec.sample_rate, np.random.default_rng(seed), [], 0
+    for i in range(trials):
+        at = 0.1 + rng.uniform(0, 0.1)
+        before = timed(0.0, first + states[0])
+        same = render(model, at + 0.2, seed + i, before)
+        k = first_change(render(model, at + 0.2, seed + i, before + timed(at, states[1])), same)
+        if k is None:
+            missed += 1
+        else:
+            found.append(1000.0 * (k / rate - at))
+    return summary(found, missed)
 
 
 def model_only(model_path: str, actions, trials: int, seed: int, settle: float = 3.0) -> dict:
@@ -221,6 +304,10 @@ def model_only(model_path: str, actions, trials: int, seed: int, settle: float =
                 found.append(ms)
             swings.append(float(np.abs(progress(track, start, end)).max()))
         out[action] = {**summary(found, missed), "overshoot": round(float(np.median(swings)), 2)}
+        if action == "world":
+            out["world"]["recorded"] = recorded_world(model, trials, seed)
+    if "steer" in actions:
+        out["steer"] = {action: first_heard_offline(model, action, trials, seed) for action in ("world", "descriptor")}
     return out
 
 
@@ -335,6 +422,72 @@ class Run:
                 out.append(t)
         return out, missed
 
+    def first_heard(self, states: list[list[tuple[str, object]]], starts: int = 5) -> dict:
+        """ms from switching between two states to the first sample the switch changes, `trials` times. Each trial
+        plays one of `starts` sounds from silence (a reset with seed 1, 2, ..., in the first state, any easing
+        arrived) and switches to the second state 90-190 ms in (anywhere in a frame); what the sound would have
+        been is that start played without the switch, twice first (they must agree to the sample, or nothing
+        here means anything). A trial with a JACK xrun is void and made again: the xrun moves what follows it
+        in time, which would read as a change. `differed_before`: trials that differed before the switch."""
+        start, change = states
+        rng, n = np.random.default_rng(self.period), int(0.4 * RATE)
+
+        def from_silence(seed: int) -> int:
+            """Play a start from silence; the JACK frame time it is lined up at (`lined_up`)."""
+            wait(lambda: self.probe.quiet > 0.15 * RATE, 10, "silence", self.probe.state)
+            self.probe.arm()
+            self.send(("/distill/seed", seed), ("/distill/reset", []), ("/distill/play", 1))
+            wait(lambda: self.probe.onset is not None, 5, "the sound")
+            at = lined_up(self.probe.since(self.probe.onset, int(0.05 * RATE)))
+            if at is None:
+                raise SystemExit(f"latency: the start with seed {seed} stays below {LOUD} for 50 ms: it cannot be "
+                                 "lined up with another take of it")
+            return self.probe.onset + at
+
+        def back() -> None:  # the first state again, its easing arrived (it moves only while playing), then silence
+            self.send(("/distill/play", 1), *start)
+            time.sleep(SETTLE)
+            self.send(("/distill/play", 0))
+
+        def unchanged(seed: int) -> np.ndarray:
+            """The start as it sounds without the switch: two takes that agree (one with an xrun is void)."""
+            takes: list[np.ndarray] = []
+            for _ in range(5):
+                xruns = self.probe.xruns
+                take = self.probe.since(from_silence(seed), n)
+                if self.probe.xruns == xruns:
+                    takes.append(take)
+                back()
+                if len(takes) == 2:
+                    break
+            if len(takes) < 2 or first_change(takes[0], takes[1]) is not None:
+                raise SystemExit("latency: serve did not play the same start twice alike, so a change cannot be "
+                                 "told apart from it" + (f" (they differ from sample {first_change(*takes)} on)"
+                                                         if len(takes) == 2 else f" ({self.probe.xruns} JACK xruns)"))
+            return takes[0]
+
+        back()
+        same = {seed: unchanged(seed) for seed in range(1, starts + 1)}
+        out, missed, early, void = [], 0, 0, 0
+        while len(out) + missed + early < self.trials and void < self.trials:
+            seed, xruns = 1 + (len(out) + missed + early) % starts, self.probe.xruns
+            begun = from_silence(seed)
+            time.sleep(0.04 + rng.uniform(0, 0.1))
+            sent = self.probe.client.frame_time
+            self.send(*change)
+            k = first_change(self.probe.since(begun, sent - begun + int(0.1 * RATE)), same[seed])
+            slipped = self.probe.xruns != xruns
+            back()
+            if slipped:
+                void += 1  # JACK skipped a cycle meanwhile: what followed it moved in time, so it is not compared
+            elif k is None:
+                missed += 1
+            elif begun + k < sent:
+                early += 1  # it differed before the change: not the same start
+            else:
+                out.append(1000.0 * (begun + k - sent) / RATE)
+        return {**summary(out, missed), "differed_before": early, "void": void}
+
     def measure(self, actions=ACTIONS) -> dict:
         import mido
 
@@ -362,6 +515,12 @@ class Run:
                     self.send(*first)
                 report[action] = summary(*self.halfway(states, feature))
                 self.log(f"{action} {report[action]}")
+            if "steer" in actions:
+                if first:
+                    self.send(*first)
+                report.setdefault("steer", {})[action] = self.first_heard(states)
+                self.log(f"steer, {action}: {report['steer'][action]}")
+                self.send(("/distill/play", 1))
         if "world" in report:
             report["world"]["worlds"] = [w[0], w[-1]]
         self.serve.send_signal(2)
@@ -407,7 +566,8 @@ def main() -> int:
         import torch
 
         torch.set_num_threads(1)
-        actions = [a for a in args.actions if a in ("world", "descriptor")] or ["world", "descriptor"]
+        steering = ("world", "steer", "descriptor")
+        actions = [a for a in args.actions if a in steering] or list(steering)
         runs = [{"seed": seed, **model_only(args.model, actions, args.trials, seed)} for seed in args.seeds]
         print(json.dumps({"model": args.model, "model_only": True, "rate": RATE, "trials": args.trials,
                           "runs": runs}, indent=2))

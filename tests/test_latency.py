@@ -376,3 +376,33 @@ def test_the_model_only_trials_time_a_world_change_on_the_demo():
     assert set(report) == {"world"} and world["trials"] + world.get("missed", 0) == 8
     assert world["trials"] >= 2 and 5 <= world["p50"] <= 500, world  # (never moving: 0 of 8)
     assert world["overshoot"] > 0.5, world  # the output got at least halfway, in the median trial
+    # the yardstick: the demo's own passages of the other world, judged the same way, from their first sample
+    recorded = world["recorded"]
+    assert recorded["trials"] + recorded.get("missed", 0) == 8 and recorded["trials"] >= 4, recorded
+    assert 0 < recorded["p50"] <= 500, recorded
+
+
+def test_the_model_only_steer_trials_find_the_first_sample_a_change_alters():
+    """bench/latency.py --model-only --actions steer: the same start rendered with and without a change; the
+    first sample that differs comes after the change, within the half second looked at."""
+    from distill_live.commands.bundled import DEMO
+    from distill_live.model.modelfile import load_model
+
+    model = load_model(str(DEMO))
+    for action in ("world", "descriptor"):
+        heard = latency.first_heard_offline(model, action, trials=6, seed=0)
+        assert heard["trials"] + heard.get("missed", 0) == 6 and heard["trials"] >= 4, (action, heard)
+        assert 0 <= heard["p50"] <= heard["max"] < 200, (action, heard)
+
+
+def test_first_change_and_lining_up_ignore_what_is_not_heard():
+    same = np.sin(np.arange(2000) / 10.0).astype(np.float32)
+    moved = same.copy()
+    moved[:50] += 5e-6  # a resampler's faint ringing, below HEARD
+    moved[700:] *= 0.5
+    assert latency.first_change(moved, same) == 700
+    assert latency.first_change(same, same) is None
+    quiet_start = np.concatenate([np.full(30, 2e-6, np.float32), same[:1000] * 0.01])
+    assert latency.lined_up(quiet_start) == 30 + int(np.argmax(np.abs(same[:1000] * 0.01) > latency.LOUD))
+    assert latency.lined_up(np.full(100, 2e-6, np.float32)) is None
+

@@ -60,12 +60,15 @@ class DistillModel:
         """The recordings as a corpus to play (corpus.py), built on first use; None without them."""
         if not self.recordings:
             return None
+        return Corpus(self.codec, self.cues, self.recordings, self.cue_worlds)
+
+    @property
+    def cue_worlds(self) -> list[int]:
+        """Per cue, the index of the world its training file came from (-1: none, or the manifest does not say)."""
         worlds = self.worlds
         files = self.meta.get("manifest", {}).get("files", [])
         cue_worlds = [worlds.index(f.get("world")) if f.get("world") in worlds else -1 for f in files]
-        if len(cue_worlds) != len(self.cues):
-            cue_worlds = [-1] * len(self.cues)
-        return Corpus(self.codec, self.cues, self.recordings, cue_worlds)
+        return cue_worlds if len(cue_worlds) == len(self.cues) else [-1] * len(self.cues)
 
     def prepare_streaming(self) -> None:
         """Make frame-by-frame playing as fast as it gets (`Codec.prepare_streaming`,
