@@ -406,3 +406,21 @@ def test_first_change_and_lining_up_ignore_what_is_not_heard():
     assert latency.lined_up(quiet_start) == 30 + int(np.argmax(np.abs(same[:1000] * 0.01) > latency.LOUD))
     assert latency.lined_up(np.full(100, 2e-6, np.float32)) is None
 
+
+def test_a_world_is_read_as_sent_at_the_next_frame_and_a_held_descriptor_eased(model):
+    """A world pad switches at the next frame: worlds are not eased (the prior reads the weights as they
+    are; docs/benchmarks.md, "Steering latency"). A held descriptor eases towards its target (0.1 s)."""
+    registry = ParamRegistry.for_model(model)
+    player = Player(model, registry, 0)
+    n = len(model.worlds)
+    registry.submit("/distill/mix", [1.0] + [0.0] * (n - 1))
+    registry.submit("/distill/descriptor/loudness", [0.2])
+    registry.submit("/distill/play", [1])
+    for _ in range(3):
+        player.next_frame()
+    registry.submit("/distill/mix", [0.0] * (n - 1) + [1.0])
+    registry.submit("/distill/descriptor/loudness", [0.8])
+    player.next_frame()  # the frame that read them
+    controls = player.controls()  # (what the frame after it reads)
+    assert controls.world_weights == [0.0] * (n - 1) + [1.0]
+    assert 0.2 < controls.descriptors[0] < 0.6, controls.descriptors

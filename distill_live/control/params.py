@@ -100,8 +100,12 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
         Param("guidance", "f", 1.0, "how strongly world and descriptors steer (1 = plain, >1 = stronger)", 0.0, 5.0),
         Param("mix", "f*", None, "all world weights at once, in manifest order"),
     ]
+    # worlds are read as they are at the next frame: a world pad switches there, and a fader's steps are the
+    # fader's own (eased over 0.1 s, a change on the demo was first heard 39-43 ms later at the median and
+    # 139-172 at p99; as they are, 12-13 and 63-73 ms, with no larger step in the sound: docs/benchmarks.md,
+    # "Steering latency"). Descriptors stay eased: a held loudness jumped past its target without it.
     params += [Param(f"world/{w}", "f", 0.0, f"weight of world '{w}' (weights are normalised; all 0 = no world)",
-                     0.0, 1.0, smooth=0.1) for w in worlds]
+                     0.0, 1.0) for w in worlds]
     for d in DESCRIPTORS:
         params.append(Param(f"descriptor/{d}", "f", 0.5, f"hold {d} at this target (0..1 of the training range)",
                             0.0, 1.0, smooth=0.1))
@@ -388,15 +392,18 @@ class ParamRegistry:
         """What the prior reads: each field of `Controls` from the control of the same name (on/off as a
         bool), `world_weights` from the world/ controls (None when all are 0) and `descriptors` from the
         descriptor/ controls (None where free). `smooth(address, value)` eases the values of controls
-        that have a smoothing time (worlds and descriptors); call from the generator thread."""
+        that have a smoothing time (the descriptors); call from the generator thread."""
         values = self.values
+
+        def read(address: str) -> float:  # eased where the control has a smoothing time
+            return smooth(address, values[address]) if self.params[address].smooth else values[address]
+
         fields = {name: values[a] for name, a in self._plain}
         fields.update((name, bool(values[a])) for name, a in self._switches)
         fields.update((name, smooth(a, values[a])) for name, a in self._eased)
-        weights = [smooth(a, values[a]) for a in self._worlds]
+        weights = [read(a) for a in self._worlds]
         return Controls(world_weights=weights if sum(weights) > 1e-6 else None,
-                        descriptors=[smooth(a, values[a]) if self.held[d] else None for d, a in self._descriptors],
-                        **fields)
+                        descriptors=[read(a) if self.held[d] else None for d, a in self._descriptors], **fields)
 
     def snapshot(self) -> tuple[dict[str, Any], dict[str, bool]]:
         """Copies of `values` and `held`, from any thread. The generator thread may be writing: a copy is

@@ -274,7 +274,7 @@ class Player:
         return current
 
     def controls(self) -> Controls:
-        """What the prior reads this frame, built by the registry; worlds and descriptors eased at the frame rate."""
+        """What the prior reads this frame, built by the registry; the descriptors eased at the frame rate."""
         return self.registry.controls(lambda address, value: self._smooth(address, value, self.frame_rate))
 
     def playback(self) -> Playback:
