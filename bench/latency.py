@@ -17,8 +17,9 @@ sends one action at a known JACK frame time and finds when the output answered:
   halfway from the one world's towards the other's, to stay for 40 ms (each measured over seconds of
   steady playing first). The prior reads world weights as they are at the next frame.
 * steer: when a world change, and a loudness change, is first heard: the same sound played from silence
-  (a reset with one seed) with and without the change, and the first sample the change alters by more
-  than -80 dB. The halfway times above are mostly how the sound itself moves; this is when it starts to.
+  (a reset with one of five seeds) with and without the change, and the first sample the change alters by
+  more than -80 dB (`missed`: not within 0.1 s). The halfway times above are mostly how the sound itself
+  moves; this is when it starts to.
 * descriptor: `/distill/descriptor/loudness` held at 0.1, then at 0.9, and back (guidance 2): the time
   until the level (dB, the same windows) has moved halfway. Held descriptors are eased over 0.1 s (the
   registry's smoothing), which this includes.
@@ -73,6 +74,7 @@ ACTIONS = ("trigger", "note", "gain", "world", "steer", "descriptor")
 SILENCE = 1e-6  # below this a sample counts as silence (gain 0 and a stopped engine are exactly 0)
 HEARD = 1e-4  # a difference smaller than this (-80 dB below full scale) is not heard
 LOUD = 1e-4  # where a sound from silence is lined up with another take of it (the steer action)
+SLACK = 32  # samples either way a take may sit from where LOUD lined it up
 SETTLE = 1.6  # s of playing after a change before the eased controls have arrived, to the digit (0.1 s easing)
 
 
@@ -189,11 +191,20 @@ def first_change(x: np.ndarray, same: np.ndarray) -> int | None:
 
 
 def lined_up(x: np.ndarray) -> int | None:
-    """Where a sound recorded from silence first reaches `LOUD` (None: never): the same sound played twice from
-    silence is lined up there to the sample. (Its first few samples above `SILENCE` are a resampler's faint
-    ringing, ten times fainter than `LOUD`, and where the first of them falls can move from one take to the next.)"""
+    """Where a sound recorded from silence first reaches `LOUD` (None: never), roughly lining up two takes of it.
+    (Its first few samples above `SILENCE` are a resampler's faint ringing, ten times fainter than `LOUD`, and
+    where the first of them falls can move from one take to the next.)"""
     hits = np.flatnonzero(np.abs(x) > LOUD)
     return int(hits[0]) if hits.size else None
+
+
+def shift(x: np.ndarray, same: np.ndarray) -> int:
+    """How many samples (within ±`SLACK`) take `x`, recorded from `SLACK` samples before its `lined_up` point,
+    sits from `same`, lined up at its own: the shift that makes them agree best 5-25 ms in, before any switch.
+    (`lined_up` can be a sample or more off where a sound creeps past `LOUD`.)"""
+    window = slice(RATE // 200, RATE // 40)
+    errors = [np.abs(x[SLACK + d:][window] - same[window]).max() for d in range(-SLACK, SLACK + 1)]
+    return int(np.argmin(errors)) - SLACK
 
 
 def summary(values: list[float], missed: int = 0) -> dict:
@@ -256,6 +267,7 @@ def first_heard_offline(model, action: str, trials: int, seed: int) -> dict:
     from distill_live.live.player import render
 
     states, first, _ = steering_states(model.worlds)[action]
+
     def timed(at: float, messages: list[tuple[str, object]]) -> list[tuple[float, str, list]]:
         return [(at, address, value if isinstance(value, list) else [value]) for address, value in messages]
 
@@ -454,17 +466,21 @@ class Run:
             takes: list[np.ndarray] = []
             for _ in range(5):
                 xruns = self.probe.xruns
-                take = self.probe.since(from_silence(seed), n)
+                take = self.probe.since(from_silence(seed) - SLACK, n + 2 * SLACK)
                 if self.probe.xruns == xruns:
                     takes.append(take)
                 back()
                 if len(takes) == 2:
                     break
-            if len(takes) < 2 or first_change(takes[0], takes[1]) is not None:
+            if len(takes) < 2:
+                raise SystemExit(f"latency: JACK kept reporting xruns ({self.probe.xruns}), so a start could not "
+                                 "be played twice without one")
+            first = takes[0][SLACK:SLACK + n]
+            differ = first_change(takes[1][SLACK + shift(takes[1], first):], first)
+            if differ is not None:
                 raise SystemExit("latency: serve did not play the same start twice alike, so a change cannot be "
-                                 "told apart from it" + (f" (they differ from sample {first_change(*takes)} on)"
-                                                         if len(takes) == 2 else f" ({self.probe.xruns} JACK xruns)"))
-            return takes[0]
+                                 f"told apart from it (they differ from sample {differ} on)")
+            return first
 
         back()
         same = {seed: unchanged(seed) for seed in range(1, starts + 1)}
@@ -475,17 +491,19 @@ class Run:
             time.sleep(0.04 + rng.uniform(0, 0.1))
             sent = self.probe.client.frame_time
             self.send(*change)
-            k = first_change(self.probe.since(begun, sent - begun + int(0.1 * RATE)), same[seed])
+            take = self.probe.since(begun - SLACK, sent - begun + SLACK + int(0.1 * RATE))
             slipped = self.probe.xruns != xruns
             back()
+            d = shift(take, same[seed])
+            k = first_change(take[SLACK + d:], same[seed])
             if slipped:
                 void += 1  # JACK skipped a cycle meanwhile: what followed it moved in time, so it is not compared
             elif k is None:
                 missed += 1
-            elif begun + k < sent:
+            elif begun + d + k < sent:
                 early += 1  # it differed before the change: not the same start
             else:
-                out.append(1000.0 * (begun + k - sent) / RATE)
+                out.append(1000.0 * (begun + d + k - sent) / RATE)
         return {**summary(out, missed), "differed_before": early, "void": void}
 
     def measure(self, actions=ACTIONS) -> dict:

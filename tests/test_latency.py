@@ -395,7 +395,7 @@ def test_the_model_only_steer_trials_find_the_first_sample_a_change_alters():
         assert 0 <= heard["p50"] <= heard["max"] < 200, (action, heard)
 
 
-def test_first_change_and_lining_up_ignore_what_is_not_heard():
+def test_first_change_and_lining_up_ignore_what_is_not_heard_and_find_the_shift():
     same = np.sin(np.arange(2000) / 10.0).astype(np.float32)
     moved = same.copy()
     moved[:50] += 5e-6  # a resampler's faint ringing, below HEARD
@@ -405,6 +405,10 @@ def test_first_change_and_lining_up_ignore_what_is_not_heard():
     quiet_start = np.concatenate([np.full(30, 2e-6, np.float32), same[:1000] * 0.01])
     assert latency.lined_up(quiet_start) == 30 + int(np.argmax(np.abs(same[:1000] * 0.01) > latency.LOUD))
     assert latency.lined_up(np.full(100, 2e-6, np.float32)) is None
+    # a take recorded from SLACK samples before where it was lined up, sitting 3 samples late
+    take = np.concatenate([np.zeros(latency.SLACK + 3, np.float32), same])
+    assert latency.shift(take, same) == 3
+    assert latency.first_change(take[latency.SLACK + 3:], same) is None
 
 
 def test_a_world_is_read_as_sent_at_the_next_frame_and_a_held_descriptor_eased(model):
