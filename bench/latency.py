@@ -207,6 +207,20 @@ def shift(x: np.ndarray, same: np.ndarray) -> int:
     return int(np.argmin(errors)) - SLACK
 
 
+def judged(trials: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict:
+    """`summary` of `halfway_ms` over trials of (feature track, start, end), with `overshoot`: how far past `end`
+    the output swings (1 is exactly `end`), the median over trials of each trial's furthest."""
+    times = [halfway_ms(*trial) for trial in trials]
+    found = [ms for ms in times if ms is not None]
+    swings = [float(np.abs(progress(*trial)).max()) for trial in trials]
+    return {**summary(found, len(times) - len(found)), "overshoot": round(float(np.median(swings)), 2)}
+
+
+def timed(at: float, messages: list[tuple[str, object]]) -> list[tuple[float, str, list]]:
+    """(address, value) messages as `render` takes them: (time, address, args)."""
+    return [(at, address, value if isinstance(value, list) else [value]) for address, value in messages]
+
+
 def summary(values: list[float], missed: int = 0) -> dict:
     v = np.array(values) if values else np.array([np.nan])
     p50, p90, p99 = (float(p) for p in np.percentile(v, [50, 90, 99]))
@@ -244,19 +258,13 @@ def recorded_world(model, trials: int, seed: int) -> dict | None:
     if len(model.worlds) < 2 or not all(sounds.values()):
         return None
     refs = {w: np.concatenate([log_spectrum(x) for x in sounds[w]]).mean(axis=0) for w in ends}
-    rng, found, missed, swings = np.random.default_rng(seed), [], 0, []
+    rng, tracks = np.random.default_rng(seed), []
     for i in range(trials):
         before, after = ends[i % 2], ends[(i + 1) % 2]
         x = sounds[after][rng.integers(len(sounds[after]))]
         at = rng.integers(len(x) - RATE // 2)
-        track = log_spectrum(x[at:at + RATE // 2])
-        ms = halfway_ms(track, refs[before], refs[after])
-        if ms is None:
-            missed += 1
-        else:
-            found.append(ms)
-        swings.append(float(np.abs(progress(track, refs[before], refs[after])).max()))
-    return {**summary(found, missed), "overshoot": round(float(np.median(swings)), 2)}
+        tracks.append((log_spectrum(x[at:at + RATE // 2]), refs[before], refs[after]))
+    return judged(tracks)
 
 
 def first_heard_offline(model, action: str, trials: int, seed: int) -> dict:
@@ -267,10 +275,6 @@ def first_heard_offline(model, action: str, trials: int, seed: int) -> dict:
     from distill_live.live.player import render
 
     states, first, _ = steering_states(model.worlds)[action]
-
-    def timed(at: float, messages: list[tuple[str, object]]) -> list[tuple[float, str, list]]:
-        return [(at, address, value if isinstance(value, list) else [value]) for address, value in messages]
-
     rate, rng, found, missed = model.config.codec.sample_rate, np.random.default_rng(seed), [], 0
     for i in range(trials):
         at = 0.1 + rng.uniform(0, 0.1)
@@ -300,22 +304,11 @@ def model_only(model_path: str, actions, trials: int, seed: int, settle: float =
         if action not in actions:
             continue
         times = [0.0, settle] + list(2 * settle + np.cumsum(0.8 + rng.uniform(0, 0.02, trials)) - 0.8)
-        timed = [(0.0, message) for message in first]
-        timed += [(t, message) for i, t in enumerate(times) for message in states[i % 2]]
-        messages = [(t, address, value if isinstance(value, list) else [value]) for t, (address, value) in timed]
+        messages = timed(0.0, first) + [m for i, t in enumerate(times) for m in timed(t, states[i % 2])]
         x = soxr.resample(render(model, times[-1] + 0.6, seed, messages), model.config.codec.sample_rate, RATE)
         refs = [feature(x[int((t + 1.0) * RATE):int((t + settle) * RATE)]).mean(axis=0) for t in times[:2]]
-        found, missed, swings = [], 0, []
-        for i, t in enumerate(times[2:]):
-            start, end = refs[(i + 1) % 2], refs[i % 2]
-            track = feature(x[int(t * RATE):int((t + 0.5) * RATE)])
-            ms = halfway_ms(track, start, end)
-            if ms is None:
-                missed += 1
-            else:
-                found.append(ms)
-            swings.append(float(np.abs(progress(track, start, end)).max()))
-        out[action] = {**summary(found, missed), "overshoot": round(float(np.median(swings)), 2)}
+        out[action] = judged([(feature(x[int(t * RATE):int((t + 0.5) * RATE)]), refs[(i + 1) % 2], refs[i % 2])
+                              for i, t in enumerate(times[2:])])
         if action == "world":
             out["world"]["recorded"] = recorded_world(model, trials, seed)
     if "steer" in actions:
