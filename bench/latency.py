@@ -15,11 +15,14 @@ sends one action at a known JACK frame time and finds when the output answered:
 * world: `/distill/mix` from the model's first world alone to its last alone, and back, the engine
   playing: the time until the output's log spectrum (10 ms windows, smoothed over 20 ms) has moved
   halfway from the one world's towards the other's, to stay for 40 ms (each measured over seconds of
-  steady playing first). The prior reads world weights as they are at the next frame.
-* steer: when a world change, and a loudness change, is first heard: the same sound played from silence
-  (a reset with one of five seeds) with and without the change, and the first sample the change alters by
-  more than -80 dB (`missed`: not within 0.1 s). The halfway times above are mostly how the sound itself
-  moves; this is when it starts to.
+  steady playing first). The prior reads world weights as they are, from the next chunk it makes (a
+  control that steers the prior remakes the frame playing: live/player.py).
+* steer: when a world change, a loudness change, and a change of the levels decoded (all of them to one) is
+  first heard: the same sound played from silence (a reset with one of five seeds) with and without the
+  change, and the first sample the change alters by more than -80 dB (`missed`: not within 0.1 s). The
+  halfway times above are mostly how the sound itself moves; this is when it starts to. The prior may
+  sample the same codes for a frame or more after a world or loudness change; one level instead of all
+  always sounds different at once, so `levels` is the engine's part alone.
 * descriptor: `/distill/descriptor/loudness` held at 0.1, then at 0.9, and back (guidance 2): the time
   until the level (dB, the same windows) has moved halfway. Held descriptors are eased over 0.1 s (the
   registry's smoothing), which this includes.
@@ -33,7 +36,7 @@ A send is timed by JACK's estimate of the current frame: a run with xruns (a mac
 non-real-time jackd at that period) gives figures that mean nothing, down to negative ones.
 `--realtime` runs jackd with -R and serve with --realtime, as a performer would (see the README).
 `--model-only` times the world, steer and descriptor changes without JACK or serve: the same trials rendered
-offline (each change read at the next frame, as serve reads it), so what is the model's own motion and
+offline (each change read at the next chunk, as serve reads it), so what is the model's own motion and
 what is the engine's is told apart; it also gives how far past the other state the output swings
 (`overshoot`: 1 is exactly the other state's sound, the median over trials of each trial's furthest), and
 the world action's yardstick (`recorded`): the collection's own passages of the other world, as the codec
@@ -44,7 +47,7 @@ plays them, judged the same way from their first sample, as if an instrument swi
     .venv/bin/python bench/latency.py --quick     # 5 trials of each at 128 frames, idle: does it work?
     .venv/bin/python bench/latency.py --model-only [--trials 200] [--seeds 0 1 2]
 
-The whole matrix at 200 trials takes about 45 minutes, and the steer action 15 more a run (each trial waits
+The whole matrix at 200 trials takes about 45 minutes, and the steer action 25 more a run (each trial waits
 1.6 s for the easing to arrive); run it on a machine doing nothing else.
 """
 from __future__ import annotations
@@ -239,6 +242,16 @@ def steering_states(worlds: list[str]) -> dict[str, tuple[list, list, object]]:
                            [("/distill/mix", [0.0] * len(worlds)), ("/distill/guidance", 2.0)], level_db)}
 
 
+def steer_changes(worlds: list[str], levels: int) -> dict[str, tuple[list, list]]:
+    """What the steer action switches between, by name, and the controls set first: the world and the
+    descriptor of `steering_states`, and the levels decoded, from all of them to one. The prior may sample
+    the same codes for a frame or more after a world or a loudness change, but one level instead of all of
+    them always sounds different from the frame that reads it: its figure is the engine's part alone."""
+    out = {action: (states, first) for action, (states, first, _) in steering_states(worlds).items()}
+    out["levels"] = ([[("/distill/levels", levels)], [("/distill/levels", 1)]], [])
+    return out
+
+
 def recorded_world(model, trials: int, seed: int) -> dict | None:
     """The world action's yardstick: `halfway_ms` on the collection's own passages of the two worlds (its cues as
     the codec plays them), as if an instrument switched to the other world's recordings at the very sample of the
@@ -274,7 +287,7 @@ def first_heard_offline(model, action: str, trials: int, seed: int) -> dict:
     and then the frames the prior samples the same codes all the same (or, eased, before the easing moves one)."""
     from distill_live.live.player import render
 
-    states, first, _ = steering_states(model.worlds)[action]
+    states, first = steer_changes(model.worlds, model.config.codec.levels)[action]
     rate, rng, found, missed = model.config.codec.sample_rate, np.random.default_rng(seed), [], 0
     for i in range(trials):
         at = 0.1 + rng.uniform(0, 0.1)
@@ -312,7 +325,8 @@ def model_only(model_path: str, actions, trials: int, seed: int, settle: float =
         if action == "world":
             out["world"]["recorded"] = recorded_world(model, trials, seed)
     if "steer" in actions:
-        out["steer"] = {action: first_heard_offline(model, action, trials, seed) for action in ("world", "descriptor")}
+        out["steer"] = {action: first_heard_offline(model, action, trials, seed)
+                        for action in steer_changes(model.worlds, model.config.codec.levels)}
     return out
 
 
@@ -324,7 +338,7 @@ class Run:
         from distill_live.model.modelfile import load_model
 
         meta = load_model(model)
-        self.worlds, self.cues = meta.worlds, len(meta.cues)
+        self.worlds, self.cues, self.levels = meta.worlds, len(meta.cues), meta.config.codec.levels
         self.model, self.period, self.busy, self.trials = model, period, busy, trials
         self.settle, self.buffer_ms, self.log, self.realtime = settle, buffer_ms, log, realtime
 
@@ -499,6 +513,13 @@ class Run:
                 out.append(1000.0 * (begun + d + k - sent) / RATE)
         return {**summary(out, missed), "differed_before": early, "void": void}
 
+    def steer(self, report: dict, action: str, states: list, first: list) -> None:
+        if first:
+            self.send(*first)
+        report.setdefault("steer", {})[action] = self.first_heard(states)
+        self.log(f"steer, {action}: {report['steer'][action]}")
+        self.send(("/distill/play", 1))
+
     def measure(self, actions=ACTIONS) -> dict:
         import mido
 
@@ -520,6 +541,7 @@ class Run:
                                                  lambda i: self.send(("/distill/gain", 0.0))))
             self.log(f"gain {report['gain']}")
         self.send(("/distill/gain", 1.0), ("/distill/play", 1))
+        changes = steer_changes(w, self.levels)
         for action, (states, first, feature) in steering_states(w).items():
             if action in actions:
                 if first:
@@ -527,11 +549,9 @@ class Run:
                 report[action] = summary(*self.halfway(states, feature))
                 self.log(f"{action} {report[action]}")
             if "steer" in actions:
-                if first:
-                    self.send(*first)
-                report.setdefault("steer", {})[action] = self.first_heard(states)
-                self.log(f"steer, {action}: {report['steer'][action]}")
-                self.send(("/distill/play", 1))
+                self.steer(report, action, *changes[action])
+        if "steer" in actions:
+            self.steer(report, "levels", *changes["levels"])
         if "world" in report:
             report["world"]["worlds"] = [w[0], w[-1]]
         self.serve.send_signal(2)

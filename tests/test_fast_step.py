@@ -220,6 +220,35 @@ def test_prior_step_follows_changing_controls():
             assert torch.equal(ours, reference_step(prior, plain, controls)), f"frame {t}"
 
 
+@pytest.mark.parametrize("prepared", [False, True], ids=["plain", "prepared"])
+@pytest.mark.parametrize("kind", ["gru", "transformer"])
+def test_a_rewound_prior_steps_as_if_the_step_was_never_taken(kind, prepared):
+    """`Prior.rewind` (a steering control remakes the frame playing: live/player.py): a step taken back and
+    taken again under other controls gives the codes, and leaves the memory, of a prior that only ever took
+    the second. Past the transformer's context, so its rolling cache has wrapped; a held step (freeze) too."""
+    cfg = preset("tiny")
+    cfg.prior.kind, cfg.prior.worlds, cfg.prior.context = kind, 2, 8
+    torch.manual_seed(0)
+    prior = Prior(cfg.prior, cfg.codec.levels, cfg.codec.codebook_size).eval()
+    if prepared:
+        prior.prepare_streaming()
+    cue = torch.randint(cfg.codec.codebook_size, (12, cfg.codec.levels), generator=torch.Generator().manual_seed(1))
+    with kernels.playing():
+        ours, theirs = prior.jump(prior.start(seed=3), cue, 3), prior.jump(prior.start(seed=3), cue, 3)
+        for t in range(30):
+            taken_back = Controls(world_weights=[1.0, 0.0], freeze=t % 7 == 3)
+            kept = Controls(world_weights=[0.0, 1.0], descriptors=(0.9, None, None), temperature=1.3)
+            checkpoint = prior.checkpoint(ours)
+            _, ours = prior.step(ours, taken_back)
+            ours = prior.rewind(ours, checkpoint)
+            codes, ours = prior.step(ours, kept)
+            expected, theirs = prior.step(theirs, kept)
+            assert torch.equal(codes, expected), f"frame {t}: {codes.tolist()} != {expected.tolist()}"
+    for mine, other in zip(ours.memory, theirs.memory):
+        assert torch.equal(mine, other)
+    assert torch.equal(ours.history, theirs.history) and ours.written == theirs.written
+
+
 @pytest.mark.parametrize("name", ["small", "default"])
 def test_a_prepared_prior_samples_what_the_plain_one_samples_at_full_size(name):
     """The presets' own sizes, where float rounding has more terms to differ in: 300 frames steered

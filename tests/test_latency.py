@@ -428,3 +428,95 @@ def test_a_world_is_read_as_sent_at_the_next_frame_and_a_held_descriptor_eased(m
     controls = player.controls()  # (what the frame after it reads)
     assert controls.world_weights == [0.0] * (n - 1) + [1.0]
     assert 0.2 < controls.descriptors[0] < 0.6, controls.descriptors
+
+
+def _played(model, changes: dict[int, list[tuple[str, list]]], chunks: int) -> tuple[np.ndarray, Player]:
+    """`chunks` chunks from a fresh player, playing; `changes[k]`: messages applied at chunk k."""
+    player = Player(model, ParamRegistry.for_model(model), seed=0)
+    player.registry.submit("/distill/play", [1])
+    out = []
+    for k in range(chunks):
+        for address, args in changes.get(k, []):
+            player.registry.submit(address, args)
+        out.append(player.next_chunk())
+    return np.concatenate(out), player
+
+
+def test_a_steering_change_remakes_the_frame_playing_from_the_next_chunk(model):
+    """A control that steers the prior, arriving partway through a frame, is heard from the next chunk: the
+    frame playing is made again under it, from the same memory and random numbers, and crossfaded to over
+    SPLICE. So before the change the sound is what it was, and after the crossfade it is exactly what the
+    frame would have been had the change come at its start: nothing skipped, and the frames after it
+    the same too. A held descriptor's easing starts from where it was at the frame's start, as then."""
+    probe = Player(model, ParamRegistry.for_model(model), seed=0)
+    per_frame, chunk, splice = probe.hop // probe.chunk, probe.chunk, probe.splice
+    n = len(model.worlds)
+    change = [("/distill/levels", [1]), ("/distill/mix", [0.0] * (n - 1) + [1.0]),
+              ("/distill/descriptor/loudness", [0.9])]
+    frame, into, chunks = 6, 5, 9 * per_frame
+    at = frame * per_frame + into  # the chunk the change is applied at
+    plain, _ = _played(model, {}, chunks)
+    at_start, _ = _played(model, {frame * per_frame: change}, chunks)
+    partway, player = _played(model, {at: change}, chunks)
+    cut = at * chunk
+    assert latency.first_change(at_start, plain) >= frame * per_frame * chunk
+    np.testing.assert_array_equal(partway[:cut], plain[:cut])  # nothing changed before it came
+    assert latency.first_change(partway[cut:], plain[cut:]) < chunk, "heard from the chunk it came at"
+    np.testing.assert_array_equal(partway[cut + splice:], at_start[cut + splice:])
+    _, started = _played(model, {frame * per_frame: change}, chunks)
+    np.testing.assert_array_equal(player.history[:9].numpy(), started.history[:9].numpy())
+
+
+def test_a_frame_is_remade_at_most_once_and_only_where_it_can_be(model):
+    """A flood of steering messages (a fader) remakes at most one frame a frame; what comes after the remake
+    waits for the next frame, as does a change in the frame's last SPLICE (its end comes as soon) and one
+    after a new seed (the frame would be drawn again from the old generator). Other controls remake
+    nothing; a remake puts the frame's new codes in the history the code grid shows."""
+    player = Player(model, ParamRegistry.for_model(model), seed=0)
+    registry = player.registry
+    registry.submit("/distill/play", [1])
+    for _ in range(4):
+        player.next_frame()
+    player.next_chunk()
+    before = player.last_codes.clone()
+    registry.submit("/distill/levels", [1])
+    player.next_chunk()
+    assert player.remade and player.last_codes[1:].tolist() == [-1] * (len(before) - 1)
+    assert player.history[(player.frames - 1) % len(player.history)].tolist() == player.last_codes.tolist()
+    registry.submit("/distill/levels", [2])
+    player.next_chunk()
+    assert not player.remade, "once a frame"
+    player.next_frame()  # to the same point of the next frame
+    for address, value in (("/distill/gain", 0.5), ("/distill/region/length", 8)):  # they steer no prior
+        registry.submit(address, [value])
+        player.next_chunk()
+        assert not player.remade, address
+    registry.submit("/distill/levels", [2])  # the value it has: nothing to remake
+    player.next_chunk()
+    assert not player.remade
+    registry.submit("/distill/seed", [5])
+    player.next_chunk()
+    registry.submit("/distill/levels", [1])
+    player.next_chunk()
+    assert not player.remade, "not after a new seed"
+    while player.pos < player.hop:
+        player.next_chunk()
+    player.next_chunk()
+    while player.hop - player.pos >= player.splice:  # to the last SPLICE of this frame
+        player.next_chunk()
+    registry.submit("/distill/levels", [2])
+    player.next_chunk()
+    assert not player.remade, "not in the frame's last SPLICE"
+
+
+def test_the_code_grid_shows_a_remade_frames_codes(model):
+    """The engine's code history (the surfaces' grid) holds what was played: a remade frame's new codes."""
+    engine = Engine(model, buffer_ms=10.0)
+    engine.registry.submit("/distill/play", [1])
+    while engine.player.frames < 5 or engine.player.pos != 3 * engine.player.chunk:
+        engine.generate_one()
+    engine.registry.submit("/distill/levels", [1])
+    engine.generate_one()
+    assert engine.player.remade
+    _, codes = engine.codes_since(engine.player.frames - 1)
+    assert codes[-1].tolist() == engine.player.last_codes.tolist() and codes[-1, 1:].max() == -1

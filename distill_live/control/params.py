@@ -182,6 +182,9 @@ class ParamRegistry:
         self._eased = [(name, p.address) for name, p in named if p.smooth]
         self._worlds = [f"{PREFIX}/world/{w}" for w in self.worlds]
         self._descriptors = [(d, f"{PREFIX}/descriptor/{d}") for d in DESCRIPTORS]
+        self._steering = ({a for _, a in self._plain + self._switches + self._eased} | set(self._worlds)
+                          | {f"{PREFIX}/mix"} | {a for _, a in self._descriptors}
+                          | {f"{a}/free" for _, a in self._descriptors})
 
     @classmethod
     def for_model(cls, model, audio_input: bool = False) -> "ParamRegistry":
@@ -192,6 +195,10 @@ class ParamRegistry:
 
     def __contains__(self, address: str) -> bool:
         return address in self.params
+
+    def steers(self, address: str) -> bool:
+        """Whether a message to `address` changes what the prior reads (`controls`)."""
+        return address in self._steering
 
     def playable(self, p: Param) -> bool:
         """Whether this model can take the control: the corpus ones only with its recordings."""

@@ -344,6 +344,8 @@ class Engine:
             self._codes_written += 1
             if self._ramps:
                 self._step_ramps()
+        elif self.player.remade:  # a steering control made the frame playing again: its codes changed
+            self._codes[(self._codes_written - 1) % CODE_HISTORY] = self.player.last_codes
         self._frame_time += spent
         return chunk
 

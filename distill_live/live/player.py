@@ -182,6 +182,22 @@ class Voice:
             codes, self.prior_state = self.model.prior.step(self.prior_state, controls, given)
         return self.sound(codes, controls, playback or Playback()), codes
 
+    @property
+    def prior_plays(self) -> bool:
+        """The next `step` is the prior's: not the input's codes, nor a cue's first frame or the jump after it."""
+        return self.lead is None and self.opening is None and self.cue is None and not self.following
+
+    def checkpoint(self) -> tuple:
+        """What the next `step` changes, for `rewind` (the decoder's and the corpus's states are replaced
+        by a step, never written into, so the old ones are kept as they are)."""
+        return self.model.prior.checkpoint(self.prior_state), self.decoder_state, self.corpus_state, self.neural
+
+    def rewind(self, checkpoint: tuple) -> None:
+        """Take back the `step` made since `checkpoint`: the next step makes the same frame again, with the
+        same random numbers, under the controls it is then given."""
+        prior, self.decoder_state, self.corpus_state, self.neural = checkpoint
+        self.prior_state = self.model.prior.rewind(self.prior_state, prior)
+
     def sound(self, codes: torch.Tensor, controls: Controls, playback: Playback) -> np.ndarray:
         """The frame's audio: the neural decoder, the corpus, or a crossfade of the two."""
         corpus = self.model.corpus if playback.mix_from > 0 or playback.mix_to > 0 else None
@@ -216,6 +232,18 @@ class Voice:
         self.prior_state.cue, self.prior_state.cue_pos = old.cue, old.cue_pos
 
 
+@dataclass
+class Remake:
+    """How to make the frame playing again (`Player._remake`): the voice that made it, what its step changed,
+    the eased controls before it, and what it read."""
+
+    voice: Voice
+    checkpoint: tuple
+    eased: dict[str, float]
+    controls: Controls
+    playback: Playback
+
+
 class Player:
     def __init__(self, model: DistillModel, registry: ParamRegistry | None = None, seed: int = 0,
                  audio_input: AudioInput | None = None, on_fault: Callable[[str], None] | None = None):
@@ -235,7 +263,10 @@ class Player:
         self.input_gain = 1.0
         self.quiet = math.inf  # seconds the input has been below the gate
         self.fading: tuple[Voice, int, int] | None = None  # old voice, frames left, fade length
-        self.smoothed: dict[str, float] = {}
+        self.smoothed: dict[str, float] = {}  # eased values of the gain, the corpus mix and the input gain
+        self.eased: dict[str, float] = {}  # eased values of what the prior reads (the held descriptors)
+        self.remake: Remake | None = None  # how to make the frame playing again (None: it cannot be)
+        self.remade = False  # the last chunk made the frame playing again (its codes changed)
         self.envelope = 0.0  # play/stop fade level
         self.gain = float(self.registry.get("gain"))
         self.corpus_mix = 0.0  # the corpus's share at the end of the last frame
@@ -263,19 +294,22 @@ class Player:
     def time(self) -> float:
         return self.samples / self.sample_rate
 
-    def _smooth(self, address: str, target: float, rate: float) -> float:
+    def _smooth(self, address: str, target: float, rate: float, memory: dict[str, float] | None = None) -> float:
+        """One step of `address`'s easing towards `target`, at `rate` steps a second, kept in `memory`
+        (`smoothed` unless told)."""
+        memory = self.smoothed if memory is None else memory
         tau = self.registry.params[address].smooth
-        current = self.smoothed.get(address, target)
+        current = memory.get(address, target)
         if tau > 0:
             current += (target - current) * (1.0 - math.exp(-1.0 / (tau * rate)))
             if abs(target - current) < 1e-6:  # arrive, so gain 0 is digital silence
                 current = target
-        self.smoothed[address] = current
+        memory[address] = current
         return current
 
     def controls(self) -> Controls:
         """What the prior reads this frame, built by the registry; the descriptors eased at the frame rate."""
-        return self.registry.controls(lambda address, value: self._smooth(address, value, self.frame_rate))
+        return self.registry.controls(lambda address, value: self._smooth(address, value, self.frame_rate, self.eased))
 
     def playback(self) -> Playback:
         """How this frame's codes become sound, from the corpus/ controls (the mix eased at the frame rate)."""
@@ -321,6 +355,7 @@ class Player:
             self.cut = self.cut or self._may_cut()
         elif name == "seed":
             self.voice.prior_state.generator.manual_seed(int(args[0]))
+            self.remake = None  # (a remake would draw the frame's numbers again, from before the seed)
         elif name == "region/mode":
             if not args[0]:
                 self.region = None
@@ -395,14 +430,19 @@ class Player:
             for voice in [self.voice] + ([self.fading[0]] if self.fading is not None else []):
                 same = (id(voice.model), id(voice.encoder_state))
                 done[same] = voice.listen(heard, done.get(same))
+        self.remake = None
         if not playing:
             self.raw[:] = 0.0
             self.raw_silent = True
             self.history[(self.frames - 1) % HISTORY] = -1
             return
+        eased = dict(self.eased)
         controls = self.controls()
         playback = self.playback()
-        audio, self.last_codes = self.voice.step(controls, playback, self._held())
+        given = self._held()
+        if self.input is None and self.fading is None and given is None and self.voice.prior_plays:
+            self.remake = Remake(self.voice, self.voice.checkpoint(), eased, controls, playback)
+        audio, self.last_codes = self.voice.step(controls, playback, given)
         self.history[(self.frames - 1) % HISTORY] = self.last_codes
         if self.fading is not None:
             old, left, total = self.fading
@@ -410,19 +450,52 @@ class Player:
             mix = (total - left + self._frame_ramp) / total  # 0 -> 1 across the fade
             audio = old_audio * (1.0 - mix) + audio * mix
             self.fading = (old, left - 1, total) if left > 1 else None
-        if not np.isfinite(audio).all():  # a memory gone to NaN would play silence for good: start afresh
-            self.voice = Voice.start(self.voice.model, self.registry.get("seed"), listening=self.input is not None)
-            self.fading = None
-            self.on_fault("the model made a frame of NaN or inf: it plays on from a fresh start")
-            audio = np.zeros_like(audio)
+        audio = self._finite(audio)
         if len(rest):  # (a new array: the decoder's output may be a view of its state)
             audio = fade_in(rest, audio)
         self.raw[:] = audio
         self.raw_silent = False
 
+    def _finite(self, audio: np.ndarray) -> np.ndarray:
+        """A frame's audio, or silence if the model made NaN or inf: a memory gone to NaN would play
+        silence for good, so the voice starts afresh."""
+        if np.isfinite(audio).all():
+            return audio
+        self.voice = Voice.start(self.voice.model, self.registry.get("seed"), listening=self.input is not None)
+        self.fading = self.remake = None
+        self.on_fault("the model made a frame of NaN or inf: it plays on from a fresh start")
+        return np.zeros_like(audio)
+
+    def _remake(self) -> None:
+        """A control that steers the prior arrived partway through the frame playing: make the frame again
+        under the new controls, from the memory and with the random numbers it was made from, and
+        crossfade to the new one from here over `SPLICE`. Both are the same stretch of time, so nothing is
+        skipped, and where the change does not move the prior's choice of codes the two frames are the
+        same sound. The change is heard from the next chunk instead of the next frame: on average half a
+        frame sooner (docs/benchmarks.md, "Steering latency"). At most once a frame: a fader's flood of
+        messages costs at most one more frame a frame, and what comes after the remake waits for the
+        next frame. Not where the frame cannot be made again as it was (`remake` is None: two voices
+        crossfading, a held region, an audio input, a cue's first frame, a new seed), nor when the frame
+        ends within `SPLICE` anyway."""
+        remake = self.remake
+        if self.voice is not remake.voice or self.fading is not None or self.hop - self.pos < self.splice:
+            return
+        self.eased = dict(remake.eased)
+        controls = self.controls()
+        if controls == remake.controls:  # (a control sent again at the value it had)
+            return
+        self.remake = None
+        self.voice.rewind(remake.checkpoint)
+        audio, self.last_codes = self.voice.step(controls, remake.playback)
+        audio = self._finite(audio)
+        self.history[(self.frames - 1) % HISTORY] = self.last_codes
+        self.raw[self.pos:] = fade_in(self.raw[self.pos:self.pos + self.splice], audio[self.pos:])
+        self.remade = True
+
     def next_chunk(self) -> np.ndarray:
         """Produce the next `chunk` samples (float32 mono)."""
         self.applied = applied = self.registry.apply_due(self.time)
+        self.remade = False
         if applied:
             with kernels.playing():
                 for address, args in applied:
@@ -431,6 +504,9 @@ class Player:
         if self.frame_due():
             with kernels.playing():
                 self._next_raw_frame(playing or self.envelope > 0.0)
+        elif self.remake is not None and any(self.registry.steers(address) for address, _ in applied):
+            with kernels.playing():
+                self._remake()
 
         start_env = self.envelope
         step = self.chunk / max(1.0, PLAY_FADE * self.sample_rate)

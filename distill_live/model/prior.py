@@ -93,6 +93,20 @@ class PriorState:
 
 
 @dataclass
+class Checkpoint:
+    """What `Prior.step` changes in a state, kept so that the step can be taken back (`Prior.rewind`):
+    the player makes the frame playing again when a control that steers the prior arrives partway
+    through it (live/player.py). The fields a step replaces are kept as they were (a shallow copy);
+    those it writes in place are kept as the parts it writes: the history's row, the generator's
+    state, and a transformer's key/value cache slot."""
+
+    state: PriorState  # a shallow copy, before the step
+    row: torch.Tensor  # the history row the step writes
+    generator: torch.Tensor  # the generator's state
+    slots: list[torch.Tensor]  # transformer: each memory tensor's slot the step writes ([] for the GRU)
+
+
+@dataclass
 class StepTables:
     """The weights `Prior.step` reads, rearranged for a frame at batch 1 (`Prior.prepare_streaming`).
 
@@ -316,6 +330,27 @@ class Prior(nn.Module):
         gen.manual_seed(int(seed))
         return PriorState(memory, torch.full((self.levels,), -1, dtype=torch.long, device=p.device),
                           torch.zeros(HISTORY, self.levels, dtype=torch.long, device=p.device), 0, gen)
+
+    def checkpoint(self, state: PriorState) -> Checkpoint:
+        """Keep what the next `step` of `state` changes (a few kB, a few microseconds), for `rewind`."""
+        slots = []
+        if self.cfg.kind == "transformer":  # (a GRU's step makes new memory tensors: the copy keeps the old)
+            slot = state.steps % self.cfg.context
+            slots = [m[:, :, :, slot].clone() for m in state.memory]
+        return Checkpoint(replace(state, memory=list(state.memory)), state.history[state.written % HISTORY].clone(),
+                          state.generator.get_state(), slots)
+
+    def rewind(self, state: PriorState, checkpoint: Checkpoint) -> PriorState:
+        """`state` as it was at `checkpoint`, taken just before one `step` (or none) of it: the next step
+        draws the same random numbers again, so the same controls choose the same codes."""
+        before = checkpoint.state
+        if checkpoint.slots:
+            slot = before.steps % self.cfg.context
+            for memory, kept in zip(before.memory, checkpoint.slots):
+                memory[:, :, :, slot] = kept
+        before.history[before.written % HISTORY] = checkpoint.row
+        before.generator.set_state(checkpoint.generator)
+        return replace(before, memory=list(before.memory))
 
     def _controls_condition(self, controls: Controls) -> torch.Tensor:
         """[2, dim]: row 0 with the performer's conditioning, row 1 unconditioned."""
