@@ -3,6 +3,7 @@ queued, and how a trigger cuts into the frame playing. The whole path through a 
 the figures are bench/latency.py's."""
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from distill_live.control.params import ParamRegistry
 from distill_live.live.cardqueue import CardQueue
 from distill_live.live.engine import Engine
-from distill_live.live.player import SPLICE, Player
+from distill_live.live.player import GESTURE, SPLICE, Player
 from distill_live.live.ringbuffer import RingBuffer
 from models import random_model
 
@@ -467,46 +468,52 @@ def test_a_steering_change_remakes_the_frame_playing_from_the_next_chunk(model):
     np.testing.assert_array_equal(player.history[:9].numpy(), started.history[:9].numpy())
 
 
-def test_a_frame_is_remade_at_most_once_and_only_where_it_can_be(model):
-    """A flood of steering messages (a fader) remakes at most one frame a frame; what comes after the remake
-    waits for the next frame, as does a change in the frame's last SPLICE (its end comes as soon) and one
-    after a new seed (the frame would be drawn again from the old generator). Other controls remake
-    nothing; a remake puts the frame's new codes in the history the code grid shows."""
+def test_only_a_gestures_onset_remakes_a_frame_and_only_where_it_can_be(model):
+    """The first steering message after GESTURE without one remakes the frame playing; while messages keep
+    coming (a fader moving) they are read frame by frame, however many frames on, so a flood costs no
+    extra frames. No remake for a change in the frame's last SPLICE (its end comes as soon), after a new
+    seed (the frame would be drawn again from the old generator), for a value sent again, nor for
+    controls that do not steer the prior. A remake puts the frame's new codes in the history the code
+    grid shows."""
     player = Player(model, ParamRegistry.for_model(model), seed=0)
     registry = player.registry
     registry.submit("/distill/play", [1])
-    for _ in range(4):
-        player.next_frame()
-    player.next_chunk()
-    before = player.last_codes.clone()
-    registry.submit("/distill/levels", [1])
-    player.next_chunk()
-    assert player.remade and player.last_codes[1:].tolist() == [-1] * (len(before) - 1)
-    assert player.history[(player.frames - 1) % len(player.history)].tolist() == player.last_codes.tolist()
-    registry.submit("/distill/levels", [2])
-    player.next_chunk()
-    assert not player.remade, "once a frame"
-    player.next_frame()  # to the same point of the next frame
-    for address, value in (("/distill/gain", 0.5), ("/distill/region/length", 8)):  # they steer no prior
+
+    def quiet() -> None:  # GESTURE without a steering message, then to two chunks into a frame
+        for _ in range(math.ceil(GESTURE * player.frame_rate)):
+            player.next_frame()
+        while player.pos != 2 * player.chunk:
+            player.next_chunk()
+
+    def sent(address: str, value) -> bool:
         registry.submit(address, [value])
         player.next_chunk()
-        assert not player.remade, address
-    registry.submit("/distill/levels", [2])  # the value it has: nothing to remake
-    player.next_chunk()
-    assert not player.remade
+        return player.remade
+
+    quiet()
+    before = player.last_codes.clone()
+    assert sent("/distill/levels", 1), "an onset"
+    assert player.last_codes[1:].tolist() == [-1] * (len(before) - 1)
+    assert player.history[(player.frames - 1) % len(player.history)].tolist() == player.last_codes.tolist()
+    for _ in range(2 * math.ceil(GESTURE * player.frame_rate)):  # a fader moving: a step every frame
+        frames = player.frames
+        assert not sent("/distill/temperature", 0.5 + 0.1 * (player.frames % 2)), "a gesture goes on"
+        while player.frames == frames:
+            player.next_chunk()
+    assert player.controls().temperature in (0.5, 0.6), "its steps are read at the frames"
+    quiet()
+    for address, value in (("/distill/gain", 0.5), ("/distill/region/length", 8), ("/distill/levels", 1)):
+        assert not sent(address, value), f"{address} {value}: nothing to remake"
+    quiet()
     registry.submit("/distill/seed", [5])
     player.next_chunk()
-    registry.submit("/distill/levels", [1])
-    player.next_chunk()
-    assert not player.remade, "not after a new seed"
-    while player.pos < player.hop:
-        player.next_chunk()
-    player.next_chunk()
+    assert not sent("/distill/levels", 2), "not after a new seed"
+    quiet()
     while player.hop - player.pos >= player.splice:  # to the last SPLICE of this frame
         player.next_chunk()
-    registry.submit("/distill/levels", [2])
-    player.next_chunk()
-    assert not player.remade, "not in the frame's last SPLICE"
+    assert not sent("/distill/levels", 1), "not in the frame's last SPLICE"
+    quiet()
+    assert sent("/distill/levels", 2), "an onset again"
 
 
 def test_the_code_grid_shows_a_remade_frames_codes(model):

@@ -100,10 +100,11 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
         Param("guidance", "f", 1.0, "how strongly world and descriptors steer (1 = plain, >1 = stronger)", 0.0, 5.0),
         Param("mix", "f*", None, "all world weights at once, in manifest order"),
     ]
-    # worlds are read as they are at the next frame: a world pad switches there, and a fader's steps are the
-    # fader's own (eased over 0.1 s, a change on the demo was first heard 39-43 ms later at the median and
-    # 139-172 at p99; as they are, 12-13 and 63-73 ms, with no larger step in the sound: docs/benchmarks.md,
-    # "Steering latency"). Descriptors stay eased: a held loudness jumped past its target without it.
+    # worlds are read as they are sent: a world pad switches at once (the frame playing is made again under it,
+    # live/player.py), and a fader's steps are the fader's own (eased over 0.1 s, a change on the demo was first
+    # heard 39-43 ms later at the median and 139-172 at p99; as they are, 12-13 and 63-73 ms, with no larger
+    # step in the sound: docs/benchmarks.md, "Steering latency"). Descriptors stay eased: a held loudness
+    # jumped past its target without it.
     params += [Param(f"world/{w}", "f", 0.0, f"weight of world '{w}' (weights are normalised; all 0 = no world)",
                      0.0, 1.0) for w in worlds]
     for d in DESCRIPTORS:

@@ -256,9 +256,9 @@ class Engine:
 
     def latency_ms(self) -> float:
         """Control-to-sound estimate for stop: a message waits for the next chunk, then everything queued in
-        the ring and the card plays first. What steers the prior (worlds, descriptors, temperature...) waits
-        up to one frame more, for the next frame; triggers (play, cue, reset) replace what is queued and the
-        gain reaches into it (cardqueue.py): they wait only for the block the card is playing."""
+        the ring and the card plays first (what steers the prior too: it remakes the frame playing, player.py);
+        triggers (play, cue, reset) replace what is queued and the gain reaches into it (cardqueue.py): they
+        wait only for the block the card is playing."""
         return 1000.0 * (self.player.chunk / self.model_rate + self.queued_seconds() + self.output_latency)
 
     def input_latency_ms(self) -> float:

@@ -5,11 +5,12 @@ feeding the ring buffer). The model makes a whole frame at once (one prior step,
 step, any crossfade between voices), but control messages are applied every chunk, and the
 play/stop fade and the gain are applied per chunk too: so starting, stopping and gain answer
 within a chunk (1.25 ms; live, the card applies the gain itself, to what is queued too: see
-live/cardqueue.py), while what steers the prior (worlds, descriptors, temperature...) takes
-effect with the next frame. Triggers do not wait for the frame to end: a start from silence, a cue
-jump and a reset begin a new frame at the chunk they arrive, and a cue or reset fades from the rest
-of the frame it cuts into over `SPLICE` (4 ms: shorter than any note onset a player would call
-late, long enough that the cut is not heard as a click). A cue jump's first frame is the passage's
+live/cardqueue.py). What steers the prior (worlds, descriptors, temperature...) is heard from the
+chunk it arrives at too: the frame playing is made again under it, from the same memory and random
+numbers, and crossfaded to over `SPLICE` (`Player._remake`). Triggers do not wait for the frame to
+end: a start from silence, a cue jump and a reset begin a new frame at the chunk they arrive, and a
+cue or reset fades from the rest of the frame it cuts into over `SPLICE` (4 ms: shorter than any
+note onset a player would call late, long enough that the cut is not heard as a click). A cue jump's first frame is the passage's
 own first frame, as the codec encoded it: what is heard at once is the passage's start, with no
 prior step between the trigger and the sound, and the prior, primed with that frame, goes on from
 the next. Render does the same, so a take renders again sample for sample.
@@ -59,6 +60,7 @@ from .audioinput import AudioInput
 PLAY_FADE = 0.05  # seconds: start/stop fade
 CHUNKS = 16  # chunks per frame: how often controls are applied (1.25 ms at 50 frames/s)
 SPLICE = 0.004  # seconds: the crossfade where a trigger cuts into a frame (see `Player.next_chunk`)
+GESTURE = 0.1  # seconds without a steering message before the next one remakes the frame playing (`Player._remake`)
 INPUT_MEMORY = 16  # loud input frames the prior is primed with when it takes over (as many as a cue jump)
 
 
@@ -267,6 +269,7 @@ class Player:
         self.eased: dict[str, float] = {}  # eased values of what the prior reads (the held descriptors)
         self.remake: Remake | None = None  # how to make the frame playing again (None: it cannot be)
         self.remade = False  # the last chunk made the frame playing again (its codes changed)
+        self._steered_at = -math.inf  # `time` when a message that steers the prior was last applied
         self.envelope = 0.0  # play/stop fade level
         self.gain = float(self.registry.get("gain"))
         self.corpus_mix = 0.0  # the corpus's share at the end of the last frame
@@ -472,11 +475,15 @@ class Player:
         crossfade to the new one from here over `SPLICE`. Both are the same stretch of time, so nothing is
         skipped, and where the change does not move the prior's choice of codes the two frames are the
         same sound. The change is heard from the next chunk instead of the next frame: on average half a
-        frame sooner (docs/benchmarks.md, "Steering latency"). At most once a frame: a fader's flood of
-        messages costs at most one more frame a frame, and what comes after the remake waits for the
-        next frame. Not where the frame cannot be made again as it was (`remake` is None: two voices
-        crossfading, a held region, an audio input, a cue's first frame, a new seed), nor when the frame
-        ends within `SPLICE` anyway."""
+        frame sooner (docs/benchmarks.md, "Steering latency").
+        Only a gesture's onset is remade: the first steering message after `GESTURE` without one (a pad, a
+        key, the first step of a fader). While a fader or a knob keeps moving, its steps are read frame by
+        frame, each at most a frame after it came, as the frame it steers begins: a frame remade at every
+        step would double the engine's work for as long as the hand moves, and with it the chance that a
+        stall of the machine empties the card's queue (at 128 frames, with a world change every frame:
+        8 underruns in 90 s where none came without the changes). Not where the frame cannot be made
+        again as it was (`remake` is None: two voices crossfading, a held region, an audio input, a cue's
+        first frame, a seed sent since the frame began), nor when the frame ends within `SPLICE` anyway."""
         remake = self.remake
         if self.voice is not remake.voice or self.fading is not None or self.hop - self.pos < self.splice:
             return
@@ -501,12 +508,15 @@ class Player:
                 for address, args in applied:
                     self._command(address, args)
         playing = bool(self.registry.get("play"))
+        steered = any(self.registry.steers(address) for address, _ in applied)
         if self.frame_due():
             with kernels.playing():
                 self._next_raw_frame(playing or self.envelope > 0.0)
-        elif self.remake is not None and any(self.registry.steers(address) for address, _ in applied):
+        elif steered and self.remake is not None and self.time - self._steered_at >= GESTURE:
             with kernels.playing():
                 self._remake()
+        if steered:
+            self._steered_at = self.time
 
         start_env = self.envelope
         step = self.chunk / max(1.0, PLAY_FADE * self.sample_rate)
