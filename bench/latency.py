@@ -44,6 +44,7 @@ plays them, judged the same way from their first sample, as if an instrument swi
 
     .venv/bin/python bench/latency.py [MODEL] [--periods 64 128 256] [--loads idle busy] [--trials 200] [--realtime]
                                       [--actions trigger note gain world steer descriptor]
+                                      [--changes world descriptor levels]
     .venv/bin/python bench/latency.py --quick     # 5 trials of each at 128 frames, idle: does it work?
     .venv/bin/python bench/latency.py --model-only [--trials 200] [--seeds 0 1 2]
 
@@ -74,6 +75,7 @@ RATE = 48000
 WINDOW = 480  # samples: the 10 ms windows the world and descriptor actions are judged by
 HOLD = 40  # ms a world or descriptor change must stay past halfway to count
 ACTIONS = ("trigger", "note", "gain", "world", "steer", "descriptor")
+CHANGES = ("world", "descriptor", "levels")  # what the steer action changes (`steer_changes`)
 SILENCE = 1e-6  # below this a sample counts as silence (gain 0 and a stopped engine are exactly 0)
 HEARD = 1e-4  # a difference smaller than this (-80 dB below full scale) is not heard
 LOUD = 1e-4  # where a sound from silence is lined up with another take of it (the steer action)
@@ -301,7 +303,7 @@ def first_heard_offline(model, action: str, trials: int, seed: int) -> dict:
     return summary(found, missed)
 
 
-def model_only(model_path: str, actions, trials: int, seed: int, settle: float = 3.0) -> dict:
+def model_only(model_path: str, actions, trials: int, seed: int, settle: float = 3.0, changes=CHANGES) -> dict:
     """The world and descriptor trials of `Run.halfway`, rendered offline: `settle` seconds in each state for its
     reference, then `trials` switches 0.8-0.82 s apart (as a live run sends them), each judged over the 0.5 s
     after it with `halfway_ms` on the output resampled to 48 kHz. No card, no margin, no JACK: what is left
@@ -326,7 +328,7 @@ def model_only(model_path: str, actions, trials: int, seed: int, settle: float =
             out["world"]["recorded"] = recorded_world(model, trials, seed)
     if "steer" in actions:
         out["steer"] = {action: first_heard_offline(model, action, trials, seed)
-                        for action in steer_changes(model.worlds, model.config.codec.levels)}
+                        for action in steer_changes(model.worlds, model.config.codec.levels) if action in changes}
     return out
 
 
@@ -441,13 +443,20 @@ class Run:
                 out.append(t)
         return out, missed
 
+    def underruns(self) -> int:
+        """The underruns serve has counted, as its last `-v` line (once a second) says."""
+        counts = [re.search(r"underruns (\d+)", line) for line in self.err[-5:]]
+        return max([int(m.group(1)) for m in counts if m] or [0])
+
     def first_heard(self, states: list[list[tuple[str, object]]], starts: int = 5) -> dict:
         """ms from switching between two states to the first sample the switch changes, `trials` times. Each trial
         plays one of `starts` sounds from silence (a reset with seed 1, 2, ..., in the first state, any easing
         arrived) and switches to the second state 90-190 ms in (anywhere in a frame); what the sound would have
         been is that start played without the switch, twice first (they must agree to the sample, or nothing
-        here means anything). A trial with a JACK xrun is void and made again: the xrun moves what follows it
-        in time, which would read as a change. `differed_before`: trials that differed before the switch."""
+        here means anything). A trial with a JACK xrun or an underrun of serve's is void and made again: either
+        moves what follows it in time, which would read as a change (serve's count is read after the trial's
+        `back`, over a second later, so its once-a-second `-v` line has counted the trial). `differed_before`:
+        trials that differed before the switch."""
         start, change = states
         rng, n = np.random.default_rng(self.period), int(0.4 * RATE)
 
@@ -472,16 +481,17 @@ class Run:
             """The start as it sounds without the switch: two takes that agree (one with an xrun is void)."""
             takes: list[np.ndarray] = []
             for _ in range(5):
-                xruns = self.probe.xruns
+                xruns, under = self.probe.xruns, self.underruns()
                 take = self.probe.since(from_silence(seed) - SLACK, n + 2 * SLACK)
-                if self.probe.xruns == xruns:
-                    takes.append(take)
+                slipped = self.probe.xruns != xruns
                 back()
+                if not slipped and self.underruns() == under:
+                    takes.append(take)
                 if len(takes) == 2:
                     break
             if len(takes) < 2:
-                raise SystemExit(f"latency: JACK kept reporting xruns ({self.probe.xruns}), so a start could not "
-                                 "be played twice without one")
+                raise SystemExit(f"latency: JACK kept reporting xruns ({self.probe.xruns}) or serve underruns "
+                                 f"({self.underruns()}), so a start could not be played twice without one")
             first = takes[0][SLACK:SLACK + n]
             differ = first_change(takes[1][SLACK + shift(takes[1], first):], first)
             if differ is not None:
@@ -493,7 +503,7 @@ class Run:
         same = {seed: unchanged(seed) for seed in range(1, starts + 1)}
         out, missed, early, void = [], 0, 0, 0
         while len(out) + missed + early < self.trials and void < self.trials:
-            seed, xruns = 1 + (len(out) + missed + early) % starts, self.probe.xruns
+            seed, xruns, under = 1 + (len(out) + missed + early) % starts, self.probe.xruns, self.underruns()
             begun = from_silence(seed)
             time.sleep(0.04 + rng.uniform(0, 0.1))
             sent = self.probe.client.frame_time
@@ -501,10 +511,11 @@ class Run:
             take = self.probe.since(begun - SLACK, sent - begun + SLACK + int(0.1 * RATE))
             slipped = self.probe.xruns != xruns
             back()
+            slipped = slipped or self.underruns() != under
             d = shift(take, same[seed])
             k = first_change(take[SLACK + d:], same[seed])
             if slipped:
-                void += 1  # JACK skipped a cycle meanwhile: what followed it moved in time, so it is not compared
+                void += 1  # JACK skipped a cycle or serve ran dry meanwhile: what followed moved in time
             elif k is None:
                 missed += 1
             elif begun + d + k < sent:
@@ -520,7 +531,7 @@ class Run:
         self.log(f"steer, {action}: {report['steer'][action]}")
         self.send(("/distill/play", 1))
 
-    def measure(self, actions=ACTIONS) -> dict:
+    def measure(self, actions=ACTIONS, changes=CHANGES) -> dict:
         import mido
 
         report: dict = {}
@@ -541,17 +552,17 @@ class Run:
                                                  lambda i: self.send(("/distill/gain", 0.0))))
             self.log(f"gain {report['gain']}")
         self.send(("/distill/gain", 1.0), ("/distill/play", 1))
-        changes = steer_changes(w, self.levels)
+        steered = steer_changes(w, self.levels)
         for action, (states, first, feature) in steering_states(w).items():
             if action in actions:
                 if first:
                     self.send(*first)
                 report[action] = summary(*self.halfway(states, feature))
                 self.log(f"{action} {report[action]}")
-            if "steer" in actions:
-                self.steer(report, action, *changes[action])
-        if "steer" in actions:
-            self.steer(report, "levels", *changes["levels"])
+            if "steer" in actions and action in changes:
+                self.steer(report, action, *steered[action])
+        if "steer" in actions and "levels" in changes:
+            self.steer(report, "levels", *steered["levels"])
         if "world" in report:
             report["world"]["worlds"] = [w[0], w[-1]]
         self.serve.send_signal(2)
@@ -578,6 +589,8 @@ def main() -> int:
     p.add_argument("--realtime", action="store_true", help="jackd -R and serve --realtime, as the README's "
                    "low-latency paragraph has a performer run them (needs root or an rtprio limit, `ulimit -r`)")
     p.add_argument("--actions", nargs="+", choices=ACTIONS, default=list(ACTIONS), help="which actions to time")
+    p.add_argument("--changes", nargs="+", choices=CHANGES, default=list(CHANGES),
+                   help="what the steer action changes (default: all three)")
     p.add_argument("--quick", action="store_true", help="5 trials of each at 128 frames, idle: to check it works")
     p.add_argument("--model-only", action="store_true", help="the world and descriptor actions rendered offline, "
                    "without JACK or serve: the model's own part of their latency")
@@ -599,7 +612,8 @@ def main() -> int:
         torch.set_num_threads(1)
         steering = ("world", "steer", "descriptor")
         actions = [a for a in args.actions if a in steering] or list(steering)
-        runs = [{"seed": seed, **model_only(args.model, actions, args.trials, seed)} for seed in args.seeds]
+        runs = [{"seed": seed, **model_only(args.model, actions, args.trials, seed, changes=args.changes)}
+                for seed in args.seeds]
         print(json.dumps({"model": args.model, "model_only": True, "rate": RATE, "trials": args.trials,
                           "runs": runs}, indent=2))
         return 0
@@ -611,7 +625,7 @@ def main() -> int:
             try:
                 with Run(args.model, period, load == "busy", args.trials, 1.0 if args.quick else 3.0, args.buffer_ms,
                          log, args.realtime) as run:
-                    result = run.measure(args.actions)
+                    result = run.measure(args.actions, args.changes)
             except RuntimeError as e:  # jackd did not start
                 raise SystemExit(f"latency: {e}")
             runs.append({"jack_period": period, "jack_period_ms": round(1000 * period / RATE, 2), "load": load,
