@@ -184,19 +184,28 @@ CONTROLS = [
 ]
 
 
+def tiny_prior(kind: str, prepared: bool, **config) -> tuple[Prior, torch.Tensor]:
+    """A `tiny` prior of this kind with two worlds (and these PriorConfig fields), prepared for streaming or
+    plain, and a random passage of 12 frames to jump into."""
+    cfg = preset("tiny")
+    cfg.prior.kind, cfg.prior.worlds = kind, 2
+    for name, value in config.items():
+        setattr(cfg.prior, name, value)
+    torch.manual_seed(0)
+    prior = Prior(cfg.prior, cfg.codec.levels, cfg.codec.codebook_size).eval()
+    if prepared:
+        prior.prepare_streaming()
+    cue = torch.randint(cfg.codec.codebook_size, (12, cfg.codec.levels), generator=torch.Generator().manual_seed(1))
+    return prior, cue
+
+
 @pytest.mark.parametrize("prepared", [False, True], ids=["plain", "prepared"])
 @pytest.mark.parametrize("kind", ["gru", "transformer"])
 @pytest.mark.parametrize("controls", CONTROLS, ids=range(len(CONTROLS)))
 def test_prior_step_samples_what_the_plain_definition_samples(kind, controls, prepared):
     """Prepared (`StepTables`), the step's sums are taken in another order: the same codes still, frame
     after frame (the reference's sums are the plain ones, since it passes no condition gates)."""
-    cfg = preset("tiny")
-    cfg.prior.kind, cfg.prior.worlds = kind, 2
-    torch.manual_seed(0)
-    prior = Prior(cfg.prior, cfg.codec.levels, cfg.codec.codebook_size).eval()
-    if prepared:
-        prior.prepare_streaming()
-    cue = torch.randint(cfg.codec.codebook_size, (12, cfg.codec.levels), generator=torch.Generator().manual_seed(1))
+    prior, cue = tiny_prior(kind, prepared)
     with kernels.playing():
         fast, plain = prior.jump(prior.start(seed=7), cue, 3), prior.jump(prior.start(seed=7), cue, 3)
         for t in range(30):
@@ -226,13 +235,7 @@ def test_a_rewound_prior_steps_as_if_the_step_was_never_taken(kind, prepared):
     """`Prior.rewind` (a steering control remakes the frame playing: live/player.py): a step taken back and
     taken again under other controls gives the codes, and leaves the memory, of a prior that only ever took
     the second. Past the transformer's context, so its rolling cache has wrapped; a held step (freeze) too."""
-    cfg = preset("tiny")
-    cfg.prior.kind, cfg.prior.worlds, cfg.prior.context = kind, 2, 8
-    torch.manual_seed(0)
-    prior = Prior(cfg.prior, cfg.codec.levels, cfg.codec.codebook_size).eval()
-    if prepared:
-        prior.prepare_streaming()
-    cue = torch.randint(cfg.codec.codebook_size, (12, cfg.codec.levels), generator=torch.Generator().manual_seed(1))
+    prior, cue = tiny_prior(kind, prepared, context=8)
     with kernels.playing():
         ours, theirs = prior.jump(prior.start(seed=3), cue, 3), prior.jump(prior.start(seed=3), cue, 3)
         for t in range(30):
