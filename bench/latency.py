@@ -478,7 +478,8 @@ class Run:
             self.send(("/distill/play", 0))
 
         def unchanged(seed: int) -> np.ndarray:
-            """The start as it sounds without the switch: two takes that agree (one with an xrun is void)."""
+            """The start as it sounds without the switch: two takes that agree (one with an xrun or an underrun is
+            void)."""
             takes: list[np.ndarray] = []
             for _ in range(5):
                 xruns, under = self.probe.xruns, self.underruns()
@@ -525,6 +526,7 @@ class Run:
         return {**summary(out, missed), "differed_before": early, "void": void}
 
     def steer(self, report: dict, action: str, states: list, first: list) -> None:
+        """The steer action for one change (`steer_changes`): its first controls set, its trials, playing again."""
         if first:
             self.send(*first)
         report.setdefault("steer", {})[action] = self.first_heard(states)

@@ -468,16 +468,20 @@ def test_a_steering_change_remakes_the_frame_playing_from_the_next_chunk(model):
               ("/distill/descriptor/loudness", [0.9])]
     frame, into, chunks = 6, 5, 9 * per_frame
     at = frame * per_frame + into  # the chunk the change is applied at
-    plain, _ = _played(model, {}, chunks)
-    at_start, _ = _played(model, {frame * per_frame: change}, chunks)
-    partway, player = _played(model, {at: change}, chunks)
+    # loudness held from the start, then moved at the first frame: more than GESTURE before the change, and
+    # still easing when the frame it comes in begins
+    held = {0: [("/distill/descriptor/loudness", [0.2])], per_frame: [("/distill/descriptor/loudness", [0.5])]}
+    plain, _ = _played(model, held, chunks)
+    at_start, _ = _played(model, {**held, frame * per_frame: change}, chunks)
+    partway, player = _played(model, {**held, at: change}, chunks)
     cut = at * chunk
     assert latency.first_change(at_start, plain) >= frame * per_frame * chunk
     np.testing.assert_array_equal(partway[:cut], plain[:cut])  # nothing changed before it came
     assert latency.first_change(partway[cut:], plain[cut:]) < chunk, "heard from the chunk it came at"
     np.testing.assert_array_equal(partway[cut + splice:], at_start[cut + splice:])
-    _, started = _played(model, {frame * per_frame: change}, chunks)
+    _, started = _played(model, {**held, frame * per_frame: change}, chunks)
     np.testing.assert_array_equal(player.history[:9].numpy(), started.history[:9].numpy())
+    assert player.eased == started.eased and 0.5 < player.eased["/distill/descriptor/loudness"] < 0.9
 
 
 def test_only_a_gestures_onset_remakes_a_frame_and_only_where_it_can_be(model):
