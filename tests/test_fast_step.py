@@ -243,7 +243,7 @@ def test_a_rewound_prior_steps_as_if_the_step_was_never_taken(kind, prepared):
             kept = Controls(world_weights=[0.0, 1.0], descriptors=(0.9, None, None), temperature=1.3)
             checkpoint = prior.checkpoint(ours)
             _, ours = prior.step(ours, taken_back)
-            ours = prior.rewind(ours, checkpoint)
+            ours = prior.rewind(checkpoint)
             codes, ours = prior.step(ours, kept)
             expected, theirs = prior.step(theirs, kept)
             assert torch.equal(codes, expected), f"frame {t}: {codes.tolist()} != {expected.tolist()}"

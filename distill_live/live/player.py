@@ -198,7 +198,7 @@ class Voice:
         """Take back the `step` made since `checkpoint`: the next step makes the same frame again, with the
         same random numbers, under the controls it is then given."""
         prior, self.decoder_state, self.corpus_state, self.neural = checkpoint
-        self.prior_state = self.model.prior.rewind(self.prior_state, prior)
+        self.prior_state = self.model.prior.rewind(prior)
 
     def sound(self, codes: torch.Tensor, controls: Controls, playback: Playback) -> np.ndarray:
         """The frame's audio: the neural decoder, the corpus, or a crossfade of the two."""

@@ -340,9 +340,10 @@ class Prior(nn.Module):
         return Checkpoint(replace(state, memory=list(state.memory)), state.history[state.written % HISTORY].clone(),
                           state.generator.get_state(), slots)
 
-    def rewind(self, state: PriorState, checkpoint: Checkpoint) -> PriorState:
-        """`state` as it was at `checkpoint`, taken just before one `step` (or none) of it: the next step
-        draws the same random numbers again, so the same controls choose the same codes."""
+    def rewind(self, checkpoint: Checkpoint) -> PriorState:
+        """The state as it was at `checkpoint`, taken just before one `step` (or none) of it, which it takes
+        back (the state that step returned is not to be used again): the next step draws the same random
+        numbers again, so the same controls choose the same codes."""
         before = checkpoint.state
         if checkpoint.slots:
             slot = before.steps % self.cfg.context
