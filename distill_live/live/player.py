@@ -485,7 +485,7 @@ class Player:
         again as it was (`remake` is None: two voices crossfading, a held region, an audio input, a cue's
         first frame, a seed sent since the frame began), nor when the frame ends within `SPLICE` anyway."""
         remake = self.remake
-        if self.voice is not remake.voice or self.fading is not None or self.hop - self.pos < self.splice:
+        if self.voice is not remake.voice or self.hop - self.pos < self.splice:  # (a crossfade begun changes the voice)
             return
         self.eased = dict(remake.eased)
         controls = self.controls()
