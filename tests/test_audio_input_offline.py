@@ -70,18 +70,19 @@ class Simulation:
     delivering `in_block` samples a block and an output card taking `out_block`, on one clock.
 
     An input card whose clock runs fast delivers `fast` samples more a block. `late_ms`: each input
-    block comes up to that much late (its thread was not scheduled at once), never out of order.
+    block comes up to that much late (its thread was not scheduled at once), never out of order; and
+    `after` samples later still (where the input card's callbacks fall between the output card's).
     `compute_ms`: the generator is busy that long after each frame it begins, while the cards go on.
     """
 
     def __init__(self, model, clock: Clock, in_block: int, out_block: int, fast: int = 0, buffer_ms: float = 10.0,
-                 late_ms: float = 0.0, compute_ms: float = 0.0):
+                 late_ms: float = 0.0, compute_ms: float = 0.0, after: int = 0):
         self.rate, self.hop = model.config.codec.sample_rate, model.config.codec.hop
         self.clock, self.in_block, self.out_block, self.fast = clock, in_block, out_block, fast
         self.feed = TakenInput(1, self.rate, self.rate, self.hop)
         registry = ParamRegistry.for_model(model, audio_input=True)
         self.engine = Engine(model, registry, buffer_ms=buffer_ms, audio_input=self.feed)
-        self.late = np.random.default_rng(0).uniform(0, late_ms * self.rate / 1000, 10_000)  # per block, samples
+        self.late = after + np.random.default_rng(0).uniform(0, late_ms * self.rate / 1000, 10_000)  # per block
         self.compute = compute_ms * self.rate / 1000
         self.delivered_at: list[int] = []  # input sample k arrived at this time (samples)
         self.played_at: list[int] = []  # the engine's output sample s was played at this time
@@ -165,6 +166,28 @@ def test_card_blocks_as_they_come_skip_nothing(model, clock, in_block, out_block
     assert (sim.feed.skipped, sim.feed.short, sim.engine.telemetry.underruns) == (skipped, short, underruns)
     latency = sim.latencies_ms()[sim.frames(0.5):]
     assert latency.max() - latency.min() < 10, (latency.min(), latency.max())
+
+
+@pytest.mark.parametrize("in_block, out_block", [(320, 320), (256, 64)])
+def test_the_latency_does_not_hang_on_where_the_input_callbacks_fall(model, clock, in_block, out_block):
+    """Input blocks that come at the output's callback, or at any point between two of them: the input
+    is heard equally late (what waits is counted as it stands once both cards have had their callback,
+    not as the generator happens to see it between them), and whenever the output card calls the ring
+    holds a block more than it takes."""
+    medians, lowest = [], []
+    for after in range(0, in_block, in_block // 8):
+        sim = Simulation(model, clock, in_block, out_block, compute_ms=5, after=after)
+        before_call = []
+        callback = sim.engine.callback
+        sim.engine.callback = lambda *a: (before_call.append(sim.engine.ring.available()), callback(*a))
+        sim.run(0.5)
+        short, underruns, start = sim.feed.short, sim.engine.telemetry.underruns, len(before_call)
+        sim.run(1.0)
+        assert (sim.feed.skipped, sim.feed.short, sim.engine.telemetry.underruns) == (0, short, underruns)
+        medians.append(np.median(sim.latencies_ms()[sim.frames(0.5):]))
+        lowest.append(min(before_call[start:]))
+    assert max(medians) - min(medians) < 2, medians  # ms (the simulation's tick is 1 ms)
+    assert min(lowest) >= 2 * out_block, lowest
 
 
 def test_drift_is_skipped_and_the_latency_stops_growing(model, clock):

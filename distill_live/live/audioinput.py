@@ -82,6 +82,11 @@ class AudioInput:
         """Samples waiting (the cushion of silence included), at the model's rate."""
         return self.owed + self.waiting.available()
 
+    def queued(self) -> float:
+        """Seconds of input waiting: what `available` counts and what the card delivered since the last pull
+        (any thread may ask)."""
+        return self.available() / self.model_rate + self.ring.available() // self.channels / self.rate
+
     def ready(self) -> bool:
         """A whole frame is waiting, or none is coming: the next frame need not wait."""
         return self.available() >= self.hop or self.late()

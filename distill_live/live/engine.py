@@ -19,7 +19,8 @@ as chunks are queued (cardqueue.py), so a fader reaches into what is queued too.
 
 With an audio input (audioinput.py) the generator also pulls what the input callback copied, and
 a frame waits until a whole frame of input has arrived; input beyond what keeps the card fed is
-skipped, so the input is heard about one frame + one card block + what is kept (`kept`) after it arrives.
+skipped, so the input is heard about one frame + one card block (the longer, if the input card's blocks
+are another size) + what is kept (`kept`) after it arrives.
 """
 from __future__ import annotations
 
@@ -167,6 +168,7 @@ class Engine:
             else None
         self.frame_samples = round(self.hop * self.sample_rate / self.model_rate)  # one frame at the card's rate
         self.block = 0  # samples the card took at its last callback
+        self.took: float | None = None  # time.monotonic() of that callback (see _input_waits)
         self.lead_in = 0
         self.margin = Margin(buffer_ms / 1000, self.model_rate / self.player.chunk)
         self.ring = RingBuffer(self.frame_samples * 64 + round(buffer_ms / 1000 * self.sample_rate))
@@ -264,8 +266,26 @@ class Engine:
     def input_latency_ms(self) -> float:
         """Audio input to sound estimate: the card delivers it, it waits to be encoded, then everything
         queued for the card plays first."""
-        waiting = self.input.available() / self.model_rate
-        return 1000.0 * (self.input.latency + waiting + self.queued_seconds() + self.output_latency)
+        return 1000.0 * (self.input.latency + self._input_waits() + self.output_latency)
+
+    def _input_waits(self) -> float:
+        """Seconds an input sample waits between the input card delivering it and the output card taking
+        it: what waits to be encoded, what is left of the frame playing and what waits in the ring, as it
+        stands once both cards have had their callback for the same period.
+
+        The two callbacks do not come at the same instant, and between them what waits looks a card block
+        longer or shorter than it is. Counting the time between them as the block that part of a period
+        stands for takes that out: each callback moves what waits by a block and the time between them by
+        as much the other way, so the sum stays put while both cards keep time, whenever it is looked at.
+        (Read again if a callback came while it was read: any thread may ask.)"""
+        feed = self.input
+        while True:
+            took, arrived = self.took, feed.arrived
+            waits = feed.queued() + self.player.frame_left() / self.model_rate + self.queued_seconds()
+            if took is not None and arrived is not None:
+                waits += took - arrived
+            if (took, arrived) == (self.took, feed.arrived):
+                return waits
 
     def report(self, sentence: str) -> None:
         log.warning(sentence)
@@ -476,14 +496,14 @@ class Engine:
     def _input_allows(self) -> bool:
         """With an audio input, a new frame waits until a whole frame of input has arrived.
 
-        Input and output run on the same clock, so what waits to be encoded plus what waits for the
-        card stays constant: that is the latency. One card block + one frame + `target` is enough, so
-        when the input starts the engine puts just enough silence in front of it, and if more than
-        that waits for half a second (the two clocks drifted, or the machine stalled) it skips the
-        oldest input. The least over half a second, because input and output callbacks do not come at
-        the same instant: between them what waits looks a card block shorter or longer than it is.
-        Half a second of frames taken, not of calls: a frame waiting for its input is polled again
-        every idle pass of the loop, and counting those would shrink the window to a frame or two.
+        Input and output run on the same clock, so what waits between the two cards (`_input_waits`)
+        stays constant: that is the latency. The longer of the two cards' blocks + one frame + `target`
+        is enough, so when the input starts the engine puts just enough silence in front of it (or skips
+        what is too much), and if more than that waits for half a second (the two clocks drifted, or
+        the machine stalled) it skips the oldest input. The least over half a second, because callbacks
+        come a little late now and then. Half a second of frames taken, not of calls: a frame waiting
+        for its input is polled again every idle pass of the loop, and counting those would shrink the
+        window to a frame or two.
         """
         if self.input is None:
             return True
@@ -492,11 +512,12 @@ class Engine:
         if not self.player.frame_due():
             return True
         ratio = self.sample_rate / self.model_rate
-        queued = feed.available() * ratio + self.ring.available()  # at the card's rate
-        enough = self.block + self.frame_samples + self.target
-        if feed.resumed:
+        queued = self._input_waits() * self.sample_rate  # at the card's rate
+        enough = max(self.block, feed.block * self.sample_rate / feed.rate) + self.frame_samples + self.target
+        if feed.resumed:  # (input that comes back after a stall may find more waiting than enough: skip it)
             feed.resumed = False
             feed.delay(int((enough - queued) / ratio))
+            feed.skip(int((queued - enough) / ratio))
             self._least_queued, self._window_frames = math.inf, 0
         self._least_queued = min(self._least_queued, queued)
         if not feed.ready():
@@ -604,7 +625,8 @@ class Engine:
     # -- audio callback side ---------------------------------------------------------------------
 
     def callback(self, outdata: np.ndarray, frames: int, time_info, status) -> None:
-        """sounddevice output callback: copy from the ring, nothing else."""
+        """sounddevice output callback: copy from the ring and note the time, nothing else."""
         self.block = frames
         if self.ring.read_into(outdata) < frames:
             self.telemetry.underruns += 1
+        self.took = time.monotonic()

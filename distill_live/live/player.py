@@ -544,6 +544,10 @@ class Player:
         after a cue jump or reset (a trigger cuts into the frame playing, it does not wait for its end)."""
         return self.pos >= self.hop or self.cut or (bool(self.registry.get("play")) and self.raw_silent)
 
+    def frame_left(self) -> int:
+        """Samples of the frame playing (model rate) not yet made into chunks."""
+        return max(0, self.hop - self.pos)
+
     def silent_chunk(self) -> np.ndarray:
         """Silence in place of a chunk that failed: time goes on, and the next chunk starts a new frame."""
         self.samples += self.chunk
