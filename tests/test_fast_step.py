@@ -175,7 +175,7 @@ def reference_step(prior: Prior, state, controls: Controls) -> torch.Tensor:
 
 
 CONTROLS = [
-    Controls(),
+    Controls(),  # guidance 2 with nothing held: the step skips the unconditioned row, the reference does not
     Controls(temperature=0.7, world_weights=[0.0, 1.0], descriptors=(0.3, None, 0.8)),
     Controls(guidance=2.5, world_weights=[1.0, 0.5]),
     Controls(topk=5, topp=0.9, temperature=1.3, descriptors=(None, 0.1, None)),

@@ -154,10 +154,10 @@ def test_ccs_and_notes_steer_the_engine(engine, tester, patchbay, map_file):
         send(mido.Message("control_change", control=39, value=77))
         assert wait_for(lambda: values["/distill/gain"] == 2 * (100 * 128 + 77) / 16383)
 
-        # relative, binary offset: +3 then -1 ticks of 0.05 from guidance 1.0 (position 0.2 of 0..5)
+        # relative, binary offset: +3 then -1 ticks of 0.05 from guidance 2.0 (position 0.4 of 0..5)
         send(mido.Message("control_change", control=20, value=67))
         send(mido.Message("control_change", control=20, value=63))
-        assert wait_for(lambda: values["/distill/guidance"] == pytest.approx(5 * (0.2 + 0.1), abs=1e-12))
+        assert wait_for(lambda: values["/distill/guidance"] == pytest.approx(5 * (0.4 + 0.1), abs=1e-12))
 
         # soft takeover: brightness 0.5 waits until the knob passes 63.5
         for v in (0, 20, 40):

@@ -97,7 +97,8 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
               0.0, 2.0),
         Param("topk", "i", 0, "sample only among the k likeliest codes (0 = off)", 0, codebook_size),
         Param("topp", "f", 1.0, "sample only among the likeliest codes covering this probability (1 = off)", 0.01, 1.0),
-        Param("guidance", "f", 1.0, "how strongly world and descriptors steer (1 = plain, >1 = stronger)", 0.0, 5.0),
+        Param("guidance", "f", Controls.guidance, "how strongly world and descriptors steer (1 = plain, >1 = stronger)",
+              0.0, 5.0),
         Param("mix", "f*", None, "all world weights at once, in manifest order"),
     ]
     # worlds are read as they are sent: a world pad switches at once (the frame playing is made again under it,

@@ -514,7 +514,7 @@ class Engine:
         ratio = self.sample_rate / self.model_rate
         queued = self._input_waits() * self.sample_rate  # at the card's rate
         enough = max(self.block, feed.block * self.sample_rate / feed.rate) + self.frame_samples + self.target
-        if feed.resumed:  # (input that comes back after a stall may find more waiting than enough: skip it)
+        if feed.resumed:  # (the ring may hold more than enough already, made while no input came: skip that)
             feed.resumed = False
             feed.delay(int((enough - queued) / ratio))
             feed.skip(int((queued - enough) / ratio))
