@@ -24,8 +24,8 @@ sends one action at a known JACK frame time and finds when the output answered:
   sample the same codes for a frame or more after a world or loudness change; one level instead of all
   always sounds different at once, so `levels` is the engine's part alone.
 * descriptor: `/distill/descriptor/loudness` held at 0.1, then at 0.9, and back (guidance 2): the time
-  until the level (dB, the same windows) has moved halfway. Held descriptors are eased over 0.1 s (the
-  registry's smoothing), which this includes.
+  until the level (dB, the same windows) has moved halfway. The prior reads a held descriptor as it is
+  sent, as it reads the worlds.
 
 Per action: p50, p90, p99, max and jitter (p99 - p50) in ms, as the JACK graph sees it (add the card's
 own playback latency, one period on the dummy driver, for the speaker); per run the underruns serve
@@ -49,7 +49,7 @@ plays them, judged the same way from their first sample, as if an instrument swi
     .venv/bin/python bench/latency.py --model-only [--trials 200] [--seeds 0 1 2]
 
 The whole matrix at 200 trials takes about 45 minutes, and the steer action 25 more a run (each trial waits
-1.6 s for the easing to arrive); run it on a machine doing nothing else.
+1.6 s for serve's `-v` to count it); run it on a machine doing nothing else.
 """
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ SILENCE = 1e-6  # below this a sample counts as silence (gain 0 and a stopped en
 HEARD = 1e-4  # a difference smaller than this (-80 dB below full scale) is not heard
 LOUD = 1e-4  # where a sound from silence is lined up with another take of it (the steer action)
 SLACK = 32  # samples either way a take may sit from where LOUD lined it up
-SETTLE = 1.6  # s of playing after a change before the eased controls have arrived, to the digit (0.1 s easing)
+SETTLE = 1.6  # s of playing after a steer trial, before silence: serve's once-a-second `-v` line has counted it
 
 
 class Probe:
@@ -286,7 +286,7 @@ def first_heard_offline(model, action: str, trials: int, seed: int) -> dict:
     """The steer action rendered offline: each trial renders the same 0.3 s twice from one seed, in the action's
     first state, the second time switching to its other state 0.1-0.2 s in; the first sample that differs is when
     the change is first heard. What it waits for here is the chunk that reads it and the frame that takes it up,
-    and then the frames the prior samples the same codes all the same (or, eased, before the easing moves one)."""
+    and then the frames the prior samples the same codes all the same."""
     from distill_live.live.player import render
 
     states, first = steer_changes(model.worlds, model.config.codec.levels)[action]
@@ -450,13 +450,12 @@ class Run:
 
     def first_heard(self, states: list[list[tuple[str, object]]], starts: int = 5) -> dict:
         """ms from switching between two states to the first sample the switch changes, `trials` times. Each trial
-        plays one of `starts` sounds from silence (a reset with seed 1, 2, ..., in the first state, any easing
-        arrived) and switches to the second state 90-190 ms in (anywhere in a frame); what the sound would have
-        been is that start played without the switch, twice first (they must agree to the sample, or nothing
-        here means anything). A trial with a JACK xrun or an underrun of serve's is void and made again: either
-        moves what follows it in time, which would read as a change (serve's count is read after the trial's
-        `back`, over a second later, so its once-a-second `-v` line has counted the trial). `differed_before`:
-        trials that differed before the switch."""
+        plays one of `starts` sounds from silence (a reset with seed 1, 2, ..., in the first state) and switches to
+        the second state 90-190 ms in (anywhere in a frame); what the sound would have been is that start played
+        without the switch, twice first (they must agree to the sample, or nothing here means anything). A trial
+        with a JACK xrun or an underrun of serve's is void and made again: either moves what follows it in time,
+        which would read as a change (serve's count is read after the trial's `back`, over a second later, so its
+        once-a-second `-v` line has counted the trial). `differed_before`: trials that differed before the switch."""
         start, change = states
         rng, n = np.random.default_rng(self.period), int(0.4 * RATE)
 
@@ -472,7 +471,7 @@ class Run:
                                  "lined up with another take of it")
             return self.probe.onset + at
 
-        def back() -> None:  # the first state again, its easing arrived (it moves only while playing), then silence
+        def back() -> None:  # the first state again, played until serve's `-v` has counted the take, then silence
             self.send(("/distill/play", 1), *start)
             time.sleep(SETTLE)
             self.send(("/distill/play", 0))

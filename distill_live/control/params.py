@@ -17,7 +17,7 @@ import math
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from distill_live.model.corpus import FADE, MAX_FADE, STICK
 from distill_live.model.descriptors import DESCRIPTORS
@@ -101,16 +101,17 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
               0.0, 5.0),
         Param("mix", "f*", None, "all world weights at once, in manifest order"),
     ]
-    # worlds are read as they are sent: a world pad switches at once (the frame playing is made again under it,
-    # live/player.py), and a fader's steps are the fader's own (eased over 0.1 s, a change on the demo was first
-    # heard 39-43 ms later at the median and 139-172 at p99; as they are, 12-13 and 63-73 ms, with no larger
-    # step in the sound: docs/benchmarks.md, "Steering latency"). Descriptors stay eased: a held loudness
-    # jumped past its target without it.
+    # worlds and held descriptors are read as they are sent: a world pad switches at once (the frame playing is
+    # made again under it, live/player.py), and a fader's steps are the fader's own. Eased over 0.1 s, a world
+    # change on the demo was first heard 39-43 ms later at the median and 139-172 at p99; as sent, 12-13 and
+    # 63-73 ms, with no larger step in the sound. A held loudness was first heard 13-16 ms later at the median
+    # and 67-116 at p99 eased, 2-3 and 47-67 as sent, and swung about as far past its target (docs/benchmarks.md,
+    # "Steering latency")
     params += [Param(f"world/{w}", "f", 0.0, f"weight of world '{w}' (weights are normalised; all 0 = no world)",
                      0.0, 1.0) for w in worlds]
     for d in DESCRIPTORS:
         params.append(Param(f"descriptor/{d}", "f", 0.5, f"hold {d} at this target (0..1 of the training range)",
-                            0.0, 1.0, smooth=0.1))
+                            0.0, 1.0))
         params.append(Param(f"descriptor/{d}/free", "", None, f"release {d}: the model chooses it", stored=False))
     params += [
         Param("cue", "i,f?", None, "jump to training passage i, with an optional crossfade in seconds",
@@ -175,16 +176,15 @@ class ParamRegistry:
         self._urgent = False  # a trigger that pre-empts came in for now and the engine has not answered it yet
         self._at_card: dict[str, Any] = {}  # values for now for the card to apply at once (see `at_card`)
         self.arrived = threading.Event()  # set at every submit: the generator wakes for a trigger at once
-        # what `controls` reads: the fields of Controls that have a control of their name (as they are,
-        # as on/off, or eased), the worlds and the descriptors
+        # what `controls` reads: the fields of Controls that have a control of their name (as they are, or as
+        # on/off), the worlds and the descriptors
         named = [(f.name, self.params[f"{PREFIX}/{f.name}"]) for f in dataclasses.fields(Controls)
                  if f"{PREFIX}/{f.name}" in self.params]
-        self._plain = [(name, p.address) for name, p in named if not p.smooth and p.types != "b"]
-        self._switches = [(name, p.address) for name, p in named if not p.smooth and p.types == "b"]
-        self._eased = [(name, p.address) for name, p in named if p.smooth]
+        self._plain = [(name, p.address) for name, p in named if p.types != "b"]
+        self._switches = [(name, p.address) for name, p in named if p.types == "b"]
         self._worlds = [f"{PREFIX}/world/{w}" for w in self.worlds]
         self._descriptors = [(d, f"{PREFIX}/descriptor/{d}") for d in DESCRIPTORS]
-        self._steering = ({a for _, a in self._plain + self._switches + self._eased} | set(self._worlds)
+        self._steering = ({a for _, a in self._plain + self._switches} | set(self._worlds)
                           | {f"{PREFIX}/mix"} | {a for _, a in self._descriptors}
                           | {f"{a}/free" for _, a in self._descriptors})
 
@@ -397,22 +397,16 @@ class ParamRegistry:
     def world_weights(self) -> list[float]:
         return [self.values[a] for a in self._worlds]
 
-    def controls(self, smooth: Callable[[str, float], float]) -> Controls:
-        """What the prior reads: each field of `Controls` from the control of the same name (on/off as a
-        bool), `world_weights` from the world/ controls (None when all are 0) and `descriptors` from the
-        descriptor/ controls (None where free). `smooth(address, value)` eases the values of controls
-        that have a smoothing time (the descriptors); call from the generator thread."""
+    def controls(self) -> Controls:
+        """What the prior reads, as the controls stand: each field of `Controls` from the control of the same
+        name (on/off as a bool), `world_weights` from the world/ controls (None when all are 0) and
+        `descriptors` from the descriptor/ controls (None where free). Call from the generator thread."""
         values = self.values
-
-        def read(address: str) -> float:  # eased where the control has a smoothing time
-            return smooth(address, values[address]) if self.params[address].smooth else values[address]
-
         fields = {name: values[a] for name, a in self._plain}
         fields.update((name, bool(values[a])) for name, a in self._switches)
-        fields.update((name, smooth(a, values[a])) for name, a in self._eased)
-        weights = [read(a) for a in self._worlds]
+        weights = [values[a] for a in self._worlds]
         return Controls(world_weights=weights if sum(weights) > 1e-6 else None,
-                        descriptors=[read(a) if self.held[d] else None for d, a in self._descriptors], **fields)
+                        descriptors=[values[a] if self.held[d] else None for d, a in self._descriptors], **fields)
 
     def snapshot(self) -> tuple[dict[str, Any], dict[str, bool]]:
         """Copies of `values` and `held`, from any thread. The generator thread may be writing: a copy is

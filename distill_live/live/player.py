@@ -237,11 +237,10 @@ class Voice:
 @dataclass
 class Remake:
     """How to make the frame playing again (`Player._remake`): the voice that made it, what its step changed,
-    the eased controls before it, and what it read."""
+    and what it read."""
 
     voice: Voice
     checkpoint: tuple
-    eased: dict[str, float]
     controls: Controls
     playback: Playback
 
@@ -266,7 +265,6 @@ class Player:
         self.quiet = math.inf  # seconds the input has been below the gate
         self.fading: tuple[Voice, int, int] | None = None  # old voice, frames left, fade length
         self.smoothed: dict[str, float] = {}  # eased values of the gain, the corpus mix and the input gain
-        self.eased: dict[str, float] = {}  # eased values of what the prior reads (the held descriptors)
         self.remake: Remake | None = None  # how to make the frame playing again (None: it cannot be)
         self.remade = False  # the last chunk made the frame playing again (its codes changed)
         self._steered_at = -math.inf  # `time` when a message that steers the prior was last applied
@@ -297,10 +295,9 @@ class Player:
     def time(self) -> float:
         return self.samples / self.sample_rate
 
-    def _smooth(self, address: str, target: float, rate: float, memory: dict[str, float] | None = None) -> float:
-        """One step of `address`'s easing towards `target`, at `rate` steps a second, kept in `memory`
-        (`smoothed` unless told)."""
-        memory = self.smoothed if memory is None else memory
+    def _smooth(self, address: str, target: float, rate: float) -> float:
+        """One step of `address`'s easing towards `target`, at `rate` steps a second, kept in `smoothed`."""
+        memory = self.smoothed
         tau = self.registry.params[address].smooth
         current = memory.get(address, target)
         if tau > 0:
@@ -309,10 +306,6 @@ class Player:
                 current = target
         memory[address] = current
         return current
-
-    def controls(self) -> Controls:
-        """What the prior reads this frame, built by the registry; the descriptors eased at the frame rate."""
-        return self.registry.controls(lambda address, value: self._smooth(address, value, self.frame_rate, self.eased))
 
     def playback(self) -> Playback:
         """How this frame's codes become sound, from the corpus/ controls (the mix eased at the frame rate)."""
@@ -439,12 +432,11 @@ class Player:
             self.raw_silent = True
             self.history[(self.frames - 1) % HISTORY] = -1
             return
-        eased = dict(self.eased)
-        controls = self.controls()
+        controls = self.registry.controls()
         playback = self.playback()
         given = self._held()
         if self.input is None and self.fading is None and given is None and self.voice.prior_plays:
-            self.remake = Remake(self.voice, self.voice.checkpoint(), eased, controls, playback)
+            self.remake = Remake(self.voice, self.voice.checkpoint(), controls, playback)
         audio, self.last_codes = self.voice.step(controls, playback, given)
         self.history[(self.frames - 1) % HISTORY] = self.last_codes
         if self.fading is not None:
@@ -487,8 +479,7 @@ class Player:
         remake = self.remake
         if self.voice is not remake.voice or self.hop - self.pos < self.splice:  # (a crossfade begun changes the voice)
             return
-        self.eased = dict(remake.eased)
-        controls = self.controls()
+        controls = self.registry.controls()
         if controls == remake.controls:  # (a control sent again at the value it had)
             return
         self.remake = None
