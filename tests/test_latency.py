@@ -438,7 +438,7 @@ def test_a_world_and_a_held_descriptor_are_read_as_sent_at_the_next_frame(model)
     registry.submit("/distill/mix", [0.0] * (n - 1) + [1.0])
     registry.submit("/distill/descriptor/loudness", [0.8])
     player.next_frame()  # the frame that read them
-    controls = registry.controls()  # (what the frame after it reads)
+    controls = player.remake.controls  # what the prior was given for it
     assert controls.world_weights == [0.0] * (n - 1) + [1.0]
     assert controls.descriptors[0] == 0.8, controls.descriptors
 
