@@ -533,11 +533,12 @@ class Run:
         """The steer action for one change (`steer_changes`): its first controls set, its trials, playing again."""
         if first:
             self.send(*first)
+        steer = report.setdefault("steer", {})
         try:
-            report.setdefault("steer", {})[action] = self.first_heard(states)
+            steer[action] = self.first_heard(states)
         except NotMeasured as e:  # the other actions' figures are kept
-            report["steer"][action] = {"not_measured": str(e)}
-        self.log(f"steer, {action}: {report['steer'][action]}")
+            steer[action] = {"not_measured": str(e)}
+        self.log(f"steer, {action}: {steer[action]}")
         self.send(("/distill/play", 1))
 
     def measure(self, actions=ACTIONS, changes=CHANGES) -> dict:
