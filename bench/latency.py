@@ -22,7 +22,8 @@ sends one action at a known JACK frame time and finds when the output answered:
   change, and the first sample the change alters by more than -80 dB (`missed`: not within 0.1 s). The
   halfway times above are mostly how the sound itself moves; this is when it starts to. The prior may
   sample the same codes for a frame or more after a world or loudness change; one level instead of all
-  always sounds different at once, so `levels` is the engine's part alone.
+  always sounds different at once, so `levels` is the engine's part alone. A change whose start cannot be
+  played twice without a JACK xrun or an underrun (a machine that stops too often) is `not_measured`.
 * descriptor: `/distill/descriptor/loudness` held at 0.1, then at 0.9, and back (guidance 2): the time
   until the level (dB, the same windows) has moved halfway. The prior reads a held descriptor as it is
   sent, as it reads the worlds.
