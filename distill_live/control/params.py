@@ -106,7 +106,7 @@ def build_params(worlds: Sequence[str], levels: int, codebook_size: int, cues: i
     # change on the demo was first heard 39-43 ms later at the median and 139-172 at p99; as sent, 12-13 and
     # 63-73 ms, with no larger step in the sound. A held loudness was first heard 13-16 ms later at the median
     # and 67-116 at p99 eased, 2-3 and 47-67 as sent, and swung about as far past its target (docs/benchmarks.md,
-    # "Steering latency")
+    # "Steering latency" and "Held descriptors read as sent")
     params += [Param(f"world/{w}", "f", 0.0, f"weight of world '{w}' (weights are normalised; all 0 = no world)",
                      0.0, 1.0) for w in worlds]
     for d in DESCRIPTORS:
@@ -404,7 +404,7 @@ class ParamRegistry:
         values = self.values
         fields = {name: values[a] for name, a in self._plain}
         fields.update((name, bool(values[a])) for name, a in self._switches)
-        weights = [values[a] for a in self._worlds]
+        weights = self.world_weights()
         return Controls(world_weights=weights if sum(weights) > 1e-6 else None,
                         descriptors=[values[a] if self.held[d] else None for d, a in self._descriptors], **fields)
 
