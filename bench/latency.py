@@ -24,9 +24,9 @@ sends one action at a known JACK frame time and finds when the output answered:
   sample the same codes for a frame or more after a world or loudness change; one level instead of all
   always sounds different at once, so `levels` is the engine's part alone. A change whose start cannot be
   played twice without a JACK xrun or an underrun (a machine that stops too often) is `not_measured`.
-* descriptor: `/distill/descriptor/loudness` held at 0.1, then at 0.9, and back (guidance 2): the time
-  until the level (dB, the same windows) has moved halfway. The prior reads a held descriptor as it is
-  sent, as it reads the worlds.
+* descriptor: `/distill/descriptor/loudness` held at 0.1, then at 0.9, and back: the time until the level
+  (dB, the same windows) has moved halfway. The prior reads a held descriptor as it is sent, as it reads
+  the worlds. World and descriptor changes are made at the engine's default guidance (2), or `--guidance`.
 
 Per action: p50, p90, p99, max and jitter (p99 - p50) in ms, as the JACK graph sees it (add the card's
 own playback latency, one period on the dummy driver, for the speaker); per run the underruns serve
@@ -47,7 +47,7 @@ plays them, judged the same way from their first sample, as if an instrument swi
                                       [--actions trigger note gain world steer descriptor]
                                       [--changes world descriptor levels]
     .venv/bin/python bench/latency.py --quick     # 5 trials of each at 128 frames, idle: does it work?
-    .venv/bin/python bench/latency.py --model-only [--trials 200] [--seeds 0 1 2]
+    .venv/bin/python bench/latency.py --model-only [--trials 200] [--seeds 0 1 2] [--guidance 2]
 
 The whole matrix at 200 trials takes about 45 minutes, and the steer action 25 more a run (each trial waits
 1.6 s for serve's `-v` to count it); run it on a machine doing nothing else.
@@ -72,6 +72,8 @@ from jackaudio import jack_env, start_jackd, stop_process  # noqa: E402  (the te
 from oscpeers import free_port  # noqa: E402
 from stalls import MachineStalls  # noqa: E402
 
+from distill_live.model.prior import Controls  # noqa: E402
+
 RATE = 48000
 WINDOW = 480  # samples: the 10 ms windows the world and descriptor actions are judged by
 HOLD = 40  # ms a world or descriptor change must stay past halfway to count
@@ -82,6 +84,7 @@ HEARD = 1e-4  # a difference smaller than this (-80 dB below full scale) is not 
 LOUD = 1e-4  # where a sound from silence is lined up with another take of it (the steer action)
 SLACK = 32  # samples either way a take may sit from where LOUD lined it up
 TAKES = 10  # tries at playing a steer trial's start twice without a JACK xrun or an underrun of serve's
+GUIDANCE = Controls().guidance  # the world and descriptor changes are made at the engine's own, unless --guidance
 SETTLE = 1.6  # s of playing after a steer trial, before silence: serve's once-a-second `-v` line has counted it
 
 
@@ -242,20 +245,22 @@ def summary(values: list[float], missed: int = 0) -> dict:
     return out
 
 
-def steering_states(worlds: list[str]) -> dict[str, tuple[list, list, object]]:
-    """What the world and descriptor actions switch between, the controls set first, and how each is judged."""
+def steering_states(worlds: list[str], guidance: float = GUIDANCE) -> dict[str, tuple[list, list, object]]:
+    """What the world and descriptor actions switch between, the controls set first (`guidance` among them),
+    and how each is judged."""
     one = [[1.0 if k == j else 0.0 for k in range(len(worlds))] for j in (0, len(worlds) - 1)]
-    return {"world": ([[("/distill/mix", one[0])], [("/distill/mix", one[1])]], [], log_spectrum),
+    guided = ("/distill/guidance", guidance)
+    return {"world": ([[("/distill/mix", one[0])], [("/distill/mix", one[1])]], [guided], log_spectrum),
             "descriptor": ([[("/distill/descriptor/loudness", 0.1)], [("/distill/descriptor/loudness", 0.9)]],
-                           [("/distill/mix", [0.0] * len(worlds)), ("/distill/guidance", 2.0)], level_db)}
+                           [("/distill/mix", [0.0] * len(worlds)), guided], level_db)}
 
 
-def steer_changes(worlds: list[str], levels: int) -> dict[str, tuple[list, list]]:
+def steer_changes(worlds: list[str], levels: int, guidance: float = GUIDANCE) -> dict[str, tuple[list, list]]:
     """What the steer action switches between, by name, and the controls set first: the world and the
     descriptor of `steering_states`, and the levels decoded, from all of them to one. The prior may sample
     the same codes for a frame or more after a world or a loudness change, but one level instead of all of
     them always sounds different from the frame that reads it: its figure is the engine's part alone."""
-    out = {action: (states, first) for action, (states, first, _) in steering_states(worlds).items()}
+    out = {action: (states, first) for action, (states, first, _) in steering_states(worlds, guidance).items()}
     out["levels"] = ([[("/distill/levels", levels)], [("/distill/levels", 1)]], [])
     return out
 
@@ -288,14 +293,14 @@ def recorded_world(model, trials: int, seed: int) -> dict | None:
     return judged(tracks)
 
 
-def first_heard_offline(model, action: str, trials: int, seed: int) -> dict:
+def first_heard_offline(model, action: str, trials: int, seed: int, guidance: float = GUIDANCE) -> dict:
     """The steer action rendered offline: each trial renders the same 0.3 s twice from one seed, in the action's
     first state, the second time switching to its other state 0.1-0.2 s in; the first sample that differs is when
     the change is first heard. What it waits for here is the chunk that reads it and the frame that takes it up,
     and then the frames the prior samples the same codes all the same."""
     from distill_live.live.player import render
 
-    states, first = steer_changes(model.worlds, model.config.codec.levels)[action]
+    states, first = steer_changes(model.worlds, model.config.codec.levels, guidance)[action]
     rate, rng, found, missed = model.config.codec.sample_rate, np.random.default_rng(seed), [], 0
     for i in range(trials):
         at = 0.1 + rng.uniform(0, 0.1)
@@ -309,7 +314,8 @@ def first_heard_offline(model, action: str, trials: int, seed: int) -> dict:
     return summary(found, missed)
 
 
-def model_only(model_path: str, actions, trials: int, seed: int, settle: float = 3.0, changes=CHANGES) -> dict:
+def model_only(model_path: str, actions, trials: int, seed: int, settle: float = 3.0, changes=CHANGES,
+               guidance: float = GUIDANCE) -> dict:
     """The world and descriptor trials of `Run.halfway`, rendered offline: `settle` seconds in each state for its
     reference, then `trials` switches 0.8-0.82 s apart (as a live run sends them), each judged over the 0.5 s
     after it with `halfway_ms` on the output resampled to 48 kHz. No card, no margin, no JACK: what is left
@@ -321,7 +327,7 @@ def model_only(model_path: str, actions, trials: int, seed: int, settle: float =
 
     model = load_model(model_path)
     rng, out = np.random.default_rng(seed), {}
-    for action, (states, first, feature) in steering_states(model.worlds).items():
+    for action, (states, first, feature) in steering_states(model.worlds, guidance).items():
         if action not in actions:
             continue
         times = [0.0, settle] + list(2 * settle + np.cumsum(0.8 + rng.uniform(0, 0.02, trials)) - 0.8)
@@ -333,8 +339,8 @@ def model_only(model_path: str, actions, trials: int, seed: int, settle: float =
         if action == "world":
             out["world"]["recorded"] = recorded_world(model, trials, seed)
     if "steer" in actions:
-        out["steer"] = {action: first_heard_offline(model, action, trials, seed)
-                        for action in steer_changes(model.worlds, model.config.codec.levels) if action in changes}
+        out["steer"] = {action: first_heard_offline(model, action, trials, seed, guidance)
+                        for action in CHANGES if action in changes}
     return out
 
 
@@ -342,13 +348,14 @@ class Run:
     """One jackd at one period, one serve, the probe and a MIDI keyboard: the trials of every action."""
 
     def __init__(self, model: str, period: int, busy: bool, trials: int, settle: float, buffer_ms: float, log,
-                 realtime: bool = False):
+                 realtime: bool = False, guidance: float = GUIDANCE):
         from distill_live.model.modelfile import load_model
 
         meta = load_model(model)
         self.worlds, self.cues, self.levels = meta.worlds, len(meta.cues), meta.config.codec.levels
         self.model, self.period, self.busy, self.trials = model, period, busy, trials
         self.settle, self.buffer_ms, self.log, self.realtime = settle, buffer_ms, log, realtime
+        self.guidance = guidance
 
     def __enter__(self) -> "Run":
         import mido
@@ -563,8 +570,8 @@ class Run:
                                                  lambda i: self.send(("/distill/gain", 0.0))))
             self.log(f"gain {report['gain']}")
         self.send(("/distill/gain", 1.0), ("/distill/play", 1))
-        steered = steer_changes(w, self.levels)
-        for action, (states, first, feature) in steering_states(w).items():
+        steered = steer_changes(w, self.levels, self.guidance)
+        for action, (states, first, feature) in steering_states(w, self.guidance).items():
             if action in actions:
                 if first:
                     self.send(*first)
@@ -606,6 +613,8 @@ def main() -> int:
     p.add_argument("--model-only", action="store_true", help="the world and descriptor actions rendered offline, "
                    "without JACK or serve: the model's own part of their latency")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="with --model-only: one render per seed")
+    p.add_argument("--guidance", type=float, default=GUIDANCE,
+                   help=f"the guidance the world and descriptor changes are made at (default {GUIDANCE:g}, the engine's)")
     args = p.parse_args()
     if args.quick:
         args.periods, args.loads, args.trials = [128], ["idle"], 5
@@ -623,10 +632,10 @@ def main() -> int:
         torch.set_num_threads(1)
         steering = ("world", "steer", "descriptor")
         actions = [a for a in args.actions if a in steering] or list(steering)
-        runs = [{"seed": seed, **model_only(args.model, actions, args.trials, seed, changes=args.changes)}
-                for seed in args.seeds]
+        runs = [{"seed": seed, **model_only(args.model, actions, args.trials, seed, changes=args.changes,
+                                            guidance=args.guidance)} for seed in args.seeds]
         print(json.dumps({"model": args.model, "model_only": True, "rate": RATE, "trials": args.trials,
-                          "runs": runs}, indent=2))
+                          "guidance": args.guidance, "runs": runs}, indent=2))
         return 0
 
     runs, loadavg = [], os.getloadavg()
@@ -635,14 +644,14 @@ def main() -> int:
             log(f"period {period}, {load}")
             try:
                 with Run(args.model, period, load == "busy", args.trials, 1.0 if args.quick else 3.0, args.buffer_ms,
-                         log, args.realtime) as run:
+                         log, args.realtime, args.guidance) as run:
                     result = run.measure(args.actions, args.changes)
             except RuntimeError as e:  # jackd did not start
                 raise SystemExit(f"latency: {e}")
             runs.append({"jack_period": period, "jack_period_ms": round(1000 * period / RATE, 2), "load": load,
                          **result})
     print(json.dumps({"model": args.model, "rate": RATE, "trials": args.trials, "buffer_ms": args.buffer_ms,
-                      "realtime": args.realtime,
+                      "realtime": args.realtime, "guidance": args.guidance,
                       "cpus": os.cpu_count(),
                       "loadavg_at_start": loadavg, "runs": runs}, indent=2))
     return 0

@@ -541,3 +541,17 @@ def test_the_code_grid_shows_a_remade_frames_codes(model):
     assert engine.player.remade
     _, codes = engine.codes_since(engine.player.frames - 1)
     assert codes[-1].tolist() == engine.player.last_codes.tolist() and codes[-1, 1:].max() == -1
+
+
+def test_the_steering_changes_are_made_at_the_guidance_asked_for():
+    """bench/latency.py --guidance: the world and descriptor changes set it first, live and offline; by default
+    the engine's own (so the figures are what a performer gets without touching it)."""
+    from distill_live.model.prior import Controls
+
+    worlds = ["a", "b", "c"]
+    for guidance, states in ((Controls().guidance, latency.steering_states(worlds)),
+                             (4.0, latency.steering_states(worlds, 4.0))):
+        for action in ("world", "descriptor"):
+            assert ("/distill/guidance", guidance) in states[action][1], (action, states[action][1])
+    changes = latency.steer_changes(worlds, 4, guidance=3.0)
+    assert ("/distill/guidance", 3.0) in changes["descriptor"][1] and ("/distill/guidance", 3.0) in changes["world"][1]
