@@ -84,7 +84,7 @@ HEARD = 1e-4  # a difference smaller than this (-80 dB below full scale) is not 
 LOUD = 1e-4  # where a sound from silence is lined up with another take of it (the steer action)
 SLACK = 32  # samples either way a take may sit from where LOUD lined it up
 TAKES = 10  # tries at playing a steer trial's start twice without a JACK xrun or an underrun of serve's
-GUIDANCE = Controls().guidance  # the world and descriptor changes are made at the engine's own, unless --guidance
+GUIDANCE = Controls.guidance  # the world and descriptor changes are made at the engine's own, unless --guidance
 SETTLE = 1.6  # s of playing after a steer trial, before silence: serve's once-a-second `-v` line has counted it
 
 
