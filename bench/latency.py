@@ -22,8 +22,12 @@ sends one action at a known JACK frame time and finds when the output answered:
   change, and the first sample the change alters by more than -80 dB (`missed`: not within 0.1 s). The
   halfway times above are mostly how the sound itself moves; this is when it starts to. The prior may
   sample the same codes for a frame or more after a world or loudness change; one level instead of all
-  always sounds different at once, so `levels` is the engine's part alone. A change whose start cannot be
-  played twice without a JACK xrun or an underrun (a machine that stops too often) is `not_measured`.
+  always sounds different at once, so `levels` is the engine's part alone. Live, a change's onset skips
+  what was queued for the card (as a trigger does), crossfading to the same sound further on: where the
+  sound after that crossfade is the unchanged start moved ahead, the skip is not counted as the change,
+  which is first heard where the sound differs from the unchanged start moved as far (`change_heard`).
+  A change whose start cannot be played twice without a JACK xrun or an underrun (a machine that stops
+  too often) is `not_measured`.
 * descriptor: `/distill/descriptor/loudness` held at 0.1, then at 0.9, and back: the time until the level
   (dB, the same windows) has moved halfway. The prior reads a held descriptor as it is sent, as it reads
   the worlds. World and descriptor changes are made at the engine's default guidance (2), or `--guidance`.
@@ -72,6 +76,7 @@ from jackaudio import jack_env, start_jackd, stop_process  # noqa: E402  (the te
 from oscpeers import free_port  # noqa: E402
 from stalls import MachineStalls  # noqa: E402
 
+from distill_live.live.player import SPLICE  # noqa: E402
 from distill_live.model.prior import Controls  # noqa: E402
 
 RATE = 48000
@@ -86,6 +91,8 @@ SLACK = 32  # samples either way a take may sit from where LOUD lined it up
 TAKES = 10  # tries at playing a steer trial's start twice without a JACK xrun or an underrun of serve's
 GUIDANCE = Controls.guidance  # the world and descriptor changes are made at the engine's own, unless --guidance
 SETTLE = 1.6  # s of playing after a steer trial, before silence: serve's once-a-second `-v` line has counted it
+SKIP_FADE = round(SPLICE * RATE)  # the card's crossfade where a steering onset skips what was queued (engine.py)
+MOST_SKIPPED = RATE // 20  # more than a skip can drop: one card block and what is kept
 
 
 class NotMeasured(Exception):
@@ -202,6 +209,27 @@ def first_change(x: np.ndarray, same: np.ndarray) -> int | None:
     n = min(len(x), len(same))
     hits = np.flatnonzero(np.abs(x[:n] - same[:n]) > HEARD)
     return int(hits[0]) if hits.size else None
+
+
+def change_heard(x: np.ndarray, same: np.ndarray) -> int | None:
+    """The first sample where `x`, a take with a steering change, differs from `same`, the take without it, because
+    of the change. Live, a change's onset has the card skip what was queued and crossfade over `SKIP_FADE` to the
+    chunks that play it (engine.py, `_preempt`); where the prior kept its codes, those are the unchanged sound
+    further on, and `x` after the crossfade is `same` moved ahead: then the change is first heard where `x`
+    differs from `same` moved as far (None: not within what `same` holds), not at the skip."""
+    k = first_change(x, same)
+    if k is None:
+        return None
+    after, n = k + SKIP_FADE, RATE // 500  # 2 ms after the crossfade tell whether it is the same sound moved
+    window = x[after:after + n]
+    for moved in range(1, MOST_SKIPPED):
+        ahead = same[after + moved:after + moved + n]
+        if len(window) < n or len(ahead) < n:
+            break
+        if np.abs(window - ahead).max() <= HEARD:
+            later = first_change(x[after:], same[after + moved:])
+            return None if later is None else after + later
+    return k
 
 
 def lined_up(x: np.ndarray) -> int | None:
@@ -526,7 +554,7 @@ class Run:
             back()
             slipped = slipped or self.underruns() != under
             d = shift(take, same[seed])
-            k = first_change(take[SLACK + d:], same[seed])
+            k = change_heard(take[SLACK + d:], same[seed])
             if slipped:
                 void += 1  # JACK skipped a cycle or serve ran dry meanwhile: what followed moved in time
             elif k is None:

@@ -14,7 +14,7 @@ from distill_live.control.params import ParamRegistry
 from distill_live.live.cardqueue import CardQueue
 from distill_live.live.engine import Engine
 from distill_live.live.player import GESTURE, SPLICE, Player
-from distill_live.live.ringbuffer import RingBuffer
+from distill_live.live.ringbuffer import RingBuffer, take
 from models import random_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -46,6 +46,72 @@ def test_triggers_are_urgent_and_everything_else_waits_its_turn(model):
     registry.apply_due(0.0)  # stopped now
     registry.submit_validated([("/distill/gain", (0.2,)), ("/distill/play", (1,))])  # a bundle with play 1
     assert registry.urgent(0.0)
+
+
+def test_steering_for_now_waits_to_be_taken_up_and_timed_steering_keeps_its_time(model):
+    """A message that steers the prior, for now (untimed, or late), waits until a chunk applies it, which then
+    says it applied steering for now; a timed one to come, and what does not steer, never wait so."""
+    registry = ParamRegistry.for_model(model)
+    for address, args, at in (("/distill/world/bells", [1.0], None), ("/distill/descriptor/loudness", [0.8], None),
+                              ("/distill/levels", [1], 0.5)):  # (a late one: timed before now)
+        registry.submit(address, args, at=at)
+        assert registry.steering_waits(1.0) and not registry.urgent(1.0), address
+        assert registry.apply_due(1.0) and registry.steered_now, address
+        assert not registry.steering_waits(1.0), address
+    for address, args, at in (("/distill/gain", [0.5], None), ("/distill/world/bells", [0.0], 5.0)):
+        registry.submit(address, args, at=at)
+        assert not registry.steering_waits(1.0), address
+        registry.apply_due(1.0)
+        assert not registry.steered_now, address
+    assert registry.apply_due(5.0) == [("/distill/world/bells", (0.0,))] and not registry.steered_now
+    registry.submit("/distill/world/bells", [1.0])
+    assert registry.steering_waits(5.0)
+    registry.preempted()  # answered by the engine
+    assert not registry.steering_waits(5.0)
+
+
+def test_a_steering_onset_is_heard_at_once_from_a_frame_boundary_or_partway(model):
+    """`Player.heard_at_once`: the chunk that applies a gesture's onset plays it from its first sample, whether
+    a frame begins there or the frame playing is made again; in the frame's last SPLICE, the next frame's first
+    chunk does. Not a value sent again, a gesture going on, or a message timed to its chunk (it is where it was
+    asked to be)."""
+    player = Player(model, ParamRegistry.for_model(model), seed=0)
+    registry = player.registry
+    registry.submit("/distill/play", [1])
+
+    def after_quiet(address: str, value, partway: bool, timed: bool = False) -> bool:
+        for _ in range(math.ceil(GESTURE * player.frame_rate)):
+            player.next_frame()
+        while player.pos < player.hop:  # to a frame's end
+            player.next_chunk()
+        if partway:
+            player.next_chunk()
+        registry.submit(address, [value], at=player.time if timed else None)
+        player.next_chunk()
+        assert player.pos == (2 if partway else 1) * player.chunk
+        return player.heard_at_once
+
+    assert after_quiet("/distill/levels", 1, partway=False), "a frame begins under it"
+    assert after_quiet("/distill/levels", 2, partway=True), "the frame playing is remade"
+    assert not after_quiet("/distill/levels", 2, partway=False), "sent again: nothing changes"
+    assert not after_quiet("/distill/levels", 2, partway=True), "sent again, partway"
+    assert not after_quiet("/distill/levels", 1, partway=True, timed=True), "timed to this chunk"
+    for _ in range(math.ceil(GESTURE * player.frame_rate)):
+        player.next_frame()
+    while player.hop - player.pos >= player.splice:  # into the frame's last SPLICE: no remake, its end comes as soon
+        player.next_chunk()
+    registry.submit("/distill/levels", [2])
+    player.next_chunk()
+    assert not player.heard_at_once and player.onset_waits
+    while player.pos < player.hop:
+        player.next_chunk()
+        assert not player.heard_at_once
+    player.next_chunk()
+    assert player.heard_at_once and not player.onset_waits, "the next frame plays it from its first chunk"
+    registry.submit("/distill/levels", [3])
+    player.next_chunk()
+    assert not player.heard_at_once, "a gesture going on"
+    assert registry.controls().levels == 3
 
 
 def test_a_trigger_is_heard_from_the_cards_next_block_crossfaded_from_what_it_replaces():
@@ -202,6 +268,75 @@ def test_the_engine_applies_the_gain_at_the_card_and_the_take_keeps_the_players(
     assert engine.player.applied == [("/distill/gain", (0.0,))]
     player_chunk = engine.recent(engine.player.chunk)
     assert np.abs(player_chunk).max() > 0.5 * np.abs(engine.player.ungained).max(), "the Player eases from here"
+
+
+def test_a_steering_onset_is_put_in_place_of_what_the_card_has_queued(model):
+    """With 100 ms queued, a steering message for now that begins a gesture (here the levels, which always sound
+    different at once) is heard from the card's next block, as a trigger is: the chunks that play it replace the
+    queue, crossfaded over SPLICE. The gesture's next step, a value sent again and a message timed to come
+    wait their turn behind the queue."""
+    engine = Engine(model, buffer_ms=100.0)  # the ring at the model's rate: no resampler
+    engine.registry.submit("/distill/play", [1])
+    engine.card_queue.settle(1.0)
+    engine.block = block = 64
+    out = np.zeros(block, np.float32)
+    splice = round(SPLICE * engine.sample_rate)
+
+    def play(seconds: float) -> None:
+        """The card takes `seconds` a block at a time, the generator making up for each block, with no skip."""
+        for _ in range(round(seconds * engine.sample_rate / block)):
+            while engine.poll():
+                assert engine.card_queue.skip is None
+            engine.ring.read_into(out)
+            engine.card_queue.tend()
+        while engine.poll():
+            assert engine.card_queue.skip is None
+
+    def queued() -> np.ndarray:
+        """What the card will play next, as the ring holds it."""
+        return take(engine.ring.data, engine.ring.read, engine.ring.written).copy()
+
+    play(0.5)
+    before = queued()
+    assert len(before) > 0.09 * engine.sample_rate
+    engine.registry.submit("/distill/levels", [1])
+    assert engine.poll()
+    assert engine.card_queue.skip is not None, "the queue is replaced"
+    heard = np.zeros(engine.ring.available(), np.float32)
+    engine.ring.read_into(heard)
+    made = engine.recent(len(heard))  # the chunks made just now, which play the change
+    plain = (np.abs(made) < 0.9) & (np.abs(before[:len(heard)]) < 0.9)  # (the output's safety bends peaks)
+    plain[:splice] = False
+    np.testing.assert_allclose(heard[plain], made[plain], rtol=1e-4, atol=1e-6)
+    assert not np.allclose(heard[plain], before[:len(heard)][plain], atol=1e-3), "not what was queued"
+    assert abs(heard[0] - before[0]) < abs(heard[0] - made[0]) + 1e-6, "the crossfade starts from what was queued"
+    engine.card_queue.tend()
+
+    def waits(address: str, value, at: float | None = None) -> None:
+        before = queued()
+        engine.registry.submit(address, [value], at=at)
+        engine.poll()
+        assert engine.card_queue.skip is None, (address, value, at)
+        np.testing.assert_array_equal(queued()[:len(before)], before, err_msg=f"{address} {value} {at}")
+
+    waits("/distill/levels", 2)  # the gesture goes on, as the chunks made at its onset play
+    play(0.2)
+    waits("/distill/levels", 2)  # an onset again, but a value sent again
+    play(0.2)
+    waits("/distill/levels", 1, at=engine.player.time + 0.05)  # timed to come, and at its time
+    play(0.2)
+    assert engine.registry.controls().levels == 1
+    player = engine.player
+    while player.hop - player.pos >= player.splice:  # into a frame's last SPLICE: the next frame plays it
+        engine.generate_one()
+    engine.registry.submit("/distill/levels", [2])
+    for _ in range(player.splice // player.chunk + 1):
+        assert engine.poll()  # at once, however much is queued
+        if engine.card_queue.skip is not None:
+            break
+    assert engine.card_queue.skip is not None, "put in place of the queue from the next frame's first chunk"
+    play(0.2)
+    assert engine.telemetry.underruns == 0
 
 
 def test_a_cue_cuts_into_the_frame_and_fades_from_its_rest(model):
@@ -406,6 +541,26 @@ def test_a_steer_trial_is_void_when_serve_ran_dry():
     assert run.underruns() == 3
     run.err = []
     assert run.underruns() == 0
+
+
+def test_a_skip_to_the_same_sound_further_on_is_not_the_change():
+    """bench/latency.py's live steer trials: a change's onset skips what was queued, crossfading to the sound
+    further on. Where that is the unchanged start moved ahead, the change is first heard where the take differs
+    from it moved, not at the skip; where the chunks after the skip already differ, at the skip."""
+    rng = np.random.default_rng(0)
+    same = rng.standard_normal(20000).astype(np.float32) * 0.1
+    skip, moved, fade = 3000, 517, latency.SKIP_FADE
+    ramp = (np.arange(1, fade + 1) / fade).astype(np.float32)
+    crossfade = same[skip:skip + fade] * (1 - ramp) + same[skip + moved:skip + moved + fade] * ramp
+    kept = np.concatenate([same[:skip], crossfade, same[skip + moved + fade:]])
+    assert latency.change_heard(kept, same) is None, "the skip alone"
+    later = kept.copy()
+    later[6000:] *= 0.5  # the prior moved two frames on
+    assert latency.change_heard(later, same) == 6000
+    at_once = kept.copy()
+    at_once[skip + fade:] = rng.standard_normal(len(at_once) - skip - fade) * 0.1  # other codes from the skip on
+    assert latency.change_heard(at_once, same) == skip
+    assert latency.change_heard(same, same) is None
 
 
 def test_first_change_and_lining_up_ignore_what_is_not_heard_and_find_the_shift():

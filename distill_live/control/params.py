@@ -169,11 +169,13 @@ class ParamRegistry:
         self.values: dict[str, Any] = {a: p.default for a, p in self.params.items() if p.stored and p.default is not None}
         self.held = {d: False for d in DESCRIPTORS}
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        # the generator's heap of messages: (when, order of arrival, address, args, timed)
-        self._pending: list[tuple[float, int, str, tuple, bool]] = []
+        # the generator's heap of messages: (when, order of arrival, address, args, timed, for now)
+        self._pending: list[tuple[float, int, str, tuple, bool, bool]] = []
         self._order = 0
         self._timed_at: dict[str, float] = {}  # the time of the timed message that set each control last
         self._urgent = False  # a trigger that pre-empts came in for now and the engine has not answered it yet
+        self._steering_waits = False  # a message for now that steers the prior waits to be applied
+        self.steered_now = False  # the last `apply_due` applied a message for now that steers the prior
         self._at_card: dict[str, Any] = {}  # values for now for the card to apply at once (see `at_card`)
         self.arrived = threading.Event()  # set at every submit: the generator wakes for a trigger at once
         # what `controls` reads: the fields of Controls that have a control of their name (as they are, or as
@@ -298,11 +300,13 @@ class ParamRegistry:
         of them arrives. (Messages for now apply as they come, as OSC has it.)"""
         self._take_inbox(now)
         applied = []
+        self.steered_now = self._steering_waits = False
         while self._pending and self._pending[0][0] <= now:
-            when, _, address, args, timed = heapq.heappop(self._pending)
+            when, _, address, args, timed, for_now = heapq.heappop(self._pending)
             for address, args in (self._not_overtaken(when, address, args) if timed else [(address, args)]):
                 self._store(address, args)
                 applied.append((address, args))
+                self.steered_now |= for_now and self.steers(address)
         return applied
 
     def _not_overtaken(self, when: float, address: str, args: tuple) -> list[tuple[str, tuple]]:
@@ -335,9 +339,17 @@ class ParamRegistry:
         self._take_inbox(now)
         return self._urgent
 
+    def steering_waits(self, now: float) -> bool:
+        """Whether a message that steers the prior came in to be applied now (untimed, or late) and no chunk has
+        applied it yet: at a gesture's onset the engine makes that chunk at once and, where the Player takes the
+        message up from it (`Player.heard_at_once`), puts it in place of what the card has queued, as a trigger's.
+        A steering message at its time to come waits for its time, as every timed message does."""
+        self._take_inbox(now)
+        return self._steering_waits
+
     def preempted(self) -> None:
-        """The engine has answered the triggers that came (see `urgent`)."""
-        self._urgent = False
+        """The engine has answered the triggers and the steering that came (see `urgent`, `steering_waits`)."""
+        self._urgent = self._steering_waits = False
 
     def at_card(self, now: float) -> dict[str, Any]:
         """The last value of each control the card applies itself (`Param.at_card`: the gain) that came in to be
@@ -359,11 +371,14 @@ class ParamRegistry:
             for address, args in (args if address is None else ((address, args),)):  # None: a batch
                 self._order += 1
                 when = now if at is None else at
-                heapq.heappush(self._pending, (when, self._order, address, args, at is not None))
+                for_now = at is None or at < now  # (a timed message due at this very chunk is in its place)
+                heapq.heappush(self._pending, (when, self._order, address, args, at is not None, for_now))
                 if when > now:
                     continue
                 if self._preempts(address, args):
                     self._urgent = True
+                if for_now and self.steers(address):
+                    self._steering_waits = True
                 if self.params[address].at_card and self._timed_at.get(address, -math.inf) <= when:
                     self._at_card[address] = args[0]
 

@@ -13,7 +13,9 @@ heard. The margin is measured, not guessed (`Margin`): what noticing and making 
 this machine over the last seconds, never less than `buffer_ms` nor than two card blocks (`kept`: a
 card can ask for two blocks back to back). A trigger (a cue jump, a reset, play) does not even wait
 for that: it wakes the generator, which makes its chunks at once and puts them in place of what the
-card has queued, heard from its next block (`_preempt`). The gain is applied
+card has queued, heard from its next block (`_preempt`); so does the onset of a gesture that steers the
+prior (a world pad, a fader's first step), which the Player plays from the chunk that applies it
+(`Player.heard_at_once`), while the steps of a gesture that goes on wait their turn. The gain is applied
 as chunks are queued (cardqueue.py), so a fader reaches into what is queued too. Model files asked for over OSC
 (`/distill/model`) are loaded by a third thread so the generator never waits on a disk.
 
@@ -304,8 +306,9 @@ class Engine:
         """Make one chunk and queue it for the card."""
         self.card_queue.write(self._make_chunk())
 
-    def _preempt(self) -> None:
-        """A trigger that must not wait (a cue, a reset, play): make its first chunks at once and put them in
+    def _preempt(self, first: np.ndarray, steering: bool = False) -> None:
+        """A trigger that must not wait (a cue, a reset, play), or a steering gesture's onset that the chunk
+        `first` plays from its first sample (`Player.heard_at_once`): make its first chunks at once and put them in
         place of what the card has queued, heard from its next block, crossfading from what they replace
         over `SPLICE` (CardQueue.trigger). Only as many as the crossfade and the card's next block need are
         made before the card is told to skip to them, so the trigger waits for nothing else; the rest of
@@ -314,7 +317,7 @@ class Engine:
         rest of it costs next to nothing; another frame, two voices' work, would wait its turn). The
         dropped audio was made and is in a take, so the card skips those few milliseconds of the take's
         timeline (at most one block + what is kept)."""
-        fresh = [self._make_chunk()]
+        fresh = [first]
         while sum(map(len, fresh)) < max(self.splice, self.block):
             fresh.append(self._make_chunk())
         self.card_queue.trigger(np.concatenate(fresh), self.splice)
@@ -323,6 +326,8 @@ class Engine:
             chunk = self._make_chunk()
             self.card_queue.write(chunk)
             made += len(chunk)
+        if steering:
+            self.player.gesture_goes_on()
 
     def _make_chunk(self) -> np.ndarray:
         """The next chunk at the card's rate before the gain (applied as it is queued: cardqueue.py), with
@@ -460,12 +465,17 @@ class Engine:
         reached = self.registry.at_card(self.player.time)
         if GAIN in reached:  # a fader: the card hears it at its next block (cardqueue.py)
             self.card_queue.reach(reached[GAIN])
-        urgent = self.input is None and self.registry.urgent(self.player.time)
+        now = self.player.time
+        trigger = self.input is None and self.registry.urgent(now)
+        urgent = trigger or self.player.onset_waits or (self.input is None and self.registry.steering_waits(now)
+                                                        and self.player.at_onset())
         if (urgent or self.ring.available() < self.block + self.target) and self._input_allows():
-            if urgent and self.block:  # (before the card's first callback, the start's cushion stays: append)
-                self._preempt()
+            chunk = self._make_chunk()
+            # (before the card's first callback, the start's cushion stays: append)
+            if self.block and self.input is None and (trigger or self.player.heard_at_once):
+                self._preempt(chunk, steering=not trigger)
             else:
-                self.generate_one()
+                self.card_queue.write(chunk)
             if urgent:
                 self.registry.preempted()
             done = time.perf_counter()

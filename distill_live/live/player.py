@@ -7,7 +7,8 @@ play/stop fade and the gain are applied per chunk too: so starting, stopping and
 within a chunk (1.25 ms; live, the card applies the gain itself, to what is queued too: see
 live/cardqueue.py). What steers the prior (worlds, descriptors, temperature...) is heard from the
 chunk it arrives at too: the frame playing is made again under it, from the same memory and random
-numbers, and crossfaded to over `SPLICE` (`Player._remake`). Triggers do not wait for the frame to
+numbers, and crossfaded to over `SPLICE` (`Player._remake`); live, the engine puts such a chunk in place
+of what the card has queued (`heard_at_once`). Triggers do not wait for the frame to
 end: a start from silence, a cue jump and a reset begin a new frame at the chunk they arrive, and a
 cue or reset fades from the rest of the frame it cuts into over `SPLICE` (4 ms: shorter than any
 note onset a player would call late, long enough that the cut is not heard as a click). A cue jump's first frame is the passage's
@@ -267,6 +268,13 @@ class Player:
         self.smoothed: dict[str, float] = {}  # eased values of the gain, the corpus mix and the input gain
         self.remake: Remake | None = None  # how to make the frame playing again (None: it cannot be)
         self.remade = False  # the last chunk made the frame playing again (its codes changed)
+        # the last chunk plays, from its first sample, a steering message for now at a gesture's onset (the
+        # engine puts it in place of what the card has queued: engine.py, `poll`)
+        self.heard_at_once = False
+        self._frame_controls: Controls | None = None  # what the frame playing was made under (None: silence)
+        # a gesture's onset for now came in the frame's last SPLICE: the next frame, as soon, plays it from its first
+        # chunk (`heard_at_once`), and the engine makes the chunks up to it at once
+        self.onset_waits = False
         self._steered_at = -math.inf  # `time` when a message that steers the prior was last applied
         self.envelope = 0.0  # play/stop fade level
         self.gain = float(self.registry.get("gain"))
@@ -428,11 +436,12 @@ class Player:
                 done[same] = voice.listen(heard, done.get(same))
         self.remake = None
         if not playing:
+            self._frame_controls = None
             self.raw[:] = 0.0
             self.raw_silent = True
             self.history[(self.frames - 1) % HISTORY] = -1
             return
-        controls = self.registry.controls()
+        controls = self._frame_controls = self.registry.controls()
         playback = self.playback()
         given = self._held()
         if self.input is None and self.fading is None and given is None and self.voice.prior_plays:
@@ -477,7 +486,7 @@ class Player:
         again as it was (`remake` is None: two voices crossfading, a held region, an audio input, a cue's
         first frame, a seed sent since the frame began), nor when the frame ends within `SPLICE` anyway."""
         remake = self.remake
-        if self.voice is not remake.voice or self.hop - self.pos < self.splice:  # (a crossfade begun changes the voice)
+        if self.voice is not remake.voice:  # (a crossfade begun changes the voice)
             return
         controls = self.registry.controls()
         if controls == remake.controls:  # (a control sent again at the value it had)
@@ -500,12 +509,21 @@ class Player:
                     self._command(address, args)
         playing = bool(self.registry.get("play"))
         steered = any(self.registry.steers(address) for address, _ in applied)
+        onset = steered and self.at_onset()
+        self.heard_at_once = False
         if self.frame_due():
+            made_under = self._frame_controls
             with kernels.playing():
                 self._next_raw_frame(playing or self.envelope > 0.0)
-        elif steered and self.remake is not None and self.time - self._steered_at >= GESTURE:
+            changed = self._frame_controls is not None and self._frame_controls != made_under
+            self.heard_at_once = changed and (self.onset_waits or (onset and self.registry.steered_now))
+            self.onset_waits = False
+        elif onset and self.hop - self.pos < self.splice:  # the frame ends within SPLICE: the next one plays it
+            self.onset_waits = self.registry.steered_now and self.input is None
+        elif onset and self.remake is not None:
             with kernels.playing():
                 self._remake()
+            self.heard_at_once = self.remade and self.registry.steered_now
         if steered:
             self._steered_at = self.time
 
@@ -529,6 +547,19 @@ class Player:
         """A chunk's ramp from `start` to `end`; a steady value (the usual case) as one number, which
         multiplies to the same float32 samples as a ramp of equal values, without building it."""
         return np.float32(start) if start == end else start + (end - start) * self._ramp
+
+    def at_onset(self) -> bool:
+        """A steering message applied at the next chunk would begin a gesture: none came for `GESTURE`. Such a
+        message is heard from that chunk (the frame playing remade, or a frame beginning under it), and the
+        engine puts the chunk in place of what the card has queued (`heard_at_once`; engine.py, `poll`);
+        the steps of a gesture that goes on are read at the frames."""
+        return self.time - self._steered_at >= GESTURE
+
+    def gesture_goes_on(self) -> None:
+        """Count a gesture's quiet (`GESTURE`) from here: the engine has just made at once what the card plays
+        after the gesture's onset (a pre-emption), ahead of when it is heard, and the gesture's next step, which
+        comes as that plays, is a step of the same gesture."""
+        self._steered_at = self.time
 
     def frame_due(self) -> bool:
         """The next chunk begins a new frame: at the frame boundary, at once when starting from silence, or
