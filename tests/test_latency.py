@@ -273,8 +273,8 @@ def test_the_engine_applies_the_gain_at_the_card_and_the_take_keeps_the_players(
 def test_a_steering_onset_is_put_in_place_of_what_the_card_has_queued(model):
     """With 100 ms queued, a steering message for now that begins a gesture (here the levels, which always sound
     different at once) is heard from the card's next block, as a trigger is: the chunks that play it replace the
-    queue, crossfaded over SPLICE. The gesture's next step, a value sent again and a message timed to come
-    wait their turn behind the queue."""
+    queue, crossfaded over SPLICE. A step within GESTURE of the card's time, a value sent again and a message timed
+    to come wait their turn behind the queue."""
     engine = Engine(model, buffer_ms=100.0)  # the ring at the model's rate: no resampler
     engine.registry.submit("/distill/play", [1])
     engine.card_queue.settle(1.0)
@@ -302,9 +302,10 @@ def test_a_steering_onset_is_put_in_place_of_what_the_card_has_queued(model):
     engine.registry.submit("/distill/levels", [1])
     assert engine.poll()
     assert engine.card_queue.skip is not None, "the queue is replaced"
-    heard = np.zeros(engine.ring.available(), np.float32)
+    made = engine.recent(engine.ring.available())  # the chunks made just now, which play the change
+    heard = np.zeros(round(0.03 * engine.sample_rate), np.float32)  # the card's next 30 ms
     engine.ring.read_into(heard)
-    made = engine.recent(len(heard))  # the chunks made just now, which play the change
+    made = made[:len(heard)]
     plain = (np.abs(made) < 0.9) & (np.abs(before[:len(heard)]) < 0.9)  # (the output's safety bends peaks)
     plain[:splice] = False
     np.testing.assert_allclose(heard[plain], made[plain], rtol=1e-4, atol=1e-6)
@@ -313,13 +314,16 @@ def test_a_steering_onset_is_put_in_place_of_what_the_card_has_queued(model):
     engine.card_queue.tend()
 
     def waits(address: str, value, at: float | None = None) -> None:
+        """No skip while the frame it came in and the next begin (a frame's worth of chunks, made at once)."""
         before = queued()
         engine.registry.submit(address, [value], at=at)
-        engine.poll()
-        assert engine.card_queue.skip is None, (address, value, at)
+        for _ in range(engine.player.hop // engine.player.chunk + 1):
+            engine.poll()
+            assert engine.card_queue.skip is None, (address, value, at)
+        engine.generate_one()
         np.testing.assert_array_equal(queued()[:len(before)], before, err_msg=f"{address} {value} {at}")
 
-    waits("/distill/levels", 2)  # the gesture goes on, as the chunks made at its onset play
+    waits("/distill/levels", 2)  # an onset in the Player's time (a queue later), but not 0.1 s of the card's
     play(0.2)
     waits("/distill/levels", 2)  # an onset again, but a value sent again
     play(0.2)
@@ -621,7 +625,7 @@ def test_a_steering_change_remakes_the_frame_playing_from_the_next_chunk(model):
     n = len(model.worlds)
     change = [("/distill/levels", [1]), ("/distill/mix", [0.0] * (n - 1) + [1.0]),
               ("/distill/descriptor/loudness", [0.9])]
-    frame, into, chunks = 6, 5, 9 * per_frame
+    frame, into, chunks = 7, 5, 10 * per_frame
     at = frame * per_frame + into  # the chunk the change is applied at
     # loudness held from the start, then moved at the first frame: more than GESTURE before the change
     held = {0: [("/distill/descriptor/loudness", [0.2])], per_frame: [("/distill/descriptor/loudness", [0.5])]}
@@ -634,7 +638,7 @@ def test_a_steering_change_remakes_the_frame_playing_from_the_next_chunk(model):
     assert latency.first_change(partway[cut:], plain[cut:]) < chunk, "heard from the chunk it came at"
     np.testing.assert_array_equal(partway[cut + splice:], at_start[cut + splice:])
     _, started = _played(model, {**held, frame * per_frame: change}, chunks)
-    np.testing.assert_array_equal(player.history[:9].numpy(), started.history[:9].numpy())
+    np.testing.assert_array_equal(player.history[:10].numpy(), started.history[:10].numpy())
 
 
 def test_only_a_gestures_onset_remakes_a_frame_and_only_where_it_can_be(model):
@@ -683,6 +687,44 @@ def test_only_a_gestures_onset_remakes_a_frame_and_only_where_it_can_be(model):
     assert not sent("/distill/levels", 1), "not in the frame's last SPLICE"
     quiet()
     assert sent("/distill/levels", 2), "an onset again"
+
+
+def test_a_gestures_onset_pulls_harder_for_the_frames_that_first_play_it(model, monkeypatch):
+    """The frames that first play a gesture's onset (the one remade and the next, ONSET_FRAMES) are made with
+    guidance's push ONSET_PULL times as far, up to ONSET_MOST; the rest at the guidance set. Not a value sent
+    again, not the steps of a gesture going on, and nothing at guidance 1 (the plain prior asked for)."""
+    from distill_live.live.player import ONSET_FRAMES, ONSET_MOST, ONSET_PULL, Voice
+
+    made = []  # the guidance each step of the voice was given (the real step, watched)
+    step = Voice.step
+    monkeypatch.setattr(Voice, "step", lambda self, controls, *a, **k: made.append(controls.guidance)
+                        or step(self, controls, *a, **k))
+    player = Player(model, ParamRegistry.for_model(model), seed=0)
+    registry = player.registry
+    registry.submit_validated([("/distill/play", (1,)), ("/distill/guidance", (2.0,))])
+
+    def guidance_after(address: str, value, frames: int = 4) -> list[float]:
+        for _ in range(math.ceil(GESTURE * player.frame_rate)):
+            player.next_frame()
+        while player.pos != 3 * player.chunk:  # partway into a frame: the onset remakes it
+            player.next_chunk()
+        made.clear()
+        registry.submit(address, [value])
+        for _ in range(frames):
+            player.next_frame()
+        return made
+
+    pulled = min(1.0 + ONSET_PULL * (2.0 - 1.0), ONSET_MOST)
+    assert pulled > 2.0 and ONSET_FRAMES >= 1
+    assert guidance_after("/distill/descriptor/loudness", 0.9) == [pulled] * ONSET_FRAMES + [2.0] * (5 - ONSET_FRAMES)
+    assert guidance_after("/distill/descriptor/loudness", 0.9) == [2.0] * 4, "a value sent again"
+    made.clear()
+    registry.submit("/distill/descriptor/loudness", [0.2])  # a gesture going on: read at the frames
+    player.next_frame()
+    assert made == [2.0]
+    registry.submit("/distill/guidance", [1.0])
+    player.next_frame()
+    assert guidance_after("/distill/descriptor/loudness", 0.5) == [1.0] * 5, "the plain prior asked for"
 
 
 def test_the_code_grid_shows_a_remade_frames_codes(model):

@@ -50,7 +50,7 @@ from distill_live.model.prior import Controls
 
 from .audioinput import AudioInput
 from .cardqueue import CardQueue
-from .player import SPLICE, Heard, Playback, Player, Voice
+from .player import GESTURE, SPLICE, Heard, Playback, Player, Voice
 from .resample import StreamResampler
 from .ringbuffer import RingBuffer, put, take
 
@@ -172,6 +172,7 @@ class Engine:
         self.block = 0  # samples the card took at its last callback
         self.took: float | None = None  # time.monotonic() of that callback (see _input_waits)
         self.lead_in = 0
+        self._steering_preempted = -math.inf  # `_card_time` of the last steering onset that pre-empted
         self.margin = Margin(buffer_ms / 1000, self.model_rate / self.player.chunk)
         self.ring = RingBuffer(self.frame_samples * 64 + round(buffer_ms / 1000 * self.sample_rate))
         self.card_queue = CardQueue(self.ring, self.sample_rate, self.registry.params[GAIN].smooth,
@@ -327,7 +328,14 @@ class Engine:
             self.card_queue.write(chunk)
             made += len(chunk)
         if steering:
-            self.player.gesture_goes_on()
+            self._steering_preempted = self._card_time()
+
+    def _card_time(self) -> float:
+        """Where the card is in the Player's timeline, in seconds: what the Player made, less what is queued.
+        A steering onset pre-empts at most once in `GESTURE` of it: with much queued (serve --output keeps 100
+        ms), a moving fader's steps come more than `GESTURE` apart in the Player's time, as each lands a queue
+        later than the last, and each would skip what is queued."""
+        return self.player.time - self.ring.available() / self.sample_rate
 
     def _make_chunk(self) -> np.ndarray:
         """The next chunk at the card's rate before the gain (applied as it is queued: cardqueue.py), with
@@ -467,12 +475,13 @@ class Engine:
             self.card_queue.reach(reached[GAIN])
         now = self.player.time
         trigger = self.input is None and self.registry.urgent(now)
-        urgent = trigger or self.player.onset_waits or (self.input is None and self.registry.steering_waits(now)
-                                                        and self.player.at_onset())
+        may_steer = self._card_time() - self._steering_preempted >= GESTURE
+        urgent = trigger or (may_steer and (self.player.onset_waits or (
+            self.input is None and self.registry.steering_waits(now) and self.player.at_onset())))
         if (urgent or self.ring.available() < self.block + self.target) and self._input_allows():
             chunk = self._make_chunk()
             # (before the card's first callback, the start's cushion stays: append)
-            if self.block and self.input is None and (trigger or self.player.heard_at_once):
+            if self.block and self.input is None and (trigger or (may_steer and self.player.heard_at_once)):
                 self._preempt(chunk, steering=not trigger)
             else:
                 self.card_queue.write(chunk)

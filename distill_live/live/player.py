@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -62,6 +62,13 @@ PLAY_FADE = 0.05  # seconds: start/stop fade
 CHUNKS = 16  # chunks per frame: how often controls are applied (1.25 ms at 50 frames/s)
 SPLICE = 0.004  # seconds: the crossfade where a trigger cuts into a frame (see `Player.next_chunk`)
 GESTURE = 0.1  # seconds without a steering message before the next one remakes the frame playing (`Player._remake`)
+# A gesture's onset pulls harder (`Player._pulled`): the ONSET_FRAMES frames that first play it are made with
+# guidance's push (guidance - 1) ONSET_PULL times as far, up to guidance ONSET_MOST (8 at the default 2). On the
+# demo a held loudness was first heard within 5-7 ms in nine trials of ten instead of 27-31 (docs/benchmarks.md,
+# "A gesture's onset pulls harder")
+ONSET_PULL = 7.0
+ONSET_FRAMES = 2
+ONSET_MOST = 8.0
 INPUT_MEMORY = 16  # loud input frames the prior is primed with when it takes over (as many as a cue jump)
 
 
@@ -275,6 +282,7 @@ class Player:
         # a gesture's onset for now came in the frame's last SPLICE: the next frame, as soon, plays it from its first
         # chunk (`heard_at_once`), and the engine makes the chunks up to it at once
         self.onset_waits = False
+        self._pull_frames = 0  # frames left that a gesture's onset pulls harder (`_pulled`)
         self._steered_at = -math.inf  # `time` when a message that steers the prior was last applied
         self.envelope = 0.0  # play/stop fade level
         self.gain = float(self.registry.get("gain"))
@@ -437,6 +445,7 @@ class Player:
         self.remake = None
         if not playing:
             self._frame_controls = None
+            self._pull_frames = 0
             self.raw[:] = 0.0
             self.raw_silent = True
             self.history[(self.frames - 1) % HISTORY] = -1
@@ -446,11 +455,12 @@ class Player:
         given = self._held()
         if self.input is None and self.fading is None and given is None and self.voice.prior_plays:
             self.remake = Remake(self.voice, self.voice.checkpoint(), controls, playback)
-        audio, self.last_codes = self.voice.step(controls, playback, given)
+        pulled = self._pulled(controls)
+        audio, self.last_codes = self.voice.step(pulled, playback, given)
         self.history[(self.frames - 1) % HISTORY] = self.last_codes
         if self.fading is not None:
             old, left, total = self.fading
-            old_audio, _ = old.step(controls, playback)
+            old_audio, _ = old.step(pulled, playback)
             mix = (total - left + self._frame_ramp) / total  # 0 -> 1 across the fade
             audio = old_audio * (1.0 - mix) + audio * mix
             self.fading = (old, left - 1, total) if left > 1 else None
@@ -493,11 +503,24 @@ class Player:
             return
         self.remake = None
         self.voice.rewind(remake.checkpoint)
-        audio, self.last_codes = self.voice.step(controls, remake.playback)
+        audio, self.last_codes = self.voice.step(self._pulled(controls), remake.playback)
         audio = self._finite(audio)
         self.history[(self.frames - 1) % HISTORY] = self.last_codes
         self.raw[self.pos:] = fade_in(self.raw[self.pos:self.pos + self.splice], audio[self.pos:])
         self.remade = True
+
+    def _pulled(self, controls: Controls) -> Controls:
+        """`controls` for the next frame made: while a gesture's onset pulls (the `ONSET_FRAMES` frames that first
+        play it, the frame remade among them), guidance above 1 pushes `ONSET_PULL` times as far from what the
+        prior would play with nothing held, up to `ONSET_MOST`, so that the change bites at once; then the
+        guidance set holds it. At guidance 1 (the plain prior) nothing is pulled."""
+        if self._pull_frames <= 0:
+            return controls
+        self._pull_frames -= 1
+        g = controls.guidance
+        if g <= 1.0:
+            return controls
+        return replace(controls, guidance=max(g, min(1.0 + ONSET_PULL * (g - 1.0), ONSET_MOST)))
 
     def next_chunk(self) -> np.ndarray:
         """Produce the next `chunk` samples (float32 mono)."""
@@ -511,6 +534,8 @@ class Player:
         steered = any(self.registry.steers(address) for address, _ in applied)
         onset = steered and self.at_onset()
         self.heard_at_once = False
+        if onset and self.registry.controls() != self._frame_controls:  # (not a value sent again)
+            self._pull_frames = ONSET_FRAMES
         if self.frame_due():
             made_under = self._frame_controls
             with kernels.playing():
@@ -554,12 +579,6 @@ class Player:
         engine puts the chunk in place of what the card has queued (`heard_at_once`; engine.py, `poll`);
         the steps of a gesture that goes on are read at the frames."""
         return self.time - self._steered_at >= GESTURE
-
-    def gesture_goes_on(self) -> None:
-        """Count a gesture's quiet (`GESTURE`) from here: the engine has just made at once what the card plays
-        after the gesture's onset (a pre-emption), ahead of when it is heard, and the gesture's next step, which
-        comes as that plays, is a step of the same gesture."""
-        self._steered_at = self.time
 
     def frame_due(self) -> bool:
         """The next chunk begins a new frame: at the frame boundary, at once when starting from silence, or
