@@ -327,6 +327,28 @@ class Soak:
                 return True
         return False
 
+    def sounding(self) -> None:
+        """Put serve back as it starts, playing: every stored control at its default, the descriptors free,
+        then /distill/reset. The flood leaves random controls, and some of them are rightly quiet (a region
+        looped on a silent passage, the brightness held at 0, the gain near 0): 2 of 60 end states rendered
+        under 1e-3 RMS. What the soak asks is whether serve still sounds, not whether those do."""
+        from pythonosc.udp_client import SimpleUDPClient
+
+        from distill_live.control.params import PREFIX, ParamRegistry
+        from distill_live.model.modelfile import load_model
+
+        registry = ParamRegistry.for_model(load_model(self.model))
+        client = SimpleUDPClient("127.0.0.1", self.port)
+        for address, value in registry.values.items():
+            if address == f"{PREFIX}/play" or (address.startswith(f"{PREFIX}/corpus/") and not registry.corpus):
+                continue
+            if address.startswith(f"{PREFIX}/descriptor/"):
+                client.send_message(f"{address}/free", [])
+            else:
+                client.send_message(address, [value])
+        client.send_message(f"{PREFIX}/play", 1)
+        client.send_message(f"{PREFIX}/reset", [])
+
     def end_figures(self) -> None:
         self.figures["end"] = proc_figures(self.proc.pid)
         self.figures["underruns_at_end"] = self.v_lines[-1][1][3] if self.v_lines else None
