@@ -26,17 +26,19 @@ sends one action at a known JACK frame time and finds when the output answered:
   what was queued for the card (as a trigger does), crossfading to the same sound further on: where the
   sound after that crossfade is the unchanged start moved ahead, the skip is not counted as the change,
   which is first heard where the sound differs from the unchanged start moved as far (`change_heard`).
-  A change whose start cannot be played twice without a JACK xrun or an underrun (a machine that stops
-  too often) is `not_measured`.
+  A trial with a JACK xrun or an underrun is void and made again (`void_by` says which); a change whose
+  start cannot be played twice without one (a machine that stops too often) is `not_measured`.
 * descriptor: `/distill/descriptor/loudness` held at 0.1, then at 0.9, and back: the time until the level
   (dB, the same windows) has moved halfway. The prior reads a held descriptor as it is sent, as it reads
   the worlds. World and descriptor changes are made at the engine's default guidance (2), or `--guidance`.
 
 Per action: p50, p90, p99, max and jitter (p99 - p50) in ms, as the JACK graph sees it (add the card's
 own playback latency, one period on the dummy driver, for the speaker); per run the underruns serve
-counted, the xruns JACK reported, serve's margin (`-v`) at the end, and how often the machine itself stopped
-meanwhile (`machine_stalls`, tests/stalls.py: a real-time thread that only sleeps 0.5 ms at a time, woken
-over 2 and over 5 ms late, and its worst). One JSON object on stdout.
+counted, the xruns JACK reported and which client jackd blamed for each (`xruns_by_client`: serve's card is
+`PortAudio`, its MIDI input `distill`, the bench's own recorder `latency-probe`), serve's margin (`-v`) at
+the end, and how often the machine itself stopped meanwhile (`machine_stalls`, tests/stalls.py: a real-time
+thread that only sleeps 0.5 ms at a time, woken over 2 and over 5 ms late, and its worst). One JSON object on
+stdout.
 A send is timed by JACK's estimate of the current frame: a run with xruns (a machine too busy for
 non-real-time jackd at that period) gives figures that mean nothing, down to negative ones.
 `--realtime` runs jackd with -R and serve with --realtime, as a performer would (see the README).
@@ -59,11 +61,14 @@ The whole matrix at 200 trials takes about 45 minutes, and the steer action 25 m
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -88,6 +93,7 @@ SILENCE = 1e-6  # below this a sample counts as silence (gain 0 and a stopped en
 HEARD = 1e-4  # a difference smaller than this (-80 dB below full scale) is not heard
 LOUD = 1e-4  # where a sound from silence is lined up with another take of it (the steer action)
 SLACK = 32  # samples either way a take may sit from where LOUD lined it up
+SWITCH_INTERVAL = 0.0002  # s a thread holding Python's lock keeps it while another waits (Python's default: 5 ms)
 TAKES = 10  # tries at playing a steer trial's start twice without a JACK xrun or an underrun of serve's
 GUIDANCE = Controls.guidance  # the world and descriptor changes are made at the engine's own, unless --guidance
 SETTLE = 1.6  # s of playing after a steer trial, before silence: serve's once-a-second `-v` line has counted it
@@ -238,6 +244,13 @@ def lined_up(x: np.ndarray) -> int | None:
     where the first of them falls can move from one take to the next.)"""
     hits = np.flatnonzero(np.abs(x) > LOUD)
     return int(hits[0]) if hits.size else None
+
+
+def xruns_by_client(jackd_log: str) -> dict[str, int]:
+    """The xruns jackd blamed on each client, most first (its log: "client = NAME was not finished"): serve's are
+    `PortAudio` (its card) and `distill` (its MIDI input), the bench's own `latency-probe` and `latency-keys`."""
+    names = re.findall(r"XRun: client = (\S+) was not finished", jackd_log)
+    return dict(collections.Counter(names).most_common())
 
 
 def shift(x: np.ndarray, same: np.ndarray) -> int:
@@ -392,7 +405,8 @@ class Run:
         self.name = f"distill-latency-{os.getpid()}-{self.period}"
         self.env = jack_env(self.name)
         os.environ.update(JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1")  # rtmidi reads it at open
-        self.jackd = start_jackd(self.name, self.period, RATE, realtime=self.realtime)
+        self.jackd_log = Path(tempfile.mkdtemp(prefix="distill-latency-")) / "jackd.log"
+        self.jackd = start_jackd(self.name, self.period, RATE, log=self.jackd_log, realtime=self.realtime)
         self.burner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if self.busy else None
         self.stalls = MachineStalls()
         port = free_port()
@@ -428,6 +442,8 @@ class Run:
             self.burner.kill()
         self.stalls.kill()
         stop_process(self.jackd)
+        shutil.rmtree(self.jackd_log.parent, ignore_errors=True)
+
 
     def send(self, *messages: tuple[str, object]) -> None:
         from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
@@ -518,31 +534,34 @@ class Run:
             self.send(("/distill/play", 0))
 
         def unchanged(seed: int) -> np.ndarray:
-            """The start as it sounds without the switch: two takes that agree (one with an xrun or an underrun is
-            void)."""
+            """The start as it sounds without the switch: the first of two takes that agree to the sample (one with
+            an xrun or an underrun is void; a take that agrees with no other was moved by a hitch JACK or serve
+            did not report, and another is taken)."""
             takes: list[np.ndarray] = []
+            clean, differ = 0, None
             for _ in range(TAKES):
                 xruns, under = self.probe.xruns, self.underruns()
                 take = self.probe.since(from_silence(seed) - SLACK, n + 2 * SLACK)
                 slipped = self.probe.xruns != xruns
                 back()
-                if not slipped and self.underruns() == under:
-                    takes.append(take)
-                if len(takes) == 2:
-                    break
-            if len(takes) < 2:
+                if slipped or self.underruns() != under:
+                    continue
+                clean += 1
+                take = take[SLACK:SLACK + n] if not takes else take[SLACK + shift(take, takes[0]):][:n]
+                for other in takes:
+                    differ = first_change(take, other)
+                    if differ is None:
+                        return other
+                takes.append(take)
+            if clean < 2:
                 raise NotMeasured(f"JACK kept reporting xruns ({self.probe.xruns}) or serve underruns "
                                   f"({self.underruns()}): in {TAKES} takes, a start did not play twice without one")
-            first = takes[0][SLACK:SLACK + n]
-            differ = first_change(takes[1][SLACK + shift(takes[1], first):], first)
-            if differ is not None:
-                raise SystemExit("latency: serve did not play the same start twice alike, so a change cannot be "
-                                 f"told apart from it (they differ from sample {differ} on)")
-            return first
+            raise SystemExit(f"latency: serve did not play the same start alike in any two of {clean} takes, so a "
+                             f"change cannot be told apart from it (the last two differ from sample {differ} on)")
 
         back()
         same = {seed: unchanged(seed) for seed in range(1, starts + 1)}
-        out, missed, early, void = [], 0, 0, 0
+        out, missed, early, void, voided = [], 0, 0, 0, {"xrun": 0, "underrun": 0}
         while len(out) + missed + early < self.trials and void < self.trials:
             seed, xruns, under = 1 + (len(out) + missed + early) % starts, self.probe.xruns, self.underruns()
             begun = from_silence(seed)
@@ -550,20 +569,21 @@ class Run:
             sent = self.probe.client.frame_time
             self.send(*change)
             take = self.probe.since(begun - SLACK, sent - begun + SLACK + int(0.1 * RATE))
-            slipped = self.probe.xruns != xruns
+            xrun = self.probe.xruns != xruns
             back()
-            slipped = slipped or self.underruns() != under
+            underrun = self.underruns() != under
             d = shift(take, same[seed])
             k = change_heard(take[SLACK + d:], same[seed])
-            if slipped:
-                void += 1  # JACK skipped a cycle or serve ran dry meanwhile: what followed moved in time
+            if xrun or underrun:  # JACK skipped a cycle or serve ran dry meanwhile: what followed moved in time
+                void += 1
+                voided["xrun" if xrun else "underrun"] += 1
             elif k is None:
                 missed += 1
             elif begun + d + k < sent:
                 early += 1  # it differed before the change: not the same start
             else:
                 out.append(1000.0 * (begun + d + k - sent) / RATE)
-        return {**summary(out, missed), "differed_before": early, "void": void}
+        return {**summary(out, missed), "differed_before": early, "void": void, "void_by": voided}
 
     def steer(self, report: dict, action: str, states: list, first: list) -> None:
         """The steer action for one change (`steer_changes`): its first controls set, its trials, playing again."""
@@ -617,6 +637,7 @@ class Run:
         margins = [line for line in self.err if " margin " in line]
         report["underruns"] = int(under.group(1)) if under else None
         report["xruns"] = self.probe.xruns
+        report["xruns_by_client"] = xruns_by_client(self.jackd_log.read_text(errors="replace"))
         stalls = self.stalls.stop()
         report["machine_stalls"] = {k: v for k, v in stalls.items() if k != "stalls"}
         report["serve_v"] = margins[-1].strip() if margins else None  # the margin, its chunk costs, the buffer
@@ -666,6 +687,10 @@ def main() -> int:
                           "guidance": args.guidance, "runs": runs}, indent=2))
         return 0
 
+    # The probe's process callback runs Python in this process: it waits for Python's lock while the main thread
+    # holds it, by default up to 5 ms, which at 128 frames (2.7 ms) made the probe itself the client JACK
+    # blamed for most xruns (jackd's log: 56 of 82 in a steer run), voiding most trials
+    sys.setswitchinterval(SWITCH_INTERVAL)
     runs, loadavg = [], os.getloadavg()
     for load in args.loads:
         for period in args.periods:

@@ -547,6 +547,21 @@ def test_a_steer_trial_is_void_when_serve_ran_dry():
     assert run.underruns() == 0
 
 
+def test_the_xruns_are_counted_by_the_client_jackd_blamed():
+    """bench/latency.py reads which client each xrun was blamed on from jackd's own log (lines as jackd 1.9.21
+    writes them), so a run tells serve's xruns from the bench's."""
+    log = ("JACK server starting in realtime mode with priority 10\n"
+           "JackEngine::XRun: client = latency-probe was not finished, state = Running\n"
+           "JackAudioDriver::ProcessGraphAsyncMaster: Process error\n"
+           "JackEngine::XRun: client = PortAudio was not finished, state = Triggered\n"
+           "JackEngine::XRun: client = latency-probe was not finished, state = Triggered\n"
+           "JackEngine::XRun: client PortAudio finished after current callback\n"
+           "JackTimedDriver::Process XRun = 14 usec\n")
+    assert latency.xruns_by_client(log) == {"latency-probe": 2, "PortAudio": 1}
+    assert list(latency.xruns_by_client(log)) == ["latency-probe", "PortAudio"]  # the most blamed first
+    assert latency.xruns_by_client("") == {}
+
+
 def test_a_skip_to_the_same_sound_further_on_is_not_the_change():
     """bench/latency.py's live steer trials: a change's onset skips what was queued, crossfading to the sound
     further on. Where that is the unchanged start moved ahead, the change is first heard where the take differs
