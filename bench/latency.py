@@ -444,7 +444,6 @@ class Run:
         stop_process(self.jackd)
         shutil.rmtree(self.jackd_log.parent, ignore_errors=True)
 
-
     def send(self, *messages: tuple[str, object]) -> None:
         from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
         from pythonosc.osc_message_builder import OscMessageBuilder
