@@ -469,6 +469,34 @@ def test_the_margin_follows_the_measured_costs_within_its_bounds():
     assert Margin(floor=0.3, chunks_per_second=100).seconds == 0.3  # a floor asked for above the most
 
 
+def test_the_margin_keeps_a_stop_of_the_machine_ready_for_minutes():
+    """A machine that stopped the generator for 10 ms (and the card with it, which then asks for all it missed at
+    once) can stop it again: the margin keeps 1.5 x that ready at once and for `memory` seconds however cheap the
+    chunks are meanwhile, a longer stop raises it, and it comes down once the stops are older than that."""
+    from distill_live.live.engine import MAX_MARGIN, Margin
+
+    m = Margin(floor=0.002, chunks_per_second=100, window=2.0, memory=60.0)
+
+    def play(start: float, seconds: float) -> None:  # cheap chunks, the generator looking every 0.6 ms
+        for i in range(round(seconds * 100)):
+            m.add(0.001)
+            m.stopped(0.0006, start + i / 100)
+
+    play(1000.0, 3.0)
+    assert m.seconds == pytest.approx(0.002)  # a quiet machine: the floor
+    m.stopped(0.010, 1003.0)
+    assert m.seconds == pytest.approx(0.015)  # a stop: 1.5 x it, at once
+    play(1003.0, 50.0)
+    assert m.seconds == pytest.approx(0.015)  # still there 50 s later (the chunk costs forgot it long ago)
+    m.stopped(0.012, 1053.0)
+    play(1053.0, 30.0)
+    assert m.seconds == pytest.approx(0.018)  # the longer of the two
+    play(1083.0, 40.0)
+    assert m.seconds == pytest.approx(0.002)  # a minute after the last stop: tight again
+    m.stopped(0.5, 1200.0)
+    assert m.seconds == pytest.approx(MAX_MARGIN)  # no more than the most
+
+
 def test_the_engine_keeps_two_card_blocks_ready_beyond_the_one_it_plays(model):
     """A card can ask for two blocks back to back right after one the generator has not yet made up for (JACK
     runs a cycle that a stall of the machine made late and the next at once): whatever the measured margin,

@@ -1,16 +1,19 @@
 """Faults during play (issue 8): the sound device disappearing, a hot-swap to a bad file, the generator
-raising, an unreachable reply target. serve keeps serving, says one clear line, never a traceback.
+raising, an unreachable reply target, the machine stopping. serve keeps serving, says one clear line,
+never a traceback.
 
-The JACK test kills its own jackd (not the session fixture's). PortAudio 19.6 connects to JACK once,
+The JACK tests kill or stop their own jackd (not the session fixture's). PortAudio 19.6 connects to JACK once,
 at Pa_Initialize, so a jackd restarted under the same name is not picked up again by a running serve:
 the test asserts survival, the one line and OSC answering, not that sound comes back.
 """
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -83,6 +86,54 @@ def test_the_sound_card_disappearing_is_one_line_and_serve_keeps_answering(tmp_p
     assert len(listener.of("/distill/error")) == 1, listener.of("/distill/error")
     # rc: 0, or -6 when PortAudio's exit-time cleanup aborts on the dead JACK client (not serve's code)
     assert proc.returncode in (0, -signal.SIGABRT), (proc.returncode, err[-2000:])
+
+
+def test_a_machine_that_stopped_is_remembered_and_its_next_stop_plays_through(tmp_path):
+    """A machine that stops every thread at once (a virtual machine's host taking its cores) stops the card too,
+    which then asks for all it missed back to back. Here jackd and serve are stopped together for 20 ms
+    (SIGSTOP), three times: serve then keeps 1.5 x that ready beyond a card block, still 5 s later, when the
+    chunk costs have long forgotten it (their window is 2 s), and a fourth stop plays through without an
+    underrun. (Three stops: one that lands while the generator computes is seen only by the chunk costs.)"""
+    name = f"distill-stops-{os.getpid()}"
+    jackd = start_jackd(name, period=128, log=tmp_path / "jackd.log")
+    listener = Listener()
+    proc, lines = None, []
+    try:
+        proc, port = serve(DEMO, "--buffer-ms", 2, "-v", "--reply", f"127.0.0.1:{listener.port}",
+                           env=jack_env(name))
+        threading.Thread(target=lambda: lines.extend((time.monotonic(), line) for line in proc.stderr),
+                         daemon=True).start()
+        wait_for(lambda: playing(listener), 60, "serve to play")
+
+        def logged(since: float, until: float) -> list[tuple[float, int]]:
+            """(margin ms, underruns) of each `-v` line (once a second) between the two times."""
+            wait_for(lambda: any(t > until and "margin" in line for t, line in list(lines)), 10, "serve's -v lines")
+            return [(float(m.group(1)), int(m.group(2))) for t, line in list(lines) if since <= t <= until
+                    if (m := re.search(r"margin ([\d.]+) ms.*underruns (\d+)", line))]
+
+        def stop_the_machine() -> None:
+            for p in (jackd, proc):
+                os.kill(p.pid, signal.SIGSTOP)
+            time.sleep(0.02)
+            for p in (jackd, proc):
+                os.kill(p.pid, signal.SIGCONT)
+
+        for _ in range(3):
+            stop_the_machine()
+            time.sleep(0.5)
+        stopped = time.monotonic()
+        later = logged(stopped + 5.0, stopped + 7.5)
+        assert later and all(margin >= 29.0 for margin, _ in later), later  # 1.5 x 20 ms, less rounding
+        stop_the_machine()
+        time.sleep(1.0)
+        played = logged(stopped + 5.0, time.monotonic() + 1.5)
+        assert played[-1][1] == later[-1][1], ("the next stop ran serve dry", played)
+    finally:
+        listener.close()
+        if proc is not None:
+            proc.kill()
+            proc.communicate()
+        stop_process(jackd)
 
 
 def test_a_hot_swap_to_a_truncated_model_is_refused_and_the_old_model_plays_on(tmp_path):

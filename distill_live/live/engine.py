@@ -62,6 +62,7 @@ SAVE, RECALL = f"{PREFIX}/preset/save", f"{PREFIX}/preset/recall"  # presets: th
 CODE_HISTORY = 1024  # frames of codes kept for the surfaces (20 s at 50 frames/s)
 IDLE = 0.0005  # seconds the generator waits between looks at the ring when it has nothing to do
 MAX_MARGIN = 0.1  # seconds: the most the measured margin grows to (see Margin)
+STOP_MEMORY = 120.0  # seconds: how long the margin remembers the machine stopping the generator (see Margin)
 HEAVY = 0.02  # seconds: the least margin while voices crossfade or a model loads (the old fixed buffer + 10 ms)
 PRESET_WRITES = 0.5  # seconds: the presets file is written at most this often (a flood of saves: the last one)
 REALTIME_PRIORITY = 5  # SCHED_FIFO priority of the generator with --realtime: below JACK's threads
@@ -122,21 +123,34 @@ class Margin:
     """How far ahead of the card the generator keeps the ring beyond one card block: as little as this
     machine, measured as it plays, allows (just-in-time generation).
 
-    What is measured is each chunk's cost: from the generator's last look that found the ring full
+    Two things are measured. Each chunk's cost: from the generator's last look that found the ring full
     enough to the moment the chunk is queued, i.e. the time to notice the ring ran low (the idle wait
-    and how late the OS woke the thread) plus the compute (a whole frame at a frame's first chunk).
-    The margin is the larger of 1.5 x the p99 and the worst cost of the last `window` seconds, never
-    below `floor` (serve --buffer-ms) and, unless the floor is higher, never above `MAX_MARGIN`: a
-    machine that stalls for longer than that cannot be played live anyway, and a margin that large
-    would make every control late by as much. A slow chunk raises it at once; it comes down again
-    once the slow chunks are `window` seconds old. So a quiet machine plays tight, a busy one stays
-    safe.
+    and how late the OS woke the thread) plus the compute (a whole frame at a frame's first chunk). And
+    the machine's stops: how long the generator went from the end of one look to the start of the next.
+    A machine that stops every thread at once (a virtual machine's host taking its cores, a driver)
+    stops the card's callback too, and the card then asks for everything it missed back to back (JACK
+    runs the late cycles at once). If the generator looks first, it finds the ring full and nothing
+    to do; the card then takes all of it, and only what was queued answers (on a 2-core virtual
+    machine stopped for 5-23 ms a few times a minute, every underrun came so, after a stop longer
+    than the margin). Such a machine stops again: the margin remembers it for minutes, not seconds.
+
+    The margin is the larger of 1.5 x the p99 and the worst cost of the last `window` seconds, and of
+    1.5 x the longest stop of the last `memory` seconds (the next may be longer), never below `floor`
+    (serve --buffer-ms) and, unless the floor is higher, never above `MAX_MARGIN`: a machine that
+    stalls for longer than that cannot be played live anyway, and a margin that large would make every
+    control late by as much. A slow chunk or a stop raises it at once; it comes down again once the
+    slow chunks are `window` seconds old and the stop `memory` seconds old. So a quiet machine plays
+    tight, one that stops stays glitch-free (what is queued delays only a moving fader's steps and the
+    audio input: triggers, the gain and a gesture's onset reach past it, engine.py and cardqueue.py).
     """
 
-    def __init__(self, floor: float, chunks_per_second: float, window: float = 2.0):
+    def __init__(self, floor: float, chunks_per_second: float, window: float = 2.0, memory: float = STOP_MEMORY):
         self.floor = floor  # seconds
         self.costs: deque = deque(maxlen=max(1, round(window * chunks_per_second)))
         self.p99 = self.worst = 0.0
+        self.memory = memory
+        self.stops: deque = deque()  # (second it ended, the longest stop in that second), the last `memory` s
+        self.stop = 0.0  # the longest stop in `stops`
         self.seconds = floor
         self._since_update = 0
 
@@ -149,7 +163,28 @@ class Margin:
             self._since_update = 0
             costs = np.array(self.costs)
             self.p99, self.worst = float(np.percentile(costs, 99)), float(costs.max())
-            self.seconds = max(self.floor, min(MAX_MARGIN, max(1.5 * self.p99, self.worst)))
+            self._update()
+
+    def stopped(self, seconds: float, now: float) -> None:
+        """The generator went `seconds` from the end of one look at the ring to the start of the next, which
+        began at `now` (time.perf_counter() seconds)."""
+        second = math.floor(now)
+        if self.stops and self.stops[-1][0] == second:
+            if seconds <= self.stops[-1][1]:
+                return
+            self.stops[-1] = (second, seconds)
+        else:
+            self.stops.append((second, seconds))
+            while self.stops[0][0] <= second - self.memory:
+                self.stops.popleft()
+            self.stop = max(s for _, s in self.stops)
+            self._update()
+        if seconds > self.stop:
+            self.stop = seconds
+            self._update()
+
+    def _update(self) -> None:
+        self.seconds = max(self.floor, min(MAX_MARGIN, max(1.5 * max(self.p99, self.stop), self.worst)))
 
 
 class Engine:
@@ -177,7 +212,7 @@ class Engine:
         self.ring = RingBuffer(self.frame_samples * 64 + round(buffer_ms / 1000 * self.sample_rate))
         self.card_queue = CardQueue(self.ring, self.sample_rate, self.registry.params[GAIN].smooth,
                                   self.registry.get("gain"))
-        self._looked = time.perf_counter()  # the generator's last look that found nothing to do, or last chunk
+        self._looked = time.perf_counter()  # the end of the generator's last pass: it found nothing to do, or a chunk
         self.splice = round(SPLICE * self.sample_rate)  # samples of the crossfade where a trigger cuts in
         self.telemetry = Telemetry(self.hop / self.model_rate)
         self.level = 0.0  # recent peak of the output, for meters
@@ -469,6 +504,9 @@ class Engine:
         input allows it. False when there was nothing to do (the loop waits a moment before the next pass)."""
         # (with an audio input, triggers wait for the next frame like everything else: input comes a whole
         # frame at a time, and what the ring holds is the input's latency, which must not jump)
+        if self.block:  # the card plays: had the machine stopped us, it asks for what it missed at once (Margin)
+            look = time.perf_counter()
+            self.margin.stopped(look - self._looked, look)
         self.card_queue.tend()  # a skip set for the card's next block
         reached = self.registry.at_card(self.player.time)
         if GAIN in reached:  # a fader: the card hears it at its next block (cardqueue.py)
