@@ -2,9 +2,9 @@
 raising, an unreachable reply target, the machine stopping. serve keeps serving, says one clear line,
 never a traceback.
 
-The JACK tests kill or stop their own jackd (not the session fixture's). PortAudio 19.6 connects to JACK once,
-at Pa_Initialize, so a jackd restarted under the same name is not picked up again by a running serve:
-the test asserts survival, the one line and OSC answering, not that sound comes back.
+The JACK tests kill or stop their own jackd (not the session fixture's). PortAudio 19.6 connects to
+JACK once, at Pa_Initialize, so a jackd restarted under the same name is not picked up again by a
+running serve: that test asserts survival, the one line and OSC answering, not that sound comes back.
 """
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def test_a_machine_that_stopped_is_remembered_and_its_next_stop_plays_through(tm
         listener.close()
         if proc is not None:
             proc.kill()
-            proc.communicate()
+            proc.wait()  # (its stderr is the reading thread's)
         stop_process(jackd)
 
 
