@@ -37,8 +37,9 @@ own playback latency, one period on the dummy driver, for the speaker); per run 
 counted, the xruns JACK reported and which client jackd blamed for each (`xruns_by_client`: serve's card is
 `PortAudio`, its MIDI input `distill`, the bench's own recorder `latency-probe`), serve's margin (`-v`) at
 the end, and how often the machine itself stopped meanwhile (`machine_stalls`, tests/stalls.py: a real-time
-thread that only sleeps 0.5 ms at a time, woken over 2 and over 5 ms late, and its worst). One JSON object on
-stdout.
+thread that only sleeps 0.5 ms at a time, woken over 2 and over 5 ms late, and its worst), with the seconds
+into the run of each underrun (`underrun_times_s`, to the second serve's `-v` line gives) and of each stop over
+5 ms (`machine_stall_times_s`, with its ms). One JSON object on stdout.
 A send is timed by JACK's estimate of the current frame: a run with xruns (a machine too busy for
 non-real-time jackd at that period) gives figures that mean nothing, down to negative ones.
 `--realtime` runs jackd with -R and serve with --realtime, as a performer would (see the README).
@@ -253,6 +254,18 @@ def xruns_by_client(jackd_log: str) -> dict[str, int]:
     return dict(collections.Counter(names).most_common())
 
 
+def underrun_times(lines: list[tuple[float, str]], start: float) -> list[float]:
+    """Seconds after `start` at which serve's `-v` lines (time.monotonic() read, line), once a second, first
+    showed more underruns than before (the first 20): to set beside the machine's stops."""
+    out, last = [], 0
+    for t, line in lines:
+        m = re.search(r"underruns (\d+)", line)
+        if m and int(m.group(1)) > last:
+            out.append(round(t - start, 1))
+            last = int(m.group(1))
+    return out[:20]
+
+
 def shift(x: np.ndarray, same: np.ndarray) -> int:
     """How many samples (within ±`SLACK`) take `x`, recorded from `SLACK` samples before its `lined_up` point,
     sits from `same`, lined up at its own: the shift that makes them agree best 5-25 ms in, before any switch.
@@ -415,8 +428,10 @@ class Run:
         cmd += ["--realtime"] if self.realtime else []
         self.serve = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True)
+        self.started = time.monotonic()
         self.err: list[str] = []
-        threading.Thread(target=lambda: self.err.extend(self.serve.stderr), daemon=True).start()
+        self.err_at: list[float] = []  # when each line of `err` was read (time.monotonic())
+        threading.Thread(target=self._read_err, daemon=True).start()
         # the keyboard before the probe: rtmidi opens its JACK client holding Python's lock, and with jackd -R
         # the server then waits for the probe's process callback, which waits for that lock (it hung for good)
         self.keys = mido.Backend("mido.backends.rtmidi/UNIX_JACK").open_output("out", client_name="latency-keys")
@@ -498,6 +513,11 @@ class Run:
             else:
                 out.append(t)
         return out, missed
+
+    def _read_err(self) -> None:
+        for line in self.serve.stderr:
+            self.err_at.append(time.monotonic())
+            self.err.append(line)
 
     def underruns(self) -> int:
         """The underruns serve has counted, as its last `-v` line (once a second) says."""
@@ -637,8 +657,10 @@ class Run:
         report["underruns"] = int(under.group(1)) if under else None
         report["xruns"] = self.probe.xruns
         report["xruns_by_client"] = xruns_by_client(self.jackd_log.read_text(errors="replace"))
+        report["underrun_times_s"] = underrun_times(list(zip(self.err_at, self.err)), self.started)
         stalls = self.stalls.stop()
         report["machine_stalls"] = {k: v for k, v in stalls.items() if k != "stalls"}
+        report["machine_stall_times_s"] = [(round(t - self.started, 1), ms) for t, ms in stalls["stalls"][:20]]
         report["serve_v"] = margins[-1].strip() if margins else None  # the margin, its chunk costs, the buffer
         return report
 

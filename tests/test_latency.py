@@ -590,6 +590,13 @@ def test_the_xruns_are_counted_by_the_client_jackd_blamed():
     assert latency.xruns_by_client("") == {}
 
 
+def test_the_underruns_are_timed_by_the_v_line_that_first_showed_them():
+    lines = [(100.0, "distill-live: playing x"), (101.2, "rtf 9.1  margin 5.3 ms  underruns 0\n"),
+             (102.2, "rtf 9.0  margin 5.3 ms  underruns 2\n"), (103.2, "rtf 9.0  margin 15.0 ms  underruns 2\n"),
+             (104.2, "rtf 9.0  margin 15.0 ms  underruns 3\n")]
+    assert latency.underrun_times(lines, start=100.0) == [2.2, 4.2]
+
+
 def test_a_skip_to_the_same_sound_further_on_is_not_the_change():
     """bench/latency.py's live steer trials: a change's onset skips what was queued, crossfading to the sound
     further on. Where that is the unchanged start moved ahead, the change is first heard where the take differs
