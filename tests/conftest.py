@@ -33,6 +33,18 @@ JACK_PERIOD = int(os.environ.get("DISTILL_TEST_JACK_PERIOD", "1024"))
 SLOW_FIXTURES = {"jack_server", "trained_model"}  # a real-time server, a minute or two of training
 
 
+def pytest_sessionstart(session) -> None:
+    """A jackd killed with SIGKILL (a test of a vanishing sound card does that) leaves its shared memory
+    behind, and JACK refuses new servers once its small server registry is full: with no jackd running,
+    nothing in /dev/shm/jack* belongs to anyone, so clear it. Here, before any test has opened a JACK
+    client: this process's libjack keeps the registry it attached at its first client, and clearing it
+    under a live libjack (after a test's private jackd came and went) made every later client fail."""
+    if subprocess.run(["pgrep", "-x", "jackd"], capture_output=True).returncode != 0:
+        for stale in Path("/dev/shm").glob("jack*"):
+            if stale.is_file():  # (jack_db-N is a folder; it does no harm)
+                stale.unlink(missing_ok=True)
+
+
 def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
@@ -62,13 +74,6 @@ def jack_server(tmp_path_factory) -> JackServer:
     except (ImportError, OSError) as e:
         pytest.fail(f"the JACK-Client package cannot be imported ({e}): run scripts/setup.sh", pytrace=False)
 
-    # A jackd killed with SIGKILL (a test of a vanishing sound card does that) leaves its shared
-    # memory behind, and JACK refuses new servers once its small server registry is full: with no
-    # jackd running, nothing in /dev/shm/jack* belongs to anyone, so clear it.
-    if subprocess.run(["pgrep", "-x", "jackd"], capture_output=True).returncode != 0:
-        for stale in Path("/dev/shm").glob("jack*"):
-            if stale.is_file():  # (jack_db-N is a folder; it does no harm)
-                stale.unlink(missing_ok=True)
     name = f"distill-test-{os.getpid()}"
     log = tmp_path_factory.mktemp("jackd") / "jackd.log"
     try:
