@@ -497,6 +497,36 @@ def test_the_margin_keeps_a_stop_of_the_machine_ready_for_minutes():
     assert m.seconds == pytest.approx(MAX_MARGIN)  # no more than the most
 
 
+def test_the_engine_times_the_generators_gaps_and_the_cards_lateness_as_stops(model):
+    """What the margin remembers as the machine's stops, as the engine measures them at each look at the ring: how
+    long the generator went since its last look, and how far past its next block the card has not called back
+    (a late JACK cycle is followed by the ones it missed, back to back); a card a second late is gone, not late."""
+    import time
+
+    engine = Engine(model, buffer_ms=0.5)
+    engine.registry.submit("/distill/play", [1])
+    out = np.zeros(64, np.float32)
+    engine.callback(out, 64, None, None)  # the card plays, 64 samples a block (4 ms at 16 kHz)
+    engine.poll()
+    assert engine.margin.stop < 0.01
+    time.sleep(0.03)  # the generator stopped for 30 ms
+    engine.callback(out, 64, None, None)
+    engine.poll()
+    assert engine.margin.stop >= 0.03
+    assert engine.margin.seconds >= 0.045  # 1.5 x the stop
+
+    engine = Engine(model, buffer_ms=0.5)
+    engine.registry.submit("/distill/play", [1])
+    engine.callback(out, 64, None, None)
+    engine.poll()
+    engine.took -= 0.05  # the card's last callback was 50 ms ago: its next block is 46 ms late
+    engine.poll()
+    assert 0.045 <= engine.margin.stop < 0.05
+    engine.took -= 2.0  # the card stopped (gone, reopening): not a stop of the machine
+    engine.poll()
+    assert engine.margin.stop < 0.05
+
+
 def test_the_engine_keeps_two_card_blocks_ready_beyond_the_one_it_plays(model):
     """A card can ask for two blocks back to back right after one the generator has not yet made up for (JACK
     runs a cycle that a stall of the machine made late and the next at once): whatever the measured margin,

@@ -62,7 +62,8 @@ SAVE, RECALL = f"{PREFIX}/preset/save", f"{PREFIX}/preset/recall"  # presets: th
 CODE_HISTORY = 1024  # frames of codes kept for the surfaces (20 s at 50 frames/s)
 IDLE = 0.0005  # seconds the generator waits between looks at the ring when it has nothing to do
 MAX_MARGIN = 0.1  # seconds: the most the measured margin grows to (see Margin)
-STOP_MEMORY = 120.0  # seconds: how long the margin remembers the machine stopping the generator (see Margin)
+STOP_MEMORY = 120.0  # seconds: how long the margin remembers the machine stopping the generator or the card (Margin)
+CARD_GONE = 1.0  # seconds: a card this late has not stalled but stopped (gone, reopening: soundcard.py)
 HEAVY = 0.02  # seconds: the least margin while voices crossfade or a model loads (the old fixed buffer + 10 ms)
 PRESET_WRITES = 0.5  # seconds: the presets file is written at most this often (a flood of saves: the last one)
 REALTIME_PRIORITY = 5  # SCHED_FIFO priority of the generator with --realtime: below JACK's threads
@@ -126,13 +127,15 @@ class Margin:
     Two things are measured. Each chunk's cost: from the generator's last look that found the ring full
     enough to the moment the chunk is queued, i.e. the time to notice the ring ran low (the idle wait
     and how late the OS woke the thread) plus the compute (a whole frame at a frame's first chunk). And
-    the machine's stops: how long the generator went from the end of one look to the start of the next.
-    A machine that stops every thread at once (a virtual machine's host taking its cores, a driver)
-    stops the card's callback too, and the card then asks for everything it missed back to back (JACK
-    runs the late cycles at once). If the generator looks first, it finds the ring full and nothing
-    to do; the card then takes all of it, and only what was queued answers (on a 2-core virtual
-    machine stopped for 5-23 ms a few times a minute, every underrun came so, after a stop longer
-    than the margin). Such a machine stops again: the margin remembers it for minutes, not seconds.
+    the machine's stops: how long the generator went from the end of one look to the start of the
+    next, or the card past its next block without calling back, whichever is longer. A machine that
+    stops threads (a virtual machine's host taking its cores, a driver, a waking idle core) stops the
+    card's callback too, and the card then asks for everything it missed back to back (JACK runs the
+    late cycles at once). If the generator looks first, it finds the ring full and nothing to do; the
+    card then takes all of it, and only what was queued answers (on a 2-core virtual machine whose
+    threads were woken 5-23 ms late a few times a minute, every underrun came so, after a stop longer
+    than the margin; the generator's gaps and the card's lateness each caught stops the other did
+    not). Such a machine stops again: the margin remembers it for minutes, not seconds.
 
     The margin is the larger of 1.5 x the p99 and the worst cost of the last `window` seconds, and of
     1.5 x the longest stop of the last `memory` seconds (the next may be longer), never below `floor`
@@ -166,8 +169,8 @@ class Margin:
             self._update()
 
     def stopped(self, seconds: float, now: float) -> None:
-        """The generator went `seconds` from the end of one look at the ring to the start of the next, which
-        began at `now` (time.perf_counter() seconds)."""
+        """The machine stopped the generator or the card for `seconds`, as the generator saw at its look at
+        `now` (time.perf_counter() seconds)."""
         second = math.floor(now)
         if self.stops and self.stops[-1][0] == second:
             if seconds <= self.stops[-1][1]:
@@ -504,9 +507,10 @@ class Engine:
         input allows it. False when there was nothing to do (the loop waits a moment before the next pass)."""
         # (with an audio input, triggers wait for the next frame like everything else: input comes a whole
         # frame at a time, and what the ring holds is the input's latency, which must not jump)
-        if self.block:  # the card plays: had the machine stopped us, it asks for what it missed at once (Margin)
+        if self.block and self.took is not None:  # the card plays: after a stop it asks for all it missed at once
             look = time.perf_counter()
-            self.margin.stopped(look - self._looked, look)
+            late = time.monotonic() - self.took - self.block / self.sample_rate  # the card's next block is this late
+            self.margin.stopped(max(look - self._looked, late if late < CARD_GONE else 0.0), look)
         self.card_queue.tend()  # a skip set for the card's next block
         reached = self.registry.at_card(self.player.time)
         if GAIN in reached:  # a fader: the card hears it at its next block (cardqueue.py)
