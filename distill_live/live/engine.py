@@ -10,13 +10,14 @@ generator thread, which keeps the ring one sound card block plus a margin ahead 
 whatever is queued is latency. It makes each chunk (a sixteenth of a frame, see player.py) just in
 time: when the ring falls below that, so a control is applied at the last chunk before it would be
 heard. The margin is measured, not guessed (`Margin`): what noticing and making a chunk has cost on
-this machine over the last seconds, never less than `buffer_ms` nor than two card blocks (`kept`: a
-card can ask for two blocks back to back). A trigger (a cue jump, a reset, play) does not even wait
-for that: it wakes the generator, which makes its chunks at once and puts them in place of what the
-card has queued, heard from its next block (`_preempt`); so does the onset of a gesture that steers the
-prior (a world pad, a fader's first step), which the Player plays from the chunk that applies it
-(`Player.heard_at_once`), while the steps of a gesture that goes on wait their turn. The gain is applied
-as chunks are queued (cardqueue.py), so a fader reaches into what is queued too. Model files asked for over OSC
+this machine over the last seconds, and how long it stopped the generator or the card over the last
+minutes, never less than `buffer_ms` nor than two card blocks (`kept`: a card can ask for two blocks
+back to back). A trigger (a cue jump, a reset, play) does not even wait for that: it wakes the
+generator, which makes its chunks at once and puts them in place of what the card has queued, heard
+from its next block (`_preempt`); so does the onset of a gesture that steers the prior (a world pad, a
+fader's first step), which the Player plays from the chunk that applies it (`Player.heard_at_once`),
+while the steps of a gesture that goes on wait their turn. The gain is applied as chunks are queued
+(cardqueue.py), so a fader reaches into what is queued too. Model files asked for over OSC
 (`/distill/model`) are loaded by a third thread so the generator never waits on a disk.
 
 With an audio input (audioinput.py) the generator also pulls what the input callback copied, and
