@@ -153,8 +153,7 @@ class Margin:
         self.costs: deque = deque(maxlen=max(1, round(window * chunks_per_second)))
         self.p99 = self.worst = 0.0
         self.memory = memory
-        self.stops: deque = deque()  # (second it ended, the longest stop in that second), the last `memory` s
-        self.stop = 0.0  # the longest stop in `stops`
+        self.stops: deque = deque()  # (when, seconds) of the last `memory` s, each longer than every one after it
         self.seconds = floor
         self._since_update = 0
 
@@ -172,20 +171,19 @@ class Margin:
     def stopped(self, seconds: float, now: float) -> None:
         """The machine stopped the generator or the card for `seconds`, as the generator saw at its look at
         `now` (time.perf_counter() seconds)."""
-        second = math.floor(now)
-        if self.stops and self.stops[-1][0] == second:
-            if seconds <= self.stops[-1][1]:
-                return
-            self.stops[-1] = (second, seconds)
-        else:
-            self.stops.append((second, seconds))
-            while self.stops[0][0] <= second - self.memory:
-                self.stops.popleft()
-            self.stop = max(s for _, s in self.stops)
+        longest = self.stop
+        while self.stops and self.stops[-1][1] <= seconds:  # outlasted by this one: never the longest again
+            self.stops.pop()
+        self.stops.append((now, seconds))
+        while self.stops[0][0] <= now - self.memory:
+            self.stops.popleft()
+        if self.stop != longest:
             self._update()
-        if seconds > self.stop:
-            self.stop = seconds
-            self._update()
+
+    @property
+    def stop(self) -> float:
+        """The longest stop of the last `memory` seconds (`stops` runs from the longest down)."""
+        return self.stops[0][1] if self.stops else 0.0
 
     def _update(self) -> None:
         self.seconds = max(self.floor, min(MAX_MARGIN, max(1.5 * max(self.p99, self.stop), self.worst)))
