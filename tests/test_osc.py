@@ -25,7 +25,7 @@ from distill_live.control.osc import wire
 from distill_live.control.osc.server import OscConfigError, OscServer
 from distill_live.control.osc.wire import AddressPattern, slip_encode
 from distill_live.control.params import ParamRegistry
-from distill_live.live.engine import Engine
+from distill_live.live.engine import CARD_GONE, Engine
 from cards import paced_engine
 from models import random_model
 from oscpeers import Listener, free_port, wait_for
@@ -267,6 +267,36 @@ def test_future_bundle_lands_on_the_frame_that_plays_at_its_timetag(rig):
     note = f"underruns during the test: {rig.engine.telemetry.underruns - underruns}"
     # the frame the timetag falls in starts sounding within one frame of it (+2 ms for the card's sleeps)
     assert abs(first - due) <= period + 0.002, (first - due, period, note)
+
+
+def test_a_timetag_counts_from_the_cards_next_block_also_when_the_card_is_late(model):
+    """The ring's next sample plays at the card's next callback, a block after its last. A card the machine
+    held up plays it on its clock's schedule all the same, catching up, so a bundle that comes while the
+    card is late must not land early by the lateness (it landed 26 ms early once, the paced card 6 ms late
+    as the bundle came); a card a second late is gone, and then the next sample plays from now."""
+    engine = Engine(model)  # driven by hand
+    for _ in range(16):
+        engine.generate_one()
+    block = engine.hop
+    period = block / engine.sample_rate
+    engine.callback(np.zeros((block, 1), np.float32), block, None, None)
+
+    def heard_now(due_in: float) -> float:
+        """time_of(now), less the engine time of the ring's next sample, with the card's next block due
+        `due_in` after the moment it is asked (bounded by reading the clock before and after)."""
+        head = engine.time - engine.queued_seconds()
+        before = time.monotonic()
+        offset = engine.time_of(time.time()) - head
+        after = time.monotonic()
+        assert due_in(before) - (after - before) - 1e-4 <= -offset <= due_in(after) + 1e-4, (offset, period)
+        return offset
+
+    next_block = engine.took + period
+    assert heard_now(lambda m: next_block - m) < -period / 2  # on time: it plays after the block playing
+    time.sleep(1.5 * period)
+    assert heard_now(lambda m: next_block - m) > period / 4  # half a block late: it played that long ago
+    time.sleep(CARD_GONE)
+    assert heard_now(lambda m: 0.0) == pytest.approx(0.0, abs=1e-3)  # gone: from now
 
 
 def test_immediate_and_past_bundles_apply_now_and_a_bundle_is_atomic(model):

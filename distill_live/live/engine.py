@@ -293,8 +293,21 @@ class Engine:
 
     def time_of(self, wall: float) -> float:
         """Engine time (what `ParamRegistry.submit(at=...)` takes) of the frame heard at wall-clock `wall`
-        (time.time() seconds), so a timed bundle lands on the frame that plays at its timetag."""
-        return self.time - self.queued_seconds() + (wall - time.time())
+        (time.time() seconds), so a timed bundle lands on the frame that plays at its timetag.
+
+        The ring's next sample goes to the card at its next callback, a block after the last one, and is
+        heard `output_latency` later. A card held up (the machine stopped its thread) still plays it on
+        its clock's schedule, catching up when it runs again, so a late next callback counts from when it
+        was due; before the first callback, or from a card gone (`CARD_GONE`), it counts from now. (Read
+        again if a callback came while it was read: any thread may ask.)"""
+        while True:
+            took, block = self.took, self.block
+            now, head = time.monotonic(), self.time - self.queued_seconds()  # the ring's next sample, engine time
+            next_block = took + block / self.sample_rate if took is not None and now - took < CARD_GONE else now
+            if took == self.took:
+                break
+        heard = next_block + self.output_latency  # when the ring's next sample is heard (time.monotonic())
+        return head + (wall - time.time()) - (heard - now)
 
     def latency_ms(self) -> float:
         """Control-to-sound estimate for stop: a message waits for the next chunk, then everything queued in
