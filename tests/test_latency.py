@@ -12,7 +12,7 @@ import pytest
 
 from distill_live.control.params import ParamRegistry
 from distill_live.live.cardqueue import CardQueue
-from distill_live.live.engine import Engine
+from distill_live.live.engine import FIRST_STOP, Engine
 from distill_live.live.player import GESTURE, SPLICE, Player
 from distill_live.live.ringbuffer import RingBuffer, take
 from models import random_model
@@ -455,7 +455,7 @@ def test_the_margin_follows_the_measured_costs_within_its_bounds():
     slow chunks are out of the window."""
     from distill_live.live.engine import MAX_MARGIN, Margin
 
-    m = Margin(floor=0.002, chunks_per_second=100, window=2.0)  # a window of 200 chunks
+    m = Margin(floor=0.002, chunks_per_second=100, window=2.0, first_stop=0.0)  # a window of 200 chunks
     for _ in range(200):
         m.add(0.001)
     assert m.seconds == pytest.approx(0.002)  # cheap chunks: the floor
@@ -475,7 +475,7 @@ def test_the_margin_keeps_a_stop_of_the_machine_ready_for_minutes():
     chunks are meanwhile, a longer stop raises it, and it comes down once the stops are older than that."""
     from distill_live.live.engine import MAX_MARGIN, Margin
 
-    m = Margin(floor=0.002, chunks_per_second=100, window=2.0, memory=60.0)
+    m = Margin(floor=0.002, chunks_per_second=100, window=2.0, memory=60.0, first_stop=0.0)
 
     def play(start: float, seconds: float) -> None:  # cheap chunks, the generator looking every 0.6 ms
         for i in range(round(seconds * 100)):
@@ -497,6 +497,32 @@ def test_the_margin_keeps_a_stop_of_the_machine_ready_for_minutes():
     assert m.seconds == pytest.approx(MAX_MARGIN)  # no more than the most
 
 
+def test_before_the_machine_stops_the_margin_is_ready_for_a_first_stop():
+    """A machine's first stop ran the card dry where the margin had not yet seen one (9.5 ms, 34 s into a run,
+    2 ms kept): the margin starts as if the machine had stopped for `first_stop` as it started, and keeps that
+    ready for `memory` seconds; a longer real stop raises it, and a shorter one is what stays after."""
+    from distill_live.live.engine import Margin
+
+    def play(m: Margin, start: float, seconds: float) -> None:  # cheap chunks, the generator looking every 0.6 ms
+        for i in range(round(seconds * 100)):
+            m.add(0.001)
+            m.stopped(0.0006, start + i / 100)
+
+    m = Margin(floor=0.002, chunks_per_second=100, window=2.0, memory=60.0, now=1000.0)
+    assert m.stop == FIRST_STOP and m.seconds == pytest.approx(1.5 * FIRST_STOP)  # from the start
+    play(m, 1000.0, 20.0)
+    m.stopped(0.006, 1020.0)  # a real stop, shorter
+    play(m, 1020.0, 39.0)
+    assert m.seconds == pytest.approx(1.5 * FIRST_STOP)  # 59 s in: still ready for the first stop
+    play(m, 1059.0, 2.0)
+    assert m.seconds == pytest.approx(0.009)  # a minute in: ready for the stop the machine showed
+    play(m, 1061.0, 20.0)
+    assert m.seconds == pytest.approx(0.002)  # a minute after it: tight
+    m = Margin(floor=0.002, chunks_per_second=100, window=2.0, memory=60.0, now=1000.0)
+    m.stopped(0.012, 1001.0)
+    assert m.seconds == pytest.approx(0.018)  # a longer first stop: 1.5 x it
+
+
 def test_the_engine_times_the_generators_gaps_and_the_cards_lateness_as_stops(model):
     """What the margin remembers as the machine's stops, as the engine measures them at each look at the ring: how
     long the generator went since its last look, and how far past its next block the card has not called back
@@ -508,7 +534,7 @@ def test_the_engine_times_the_generators_gaps_and_the_cards_lateness_as_stops(mo
     out = np.zeros(64, np.float32)
     engine.callback(out, 64, None, None)  # the card plays, 64 samples a block (4 ms at 16 kHz)
     engine.poll()
-    assert engine.margin.stop < 0.01
+    assert engine.margin.stop == FIRST_STOP  # no real stop yet
     time.sleep(0.03)  # the generator stopped for 30 ms
     engine.callback(out, 64, None, None)
     engine.poll()

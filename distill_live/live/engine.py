@@ -64,6 +64,9 @@ CODE_HISTORY = 1024  # frames of codes kept for the surfaces (20 s at 50 frames/
 IDLE = 0.0005  # seconds the generator waits between looks at the ring when it has nothing to do
 MAX_MARGIN = 0.1  # seconds: the most the measured margin grows to (see Margin)
 STOP_MEMORY = 120.0  # seconds: how long the margin remembers the machine stopping the generator or the card (Margin)
+# seconds: the stop the margin is ready for before the machine has shown its own, for STOP_MEMORY from the
+# start: the first stop of a session ran the card dry (9.5 ms, 34 s into a run, 2 ms kept ready then)
+FIRST_STOP = 0.010
 CARD_GONE = 1.0  # seconds: a card this late has not stalled but stopped (gone, reopening: soundcard.py)
 HEAVY = 0.02  # seconds: the least margin while voices crossfade or a model loads (the old fixed buffer + 10 ms)
 PRESET_WRITES = 0.5  # seconds: the presets file is written at most this often (a flood of saves: the last one)
@@ -136,7 +139,9 @@ class Margin:
     card then takes all of it, and only what was queued answers (on a 2-core virtual machine whose
     threads were woken 5-23 ms late a few times a minute, every underrun came so, after a stop longer
     than the margin; the generator's gaps and the card's lateness each caught stops the other did
-    not). Such a machine stops again: the margin remembers it for minutes, not seconds.
+    not). Such a machine stops again: the margin remembers it for minutes, not seconds. Before it has
+    stopped, the margin takes it that it stopped for `first_stop` as it started: a machine's first stop
+    is no shorter than its next ones, and serve cannot know it before it comes.
 
     The margin is the larger of 1.5 x the p99 and the worst cost of the last `window` seconds, and of
     1.5 x the longest stop of the last `memory` seconds (the next may be longer), never below `floor`
@@ -148,14 +153,17 @@ class Margin:
     audio input: triggers, the gain and a gesture's onset reach past it, engine.py and cardqueue.py).
     """
 
-    def __init__(self, floor: float, chunks_per_second: float, window: float = 2.0, memory: float = STOP_MEMORY):
+    def __init__(self, floor: float, chunks_per_second: float, window: float = 2.0, memory: float = STOP_MEMORY,
+                 first_stop: float = FIRST_STOP, now: float | None = None):
         self.floor = floor  # seconds
         self.costs: deque = deque(maxlen=max(1, round(window * chunks_per_second)))
         self.p99 = self.worst = 0.0
         self.memory = memory
         self.stops: deque = deque()  # (when, seconds) of the last `memory` s, each longer than every one after it
-        self.seconds = floor
+        if first_stop:  # (`now`: time.perf_counter() seconds, as `stopped` takes)
+            self.stops.append((time.perf_counter() if now is None else now, first_stop))
         self._since_update = 0
+        self._update()
 
     def add(self, cost: float) -> None:
         self.costs.append(cost)
