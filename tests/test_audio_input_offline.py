@@ -181,9 +181,14 @@ def test_the_latency_does_not_hang_on_where_the_input_callbacks_fall(model, cloc
         callback = sim.engine.callback
         sim.engine.callback = lambda *a: (before_call.append(sim.engine.ring.available()), callback(*a))
         sim.run(0.5)
-        short, underruns, start = sim.feed.short, sim.engine.telemetry.underruns, len(before_call)
+        # (at the start the engine makes silent frames until input comes, and may skip the first few ms of
+        # input where they made more than enough wait: Engine._input_allows; the margin it starts with, ready
+        # for a first stop of the machine, decides how many)
+        skipped, short, underruns, start = sim.feed.skipped, sim.feed.short, sim.engine.telemetry.underruns, \
+            len(before_call)
         sim.run(1.0)
-        assert (sim.feed.skipped, sim.feed.short, sim.engine.telemetry.underruns) == (0, short, underruns)
+        assert (sim.feed.skipped, sim.feed.short, sim.engine.telemetry.underruns) == (skipped, short, underruns)
+        assert skipped <= sim.hop  # at most a frame's worth, at the start
         medians.append(np.median(sim.latencies_ms()[sim.frames(0.5):]))
         lowest.append(min(before_call[start:]))
     assert max(medians) - min(medians) < 2, medians  # ms (the simulation's tick is 1 ms)
