@@ -858,3 +858,25 @@ def test_the_steering_changes_are_made_at_the_guidance_asked_for():
             assert ("/distill/guidance", guidance) in states[action][1], (action, states[action][1])
     changes = latency.steer_changes(worlds, 4, guidance=3.0)
     assert ("/distill/guidance", 3.0) in changes["descriptor"][1] and ("/distill/guidance", 3.0) in changes["world"][1]
+
+
+def test_a_stopped_player_keeps_the_model_warm_and_plays_the_same(model):
+    """Stopped, the live player makes frames nobody hears on a scratch voice, so a trigger from silence finds the
+    model warm (a cue jump's first frame took 1.5-2x as long from a model left idle); what it plays, and so every
+    take, is what a player that does not do it plays, sample for sample."""
+    def play(keep_warm: bool) -> tuple[np.ndarray, int, float]:
+        registry = ParamRegistry.for_model(model)
+        registry.submit("/distill/play", [1], at=0.0)
+        registry.submit("/distill/play", [0], at=0.5)
+        registry.submit("/distill/cue", [1], at=1.0)  # a key: jump to a passage and play
+        registry.submit("/distill/play", [1], at=1.0)
+        player = Player(model, registry, seed=0, keep_warm=keep_warm)
+        out = np.concatenate([player.next_frame() for _ in range(round(1.5 * player.frame_rate))])
+        return out, player.warmed, player.frame_rate
+
+    warm, warmed, frame_rate = play(True)
+    cold, not_warmed, _ = play(False)
+    assert not_warmed == 0 and warmed >= 0.4 * frame_rate  # stopped from the fade's end (0.55 s) to 1 s
+    np.testing.assert_array_equal(warm, cold)
+    rate = model.config.codec.sample_rate
+    assert np.abs(warm[rate:]).max() > 0 and np.abs(warm[int(0.6 * rate):rate]).max() == 0

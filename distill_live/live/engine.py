@@ -204,7 +204,7 @@ class Engine:
     def __init__(self, model: DistillModel, registry: ParamRegistry | None = None, seed: int = 0,
                  buffer_ms: float = 10.0, device_rate: int | None = None, models_dir: str | Path | None = None,
                  audio_input: AudioInput | None = None, presets: Presets | None = None, realtime: bool = False):
-        self.player = Player(model, registry, seed, audio_input, on_fault=self._fault)
+        self.player = Player(model, registry, seed, audio_input, on_fault=self._fault, keep_warm=True)
         self.input = audio_input
         self.registry = self.player.registry
         c = model.config.codec

@@ -14,7 +14,8 @@ cue or reset fades from the rest of the frame it cuts into over `SPLICE` (4 ms: 
 note onset a player would call late, long enough that the cut is not heard as a click). A cue jump's first frame is the passage's
 own first frame, as the codec encoded it: what is heard at once is the passage's start, with no
 prior step between the trigger and the sound, and the prior, primed with that frame, goes on from
-the next. Render does the same, so a take renders again sample for sample.
+the next. Render does the same, so a take renders again sample for sample. Live, a stopped player
+keeps the model warm for the next trigger by making frames nobody hears (`keep_warm`).
 
 With an audio input (serve --input, see audioinput.py) each frame also encodes a frame of the
 input, and the input's codes can take the prior's place: `/distill/input/mode` 1 (resynth) decodes
@@ -255,7 +256,8 @@ class Remake:
 
 class Player:
     def __init__(self, model: DistillModel, registry: ParamRegistry | None = None, seed: int = 0,
-                 audio_input: AudioInput | None = None, on_fault: Callable[[str], None] | None = None):
+                 audio_input: AudioInput | None = None, on_fault: Callable[[str], None] | None = None,
+                 keep_warm: bool = False):
         if model.prior is None:
             raise ValueError("this model has only a codec; train a prior (distill-train --stages prior) to play it")
         self.registry = registry or ParamRegistry.for_model(model, audio_input is not None)
@@ -269,6 +271,9 @@ class Player:
         self.frames = 0  # model frames made (silent ones included)
         self.samples = 0  # samples played
         self.voice = Voice.start(model, seed, listening=audio_input is not None)
+        self.keep_warm = keep_warm  # stopped, run the model on a scratch voice each frame (`_keep_warm`)
+        self._warm: Voice | None = None
+        self.warmed = 0  # frames made on it
         self.input_gain = 1.0
         self.quiet = math.inf  # seconds the input has been below the gate
         self.fading: tuple[Voice, int, int] | None = None  # old voice, frames left, fade length
@@ -449,6 +454,8 @@ class Player:
             self.raw[:] = 0.0
             self.raw_silent = True
             self.history[(self.frames - 1) % HISTORY] = -1
+            if self.keep_warm:
+                self._keep_warm()
             return
         controls = self._frame_controls = self.registry.controls()
         playback = self.playback()
@@ -508,6 +515,17 @@ class Player:
         self.history[(self.frames - 1) % HISTORY] = self.last_codes
         self.raw[self.pos:] = fade_in(self.raw[self.pos:self.pos + self.splice], audio[self.pos:])
         self.remade = True
+
+    def _keep_warm(self) -> None:
+        """Stopped, make a frame nobody hears on a scratch voice, as if playing: a trigger from silence then
+        starts from a model as warm as a playing one. Left idle, its weights and code fall out of the
+        processor's caches, and a cue jump's first frame took 1.5-2 times as long (serve's parts on JACK at
+        128 frames, the demo: the trigger's chunks ready 2.4-3.4 ms after it came, against 1.6-1.8). It
+        costs a stopped engine what playing does; the player's own voice and random numbers are untouched."""
+        if self._warm is None or self._warm.model is not self.model:  # (a new model came while stopped)
+            self._warm = Voice.start(self.model, 0)
+        self._warm.step(self.registry.controls(), Playback())
+        self.warmed += 1
 
     def _pulled(self, controls: Controls) -> Controls:
         """`controls` for the next frame made: while a gesture's onset pulls (the `ONSET_FRAMES` frames that first
