@@ -140,8 +140,8 @@ class Margin:
     threads were woken 5-23 ms late a few times a minute, every underrun came so, after a stop longer
     than the margin; the generator's gaps and the card's lateness each caught stops the other did
     not). Such a machine stops again: the margin remembers it for minutes, not seconds. Before it has
-    stopped, the margin takes it that it stopped for `first_stop` as it started: a machine's first stop
-    is no shorter than its next ones, and serve cannot know it before it comes.
+    stopped, the margin takes it that it stopped for `first_stop` as it started: serve cannot know how
+    long its machine stops before it has seen it, and a first stop found too little ready.
 
     The margin is the larger of 1.5 x the p99 and the worst cost of the last `window` seconds, and of
     1.5 x the longest stop of the last `memory` seconds (the next may be longer), never below `floor`
