@@ -309,13 +309,22 @@ class Engine:
         was due; before the first callback, or from a card gone (`CARD_GONE`), it counts from now. (Read
         again if a callback came while it was read: any thread may ask.)"""
         while True:
-            took, block = self.took, self.block
+            took = self.took
             now, head = time.monotonic(), self.time - self.queued_seconds()  # the ring's next sample, engine time
-            next_block = took + block / self.sample_rate if took is not None and now - took < CARD_GONE else now
+            due = self._card_due(now)
             if took == self.took:
                 break
-        heard = next_block + self.output_latency  # when the ring's next sample is heard (time.monotonic())
+        heard = (now if due is None else due) + self.output_latency  # when it is heard (time.monotonic())
         return head + (wall - time.time()) - (heard - now)
+
+    def _card_due(self, now: float) -> float | None:
+        """When (time.monotonic()) the card's next block is due, a block after its last callback, as seen at
+        `now`; None before its first callback, or from a card `CARD_GONE` late (not held up but stopped)."""
+        took = self.took
+        if took is None or not self.block:
+            return None
+        due = took + self.block / self.sample_rate
+        return due if now - due < CARD_GONE else None
 
     def latency_ms(self) -> float:
         """Control-to-sound estimate for stop: a message waits for the next chunk, then everything queued in
@@ -528,9 +537,10 @@ class Engine:
         # (with an audio input, triggers wait for the next frame like everything else: input comes a whole
         # frame at a time, and what the ring holds is the input's latency, which must not jump)
         if self.block and self.took is not None:  # the card plays: after a stop it asks for all it missed at once
-            look = time.perf_counter()
-            late = time.monotonic() - self.took - self.block / self.sample_rate  # the card's next block is this late
-            self.margin.stopped(max(look - self._looked, late if late < CARD_GONE else 0.0), look)
+            look, now = time.perf_counter(), time.monotonic()
+            due = self._card_due(now)
+            late = 0.0 if due is None else now - due  # the card's next block is this late
+            self.margin.stopped(max(look - self._looked, late), look)
         self.card_queue.tend()  # a skip set for the card's next block
         reached = self.registry.at_card(self.player.time)
         if GAIN in reached:  # a fader: the card hears it at its next block (cardqueue.py)
