@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -864,23 +865,40 @@ def test_the_steering_changes_are_made_at_the_guidance_asked_for():
     assert ("/distill/guidance", 3.0) in changes["descriptor"][1] and ("/distill/guidance", 3.0) in changes["world"][1]
 
 
-def test_a_stopped_player_keeps_the_model_warm_and_plays_the_same(model):
-    """Stopped, the live player makes frames nobody hears on a scratch voice, so a trigger from silence finds the
-    model warm (a cue jump's first frame took 1.5-2x as long from a model left idle); what it plays, and so every
-    take, is what a player that does not do it plays, sample for sample."""
-    def play(keep_warm: bool) -> tuple[np.ndarray, int, float]:
-        registry = ParamRegistry.for_model(model)
-        registry.submit("/distill/play", [1], at=0.0)
-        registry.submit("/distill/play", [0], at=0.5)
-        registry.submit("/distill/cue", [1], at=1.0)  # a key: jump to a passage and play
-        registry.submit("/distill/play", [1], at=1.0)
-        player = Player(model, registry, seed=0, keep_warm=keep_warm)
-        out = np.concatenate([player.next_frame() for _ in range(round(1.5 * player.frame_rate))])
-        return out, player.warmed, player.frame_rate
+def test_a_cue_jumps_first_frame_is_decoded_once_and_plays_the_same(model):
+    """A cue jump's first frame is decoded once and kept (`FirstFrames`, filled for every cue as the engine warms
+    up): a key pressed again runs no decoder step before its sound, and what it plays, and so every take, is what
+    a player that decodes it each time plays, sample for sample, from silence and cutting into a sound."""
+    cues = [1, 2, 1, 1, 0, 2]
 
-    warm, warmed, frame_rate = play(True)
-    cold, not_warmed, _ = play(False)
-    assert not_warmed == 0 and warmed >= 0.4 * frame_rate  # stopped from the fade's end (0.55 s) to 1 s
-    np.testing.assert_array_equal(warm, cold)
-    rate = model.config.codec.sample_rate
-    assert np.abs(warm[rate:]).max() > 0 and np.abs(warm[int(0.6 * rate):rate]).max() == 0
+    def play(keep: bool) -> tuple[np.ndarray, Player, list[int]]:
+        registry = ParamRegistry.for_model(model)
+        for n, cue in enumerate(cues):
+            at = 0.3 * n
+            registry.submit("/distill/cue", [cue], at=at)  # a key: jump to a passage and play
+            registry.submit("/distill/play", [1], at=at)
+            if n % 2:
+                registry.submit("/distill/play", [0], at=at + 0.15)  # then silence, faded out by the next key
+        player = Player(model, registry, seed=0)
+        if keep:
+            player.decode_first_frames()
+        else:
+            player.first_frames = None
+        decoded, decode_step = [], model.codec.decode_step  # (counts the decoder steps of each frame)
+        out = []
+        model.codec.decode_step = lambda *a, **k: (decoded.append(player.frames), decode_step(*a, **k))[1]
+        try:
+            out = [player.next_frame() for _ in range(round(0.3 * len(cues) * player.frame_rate))]
+        finally:
+            del model.codec.decode_step
+        return np.concatenate(out), player, decoded
+
+    kept, player, decoded = play(True)
+    each, _, decoded_each = play(False)
+    np.testing.assert_array_equal(kept, each)
+    assert len(player.first_frames.kept) == min(len(model.cues), player.first_frames.size)
+    first = {round(0.3 * n * player.frame_rate) + 1 for n in range(len(cues))}  # each key's first frame
+    fewer = Counter(decoded_each)
+    fewer.subtract(decoded)  # (cutting into a sound, the key's first frame also fades the last voice out)
+    assert {frame for frame, n in fewer.items() if n} == first and set(fewer.values()) == {0, 1}
+    assert np.abs(kept).max() > 0

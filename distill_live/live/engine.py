@@ -204,7 +204,7 @@ class Engine:
     def __init__(self, model: DistillModel, registry: ParamRegistry | None = None, seed: int = 0,
                  buffer_ms: float = 10.0, device_rate: int | None = None, models_dir: str | Path | None = None,
                  audio_input: AudioInput | None = None, presets: Presets | None = None, realtime: bool = False):
-        self.player = Player(model, registry, seed, audio_input, on_fault=self._fault, keep_warm=True)
+        self.player = Player(model, registry, seed, audio_input, on_fault=self._fault)
         self.input = audio_input
         self.registry = self.player.registry
         c = model.config.codec
@@ -691,6 +691,7 @@ class Engine:
                 if listening:
                     scratch.listen(Heard(silence, loud=False, leads=True))
                     scratch.step(Controls())
+            self.player.decode_first_frames()
 
     def start(self) -> None:
         # 100 ms of silence first: the card's block size is known only at its first callback, some

@@ -14,8 +14,8 @@ cue or reset fades from the rest of the frame it cuts into over `SPLICE` (4 ms: 
 note onset a player would call late, long enough that the cut is not heard as a click). A cue jump's first frame is the passage's
 own first frame, as the codec encoded it: what is heard at once is the passage's start, with no
 prior step between the trigger and the sound, and the prior, primed with that frame, goes on from
-the next. Render does the same, so a take renders again sample for sample. Live, a stopped player
-keeps the model warm for the next trigger by making frames nobody hears (`keep_warm`).
+the next. Render does the same, so a take renders again sample for sample. That first frame is
+decoded once and kept (`FirstFrames`): a key pressed again waits for no decoding at all.
 
 With an audio input (serve --input, see audioinput.py) each frame also encodes a frame of the
 input, and the input's codes can take the prior's place: `/distill/input/mode` 1 (resynth) decodes
@@ -43,7 +43,7 @@ afresh when it comes back, under the mix's ramp.
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -71,6 +71,7 @@ ONSET_PULL = 7.0
 ONSET_FRAMES = 2
 ONSET_MOST = 8.0
 INPUT_MEMORY = 16  # loud input frames the prior is primed with when it takes over (as many as a cue jump)
+FIRST_FRAMES = 128  # cue jumps' first frames kept decoded (`FirstFrames`): one per key of a keyboard
 
 
 def soft_clip(audio: np.ndarray, knee: float = 0.9) -> np.ndarray:
@@ -136,6 +137,36 @@ def _coarse(codes: torch.Tensor, controls: Controls) -> torch.Tensor:
     return codes
 
 
+class FirstFrames:
+    """The frames a fresh decoder makes of given codes, made once and kept (the `size` last used): a cue jump's
+    first frame then waits for no decoding. A fresh decoder remembers nothing, so its first frame depends on the
+    codes and the model alone, and the frame kept is the one it would make again. Its audio is kept read-only,
+    and its state is only read by the steps after it (a decoder step makes a new state)."""
+
+    def __init__(self, size: int = FIRST_FRAMES):
+        self.size = size
+        self.model: DistillModel | None = None  # whose frames are kept (another model's clears them)
+        self.kept: OrderedDict[bytes, tuple[np.ndarray, object]] = OrderedDict()
+
+    def decode(self, model: DistillModel, codes: torch.Tensor, fresh: object) -> tuple[np.ndarray, object]:
+        """What `model.codec.decode_step` makes of `codes` [levels] from `fresh`, a fresh decoder state:
+        (audio [hop], the decoder's state after it)."""
+        if model is not self.model:
+            self.model, self.kept = model, OrderedDict()
+        key = codes.numpy().tobytes()
+        frame = self.kept.get(key)
+        if frame is not None:
+            self.kept.move_to_end(key)
+            return frame
+        audio, state = model.codec.decode_step(codes[None], fresh)
+        audio = audio[0].numpy().copy()  # (the decoder's output may be a view of its state)
+        audio.setflags(write=False)
+        self.kept[key] = audio, state
+        if len(self.kept) > self.size:
+            self.kept.popitem(last=False)
+        return audio, state
+
+
 @dataclass
 class Voice:
     """One model and the memory of its prior, decoder and (with an audio input) encoder."""
@@ -154,6 +185,8 @@ class Voice:
     # first frame waits for no work of the prior
     opening: torch.Tensor | None = None
     cue: torch.Tensor | None = None
+    # its decoder is fresh, and the first frame it decodes comes from here (a cue jump's voice; then None)
+    first_frames: FirstFrames | None = None
 
     @classmethod
     def start(cls, model: DistillModel, seed: int, listening: bool | EncoderState | None = False) -> "Voice":
@@ -220,8 +253,12 @@ class Voice:
         if neural:
             if not self.neural:
                 self.decoder_state = self.model.codec.start(1)
-            audio, self.decoder_state = self.model.codec.decode_step(codes[None], self.decoder_state)
-            audio = audio[0].numpy()
+            if self.first_frames is not None:
+                audio, self.decoder_state = self.first_frames.decode(self.model, codes, self.decoder_state)
+            else:
+                audio, self.decoder_state = self.model.codec.decode_step(codes[None], self.decoder_state)
+                audio = audio[0].numpy()
+            self.first_frames = None
         self.neural = neural
         if corpus is None:
             return audio
@@ -256,8 +293,7 @@ class Remake:
 
 class Player:
     def __init__(self, model: DistillModel, registry: ParamRegistry | None = None, seed: int = 0,
-                 audio_input: AudioInput | None = None, on_fault: Callable[[str], None] | None = None,
-                 keep_warm: bool = False):
+                 audio_input: AudioInput | None = None, on_fault: Callable[[str], None] | None = None):
         if model.prior is None:
             raise ValueError("this model has only a codec; train a prior (distill-train --stages prior) to play it")
         self.registry = registry or ParamRegistry.for_model(model, audio_input is not None)
@@ -271,9 +307,7 @@ class Player:
         self.frames = 0  # model frames made (silent ones included)
         self.samples = 0  # samples played
         self.voice = Voice.start(model, seed, listening=audio_input is not None)
-        self.keep_warm = keep_warm  # stopped, run the model on a scratch voice each frame (`_keep_warm`)
-        self._warm: Voice | None = None
-        self.warmed = 0  # frames made on it
+        self.first_frames = FirstFrames()  # cue jumps' first frames, decoded once (`FirstFrames`)
         self.input_gain = 1.0
         self.quiet = math.inf  # seconds the input has been below the gate
         self.fading: tuple[Voice, int, int] | None = None  # old voice, frames left, fade length
@@ -363,7 +397,7 @@ class Player:
             index, fade = args
             cue = model.cues[index]  # (the fresh voice jumps from the playing one's state after the cue's first frame)
             fresh = Voice(model, self.voice.prior_state, model.codec.start(1, sharing=self.voice.decoder_state),
-                          self.voice.encoder_state, opening=cue[0], cue=cue)
+                          self.voice.encoder_state, opening=cue[0], cue=cue, first_frames=self.first_frames)
             self.crossfade_to(fresh, fade)
             self.cut = self.cut or self._may_cut()
         elif name == "reset":
@@ -454,8 +488,6 @@ class Player:
             self.raw[:] = 0.0
             self.raw_silent = True
             self.history[(self.frames - 1) % HISTORY] = -1
-            if self.keep_warm:
-                self._keep_warm()
             return
         controls = self._frame_controls = self.registry.controls()
         playback = self.playback()
@@ -516,16 +548,12 @@ class Player:
         self.raw[self.pos:] = fade_in(self.raw[self.pos:self.pos + self.splice], audio[self.pos:])
         self.remade = True
 
-    def _keep_warm(self) -> None:
-        """Stopped, make a frame nobody hears on a scratch voice, as if playing: a trigger from silence then
-        starts from a model as warm as a playing one. Left idle, its weights and code fall out of the
-        processor's caches, and a cue jump's first frame took 1.5-2 times as long (serve's parts on JACK at
-        128 frames, the demo: the trigger's chunks ready 2.4-3.4 ms after it came, against 1.6-1.8). It
-        costs a stopped engine what playing does; the player's own voice and random numbers are untouched."""
-        if self._warm is None or self._warm.model is not self.model:  # (a new model came while stopped)
-            self._warm = Voice.start(self.model, 0)
-        self._warm.step(self.registry.controls(), Playback())
-        self.warmed += 1
+    def decode_first_frames(self) -> None:
+        """Decode the cues' first frames under the controls now (`FirstFrames`): no key's first press waits for it."""
+        model, controls = self.model, self.registry.controls()
+        with kernels.playing():
+            for cue in model.cues[:self.first_frames.size]:
+                self.first_frames.decode(model, _coarse(cue[0], controls), model.codec.start(1))
 
     def _pulled(self, controls: Controls) -> Controls:
         """`controls` for the next frame made: while a gesture's onset pulls (the `ONSET_FRAMES` frames that first
