@@ -39,7 +39,9 @@ counted, the xruns JACK reported and which client jackd blamed for each (`xruns_
 the end, and how often the machine itself stopped meanwhile (`machine_stalls`, tests/stalls.py: a real-time
 thread that only sleeps 0.5 ms at a time, woken over 2 and over 5 ms late, and its worst), with the seconds
 into the run of each underrun (`underrun_times_s`, to the second serve's `-v` line gives) and of each stop over
-5 ms (`machine_stall_times_s`, with its ms). One JSON object on stdout.
+5 ms (`machine_stall_times_s`, with its ms). Trigger, note and gain also give their figures over the trials the
+machine did not stop during, nor in the 5 ms before (`machine_went_on`, with how many were `left_out`): what no
+program on the machine could have avoided, told apart from what serve does. One JSON object on stdout.
 A send is timed by JACK's estimate of the current frame: a run with xruns (a machine too busy for
 non-real-time jackd at that period) gives figures that mean nothing, down to negative ones.
 `--realtime` runs jackd with -R and serve with --realtime, as a performer would (see the README).
@@ -90,6 +92,7 @@ WINDOW = 480  # samples: the 10 ms windows the world and descriptor actions are 
 HOLD = 40  # ms a world or descriptor change must stay past halfway to count
 ACTIONS = ("trigger", "note", "gain", "world", "steer", "descriptor")
 CHANGES = ("world", "descriptor", "levels")  # what the steer action changes (`steer_changes`)
+STOPPED_BEFORE = 0.005  # s: a stop this long before a trial still counts as during it (`stopped_during`)
 SILENCE = 1e-6  # below this a sample counts as silence (gain 0 and a stopped engine are exactly 0)
 HEARD = 1e-4  # a difference smaller than this (-80 dB below full scale) is not heard
 LOUD = 1e-4  # where a sound from silence is lined up with another take of it (the steer action)
@@ -284,6 +287,14 @@ def judged(trials: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict:
     return {**summary(found, len(times) - len(found)), "overshoot": round(float(np.median(swings)), 2)}
 
 
+def stopped_during(at: float, ms: float, stalls: list[tuple[float, float]]) -> bool:
+    """Whether the machine stopped (tests/stalls.py: a real-time thread woken over 2 ms late, `stalls` as
+    (time.monotonic() it went to sleep, ms late)) during a trial sent at `at` (time.monotonic()) and heard `ms`
+    later, or in the `STOPPED_BEFORE` before it (JACK then runs the cycles it missed back to back)."""
+    end = at + ms / 1000.0
+    return any(t0 < end and t0 + (0.5 + late) / 1000.0 > at - STOPPED_BEFORE for t0, late in stalls)
+
+
 def timed(at: float, messages: list[tuple[str, object]]) -> list[tuple[float, str, list]]:
     """(address, value) messages as `render` takes them: (time, address, args)."""
     return [(at, address, value if isinstance(value, list) else [value]) for address, value in messages]
@@ -410,6 +421,8 @@ class Run:
         self.model, self.period, self.busy, self.trials = model, period, busy, trials
         self.settle, self.buffer_ms, self.log, self.realtime = settle, buffer_ms, log, realtime
         self.guidance = guidance
+        self.sent_at: dict[str, list[float]] = {}  # action: time.monotonic() as each trial was sent
+        self.latencies: dict[str, list[float]] = {}  # action: each trial's ms
 
     def __enter__(self) -> "Run":
         import mido
@@ -476,14 +489,17 @@ class Run:
 
     # -- the actions ---------------------------------------------------------------------------
 
-    def onsets(self, start, stop) -> list[float]:
-        """ms from `start(i)` to the first sound, from silence, `trials` times; `stop(i)` silences again."""
+    def onsets(self, action: str, start, stop) -> list[float]:
+        """ms from `start(i)` to the first sound, from silence, `trials` times; `stop(i)` silences again. Each
+        trial's time is kept in `sent_at[action]`, to tell afterwards which the machine stopped during."""
         out, rng = [], np.random.default_rng(self.period)
+        self.sent_at[action] = []
         for i in range(self.trials):
             wait(lambda: self.probe.quiet > 0.15 * RATE, 10, "silence", self.probe.state)
             time.sleep(rng.uniform(0, 0.02))  # land anywhere in a frame and a period
             self.probe.arm()
             sent = self.probe.client.frame_time
+            self.sent_at[action].append(time.monotonic())
             start(i)
             wait(lambda: self.probe.onset is not None, 5, "the sound")
             out.append(1000.0 * (self.probe.onset - sent) / RATE)
@@ -492,6 +508,7 @@ class Run:
         wait(lambda: self.probe.quiet > 0.15 * RATE, 10, "silence", self.probe.state)
         if self.trials <= 10:
             self.log(f"  each: {[round(x, 2) for x in out]}")
+        self.latencies[action] = out
         return out
 
     def halfway(self, states: list[list[tuple[str, object]]], feature) -> tuple[list[float], int]:
@@ -622,18 +639,18 @@ class Run:
         report: dict = {}
         w = self.worlds
         if "trigger" in actions:
-            report["trigger"] = summary(self.onsets(
+            report["trigger"] = summary(self.onsets("trigger",
                 lambda i: self.send(("/distill/cue", [i % self.cues, 0.05]), ("/distill/play", 1)),
                 lambda i: self.send(("/distill/play", 0))))
             self.log(f"trigger {report['trigger']}")
         if "note" in actions:
-            report["note"] = summary(self.onsets(
+            report["note"] = summary(self.onsets("note",
                 lambda i: self.keys.send(mido.Message("note_on", note=36 + i % self.cues, velocity=100)),
                 lambda i: self.keys.send(mido.Message("note_off", note=36 + i % self.cues))))
             self.log(f"note {report['note']}")
         if "gain" in actions:
             self.send(("/distill/gain", 0.0), ("/distill/play", 1))
-            report["gain"] = summary(self.onsets(lambda i: self.send(("/distill/gain", 1.0)),
+            report["gain"] = summary(self.onsets("gain", lambda i: self.send(("/distill/gain", 1.0)),
                                                  lambda i: self.send(("/distill/gain", 0.0))))
             self.log(f"gain {report['gain']}")
         self.send(("/distill/gain", 1.0), ("/distill/play", 1))
@@ -659,7 +676,11 @@ class Run:
         report["xruns_by_client"] = xruns_by_client(self.jackd_log.read_text(errors="replace"))
         report["underrun_times_s"] = underrun_times(list(zip(self.err_at, self.err)), self.started)
         stalls = self.stalls.stop()
-        report["machine_stalls"] = {k: v for k, v in stalls.items() if k != "stalls"}
+        for action, sent_at in self.sent_at.items():
+            went_on = [ms for at, ms in zip(sent_at, self.latencies[action])
+                       if not stopped_during(at, ms, stalls["stalls_over_2ms"])]
+            report[action]["machine_went_on"] = {**summary(went_on), "left_out": len(sent_at) - len(went_on)}
+        report["machine_stalls"] = {k: v for k, v in stalls.items() if k not in ("stalls", "stalls_over_2ms")}
         report["machine_stall_times_s"] = [(round(t - self.started, 1), ms) for t, ms in stalls["stalls"][:20]]
         report["serve_v"] = margins[-1].strip() if margins else None  # the margin, its chunk costs, the buffer
         return report

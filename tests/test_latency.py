@@ -902,3 +902,16 @@ def test_a_cue_jumps_first_frame_is_decoded_once_and_plays_the_same(model):
     fewer.subtract(decoded)  # (cutting into a sound, the key's first frame also fades the last voice out)
     assert {frame for frame, n in fewer.items() if n} == first and set(fewer.values()) == {0, 1}
     assert np.abs(kept).max() > 0
+
+
+def test_the_latency_bench_leaves_out_only_the_trials_the_machine_stopped_during():
+    """`machine_went_on`'s trials: a stop of the machine (tests/stalls.py) during a trial, or just before it, while
+    JACK runs the cycles it missed, leaves the trial out; one that ended before the stop, or began well after
+    it, stays."""
+    stalls = [(10.0, 3.0)]  # the sleeper went to sleep at 10 s and woke 3 ms late: stopped until 10.0035
+    assert latency.stopped_during(10.001, 5.0, stalls)  # sent during it
+    assert latency.stopped_during(9.998, 5.0, stalls)  # sent before it, heard after it began
+    assert latency.stopped_during(10.0035 + latency.STOPPED_BEFORE - 0.0005, 1.0, stalls)  # JACK catching up
+    assert not latency.stopped_during(9.99, 5.0, stalls)  # heard before it
+    assert not latency.stopped_during(10.0035 + latency.STOPPED_BEFORE + 0.0005, 20.0, stalls)
+    assert not latency.stopped_during(10.001, 5.0, [])
