@@ -256,7 +256,8 @@ def test_input_to_output_latency(rig, jack_server):
     assert best > 0.5, best  # the output's loudness follows the input's
     # one frame to fill the encoder's window, then one card block and what the engine keeps ready for the
     # card (Engine.kept): `--buffer-ms` (10) or, if more, two card blocks, or, for two minutes after the
-    # machine stopped serve or the card, 1.5 x the stop (the input's cushion follows it and comes down)
+    # machine stopped serve or the card, 1.5 x the stop (the input's cushion follows it and comes down), and
+    # for the first two minutes 15 ms (a first stop of 10 ms presumed: FIRST_STOP)
     period = 1000 * jack_server.period / rate
     assert 2 * period <= kept <= 100, kept
     assert latency < 20 + period + kept + 30, (latency, kept)
