@@ -885,7 +885,6 @@ def test_a_cue_jumps_first_frame_is_decoded_once_and_plays_the_same(model):
         else:
             player.first_frames = None
         decoded, decode_step = [], model.codec.decode_step  # (counts the decoder steps of each frame)
-        out = []
         model.codec.decode_step = lambda *a, **k: (decoded.append(player.frames), decode_step(*a, **k))[1]
         try:
             out = [player.next_frame() for _ in range(round(0.3 * len(cues) * player.frame_rate))]
@@ -902,6 +901,9 @@ def test_a_cue_jumps_first_frame_is_decoded_once_and_plays_the_same(model):
     fewer.subtract(decoded)  # (cutting into a sound, the key's first frame also fades the last voice out)
     assert {frame for frame, n in fewer.items() if n} == first and set(fewer.values()) == {0, 1}
     assert np.abs(kept).max() > 0
+    engine = Engine(model)
+    engine.warm_up(frames=1)  # (what the generator thread runs before the card starts)
+    assert len(engine.player.first_frames.kept) == min(len(model.cues), engine.player.first_frames.size)
 
 
 def test_the_latency_bench_leaves_out_only_the_trials_the_machine_stopped_during():
