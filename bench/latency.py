@@ -421,8 +421,7 @@ class Run:
         self.model, self.period, self.busy, self.trials = model, period, busy, trials
         self.settle, self.buffer_ms, self.log, self.realtime = settle, buffer_ms, log, realtime
         self.guidance = guidance
-        self.sent_at: dict[str, list[float]] = {}  # action: time.monotonic() as each trial was sent
-        self.latencies: dict[str, list[float]] = {}  # action: each trial's ms
+        self.trials_at: dict[str, list[tuple[float, float]]] = {}  # action: (time.monotonic() sent, ms) a trial
 
     def __enter__(self) -> "Run":
         import mido
@@ -491,15 +490,15 @@ class Run:
 
     def onsets(self, action: str, start, stop) -> list[float]:
         """ms from `start(i)` to the first sound, from silence, `trials` times; `stop(i)` silences again. Each
-        trial's time is kept in `sent_at[action]`, to tell afterwards which the machine stopped during."""
-        out, rng = [], np.random.default_rng(self.period)
-        self.sent_at[action] = []
+        trial is kept in `trials_at[action]` with when it was sent, to tell afterwards which the machine stopped
+        during."""
+        out, sent_at, rng = [], [], np.random.default_rng(self.period)
         for i in range(self.trials):
             wait(lambda: self.probe.quiet > 0.15 * RATE, 10, "silence", self.probe.state)
             time.sleep(rng.uniform(0, 0.02))  # land anywhere in a frame and a period
             self.probe.arm()
             sent = self.probe.client.frame_time
-            self.sent_at[action].append(time.monotonic())
+            sent_at.append(time.monotonic())
             start(i)
             wait(lambda: self.probe.onset is not None, 5, "the sound")
             out.append(1000.0 * (self.probe.onset - sent) / RATE)
@@ -508,7 +507,7 @@ class Run:
         wait(lambda: self.probe.quiet > 0.15 * RATE, 10, "silence", self.probe.state)
         if self.trials <= 10:
             self.log(f"  each: {[round(x, 2) for x in out]}")
-        self.latencies[action] = out
+        self.trials_at[action] = list(zip(sent_at, out))
         return out
 
     def halfway(self, states: list[list[tuple[str, object]]], feature) -> tuple[list[float], int]:
@@ -676,10 +675,9 @@ class Run:
         report["xruns_by_client"] = xruns_by_client(self.jackd_log.read_text(errors="replace"))
         report["underrun_times_s"] = underrun_times(list(zip(self.err_at, self.err)), self.started)
         stalls = self.stalls.stop()
-        for action, sent_at in self.sent_at.items():
-            went_on = [ms for at, ms in zip(sent_at, self.latencies[action])
-                       if not stopped_during(at, ms, stalls["stalls_over_2ms"])]
-            report[action]["machine_went_on"] = {**summary(went_on), "left_out": len(sent_at) - len(went_on)}
+        for action, trials in self.trials_at.items():
+            went_on = [ms for at, ms in trials if not stopped_during(at, ms, stalls["stalls_over_2ms"])]
+            report[action]["machine_went_on"] = {**summary(went_on), "left_out": len(trials) - len(went_on)}
         report["machine_stalls"] = {k: v for k, v in stalls.items() if k not in ("stalls", "stalls_over_2ms")}
         report["machine_stall_times_s"] = [(round(t - self.started, 1), ms) for t, ms in stalls["stalls"][:20]]
         report["serve_v"] = margins[-1].strip() if margins else None  # the margin, its chunk costs, the buffer

@@ -550,10 +550,10 @@ class Player:
 
     def decode_first_frames(self) -> None:
         """Decode the cues' first frames under the controls now (`FirstFrames`): no key's first press waits for it."""
-        model, controls = self.model, self.registry.controls()
+        model, controls, playing = self.model, self.registry.controls(), self.voice.decoder_state
         with kernels.playing():
-            for cue in model.cues[:self.first_frames.size]:
-                self.first_frames.decode(model, _coarse(cue[0], controls), model.codec.start(1))
+            for cue in model.cues[:self.first_frames.size]:  # (fresh decoders reading the playing one's table)
+                self.first_frames.decode(model, _coarse(cue[0], controls), model.codec.start(1, sharing=playing))
 
     def _pulled(self, controls: Controls) -> Controls:
         """`controls` for the next frame made: while a gesture's onset pulls (the `ONSET_FRAMES` frames that first
