@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from vector_quantize_pytorch import ResidualVQ
 
+from .compiled import CompiledFrameStep
 from .config import CodecConfig
 
 log = logging.getLogger(__name__)
@@ -153,14 +154,13 @@ class ISTFTHead(nn.Module):
         advance = (2 * math.pi * bins[None] * shift / n_fft) % (2 * math.pi)
         self.register_buffer("advance", advance.float(), persistent=False)  # [period, bins]
 
-    def _phase_advance(self, steps: int, start: int | torch.Tensor) -> torch.Tensor:
+    def _phase_advance(self, steps: int, start: int) -> torch.Tensor:
         if steps == 1:
             return self.advance[start % self.period]
         index = (torch.arange(steps, device=self.advance.device) + start) % self.period
         return self.advance[index]  # [steps, bins]
 
-    def forward(self, x: torch.Tensor, tail: torch.Tensor, start: int | torch.Tensor = 0
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, tail: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B, steps, dim] -> (audio [B, steps * hop], new tail). Fast path: the spectrum in polar form in
         one call, and the overlap-add as one fold."""
         batch, steps = x.shape[0], x.shape[1]
@@ -192,9 +192,8 @@ class DecoderState:
     tail: torch.Tensor
     # codebooks as one lookup table, copied once per stream by `Codec.start` (see `Codec.latent_table`)
     table: torch.Tensor | None = None
-    # head steps decoded so far, modulo the head's phase-advance period (see `ISTFTHead`); a 0-dim
-    # tensor when the frame step is traced (see `Decoder.frame_step`)
-    head_step: int | torch.Tensor = 0
+    # head steps decoded so far, modulo the head's phase-advance period (see `ISTFTHead`)
+    head_step: int = 0
 
 
 class Decoder(nn.Module):
@@ -208,10 +207,10 @@ class Decoder(nn.Module):
         self.up_blocks = nn.ModuleList(CausalBlock(cfg.up_dim, cfg.kernel) for _ in range(cfg.up_blocks))
         self.up_norm = nn.LayerNorm(cfg.up_dim)
         self.head = ISTFTHead(cfg.up_dim, cfg.head_n_fft, cfg.head_hop)
-        # `prepare_frame_step`'s trace, in a tuple: a module attribute would be registered as a submodule,
-        # and its weights (the decoder's own) would be saved in the model file a second time
-        self._traced_frame: tuple[torch.jit.ScriptModule, ...] = ()
-        self._trace_tried = False  # (a trace that failed is not tried again at every voice's start)
+        # `prepare_frame_step`'s compiled step, in a tuple, as nothing torch should look into (its weights are
+        # the decoder's own)
+        self._compiled: tuple = ()
+        self._prepare_tried = False  # (a compile that failed is not tried again at every voice's start)
 
     def start(self, batch: int = 1) -> DecoderState:
         p = self.inp.weight
@@ -246,55 +245,40 @@ class Decoder(nn.Module):
         return audio, DecoderState(block_past, up_past, tail, state.table, head_step)
 
     def prepare_frame_step(self) -> None:
-        """Record `forward` for one frame at batch 1 as a TorchScript trace, for `frame_step`.
+        """Compile `forward` for one frame at batch 1, for `frame_step` (see model/compiled.py).
 
-        At batch 1 a frame's time goes largely to Python's share of each tensor operation's fixed cost;
-        the trace runs the same operations from C++ (the default preset's decoder, frames back to back:
-        0.51 -> 0.36 ms here) and gives the same numbers (tests/test_fast_step.py). It holds the
-        decoder's own parameters, not copies, so training goes on changing what it plays. Costs 50-75
-        ms once: done where a model is loaded, never in the generator thread. Where tracing is not
-        available (a torch without TorchScript), `frame_step` stays `forward`.
+        At batch 1 a frame's time went largely to the fixed cost of each of its hundred tensor
+        operations; the compiled step does the same arithmetic in a few loops (the default preset's
+        decoder frame: 0.25 ms against 0.62-1.0 as a TorchScript trace, AMD EPYC). It reads the decoder's
+        own parameters, not copies, so training goes on changing what it plays. The first compile takes a
+        second or two and is cached on disk: done where a model is loaded, never in the generator thread.
+        Where it cannot be compiled (numba failing on this machine), `frame_step` stays `forward`.
         """
-        if self._trace_tried or self.training:
+        if self._prepare_tried or self.training or self.inp.weight.device.type != "cpu":
             return
-        self._trace_tried = True
-        state = self.start(1)
-        example = (self.inp.weight.new_zeros(1, 1, self.cfg.latent_dim), state.tail, torch.tensor(0),
-                   *state.block_past, *state.up_past)
+        self._prepare_tried = True
         try:
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")  # the trace's notes on shapes read as constants: they are
-                traced = torch.jit.trace(_FrameStep(self), example, check_trace=False)
-                for _ in range(3):  # TorchScript optimises a graph on its first runs: do them here
-                    traced(*example)
-        except (AttributeError, RuntimeError) as e:
-            log.info("the decoder's frame step runs untraced (%s)", e)
+            step = CompiledFrameStep(self)
+            state = self.start(1)
+            with torch.no_grad():
+                step(np.zeros((1, self.cfg.latent_dim), np.float32), state.tail.numpy(), 0,
+                     [p.numpy() for p in state.block_past + state.up_past])
+        except Exception as e:  # noqa: BLE001 - numba's errors have no common base; any of them means "not here"
+            log.info("the decoder's frame step runs uncompiled (%s)", e)
             return
-        self._traced_frame = (traced,)
+        self._compiled = (step,)
 
     def frame_step(self, latent: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
-        """`forward` for one frame, latent [B, 1, latent_dim]: traced at batch 1 once `prepare_frame_step` ran."""
-        if not self._traced_frame or latent.shape[0] != 1 or self.training:
+        """`forward` for one frame, latent [B, 1, latent_dim]: compiled at batch 1 once `prepare_frame_step` ran."""
+        if not self._compiled or latent.shape[0] != 1 or self.training:
             return self.forward(latent, state)
+        pasts = [p.numpy() for p in state.block_past + state.up_past]
+        audio, tail, head_step, pasts = self._compiled[0](latent[0].numpy(), state.tail.numpy(),
+                                                          int(state.head_step), pasts)
         blocks = len(self.blocks)
-        step = torch.as_tensor(state.head_step)
-        audio, tail, head_step, *pasts = self._traced_frame[0](latent, state.tail, step, *state.block_past,
-                                                               *state.up_past)
-        return audio, DecoderState(pasts[:blocks], pasts[blocks:], tail, state.table, head_step)
-
-
-class _FrameStep(nn.Module):
-    """`Decoder.forward` with its state as plain tensors, as `torch.jit.trace` takes them."""
-
-    def __init__(self, decoder: Decoder):
-        super().__init__()
-        self.decoder = decoder
-
-    def forward(self, latent, tail, head_step, *pasts):
-        blocks = len(self.decoder.blocks)
-        audio, state = self.decoder.forward(latent, DecoderState(list(pasts[:blocks]), list(pasts[blocks:]), tail,
-                                                                 None, head_step))
-        return (audio, state.tail, state.head_step, *state.block_past, *state.up_past)
+        pasts = [torch.from_numpy(p) for p in pasts]
+        return torch.from_numpy(audio), DecoderState(pasts[:blocks], pasts[blocks:], torch.from_numpy(tail),
+                                                     state.table, head_step)
 
 
 class Codec(nn.Module):

@@ -8,10 +8,11 @@ switched off. The two kernels agree to within a float's rounding (about 1e-6), a
 plays frames (render, takes, serve, bench) goes through `playing`, so they all give the same samples.
 
 A product at batch 1 reads its whole matrix for one row of output, so it goes as fast as the kernel
-reads memory. The prior's step multiplies one row at a time through numpy's BLAS (`MatVec`): on this
-project's machine (AMD EPYC with AVX-512, torch 2.13 with MKL) torch's kernel reads about 40 GB/s
-and numpy's OpenBLAS about 75 (a [1, 384] x [384, 2048] product: 72 us against 42, one thread). The
-decoder's products stay in torch, inside its traced frame step (model/codec.py).
+reads memory. The prior's largest product (every level's first head layer) goes one row at a time
+through numpy's BLAS (`MatVec`): on this project's machine (AMD EPYC with AVX-512, torch 2.13 with
+MKL) torch's kernel reads about 40 GB/s and numpy's OpenBLAS about 75 (a [1, 384] x [384, 2048]
+product: 72 us against 42, one thread). The rest of a frame's products run inside the compiled loops
+of model/compiled.py.
 """
 from __future__ import annotations
 

@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
+from .compiled import gru_from_codes, prior_heads, sample_code
 from .config import PriorConfig
 from .kernels import MatVec
 
@@ -120,19 +122,24 @@ class StepTables:
     when the controls change. So the matrix-vector products a frame runs are one per level and the
     GRU's recurrent one, and the numbers are the plain definitions' up to float rounding
     (tests/test_fast_step.py). 20 MB for the default preset (13 for small), of which a frame reads the
-    first layers and a row per code. The products run through numpy's BLAS (`kernels.MatVec`), which
-    reads memory about twice as fast as torch's kernel on this project's machine.
+    first layers and a row per code. The first layers' product runs through numpy's BLAS
+    (`kernels.MatVec`), which reads memory about twice as fast as torch's kernel on this project's
+    machine; the GRU's first layer (`compiled.gru_from_codes`) and the levels' loop (GELU, second
+    layer, guidance, the draw: `compiled.prior_heads`) are compiled.
     """
 
     first: MatVec  # every level's first layer: [levels * head_hidden] per row
-    embedded: list[np.ndarray]  # [level]: [codebook_size, (levels - 1 - level) * head_hidden]
-    second: list[MatVec]  # [level]: the second layer, on its own weights
+    # [level]: [codebook_size, (levels - 1 - level) * head_hidden], and an unused [1, 1] for the finest level
+    # (so that it is a tuple of one type, as the compiled heads take it)
+    embedded: tuple[np.ndarray, ...]
+    second: tuple[np.ndarray, ...]  # [level]: the second layer's weight [codebook_size, head_hidden], its own
+    second_bias: tuple[np.ndarray, ...]
     gru: list[list[torch.Tensor]]  # GRU only: `nn.GRU.all_weights`, as they are (a property that builds the lists)
     # GRU only (None for the transformer): the first layer's input gates of each code, each level's
     # rows after a zero row (an absent code, -1, lands on it), as `Codec.latent_table` lays them out
-    input_gates: torch.Tensor | None  # [levels * (codebook_size + 1), 3 * dim]
-    level_offsets: torch.Tensor | None  # [levels]: where each level's rows begin, past its zero row
-    recurrent: MatVec | None  # GRU only: the first layer's recurrent product (W_hh h + b_hh)
+    input_gates: np.ndarray | None  # [levels * (codebook_size + 1), 3 * dim]
+    level_offsets: np.ndarray | None  # [levels]: where each level's rows begin, past its zero row
+    recurrent: tuple[np.ndarray, np.ndarray] | None  # GRU only: the first layer's W_hh and b_hh, its own
 
 
 class AlibiAttention(nn.Module):
@@ -294,26 +301,30 @@ class Prior(nn.Module):
     def prepare_streaming(self) -> None:
         """Precompute what makes `step` faster at batch 1 (`StepTables`); once per model, where it is
         loaded. Training (`train()`) drops them, since they copy the weights as they are now. On the
-        CPU only: the tables' products run through numpy."""
+        CPU only: the tables' products run through numpy. One step of a throwaway state here loads (or,
+        the first time on a machine, compiles) the compiled heads, so that no frame pays for it."""
         if self._tables is not None or self.training or self.start_frame.device.type != "cpu":
             return
         with torch.no_grad():
             first_weight = torch.cat([head[0].weight for head in self.heads])  # [levels * head_hidden, dim]
             first_bias = torch.cat([head[0].bias for head in self.heads])
             width = self.cfg.head_hidden
-            embedded = [F.linear(table.weight, first_weight[(level + 1) * width:]).numpy()
-                        for level, table in enumerate(self.head_embed)]
+            embedded = tuple(F.linear(table.weight, first_weight[(level + 1) * width:]).numpy()
+                             for level, table in enumerate(self.head_embed)) + (np.zeros((1, 1), np.float32),)
             input_gates = offsets = recurrent = None
             if self.cfg.kind == "gru":
                 w_ih = self.gru.weight_ih_l0
                 input_gates = torch.cat([F.pad(F.linear(table.weight, w_ih), (0, 0, 1, 0))
-                                         for table in self.code_embed])
-                offsets = torch.arange(self.levels, device=first_bias.device) * (self.codebook_size + 1) + 1
-                recurrent = MatVec(self.gru.weight_hh_l0, self.gru.bias_hh_l0)
-        second = [MatVec(head[2].weight, head[2].bias) for head in self.heads]
+                                         for table in self.code_embed]).numpy()
+                offsets = np.arange(self.levels) * (self.codebook_size + 1) + 1
+                recurrent = (self.gru.weight_hh_l0.detach().numpy(), self.gru.bias_hh_l0.detach().numpy())
+        second = tuple(head[2].weight.detach().numpy() for head in self.heads)
+        second_bias = tuple(head[2].bias.detach().numpy() for head in self.heads)
         gru = self.gru.all_weights if self.cfg.kind == "gru" else []
-        self._tables = StepTables(MatVec(first_weight, first_bias), embedded, second, gru, input_gates, offsets,
-                                  recurrent)
+        self._tables = StepTables(MatVec(first_weight, first_bias), embedded, second, second_bias, gru, input_gates,
+                                  offsets, recurrent)
+        with kernels.playing():
+            self.step(self.start(0), Controls())
 
     def train(self, mode: bool = True) -> "Prior":
         if mode:  # (eval() keeps them: the weights do not change outside training)
@@ -407,10 +418,11 @@ class Prior(nn.Module):
         if self.cfg.kind == "gru":  # nn.GRU's arithmetic, one fused cell call per layer
             tables = self._tables
             layers = self.gru.all_weights if tables is None else tables.gru
-            if cond_gates is not None and tables is not None and state.steps > 0:  # input gates from the tables
-                gates = F.embedding_bag((state.prev + tables.level_offsets)[None], tables.input_gates, mode="sum")
-                last = state.memory[0][0]  # [2, dim]: the first layer's state
-                x = _gru_from_gates(gates + cond_gates, last, torch.from_numpy(tables.recurrent(last.numpy())))
+            if cond_gates is not None and tables is not None and state.steps > 0:  # compiled, from the tables
+                x = np.empty((2, self.cfg.dim), np.float32)
+                gru_from_codes(state.prev.numpy(), tables.level_offsets, tables.input_gates, cond_gates.numpy(),
+                               state.memory[0][0].numpy(), *tables.recurrent, x)
+                x = torch.from_numpy(x)
                 hidden, layers = [x], layers[1:]
             else:
                 x, hidden = self._input(state, cond), []
@@ -459,28 +471,27 @@ class Prior(nn.Module):
             chosen = [g if g >= 0 and level < levels else c for level, (g, c) in enumerate(zip(given, chosen))]
         held = controls.world_weights is not None or any(d is not None for d in controls.descriptors)
         guided = controls.guidance != 1.0 and held  # (nothing held: the two rows agree, guidance changes nothing)
-        noise = iter(draws(sum(c < 0 for c in chosen[:levels]), self.codebook_size, state.generator))
+        noise = draws(sum(c < 0 for c in chosen[:levels]), self.codebook_size, state.generator)
         # level_logits(h, chosen, level) = heads[level](h + sum of head_embed[j][chosen[j]], j < level).
         # Plain: the running sum x grows by one embedding per level, added in the same order. Prepared
         # (`StepTables`): the heads' first layers are linear, so every level's first layer of h is
-        # one product, and each chosen code adds its embedding's image under the finer levels' first layers.
+        # one product, and each chosen code adds its embedding's image under the finer levels' first layers;
+        # the levels' loop is compiled (model/compiled.py).
         x = h if guided else h[:1]
-        tables, width = self._tables, self.cfg.head_hidden
+        tables = self._tables
         if tables is not None:
-            hidden = tables.first(x.numpy())  # [rows, levels * head_hidden]
-        for level in range(levels):
-            if chosen[level] < 0:
-                if tables is not None:
-                    first = F.gelu(torch.from_numpy(hidden[:, level * width:(level + 1) * width]))
-                    logits = tables.second[level](first.numpy())
-                else:
+            picked = np.array(chosen, dtype=np.int64)
+            prior_heads(tables.first(x.numpy()), tables.second, tables.second_bias, tables.embedded, picked, levels,
+                        float(controls.guidance), *_sampling(controls), noise)
+            chosen = picked.tolist()
+        else:
+            rows = iter(noise)
+            for level in range(levels):
+                if chosen[level] < 0:
                     logits = self.heads[level](x).cpu().numpy()
-                logits = logits[1] + controls.guidance * (logits[0] - logits[1]) if guided else logits[0]
-                chosen[level] = sample(logits, controls, next(noise))
-            if level + 1 < levels:
-                if tables is not None:
-                    hidden[:, (level + 1) * width:] += tables.embedded[level][chosen[level]]
-                else:
+                    logits = logits[1] + controls.guidance * (logits[0] - logits[1]) if guided else logits[0]
+                    chosen[level] = sample(logits, controls, next(rows))
+                if level + 1 < levels:
                     x = x + self.head_embed[level].weight[chosen[level]]
         codes = torch.tensor(chosen, dtype=torch.long, device=h.device)
         self._remember(state, codes)
@@ -510,16 +521,6 @@ class Prior(nn.Module):
         return fresh
 
 
-def _gru_from_gates(input_gates: torch.Tensor, hidden: torch.Tensor, hidden_gates: torch.Tensor) -> torch.Tensor:
-    """`torch.gru_cell` given its input gates (W_ih x + b_ih) instead of its input x, and its hidden
-    gates (W_hh h + b_hh): the same arithmetic."""
-    dim = hidden.shape[-1]
-    reset_update = torch.sigmoid(input_gates[:, :2 * dim] + hidden_gates[:, :2 * dim])
-    reset, update = reset_update[:, :dim], reset_update[:, dim:]
-    new = torch.tanh(torch.addcmul(input_gates[:, 2 * dim:], reset, hidden_gates[:, 2 * dim:]))
-    return torch.addcmul(new, hidden - new, update)  # (hidden - new) * update + new
-
-
 def draws(count: int, size: int, generator: torch.Generator) -> np.ndarray:
     """What `sample` needs for a frame's `count` sampled levels, from the prior's generator in one call
     [count, size + 2]: per level, Gumbel noise for each of the `size` codes, then two uniform numbers
@@ -536,22 +537,13 @@ def sample(logits: np.ndarray, controls: Controls, noise: np.ndarray) -> int:
     The draw is the Gumbel-max race: the code whose logit / temperature plus its Gumbel noise is the
     largest comes up with probability softmax(logits / temperature), what `torch.multinomial` draws
     by another route (tests/test_fast_step.py checks the frequencies). The noise for a whole frame
-    comes from one call to the generator, and the race is two numpy operations: a level costs about
-    1.4 us, where softmax, `torch.multinomial`'s exponential race and their draws cost 13.
+    comes from one call to the generator, and the race is compiled (`compiled.sample_code`, which the
+    prepared step's heads call too): a level costs about a microsecond, where softmax,
+    `torch.multinomial`'s exponential race and their draws cost 13.
     """
-    k = logits.shape[-1]
-    if controls.mutate > 0 and noise[k] < controls.mutate:
-        return min(int(noise[k + 1] * k), k - 1)
-    if controls.temperature <= 1e-4:
-        return int(logits.argmax())
-    z = logits / controls.temperature  # (a new array: masked in place below)
-    if 0 < controls.topk < k:
-        kth = np.partition(z, k - int(controls.topk))[k - int(controls.topk)]
-        z[z < kth] = -np.inf
-    if controls.topp < 1.0:
-        order = np.argsort(-z, kind="stable")
-        probs = np.exp(z[order] - z[order[0]])
-        probs /= probs.sum()
-        drop = np.cumsum(probs) - probs > controls.topp  # keep the smallest set reaching topp
-        z[order[drop]] = -np.inf
-    return int((z + noise[:k]).argmax())
+    return sample_code(np.ascontiguousarray(logits, dtype=np.float32), *_sampling(controls), noise)
+
+
+def _sampling(controls: Controls) -> tuple[float, int, float, float]:
+    """What `sample_code` reads of the controls, each as the one type it is compiled for."""
+    return float(controls.temperature), int(controls.topk), float(controls.topp), float(controls.mutate)

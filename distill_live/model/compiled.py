@@ -1,0 +1,271 @@
+"""A frame's arithmetic as plain loops compiled by numba: the decoder's frame step and the prior's heads.
+
+At batch 1 a frame is a few MFLOP in a few hundred tensor operations, and the fixed cost of each
+operation (dispatch, checks, allocation: 2-5 us in a TorchScript trace, about 1 in numpy) was most of
+the frame. Here each decoder block is one compiled function (the depthwise convolution, layer norm,
+the two products, GELU and the residual, with nothing between them), and so are the prior's GRU cell
+and its loop over the levels (GELU, second layer, guidance and the draw). On this project's machine
+(AMD EPYC, one thread, one run after the other): the default preset's decoder frame 0.25 ms against
+the trace's 0.62-1.0, its prior step 0.30 against 0.43-0.72 (docs/benchmarks.md, "Compiled loops").
+
+numba compiles with the LLVM its wheel ships, so a user's machine needs no compiler. The first
+compile takes a few seconds and is cached on disk (numba's `cache=True`: beside this file, or in the
+user's cache folder where that is read-only); it happens where a model is prepared for playing
+(`Decoder.prepare_frame_step`, `Prior.prepare_streaming`), never in the generator thread. The
+functions release Python's lock (`nogil`), so the OSC and MIDI threads run while a frame is computed,
+as they did beside torch's kernels.
+
+The same numbers as the plain definitions within float rounding: the sums run in another order
+(tests/test_fast_step.py holds the decoder to 1e-5 of the signal's scale for every preset, and the
+prior to the plain definition's codes). NaN and infinity propagate as in torch: the fast-math flags
+allow reordering sums and fusing multiply-adds, not assuming that a broken model never makes NaN.
+
+The decoder's weights are numpy views of its own parameters, not copies: what training writes into
+them in place (an optimizer step, `load_state_dict`) is what the next frame plays.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from numba import njit
+
+# reordered sums (so that a dot product runs in SIMD lanes) and fused multiply-adds; not `nnan`/`ninf`,
+# which would let the compiler assume a broken model never makes NaN
+FAST = {"reassoc", "contract", "nsz", "arcp"}
+
+
+@njit(fastmath=FAST, nogil=True, cache=True)
+def _linear(x, weight, bias, out):
+    """out[t] = weight @ x[t] + bias: x [T, in], weight [out, in] (torch's layout), out [T, out]."""
+    n_out, n_in = weight.shape
+    for t in range(x.shape[0]):
+        for i in range(n_out):
+            acc = np.float32(0.0)
+            for j in range(n_in):
+                acc += weight[i, j] * x[t, j]
+            out[t, i] = acc + bias[i]
+
+
+@njit(nogil=True, cache=True)
+def _layer_norm(x, weight, bias, eps, out):
+    steps, dim = x.shape
+    for t in range(steps):
+        mean = np.float32(0.0)
+        for d in range(dim):
+            mean += x[t, d]
+        mean /= dim
+        var = np.float32(0.0)
+        for d in range(dim):
+            z = x[t, d] - mean
+            var += z * z
+        var /= dim
+        scale = np.float32(1.0) / np.sqrt(var + eps)
+        for d in range(dim):
+            out[t, d] = (x[t, d] - mean) * scale * weight[d] + bias[d]
+
+
+@njit(nogil=True, cache=True)
+def _block(x, past, new_past, depthwise, depthwise_bias, norm_weight, norm_bias, eps, expand, expand_bias,
+           project, project_bias, scale):
+    """`CausalBlock.forward` in place on x [T, D]; past [D, context] -> new_past (the last `context` inputs)."""
+    steps, dim = x.shape
+    context = past.shape[1]
+    h = np.empty((steps, dim), np.float32)
+    for d in range(dim):
+        for t in range(steps):
+            acc = depthwise_bias[d]
+            for k in range(context + 1):
+                s = t + k
+                acc += (past[d, s] if s < context else x[s - context, d]) * depthwise[d, k]
+            h[t, d] = acc
+        for c in range(context):
+            s = c + steps
+            new_past[d, c] = past[d, s] if s < context else x[s - context, d]
+    normed = np.empty((steps, dim), np.float32)
+    _layer_norm(h, norm_weight, norm_bias, eps, normed)
+    wide = np.empty((steps, expand.shape[0]), np.float32)
+    _linear(normed, expand, expand_bias, wide)
+    for t in range(steps):
+        for i in range(wide.shape[1]):
+            v = wide[t, i]
+            wide[t, i] = np.float32(0.5) * v * (np.float32(1.0) + math.erf(v * np.float32(0.7071067811865476)))
+    _linear(wide, project, project_bias, h)
+    for t in range(steps):
+        for d in range(dim):
+            x[t, d] += scale[d] * h[t, d]
+
+
+@njit(nogil=True, cache=True)
+def _polar(head_out, advance, start, spectrum):
+    """The head's [log magnitude | phase] per step -> complex spectrum, phase advanced (see `ISTFTHead`)."""
+    bins = spectrum.shape[1]
+    period = advance.shape[0]
+    for t in range(head_out.shape[0]):
+        row = (start + t) % period
+        for k in range(bins):
+            mag = np.exp(min(head_out[t, k], np.float32(6.0)))
+            phase = head_out[t, bins + k] + advance[row, k]
+            spectrum[t, k] = complex(mag * np.cos(phase), mag * np.sin(phase))
+
+
+@njit(nogil=True, cache=True)
+def _overlap_add(frames, window, tail, hop, audio, new_tail):
+    steps, n_fft = frames.shape
+    length = steps * hop
+    out = np.zeros(length + tail.shape[0], np.float32)
+    out[:tail.shape[0]] = tail
+    for t in range(steps):
+        for i in range(n_fft):
+            out[t * hop + i] += frames[t, i] * window[i]
+    audio[:] = out[:length]
+    new_tail[:] = out[length:]
+
+
+def _view(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().numpy()
+
+
+class CompiledFrameStep:
+    """`Decoder.forward` for one frame at batch 1 (made by `Decoder.prepare_frame_step`).
+
+    `(latent [1, latent_dim], tail [1, n], head_step, pasts [1, D, context] each) -> (audio [1, steps * hop],
+    tail, head_step, pasts)`, every array fresh, so a state kept aside (a cue's first frame) stays as it was.
+    """
+
+    def __init__(self, decoder):
+        cfg = decoder.cfg
+        self.upsample, self.up_dim = cfg.upsample, cfg.up_dim
+        self.blocks = [self._block(b) for b in decoder.blocks]
+        self.up_blocks = [self._block(b) for b in decoder.up_blocks]
+        self.inp = (_view(decoder.inp.weight), _view(decoder.inp.bias))
+        self.norm = (_view(decoder.norm.weight), _view(decoder.norm.bias), np.float32(decoder.norm.eps))
+        self.up = (_view(decoder.up.weight), _view(decoder.up.bias))
+        self.up_norm = (_view(decoder.up_norm.weight), _view(decoder.up_norm.bias), np.float32(decoder.up_norm.eps))
+        head = decoder.head
+        self.head = (_view(head.out.weight), _view(head.out.bias))
+        self.advance, self.window = _view(head.advance), _view(head.window)
+        self.n_fft, self.hop, self.period = head.n_fft, head.hop, head.period
+
+    @staticmethod
+    def _block(block) -> tuple:
+        return (_view(block.depthwise.weight[:, 0]), _view(block.depthwise.bias), _view(block.norm.weight),
+                _view(block.norm.bias), np.float32(block.norm.eps), _view(block.expand.weight),
+                _view(block.expand.bias), _view(block.project.weight), _view(block.project.bias), _view(block.scale))
+
+    def __call__(self, latent: np.ndarray, tail: np.ndarray, head_step: int, pasts: list[np.ndarray]):
+        x = np.empty((1, self.inp[0].shape[0]), np.float32)
+        _linear(latent, *self.inp, x)
+        new_pasts = [np.empty_like(p) for p in pasts]
+        for weights, past, new in zip(self.blocks, pasts, new_pasts):
+            _block(x, past[0], new[0], *weights)
+        normed = np.empty_like(x)
+        _layer_norm(x, *self.norm, normed)
+        up = np.empty((1, self.up[0].shape[0]), np.float32)
+        _linear(normed, *self.up, up)
+        x = up.reshape(self.upsample, self.up_dim)
+        for weights, past, new in zip(self.up_blocks, pasts[len(self.blocks):], new_pasts[len(self.blocks):]):
+            _block(x, past[0], new[0], *weights)
+        normed = np.empty_like(x)
+        _layer_norm(x, *self.up_norm, normed)
+        head_out = np.empty((self.upsample, self.head[0].shape[0]), np.float32)
+        _linear(normed, *self.head, head_out)
+        spectrum = np.empty((self.upsample, self.n_fft // 2 + 1), np.complex64)
+        _polar(head_out, self.advance, head_step, spectrum)
+        frames = np.fft.irfft(spectrum, n=self.n_fft)
+        audio, new_tail = np.empty((1, self.upsample * self.hop), np.float32), np.empty_like(tail)
+        _overlap_add(frames, self.window, tail[0], self.hop, audio[0], new_tail[0])
+        return audio, new_tail, (head_step + self.upsample) % self.period, new_pasts
+
+
+# -- the prior's heads ---------------------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True)
+def _gelu(v):
+    return np.float32(0.5) * v * (np.float32(1.0) + math.erf(v * np.float32(0.7071067811865476)))
+
+
+@njit(nogil=True, cache=True)
+def sample_code(logits, temperature, topk, topp, mutate, noise):
+    """One code from logits [K] (float32): see `prior.sample`, which calls this."""
+    k = logits.shape[0]
+    if mutate > 0 and noise[k] < mutate:
+        return min(int(noise[k + 1] * k), k - 1)
+    if temperature <= 1e-4:
+        return int(np.argmax(logits))
+    z = logits / np.float32(temperature)
+    if 0 < topk < k:
+        kth = np.partition(z, k - topk)[k - topk]
+        for i in range(k):
+            if z[i] < kth:
+                z[i] = -np.inf
+    if topp < 1.0:  # keep the smallest set of codes whose probabilities reach topp
+        order = np.argsort(-z, kind="mergesort")
+        probs = np.exp(z[order] - z[order[0]])
+        probs /= probs.sum()
+        reached = np.float32(0.0)
+        for j in range(k):
+            reached += probs[j]
+            if reached - probs[j] > np.float32(topp):
+                z[order[j]] = -np.inf
+    return int(np.argmax(z + noise[:k]))
+
+
+@njit(fastmath=FAST, nogil=True, cache=True)
+def prior_heads(hidden, second, second_bias, embedded, chosen, levels, guidance, temperature, topk, topp, mutate,
+                noise):
+    """The per-level heads of `Prior.step`, prepared (see `StepTables`), coarse to fine, in place on `chosen`.
+
+    hidden [rows, levels * width]: every level's first layer of h (row 0 conditional, row 1 unconditional
+    when guided); second / second_bias: each level's second layer; embedded[level]: each code's image under
+    the finer levels' first layers; chosen [levels] (-1: sample it); noise: a row of `prior.draws` per level
+    sampled, in order.
+    """
+    rows = hidden.shape[0]
+    size, width = second[0].shape
+    first = np.empty((rows, width), np.float32)
+    logits = np.empty((rows, size), np.float32)
+    drawn = 0
+    for level in range(levels):
+        if chosen[level] < 0:
+            for r in range(rows):
+                for i in range(width):
+                    first[r, i] = _gelu(hidden[r, level * width + i])
+            _linear(first, second[level], second_bias[level], logits)
+            if rows == 2:
+                row = logits[1] + np.float32(guidance) * (logits[0] - logits[1])
+            else:
+                row = logits[0].copy()
+            chosen[level] = sample_code(row, temperature, topk, topp, mutate, noise[drawn])
+            drawn += 1
+        if level + 1 < levels:
+            image = embedded[level][chosen[level]]
+            for r in range(rows):
+                for i in range(image.shape[0]):
+                    hidden[r, (level + 1) * width + i] += image[i]
+
+
+# -- the prior's GRU ----------------------------------------------------------------------------------
+
+
+@njit(fastmath=FAST, nogil=True, cache=True)
+def gru_from_codes(prev, offsets, input_gates, condition_gates, hidden, recurrent, recurrent_bias, out):
+    """`torch.gru_cell` for the prior's first GRU layer, its input the previous frame's codes plus the
+    conditioning, given as gates (see `prior.StepTables`): prev [levels] (-1: absent, a zero row),
+    input_gates [levels * (K + 1), 3 * dim], condition_gates [rows, 3 * dim] (with the input bias),
+    hidden [rows, dim] -> out [rows, dim]."""
+    rows, dim = hidden.shape
+    hidden_gates = np.empty((rows, 3 * dim), np.float32)
+    _linear(hidden, recurrent, recurrent_bias, hidden_gates)
+    gates = np.empty(3 * dim, np.float32)
+    for r in range(rows):
+        gates[:] = condition_gates[r]
+        for level in range(prev.shape[0]):
+            gates += input_gates[prev[level] + offsets[level]]
+        for d in range(dim):
+            reset = np.float32(1.0) / (np.float32(1.0) + np.exp(-(gates[d] + hidden_gates[r, d])))
+            update = np.float32(1.0) / (np.float32(1.0) + np.exp(-(gates[dim + d] + hidden_gates[r, dim + d])))
+            new = np.tanh(gates[2 * dim + d] + reset * hidden_gates[r, 2 * dim + d])
+            out[r, d] = new + (hidden[r, d] - new) * update
