@@ -20,12 +20,15 @@ from math import gcd
 
 import numpy as np
 
+from ..model.kernels import hold_blas_to_one_thread
+
 MAX_PHASES = 4096  # more distinct positions than this (an odd pair of rates): kernels per chunk
 MAX_PLANS = 512  # chunk layouts kept (one per starting position and chunk size met)
 
 
 class StreamResampler:
     def __init__(self, in_rate: int, out_rate: int, half_width: int = 16):
+        hold_blas_to_one_thread()  # (a chunk's product is numpy's BLAS: see model/kernels.py)
         g = gcd(in_rate, out_rate)
         self.in_step, self.phases = in_rate // g, out_rate // g  # an output every in_step/phases inputs
         self.cutoff = min(1.0, out_rate / in_rate) * 0.95  # of the input's Nyquist

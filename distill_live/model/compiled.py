@@ -214,17 +214,19 @@ def sample_code(logits, temperature, topk, topp, mutate, noise):
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
-def prior_heads(hidden, second, second_bias, embedded, chosen, levels, guidance, temperature, topk, topp, mutate,
-                noise):
+def prior_heads(h, first, first_bias, second, second_bias, embedded, chosen, levels, guidance, temperature, topk,
+                topp, mutate, noise):
     """The per-level heads of `Prior.step`, prepared (see `StepTables`), coarse to fine, in place on `chosen`.
 
-    hidden [rows, levels * width]: every level's first layer of h (row 0 conditional, row 1 unconditional
-    when guided); second / second_bias: each level's second layer; embedded[level]: each code's image under
-    the finer levels' first layers; chosen [levels] (-1: sample it); noise: a row of `prior.draws` per level
-    sampled, in order.
+    h [rows, dim]: the temporal model's output (row 0 conditional, row 1 unconditional when guided);
+    first / first_bias: every level's first layer, one above the other; second / second_bias: each level's
+    second layer; embedded[level]: each code's image under the finer levels' first layers; chosen [levels]
+    (-1: sample it); noise: a row of `prior.draws` per level sampled, in order.
     """
-    rows = hidden.shape[0]
+    rows = h.shape[0]
     size, width = second[0].shape
+    hidden = np.empty((rows, first.shape[0]), np.float32)
+    _linear(h, first, first_bias, hidden)
     first = np.empty((rows, width), np.float32)
     logits = np.empty((rows, size), np.float32)
     drawn = 0

@@ -46,7 +46,6 @@ from torch import nn
 from . import kernels
 from .compiled import gru_from_codes, prior_heads, sample_code
 from .config import PriorConfig
-from .kernels import MatVec
 
 HISTORY = 256  # frames of past codes kept for freeze/loop (5 s at 50 frames/s)
 
@@ -122,13 +121,13 @@ class StepTables:
     when the controls change. So the matrix-vector products a frame runs are one per level and the
     GRU's recurrent one, and the numbers are the plain definitions' up to float rounding
     (tests/test_fast_step.py). 20 MB for the default preset (13 for small), of which a frame reads the
-    first layers and a row per code. The first layers' product runs through numpy's BLAS
-    (`kernels.MatVec`), which reads memory about twice as fast as torch's kernel on this project's
-    machine; the GRU's first layer (`compiled.gru_from_codes`) and the levels' loop (GELU, second
-    layer, guidance, the draw: `compiled.prior_heads`) are compiled.
+    first layers and a row per code. The GRU's first layer (`compiled.gru_from_codes`) and the heads
+    (the first layers' product, then per level GELU, second layer, guidance and the draw:
+    `compiled.prior_heads`) are compiled.
     """
 
-    first: MatVec  # every level's first layer: [levels * head_hidden] per row
+    first: np.ndarray  # every level's first layer, one above the other: [levels * head_hidden, dim]
+    first_bias: np.ndarray
     # [level]: [codebook_size, (levels - 1 - level) * head_hidden], and an unused [1, 1] for the finest level
     # (so that it is a tuple of one type, as the compiled heads take it)
     embedded: tuple[np.ndarray, ...]
@@ -321,8 +320,8 @@ class Prior(nn.Module):
         second = tuple(head[2].weight.detach().numpy() for head in self.heads)
         second_bias = tuple(head[2].bias.detach().numpy() for head in self.heads)
         gru = self.gru.all_weights if self.cfg.kind == "gru" else []
-        self._tables = StepTables(MatVec(first_weight, first_bias), embedded, second, second_bias, gru, input_gates,
-                                  offsets, recurrent)
+        self._tables = StepTables(first_weight.numpy(), first_bias.numpy(), embedded, second, second_bias, gru,
+                                  input_gates, offsets, recurrent)
         with kernels.playing():
             self.step(self.start(0), Controls())
 
@@ -481,8 +480,8 @@ class Prior(nn.Module):
         tables = self._tables
         if tables is not None:
             picked = np.array(chosen, dtype=np.int64)
-            prior_heads(tables.first(x.numpy()), tables.second, tables.second_bias, tables.embedded, picked, levels,
-                        float(controls.guidance), *_sampling(controls), noise)
+            prior_heads(x.numpy(), tables.first, tables.first_bias, tables.second, tables.second_bias, tables.embedded,
+                        picked, levels, float(controls.guidance), *_sampling(controls), noise)
             chosen = picked.tolist()
         else:
             rows = iter(noise)
