@@ -13,10 +13,11 @@ process and the medians are reported, since a shared machine makes single runs n
 The memory floor: at batch 1 a frame reads every weight of the decoder and of the prior's recurrent
 layer and heads once (the embedding tables a row per code), so a frame cannot take less than those
 bytes over the machine's bandwidth from its caches. The bandwidth is measured here, on one core, as
-the fastest matrix-vector product over a float32 matrix of the same size (numpy's BLAS and torch's,
-each on one thread); `floor_ms` is the bytes over it and `times_floor` the median frame over that.
+the fastest matrix-vector product over a float32 matrix of the same size (numpy's BLAS, torch's, and
+the compiled loop the engine runs, `distill_live.model.compiled.linear`, each on one thread);
+`floor_ms` is the bytes over it and `times_floor` the median frame over that.
 
-`--isa avx2` runs the cases with torch, MKL and oneDNN held to AVX2, as on a CPU without AVX-512
+`--isa avx2` runs the cases with torch, MKL, oneDNN and numba held to AVX2, as on a CPU without AVX-512
 (the bandwidth figure stays the machine's). A run stops early (fewer frames) if it takes more than
 3x `--seconds` of wall time. Prints one JSON object. Beside the presets, the stream resampler's
 cost per 20 ms frame (fed in the engine's chunks) for the rate pairs a card asks for: 16 -> 48,
@@ -48,8 +49,10 @@ CASES = [
 ]
 FIGURES = ["frames", "rtf", "frame_ms_p50", "frame_ms_p99", "frame_ms_max", "frame_cpu_ms_p50", "prior_ms_p50",
            "decoder_ms_p50"]
-# torch, MKL and oneDNN held to AVX2 (each reads its own variable)
-AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+# torch, MKL, oneDNN and numba's compiled loops held to AVX2 (each reads its own variable; numba compiles
+# for a Haswell, the first AVX2 CPU, and caches that beside the native build)
+AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "NUMBA_CPU_NAME": "haswell"}
 GOALS = {"default_rtf": 15, "default_p99_ms": 2.0, "small_rtf": 30, "times_floor": 3}
 
 
@@ -111,7 +114,10 @@ def weight_bytes_per_frame(preset: str) -> int:
 
 def bandwidth_gb_s(nbytes: int) -> dict:
     """One core's speed at reading `nbytes` of float32 weights in a matrix-vector product: numpy's BLAS
-    in a child process held to one thread (the variable must be set before numpy loads), torch here."""
+    in a child process held to one thread (the variable must be set before numpy loads), torch and the
+    engine's compiled loop here."""
+    from distill_live.model.compiled import linear
+
     cols = 1024
     rows = max(1, nbytes // 4 // cols)
     code = f"""
@@ -134,8 +140,17 @@ print(sorted(times)[len(times) // 2])
         torch.mv(m, v)
         times.append(time.perf_counter() - t0)
     torch_s = sorted(times)[len(times) // 2]
+    weight, row = m.numpy(), np.ones((1, cols), np.float32)
+    bias, out = np.zeros(rows, np.float32), np.empty((1, rows), np.float32)
+    times = []
+    for _ in range(201):  # (the first call loads or compiles the loop)
+        t0 = time.perf_counter()
+        linear(row, weight, bias, out)
+        times.append(time.perf_counter() - t0)
+    compiled_s = sorted(times[1:])[len(times) // 2]
     size = rows * cols * 4
-    return {"numpy_blas": round(size / numpy_s / 1e9, 1), "torch": round(size / torch_s / 1e9, 1)}
+    return {"numpy_blas": round(size / numpy_s / 1e9, 1), "torch": round(size / torch_s / 1e9, 1),
+            "compiled": round(size / compiled_s / 1e9, 1)}
 
 
 def resampler_ms_per_frame(src: int, dst: int, frames: int = 500) -> float:
@@ -170,7 +185,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="seconds of audio per run (default 10)")
     ap.add_argument("--runs", type=int, default=3, help="runs per case; medians are reported (default 3)")
     ap.add_argument("--isa", choices=["native", "avx2"], default="native",
-                    help="avx2: hold torch, MKL and oneDNN to AVX2, as on a CPU without AVX-512")
+                    help="avx2: hold torch, MKL, oneDNN and numba to AVX2, as on a CPU without AVX-512")
     args = ap.parse_args()
     env = {**os.environ, **(AVX2 if args.isa == "avx2" else {})}
     isa = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],

@@ -37,7 +37,7 @@ FAST = {"reassoc", "contract", "nsz", "arcp"}
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
-def _linear(x, weight, bias, out):
+def linear(x, weight, bias, out):
     """out[t] = weight @ x[t] + bias: x [T, in], weight [out, in] (torch's layout), out [T, out]."""
     n_out, n_in = weight.shape
     for t in range(x.shape[0]):
@@ -86,12 +86,12 @@ def _block(x, past, new_past, depthwise, depthwise_bias, norm_weight, norm_bias,
     normed = np.empty((steps, dim), np.float32)
     _layer_norm(h, norm_weight, norm_bias, eps, normed)
     wide = np.empty((steps, expand.shape[0]), np.float32)
-    _linear(normed, expand, expand_bias, wide)
+    linear(normed, expand, expand_bias, wide)
     for t in range(steps):
         for i in range(wide.shape[1]):
             v = wide[t, i]
             wide[t, i] = np.float32(0.5) * v * (np.float32(1.0) + math.erf(v * np.float32(0.7071067811865476)))
-    _linear(wide, project, project_bias, h)
+    linear(wide, project, project_bias, h)
     for t in range(steps):
         for d in range(dim):
             x[t, d] += scale[d] * h[t, d]
@@ -156,21 +156,21 @@ class CompiledFrameStep:
 
     def __call__(self, latent: np.ndarray, tail: np.ndarray, head_step: int, pasts: list[np.ndarray]):
         x = np.empty((1, self.inp[0].shape[0]), np.float32)
-        _linear(latent, *self.inp, x)
+        linear(latent, *self.inp, x)
         new_pasts = [np.empty_like(p) for p in pasts]
         for weights, past, new in zip(self.blocks, pasts, new_pasts):
             _block(x, past[0], new[0], *weights)
         normed = np.empty_like(x)
         _layer_norm(x, *self.norm, normed)
         up = np.empty((1, self.up[0].shape[0]), np.float32)
-        _linear(normed, *self.up, up)
+        linear(normed, *self.up, up)
         x = up.reshape(self.upsample, self.up_dim)
         for weights, past, new in zip(self.up_blocks, pasts[len(self.blocks):], new_pasts[len(self.blocks):]):
             _block(x, past[0], new[0], *weights)
         normed = np.empty_like(x)
         _layer_norm(x, *self.up_norm, normed)
         head_out = np.empty((self.upsample, self.head[0].shape[0]), np.float32)
-        _linear(normed, *self.head, head_out)
+        linear(normed, *self.head, head_out)
         spectrum = np.empty((self.upsample, self.n_fft // 2 + 1), np.complex64)
         _polar(head_out, self.advance, head_step, spectrum)
         frames = np.fft.irfft(spectrum, n=self.n_fft)
@@ -226,7 +226,7 @@ def prior_heads(h, first, first_bias, second, second_bias, embedded, chosen, lev
     rows = h.shape[0]
     size, width = second[0].shape
     hidden = np.empty((rows, first.shape[0]), np.float32)
-    _linear(h, first, first_bias, hidden)
+    linear(h, first, first_bias, hidden)
     first = np.empty((rows, width), np.float32)
     logits = np.empty((rows, size), np.float32)
     drawn = 0
@@ -235,7 +235,7 @@ def prior_heads(h, first, first_bias, second, second_bias, embedded, chosen, lev
             for r in range(rows):
                 for i in range(width):
                     first[r, i] = _gelu(hidden[r, level * width + i])
-            _linear(first, second[level], second_bias[level], logits)
+            linear(first, second[level], second_bias[level], logits)
             if rows == 2:
                 row = logits[1] + np.float32(guidance) * (logits[0] - logits[1])
             else:
@@ -260,7 +260,7 @@ def gru_from_codes(prev, offsets, input_gates, condition_gates, hidden, recurren
     hidden [rows, dim] -> out [rows, dim]."""
     rows, dim = hidden.shape
     hidden_gates = np.empty((rows, 3 * dim), np.float32)
-    _linear(hidden, recurrent, recurrent_bias, hidden_gates)
+    linear(hidden, recurrent, recurrent_bias, hidden_gates)
     gates = np.empty(3 * dim, np.float32)
     for r in range(rows):
         gates[:] = condition_gates[r]
