@@ -251,7 +251,7 @@ class Decoder(nn.Module):
         operations; the compiled step does the same arithmetic in a few loops (the default preset's
         decoder frame: 0.25 ms against 0.62-1.0 as a TorchScript trace, AMD EPYC). It reads the decoder's
         own parameters, not copies, so training goes on changing what it plays. The first compile takes a
-        second or two and is cached on disk: done where a model is loaded, never in the generator thread.
+        few seconds and is cached on disk: done where a model is loaded, never in the generator thread.
         Where it cannot be compiled (numba failing on this machine), `frame_step` stays `forward`.
         """
         if self._prepare_tried or self.training or self.inp.weight.device.type != "cpu":
@@ -263,7 +263,7 @@ class Decoder(nn.Module):
             with torch.no_grad():
                 step(np.zeros((1, self.cfg.latent_dim), np.float32), state.tail.numpy(), 0,
                      [p.numpy() for p in state.block_past + state.up_past])
-        except Exception as e:  # noqa: BLE001 - numba's errors have no common base; any of them means "not here"
+        except Exception as e:  # (numba's errors have no common base: any of them means "not on this machine")
             log.info("the decoder's frame step runs uncompiled (%s)", e)
             return
         self._compiled = (step,)

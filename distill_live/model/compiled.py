@@ -67,6 +67,12 @@ def _layer_norm(x, weight, bias, eps, out):
 
 
 @njit(nogil=True, cache=True)
+def _gelu(v):
+    """GELU with erf, as torch's `F.gelu` computes it."""
+    return np.float32(0.5) * v * (np.float32(1.0) + math.erf(v * np.float32(0.7071067811865476)))
+
+
+@njit(nogil=True, cache=True)
 def _block(x, past, new_past, depthwise, depthwise_bias, norm_weight, norm_bias, eps, expand, expand_bias,
            project, project_bias, scale):
     """`CausalBlock.forward` in place on x [T, D]; past [D, context] -> new_past (the last `context` inputs)."""
@@ -89,8 +95,7 @@ def _block(x, past, new_past, depthwise, depthwise_bias, norm_weight, norm_bias,
     linear(normed, expand, expand_bias, wide)
     for t in range(steps):
         for i in range(wide.shape[1]):
-            v = wide[t, i]
-            wide[t, i] = np.float32(0.5) * v * (np.float32(1.0) + math.erf(v * np.float32(0.7071067811865476)))
+            wide[t, i] = _gelu(wide[t, i])
     linear(wide, project, project_bias, h)
     for t in range(steps):
         for d in range(dim):
@@ -179,12 +184,7 @@ class CompiledFrameStep:
         return audio, new_tail, (head_step + self.upsample) % self.period, new_pasts
 
 
-# -- the prior's heads ---------------------------------------------------------------------------------
-
-
-@njit(nogil=True, cache=True)
-def _gelu(v):
-    return np.float32(0.5) * v * (np.float32(1.0) + math.erf(v * np.float32(0.7071067811865476)))
+# -- the prior's heads and GRU ------------------------------------------------------------------------
 
 
 @njit(nogil=True, cache=True)
@@ -227,15 +227,15 @@ def prior_heads(h, first, first_bias, second, second_bias, embedded, chosen, lev
     size, width = second[0].shape
     hidden = np.empty((rows, first.shape[0]), np.float32)
     linear(h, first, first_bias, hidden)
-    first = np.empty((rows, width), np.float32)
+    activated = np.empty((rows, width), np.float32)
     logits = np.empty((rows, size), np.float32)
     drawn = 0
     for level in range(levels):
         if chosen[level] < 0:
             for r in range(rows):
                 for i in range(width):
-                    first[r, i] = _gelu(hidden[r, level * width + i])
-            linear(first, second[level], second_bias[level], logits)
+                    activated[r, i] = _gelu(hidden[r, level * width + i])
+            linear(activated, second[level], second_bias[level], logits)
             if rows == 2:
                 row = logits[1] + np.float32(guidance) * (logits[0] - logits[1])
             else:
@@ -248,8 +248,6 @@ def prior_heads(h, first, first_bias, second, second_bias, embedded, chosen, lev
                 for i in range(image.shape[0]):
                     hidden[r, (level + 1) * width + i] += image[i]
 
-
-# -- the prior's GRU ----------------------------------------------------------------------------------
 
 
 @njit(fastmath=FAST, nogil=True, cache=True)
