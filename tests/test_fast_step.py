@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from distill_live.live.player import Player
 from distill_live.model import codec as codec_module
-from distill_live.model import kernels
+from distill_live.model import compiled, kernels
 from distill_live.model.codec import Codec
 from distill_live.model.config import preset
 from distill_live.model.modelfile import load_model, save_model
@@ -129,6 +130,31 @@ def test_a_decoder_that_cannot_be_compiled_plays_uncompiled_and_is_not_compiled_
         audio, _ = codec.decode_step(codes, codec.start(1))
         plain, _ = codec.decoder.forward(codec.latent(codes)[:, None], codec.start(1))
     assert torch.equal(audio, plain)
+
+
+def test_no_frame_compiles_anything_once_the_model_is_prepared():
+    """Every compile happens where a model is prepared (seconds, once). A frame whose arrays came in a
+    layout or a type not met there would compile in the generator thread, seconds of silence mid-set.
+    Frames of every kind, the prior going on from a cue whose rows are views into a wider array among
+    them, use only what preparing compiled."""
+    model = random_model(kind="tiny")
+    levels = model.codec.cfg.levels
+    wide = torch.zeros(model.cues[1].shape[0], 2 * levels, dtype=torch.long)
+    wide[:, ::2] = model.cues[1]
+    model.cues[1] = wide[:, ::2]  # (as a cue sliced out of something else would be)
+    model.prepare_streaming()
+    dispatchers = [f for f in vars(compiled).values() if hasattr(f, "signatures")]
+    before = {f.__name__: list(f.signatures) for f in dispatchers}
+    player = Player(model, seed=1)
+    steps = [("/distill/play", [1]), ("/distill/cue", [1, 0.0]), ("/distill/world/bells", [1.0]),
+             ("/distill/guidance", [3.0]), ("/distill/topk", [5]), ("/distill/topp", [0.8]), ("/distill/mutate", [0.2]),
+             ("/distill/levels", [2]), ("/distill/lock", [1]), ("/distill/cue", [2, 0.5]), ("/distill/freeze", [1]),
+             ("/distill/freeze", [0]), ("/distill/temperature", [0]), ("/distill/reset", [])]
+    for address, args in steps:
+        player.registry.submit(address, args)
+        for _ in range(3):
+            player.next_frame()
+    assert {f.__name__: list(f.signatures) for f in dispatchers} == before
 
 
 def test_frames_play_without_onednn_and_put_it_back():

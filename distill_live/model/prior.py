@@ -43,7 +43,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import kernels
 from .compiled import gru_from_codes, prior_heads, sample_code
 from .config import PriorConfig
 
@@ -300,8 +299,8 @@ class Prior(nn.Module):
     def prepare_streaming(self) -> None:
         """Precompute what makes `step` faster at batch 1 (`StepTables`); once per model, where it is
         loaded. Training (`train()`) drops them, since they copy the weights as they are now. On the
-        CPU only: the tables' products run through numpy. One step of a throwaway state here loads (or,
-        the first time on a machine, compiles) the compiled heads, so that no frame pays for it."""
+        CPU only. Two steps of a throwaway state here load (or, the first time on a machine, compile) the
+        compiled GRU cell and heads, so that no frame pays for it."""
         if self._tables is not None or self.training or self.start_frame.device.type != "cpu":
             return
         with torch.no_grad():
@@ -322,8 +321,11 @@ class Prior(nn.Module):
         gru = self.gru.all_weights if self.cfg.kind == "gru" else []
         self._tables = StepTables(first_weight.numpy(), first_bias.numpy(), embedded, second, second_bias, gru,
                                   input_gates, offsets, recurrent)
-        with kernels.playing():
-            self.step(self.start(0), Controls())
+        # two steps of a throwaway state load (or compile) the loops, the GRU's at the second; not under
+        # `kernels.playing`, whose switch is global: a hot swap prepares its model in another thread while frames play
+        state = self.start(0)
+        for _ in range(2):
+            self.step(state, Controls())
 
     def train(self, mode: bool = True) -> "Prior":
         if mode:  # (eval() keeps them: the weights do not change outside training)
@@ -419,7 +421,8 @@ class Prior(nn.Module):
             layers = self.gru.all_weights if tables is None else tables.gru
             if cond_gates is not None and tables is not None and state.steps > 0:  # compiled, from the tables
                 x = np.empty((2, self.cfg.dim), np.float32)
-                gru_from_codes(state.prev.numpy(), tables.level_offsets, tables.input_gates, cond_gates.numpy(),
+                prev = np.ascontiguousarray(state.prev.numpy())  # (a cue's row may be a view: one compiled layout)
+                gru_from_codes(prev, tables.level_offsets, tables.input_gates, cond_gates.numpy(),
                                state.memory[0][0].numpy(), *tables.recurrent, x)
                 x = torch.from_numpy(x)
                 hidden, layers = [x], layers[1:]
