@@ -142,8 +142,8 @@ class CompiledFrameStep:
     def __init__(self, decoder):
         cfg = decoder.cfg
         self.upsample, self.up_dim = cfg.upsample, cfg.up_dim
-        self.blocks = [self._block(b) for b in decoder.blocks]
-        self.up_blocks = [self._block(b) for b in decoder.up_blocks]
+        self.blocks = [self._weights(b) for b in decoder.blocks]
+        self.up_blocks = [self._weights(b) for b in decoder.up_blocks]
         self.inp = (_view(decoder.inp.weight), _view(decoder.inp.bias))
         self.norm = (_view(decoder.norm.weight), _view(decoder.norm.bias), np.float32(decoder.norm.eps))
         self.up = (_view(decoder.up.weight), _view(decoder.up.bias))
@@ -154,7 +154,8 @@ class CompiledFrameStep:
         self.n_fft, self.hop, self.period = head.n_fft, head.hop, head.period
 
     @staticmethod
-    def _block(block) -> tuple:
+    def _weights(block) -> tuple:
+        """A `CausalBlock`'s parameters as `_block` takes them (views, not copies)."""
         return (_view(block.depthwise.weight[:, 0]), _view(block.depthwise.bias), _view(block.norm.weight),
                 _view(block.norm.bias), np.float32(block.norm.eps), _view(block.expand.weight),
                 _view(block.expand.bias), _view(block.project.weight), _view(block.project.bias), _view(block.scale))
