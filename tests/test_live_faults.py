@@ -8,6 +8,7 @@ running serve: that test asserts survival, the one line and OSC answering, not t
 """
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ import soundfile as sf
 import torch
 from pythonosc.udp_client import SimpleUDPClient
 
-from distill_live.live.engine import Engine
+from distill_live.live.engine import Engine, freeze_what_is_loaded
 from distill_live.model.modelfile import load_model
 from jackaudio import jack_env, start_jackd, stop_process
 from oscpeers import Listener, free_port, wait_for
@@ -193,6 +195,35 @@ def test_the_generator_raising_plays_silence_reports_once_and_recovers(monkeypat
         engine.generate_one()
     assert engine.telemetry.faults == faults
     assert engine.level > 1e-3, "playing resumes when the fault stops"
+
+
+def test_what_serve_loaded_is_kept_out_of_the_cycle_collector_and_new_cycles_are_still_collected():
+    """A full collection walks every object the cycle collector tracks, holding the interpreter's lock: with
+    torch, numba and a model loaded that is some 400,000 objects and 190 ms, which ran a soak's card dry
+    when the collector chose to run mid-set. serve freezes what it loaded before the card starts; a
+    full collection then walks only what came after, and garbage made after it is still collected."""
+    engine = Engine(load_model(DEMO), buffer_ms=10.0)
+    engine.warm_up()
+    tracked = len(gc.get_objects())
+    try:
+        frozen = freeze_what_is_loaded()
+        assert frozen > 0.9 * tracked and frozen > 100_000, (frozen, tracked)
+        assert len(gc.get_objects()) < 1_000, len(gc.get_objects())  # what a full collection walks now
+        engine.registry.submit("/distill/play", [1])
+        for _ in range(100):
+            engine.generate_one()
+
+        class Knot:
+            pass
+
+        knot = Knot()
+        knot.itself = knot  # a cycle: only the collector frees it
+        gone = weakref.ref(knot)
+        del knot
+        gc.collect()
+        assert gone() is None
+    finally:
+        gc.unfreeze()
 
 
 def test_a_memory_gone_to_nan_starts_afresh_instead_of_playing_silence_for_good():

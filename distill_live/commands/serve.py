@@ -21,7 +21,7 @@ from distill_live.control.params import INPUT_MODES, PREFIX, ParamRegistry
 from distill_live.control.presets import Presets, presets_path
 from distill_live.control.score import parse_set
 from distill_live.live.audioinput import AudioInput
-from distill_live.live.engine import Engine
+from distill_live.live.engine import Engine, freeze_what_is_loaded
 from distill_live.live.player import PLAY_FADE
 from distill_live.live.take import Take
 from distill_live.live.soundcard import FileOutput, InputCard, NoSoundCard, SoundCard, choose_device, device_rate
@@ -179,6 +179,9 @@ def run(args: argparse.Namespace) -> int:
                                         tempo=midi_control.tempo if midi_control is not None else None)
         except (OscConfigError, OSError) as e:
             raise UserError(str(e)) from None
+        frozen = freeze_what_is_loaded()  # (before the card: this last full collection takes a while)
+        if args.verbose:
+            log.info("%d objects loaded, kept out of the cycle collector's way", frozen)
         try:
             sink.open()
         except Exception as e:
