@@ -25,7 +25,6 @@ them in place (an optimizer step, `load_state_dict`) is what the next frame play
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -38,14 +37,29 @@ FAST = {"reassoc", "contract", "nsz", "arcp"}
 
 @njit(fastmath=FAST, nogil=True, cache=True)
 def linear(x, weight, bias, out):
-    """out[t] = weight @ x[t] + bias: x [T, in], weight [out, in] (torch's layout), out [T, out]."""
+    """out[t] = weight @ x[t] + bias: x [T, in], weight [out, in] (torch's layout), out [T, out]. Two t's at a time,
+    so that each weight is read once for both (the decoder's upsampled steps, guidance's two rows): a product's
+    cost is reading its matrix. Each output is the same sum in the same order as one t at a time."""
     n_out, n_in = weight.shape
-    for t in range(x.shape[0]):
+    steps = x.shape[0]
+    t = 0
+    while t + 1 < steps:
         for i in range(n_out):
-            acc = np.float32(0.0)
+            a = np.float32(0.0)
+            b = np.float32(0.0)
             for j in range(n_in):
-                acc += weight[i, j] * x[t, j]
-            out[t, i] = acc + bias[i]
+                w = weight[i, j]
+                a += w * x[t, j]
+                b += w * x[t + 1, j]
+            out[t, i] = a + bias[i]
+            out[t + 1, i] = b + bias[i]
+        t += 2
+    if t < steps:
+        for i in range(n_out):
+            a = np.float32(0.0)
+            for j in range(n_in):
+                a += weight[i, j] * x[t, j]
+            out[t, i] = a + bias[i]
 
 
 @njit(nogil=True, cache=True)
@@ -66,10 +80,38 @@ def _layer_norm(x, weight, bias, eps, out):
             out[t, d] = (x[t, d] - mean) * scale * weight[d] + bias[d]
 
 
-@njit(nogil=True, cache=True)
+# erf(x) ~ x P(x^2) / Q(x^2) on [-4, 4] (beyond it erf is +-1 in float32): a rational function fitted by least
+# squares to erf at Chebyshev points of [0, 4] (Sanathanan-Koerner iterations, then refined), 3.6e-7 from erf at
+# most in float32. Only multiplications, additions and one division, where `math.erf` is a call to the C library
+# per value: GELU on 1,024 values takes 3.3 us against 11.6 (a frame of the default preset runs 10,000 of them).
+_ERF_P = tuple(np.float32(c) for c in (1.1283788525564482, 0.21171254971394415, 0.05213602766653639,
+                                       0.004192019688776731, 0.00015262338554324122, -1.9704895554353423e-06,
+                                       1.9127544234972837e-08))
+_ERF_Q = tuple(np.float32(c) for c in (1.0, 0.5209544406670716, 0.11987310836920526, 0.015355711616306023,
+                                       0.0010717891465946365))
+
+
+@njit(fastmath=FAST, nogil=True, cache=True)
 def _gelu(v):
-    """GELU with erf, as torch's `F.gelu` computes it."""
-    return np.float32(0.5) * v * (np.float32(1.0) + math.erf(v * np.float32(0.7071067811865476)))
+    """GELU with erf, as torch's `F.gelu` computes it, within 1.1e-6 of it in double precision (torch's own
+    float32 GELU: 1.2e-6), erf from the rational function above."""
+    x = v * np.float32(0.7071067811865476)
+    x = x if x < np.float32(4.0) else np.float32(4.0)
+    x = x if x > np.float32(-4.0) else np.float32(-4.0)
+    u = x * x
+    p0, p1, p2, p3, p4, p5, p6 = _ERF_P
+    q0, q1, q2, q3, q4 = _ERF_Q
+    p = (((((p6 * u + p5) * u + p4) * u + p3) * u + p2) * u + p1) * u + p0
+    q = (((q4 * u + q3) * u + q2) * u + q1) * u + q0
+    return np.float32(0.5) * v * (np.float32(1.0) + x * p / q)
+
+
+@njit(fastmath=FAST, nogil=True, cache=True)
+def _gelu_rows(x, out):
+    """out = GELU(x), x and out [T, D] (may be the same array)."""
+    for t in range(x.shape[0]):
+        for i in range(x.shape[1]):
+            out[t, i] = _gelu(x[t, i])
 
 
 @njit(nogil=True, cache=True)
@@ -93,9 +135,7 @@ def _block(x, past, new_past, depthwise, depthwise_bias, norm_weight, norm_bias,
     _layer_norm(h, norm_weight, norm_bias, eps, normed)
     wide = np.empty((steps, expand.shape[0]), np.float32)
     linear(normed, expand, expand_bias, wide)
-    for t in range(steps):
-        for i in range(wide.shape[1]):
-            wide[t, i] = _gelu(wide[t, i])
+    _gelu_rows(wide, wide)
     linear(wide, project, project_bias, h)
     for t in range(steps):
         for d in range(dim):
@@ -233,9 +273,7 @@ def prior_heads(h, first, first_bias, second, second_bias, embedded, chosen, lev
     drawn = 0
     for level in range(levels):
         if chosen[level] < 0:
-            for r in range(rows):
-                for i in range(width):
-                    activated[r, i] = _gelu(hidden[r, level * width + i])
+            _gelu_rows(hidden[:, level * width:(level + 1) * width], activated)
             linear(activated, second[level], second_bias[level], logits)
             if rows == 2:
                 row = logits[1] + np.float32(guidance) * (logits[0] - logits[1])
