@@ -204,10 +204,9 @@ def test_what_serve_loaded_is_kept_out_of_the_cycle_collector_and_new_cycles_are
     full collection then walks only what came after, and garbage made after it is still collected."""
     engine = Engine(load_model(DEMO), buffer_ms=10.0)
     engine.warm_up()
-    tracked = len(gc.get_objects())
     try:
         frozen = freeze_what_is_loaded()
-        assert frozen > 0.9 * tracked and frozen > 100_000, (frozen, tracked)
+        assert frozen > 100_000, frozen  # torch, numba and the model
         assert len(gc.get_objects()) < 1_000, len(gc.get_objects())  # what a full collection walks now
         engine.registry.submit("/distill/play", [1])
         for _ in range(100):

@@ -130,9 +130,9 @@ def freeze_what_is_loaded() -> int:
     out of Python's cycle collector for good (`gc.freeze`). A full collection walks every tracked object
     holding the interpreter's lock, and with all that loaded it took 190 ms: about once in six minutes
     under the soak's flood, the collector ran one by itself, the generator waited, and the card ran
-    dry (docs/reliability.md). Afterwards a full collection walks only what was made since (under 1 ms).
-    Call once, where everything is loaded and before the card starts: the collection here takes that
-    long once. Returns how many objects were frozen."""
+    dry (docs/reliability.md). Afterwards a full collection walks only what was made since (1.3 ms in
+    serve). Call once, where everything is loaded and before the card starts: the collection here takes
+    that long once. Returns how many objects were frozen."""
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()

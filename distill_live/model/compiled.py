@@ -25,7 +25,6 @@ them in place (an optimizer step, `load_state_dict`) is what the next frame play
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 from numba import njit
