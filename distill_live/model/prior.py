@@ -321,8 +321,8 @@ class Prior(nn.Module):
         gru = self.gru.all_weights if self.cfg.kind == "gru" else []
         self._tables = StepTables(first_weight.numpy(), first_bias.numpy(), embedded, second, second_bias, gru,
                                   input_gates, offsets, recurrent)
-        # two steps of a throwaway state load (or compile) the loops, the GRU's at the second; not under
-        # `kernels.playing`, whose switch is global: a hot swap prepares its model in another thread while frames play
+        # (the GRU's loop runs from the second step; not under `kernels.playing`, whose switch is global:
+        # a hot swap prepares its model in another thread while frames play)
         state = self.start(0)
         for _ in range(2):
             self.step(state, Controls())
