@@ -42,7 +42,7 @@ def test_bench_preset_json():
     check_figures(out, threads=1)
 
 
-def test_bench_paced_makes_one_frame_per_frame_period():
+def test_bench_paced_makes_its_frames_in_real_time():
     """`--paced` plays as serve does: its second of frames takes at least a second of wall time (flat
     out, the tiny model makes it in a small part of one), and it says so."""
     r = live("bench", "preset:tiny", "--seconds", 1, "--paced", "--json")
@@ -87,3 +87,46 @@ def test_bench_errors_are_one_sentence(args, words, tmp_path):
                        cwd=tmp_path, timeout=120)
     assert r.returncode == 2
     assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_paced_chunks_come_a_card_block_at_a_time(monkeypatch):
+    """`--paced` makes the chunks as serve does for a 48 kHz card taking 256-sample blocks: a block's worth
+    back to back, then a wait for the next block (in looks of at most serve's IDLE), and a frame's time
+    is the sum of its chunks' (what serve -v counts), not the wait."""
+    from distill_live.commands import bench
+    from distill_live.control.params import PREFIX, ParamRegistry
+    from distill_live.live.engine import IDLE
+    from distill_live.live.player import Player
+
+    model = random_model("tiny")
+    registry = ParamRegistry.for_model(model)
+    registry.submit(f"{PREFIX}/play", [1], at=0.0)
+    player = Player(model, registry, 0)
+    now = 0.0  # a clock that moves only when something waits (as it asks) or a chunk is made (0.1 ms)
+    waits, made = [], []  # (chunks made before it, seconds) per wait; the time each chunk began
+    real_chunk = player.next_chunk
+
+    def sleep(seconds):
+        nonlocal now
+        waits.append((len(made), seconds))
+        now += seconds
+
+    def next_chunk():
+        nonlocal now
+        made.append(now)
+        now += 1e-4
+        return real_chunk()
+
+    monkeypatch.setattr(player, "next_chunk", next_chunk)
+    frame = bench.card_paced(player, lambda: now, lambda: now, sleep)
+    spent = [frame() for _ in range(15)]  # 0.3 s: 56 card blocks of 5.33 ms
+    chunks = player.hop // player.chunk
+    assert len(made) == 15 * chunks and spent == [pytest.approx((chunks * 1e-4, chunks * 1e-4))] * 15
+    assert all(0 < s <= IDLE for _, s in waits)
+    woke = sorted({n for n, _ in waits})  # the chunks made before each wait for a block
+    per_block = 256 / 48000 * player.sample_rate / player.chunk  # 4.27 chunks of 20 samples at 16 kHz
+    assert len(woke) == pytest.approx(15 * chunks / per_block, abs=1)
+    assert {b - a for a, b in zip(woke, woke[1:])} == {4, 5}
+    blocks = [made[n] for n in woke]  # each block's first chunk, made when the card's block came
+    assert [round(b - a, 6) for a, b in zip(blocks, blocks[1:])] == pytest.approx([256 / 48000] * (len(blocks) - 1),
+                                                                                  abs=2e-4)

@@ -3,12 +3,14 @@
 Runs the same frame loop as `render` and `serve` (`Player.next_frame`, playing, so the prior and the
 decoder really run) flat out, without a sound card, and reports the real-time factor and the frame
 time percentiles. The audio callback needs each frame within one frame period, so p99 is the figure
-that decides whether a machine can play a model without dropouts, not the mean. `--paced` makes one
-frame per frame period instead, as `serve` does: between frames the core idles and its caches cool,
-so a paced frame takes longer (the demo here: 0.57 ms paced, 0.37 flat out); that is the frame time
-`serve -v` shows. Frame times are
-wall-clock (what the sound card sees); `frame_cpu_ms_p50` is the thread's CPU time, which stays
-meaningful on a machine shared with other work (waiting for a core counts in the first, not in it).
+that decides whether a machine can play a model without dropouts, not the mean. `--paced` makes the
+chunks as `serve` makes them for a card that takes 256 samples at 48 kHz a block (JACK's usual
+period): a block's worth back to back every 5.3 ms, and in between the core idles but for serve's
+look every half millisecond. A frame's time is then the sum of its chunks', as `serve -v` counts it.
+A core that has idled starts with cold caches, so a paced frame takes longer than one made flat out
+(the demo on a busy host: 1.7 against 0.4 ms). Frame times are wall-clock (what the sound card
+sees); `frame_cpu_ms_p50` is the thread's CPU time, which stays meaningful on a machine shared with
+other work (waiting for a core counts in the first, not in it).
 
 MODEL is a .distill file, or `preset:NAME` (tiny, small, default) for a model of that shape with
 random weights: speed depends only on the shape, so no trained model is needed to benchmark one.
@@ -26,11 +28,13 @@ import torch
 from distill_live import UserError
 from distill_live.control.params import PREFIX, ParamRegistry
 from distill_live.control.score import parse_set
+from distill_live.live.engine import IDLE
 from distill_live.live.player import Player
 from distill_live.model.config import PRESETS
 from distill_live.model.modelfile import DistillModel, load_model, random_model
 
 WARMUP_FRAMES = 50  # first frames allocate and fill caches; the play fade-in also ends within them
+CARD_BLOCK = 256 / 48000  # seconds of sound a card takes a block when paced (JACK's usual period at 48 kHz)
 
 
 def register(sub) -> None:
@@ -44,7 +48,8 @@ def register(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="set a control first, e.g. --set world/world0=1 --set guidance=2 (steering costs time)")
     p.add_argument("--paced", action="store_true",
-                   help="one frame per frame period, as serve plays (what serve -v shows), instead of flat out")
+                   help="make the chunks as serve does for a 48 kHz card with 256-sample blocks (what serve -v "
+                        "shows), instead of flat out")
     p.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
     p.set_defaults(func=run)
 
@@ -62,11 +67,36 @@ def _timed(fn, times: list[float]):
     return wrapper
 
 
+def card_paced(player: Player, clock, cpu_clock, sleep=time.sleep):
+    """A function that makes the next frame's chunks as serve makes them for a card (`CARD_BLOCK`): a block's
+    worth at a time, back to back, then idle until the card would take the next block, looking every
+    `IDLE` as serve's generator does (engine.py). It returns the frame's wall and CPU time: the sums over
+    its chunks (what serve's telemetry counts), without the idling."""
+    chunk = player.chunk / player.sample_rate
+    owed, wake = 0.0, clock()  # sound the card will take before its next block; when that block comes
+
+    def frame() -> tuple[float, float]:
+        nonlocal owed, wake
+        wall = busy = 0.0
+        for _ in range(player.hop // player.chunk):
+            if owed <= 0:  # a block's worth is made: wait for the card's next block, looking every IDLE as serve
+                wake, owed = wake + CARD_BLOCK, owed + CARD_BLOCK
+                while (left := wake - clock()) > 0:
+                    sleep(min(IDLE, left))
+            t0, c0 = clock(), cpu_clock()
+            player.next_chunk()
+            wall, busy = wall + clock() - t0, busy + cpu_clock() - c0
+            owed -= chunk
+        return wall, busy
+
+    return frame
+
+
 def bench(model: DistillModel, seconds: float, threads: int, seed: int = 0, settings: list[str] = (),
           time_limit: float = 60.0, paced: bool = False) -> dict:
-    """Generate `seconds` of audio flat out (`paced`: a frame per frame period) after a warm-up (or as much
-    as `time_limit` seconds of wall time allow: a badly oversubscribed machine can take a second per
-    frame); returns the figures."""
+    """Generate `seconds` of audio flat out (`paced`: as serve makes it for a card, `card_paced`) after a
+    warm-up (or as much as `time_limit` seconds of wall time allow: a badly oversubscribed machine can take
+    a second per frame); returns the figures."""
     torch.set_num_threads(threads)
     registry = ParamRegistry.for_model(model)
     for at, address, args in parse_set(list(settings), registry):
@@ -92,13 +122,15 @@ def bench(model: DistillModel, seconds: float, threads: int, seed: int = 0, sett
     frames = max(1, math.ceil(seconds * model.config.codec.frame_rate))
     times, cpu = np.empty(frames), np.empty(frames)
     measured = clock()
+    paced_frame = card_paced(player, clock, cpu_clock)
     try:
         for i in range(frames):
             t0, c0 = clock(), cpu_clock()
-            player.next_frame()
-            times[i], cpu[i] = clock() - t0, cpu_clock() - c0
             if paced:
-                time.sleep(max(0.0, period - times[i]))
+                times[i], cpu[i] = paced_frame()
+            else:
+                player.next_frame()
+                times[i], cpu[i] = clock() - t0, cpu_clock() - c0
             if t0 > deadline:
                 frames = i + 1
                 times, cpu = times[:frames], cpu[:frames]

@@ -363,6 +363,8 @@ class ParamRegistry:
     def _take_inbox(self, now: float) -> None:
         """Move what the control threads submitted into the timed queue; untimed messages are due `now`,
         and late ones (timed before `now`) are messages for now too."""
+        if self._inbox.empty():  # the usual case, each chunk and each look of the generator: no exception raised
+            return
         while True:
             try:
                 at, address, args = self._inbox.get_nowait()

@@ -239,7 +239,7 @@ class Engine:
         self._looked = time.perf_counter()  # the end of the generator's last pass: it found nothing to do, or a chunk
         self.splice = round(SPLICE * self.sample_rate)  # samples of the crossfade where a trigger cuts in
         self.telemetry = Telemetry(self.hop / self.model_rate)
-        self.level = 0.0  # recent peak of the output, for meters
+        self._last_chunk = np.zeros(0, np.float32)  # the last chunk made, for the meters (`level`)
         self.output_latency = 0.0  # seconds the sound card adds after the callback (set when the card opens)
         self.changes = Changes()  # (engine time, address, args) applied, for every surface that listens
         self.errors: queue.SimpleQueue = queue.SimpleQueue()  # one-line sentences for /distill/error
@@ -274,6 +274,13 @@ class Engine:
     def time(self) -> float:
         """Engine time in seconds: how much the player has made (what `ParamRegistry.submit(at=...)` takes)."""
         return self.player.time
+
+    @property
+    def level(self) -> float:
+        """The peak of the last chunk made, for the meters (read a few dozen times a second, so reckoned
+        here, in the reader's thread, not at each of the generator's 800 chunks a second)."""
+        chunk = self._last_chunk
+        return float(np.abs(chunk).max()) if len(chunk) else 0.0
 
     @property
     def last_codes(self) -> torch.Tensor:
@@ -444,7 +451,7 @@ class Engine:
         if self.take is not None:
             self.take.put(chunk)  # what the score renders again: the card heard its gain changes a little sooner
         self._remember(chunk)
-        self.level = float(np.abs(chunk).max()) if len(chunk) else 0.0
+        self._last_chunk = chunk
         chunk = self.player.ungained
         if self._resampler is not None:
             chunk = self._resampler.process(chunk)
@@ -635,10 +642,9 @@ class Engine:
         return True
 
     def _swap_if_loaded(self) -> None:
-        try:
-            model = self._loaded.get_nowait()
-        except queue.Empty:
+        if self._loaded.empty():  # (each chunk: a look, not an exception)
             return
+        model = self._loaded.get_nowait()  # (only this thread takes from it)
         self._loading -= 1
         if model is not None:
             self.player.swap_model(model)

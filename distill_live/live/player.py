@@ -577,7 +577,7 @@ class Player:
                 for address, args in applied:
                     self._command(address, args)
         playing = bool(self.registry.get("play"))
-        steered = any(self.registry.steers(address) for address, _ in applied)
+        steered = bool(applied) and any(self.registry.steers(address) for address, _ in applied)
         onset = steered and self.at_onset()
         self.heard_at_once = False
         if onset and self.registry.controls() != self._frame_controls:  # (not a value sent again)
@@ -612,7 +612,7 @@ class Player:
             return self.ungained.copy()
         env, gain = self._ramped(start_env, self.envelope), self._ramped(start_gain, self.gain)
         self.ungained = raw * env
-        return soft_clip((self.ungained * gain).astype(np.float32))
+        return soft_clip((self.ungained * gain).astype(np.float32, copy=False))  # (float32 already: no copy)
 
     def _ramped(self, start: float, end: float) -> np.ndarray | np.float32:
         """A chunk's ramp from `start` to `end`; a steady value (the usual case) as one number, which

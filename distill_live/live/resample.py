@@ -34,7 +34,7 @@ class StreamResampler:
         self.cutoff = min(1.0, out_rate / in_rate) * 0.95  # of the input's Nyquist
         self.hw = half_width
         self.offsets = np.arange(-half_width + 1, half_width + 1)  # taps around each position
-        self.history = np.zeros(2 * half_width, np.float32)  # the last input samples
+        self.buffer = np.zeros(2 * half_width, np.float32)  # the last input samples, then the chunk
         self.pos = half_width * self.phases  # next output's position in history + new input, in 1/phases
         self.delay = half_width / in_rate  # seconds
         self.table = self.kernel(np.arange(self.phases) / self.phases) if self.phases <= MAX_PHASES else None
@@ -47,7 +47,12 @@ class StreamResampler:
         return (self.cutoff * np.sinc(self.cutoff * x) * window).astype(np.float32)
 
     def process(self, chunk: np.ndarray) -> np.ndarray:
-        buf = np.concatenate([self.history, chunk.astype(np.float32, copy=False)])
+        keep, buf = 2 * self.hw, self.buffer
+        if len(buf) != keep + len(chunk):  # a chunk of another size: a buffer for it, with the history
+            buf = self.buffer = np.concatenate([buf[len(buf) - keep:], np.zeros(len(chunk), np.float32)])
+        else:
+            buf[:keep] = buf[len(chunk):]  # the history moves to the front (numpy copies overlaps safely)
+        buf[keep:] = chunk
         key = (self.pos, len(buf))
         plan = self.plans.get(key)
         if plan is None:
@@ -55,7 +60,6 @@ class StreamResampler:
             if self.table is not None and len(self.plans) < MAX_PLANS:
                 self.plans[key] = plan
         matrix, advance = plan
-        self.history = buf[len(chunk):]
         self.pos += advance
         return matrix @ buf
 
@@ -69,5 +73,5 @@ class StreamResampler:
         taps = self.table[phase] if self.table is not None else self.kernel(phase / self.phases)
         matrix = np.zeros((n, size), np.float32)
         np.put_along_axis(matrix, base[:, None] + self.offsets[None, :], taps, axis=1)
-        drop = size - len(self.history)
+        drop = size - 2 * self.hw
         return matrix, self.in_step * n - drop * self.phases
