@@ -357,11 +357,21 @@ def significant(x: float | None, figures: int = 4) -> float | None:
     return None if x is None else float(f"{float(x):.{figures}g}")
 
 
-def through_codec(model, audio: np.ndarray) -> np.ndarray:
-    """`audio`, cut to whole frames, through the model's codec (empty when shorter than a frame)."""
+LATENT = "latent"  # the encoder's output decoded unquantized
+
+
+def through_codec(model, audio: np.ndarray, levels: int | str | None = None) -> np.ndarray:
+    """`audio`, cut to whole frames, through the model's codec with its coarse `levels` (None: all;
+    `LATENT`: not quantized at all); empty when shorter than a frame."""
+    codec = model.codec
     hop = model.config.codec.hop
     x = torch.from_numpy(np.ascontiguousarray(audio[: len(audio) // hop * hop], np.float32))[None]
-    return model.codec.decode(model.codec.encode(x))[0].numpy() if x.shape[1] else np.zeros(0, np.float32)
+    if not x.shape[1]:
+        return np.zeros(0, np.float32)
+    if levels == LATENT:
+        latent, _ = codec.encoder(x, codec.encoder.start(1))
+        return codec.decoder(latent, codec.decoder.start(1))[0][0].numpy()
+    return codec.decode(codec.encode(x), levels)[0].numpy()
 
 
 def model_arguments(description: str, out: str, preset: str, codec_minutes: float,

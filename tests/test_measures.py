@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from distill_live.model.modelfile import load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from measures import WorldEar, blur, flatness, frechet, self_similarity, window_stats  # noqa: E402
@@ -225,3 +228,20 @@ def test_codec_noise_bench_reports_each_world_through_the_codec(trained_model):
         assert 0 <= row["blur"]["deep_share_real"] <= 1
     assert result["median_flatness_ratio"] in [row["flatness_ratio"] for row in result["worlds"].values()]
     assert 0 <= result["worlds_within_25_percent"] <= 2 and result["codec_steps"] > 0
+
+
+@pytest.mark.slow  # uses the session's trained model
+def test_codec_noise_bench_decodes_the_levels_it_is_asked_for(trained_model):
+    import codec_noise
+    import quality
+
+    model = load_model(trained_model)
+    audio = np.random.default_rng(0).standard_normal(model.config.codec.hop * 20).astype(np.float32) * 0.1
+    with torch.inference_mode():
+        played = {n: quality.through_codec(model, audio, n) for n in (None, 1, quality.LATENT)}
+    assert {len(x) for x in played.values()} == {len(audio)}
+    assert not np.allclose(played[None], played[1]) and not np.allclose(played[None], played[quality.LATENT])
+    data = trained_model.parent.parent / "data"
+    rows = [codec_noise.codec_noise(trained_model, data, n) for n in (None, 1, quality.LATENT)]
+    assert [row["levels"] for row in rows] == [model.config.codec.levels, 1, quality.LATENT]
+    assert len({row["median_flatness_ratio"] for row in rows}) == 3
