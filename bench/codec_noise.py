@@ -10,12 +10,12 @@ of Sonic Pi's samples (as bench/quality.py sorts them), prints JSON with:
   the partials' peaks and the floor far under them, in dB, and the share of deep bins.
 
 Then per model the median ratio, how many worlds are within 25%, and the codec's training steps.
+It compares codecs trained different ways (docs/benchmarks.md, "Where the codec's noise comes
+from"); ViSQOL and the spectral distances of the same codecs come from `bench/quality.py --model`.
 
 `--levels 1,2,4,latent` measures the same with only the coarse levels decoded (the decoder is trained
 with quantizer dropout, so it plays any number), and with the encoder's output decoded as it is,
-unquantized (`latent`): what the codes' bits add or take away from the noise.
-It compares codecs trained different ways (docs/benchmarks.md, "Where the codec's noise comes
-from"); ViSQOL and the spectral distances of the same codecs come from `bench/quality.py --model`.
+unquantized (`latent`): what the codes' bits add to the noise or take from it.
 
     python bench/codec_noise.py --out runs/noise        # links the collection into runs/noise/sonic-pi
     python bench/codec_noise.py --out runs/noise runs/noise/a/model.distill runs/noise/b/model.distill
@@ -57,7 +57,7 @@ def codec_noise(model_path: Path, data: Path, levels: int | str | None = None) -
         worlds[world] = {"flatness_ratio": rounded(coded / real if real and coded is not None else None),
                          "blur": {k: rounded(v, 2) for k, v in changes.items()}}
     ratios = sorted(w["flatness_ratio"] for w in worlds.values() if w["flatness_ratio"] is not None)
-    return {"model": str(model_path), "levels": levels or model.config.codec.levels,
+    return {"model": str(model_path), "levels": model.config.codec.levels if levels is None else levels,
             "codec_steps": model.meta.get("history", {}).get("codec", {}).get("steps"),
             "median_flatness_ratio": ratios[len(ratios) // 2] if ratios else None,
             "worlds_within_25_percent": sum(abs(r - 1) <= 0.25 for r in ratios), "worlds": worlds}
