@@ -11,8 +11,9 @@ rate, so nothing above the model's Nyquist counts. Two scales:
 
 On top of those: a Fréchet distance between Gaussians fitted to two sets of such vectors, a
 nearest-world-centroid classifier (`WorldEar`) that says which world a window sounds like, how long
-a sound lasts (`self_similarity` at a lag), how noisy it is (`flatness`), and how a codec blurs a
-recording's partials (`blur`, on a plain 1024-point spectrum rather than mel bands).
+a sound lasts (`self_similarity` at a lag), how noisy it is (`flatness`, and how near a world's own
+stretches land to it: `excerpt_flatness`), and how a codec blurs a recording's partials (`blur`, on a
+plain 1024-point spectrum rather than mel bands).
 """
 from __future__ import annotations
 
@@ -196,6 +197,25 @@ def flatness(audio: np.ndarray, rate: int) -> float | None:
     frames = frame_descriptors(np.asarray(audio, np.float32), HOP, rate)
     audible = frames[frames[:, 0] >= AUDIBLE_DB]
     return float(audible[:, 2].mean()) if len(audible) else None
+
+
+def excerpt_flatness(files: list[np.ndarray], rate: int, seconds: float, trials: int = 20, seed: int = 0
+                     ) -> list[float]:
+    """How near a stretch of a world's own recordings lands to the world's `flatness`: the ratio, to the
+    flatness of all of `files`, of `trials` random `seconds`-long stretches of them played one after
+    another in a random order (as the prior learns a world). What a stretch holds decides its flatness (a
+    world's files can span decades: Sonic Pi's `ambi` from a drone at 2e-7 to rain at 0.3), so a
+    generated stretch of the same length can land only about as near as these do."""
+    whole = flatness(np.concatenate(files), rate)
+    rng, n, out = np.random.default_rng(seed), int(seconds * rate), []
+    for _ in range(trials):
+        played = np.concatenate([files[i] for i in rng.permutation(len(files))])
+        played = np.tile(played, -(-n // len(played)) + 1)  # (a world shorter than a stretch plays again)
+        start = int(rng.integers(0, len(played) - n + 1))
+        f = flatness(played[start:start + n], rate)
+        if f is not None and whole:
+            out.append(f / whole)
+    return out
 
 
 def blur(real: np.ndarray, through: np.ndarray) -> dict | None:

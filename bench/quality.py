@@ -20,7 +20,10 @@ issue's "done when" asks for and whether they hold (`pass`):
   classifier on real audio it never heard (the ceiling: every file of the collection, cross-validated
   in four folds; the held-out files alone are shown too, but a few files give too few windows to be
   steady); per world, spectral flatness of generated vs real audio at the model's rate, and of the
-  recordings through the codec (the noise no prior can take away).
+  recordings through the codec (the noise no prior can take away); and how often random stretches of
+  the world's own recordings, as long as each world's generated stretch, land within 25% of the world's
+  flatness (what a stretch holds decides its flatness: `worlds_flatness_within_25pct` puts the count of
+  generated worlds within 25% beside the count the recordings' own stretches reach).
 
 Generation plays with the engine's default controls, or with `--set CONTROL=VALUE` (e.g. `--set
 temperature=0.8`), with random seed `--seed`. The measures themselves are in bench/measures.py.
@@ -57,7 +60,7 @@ from distill_train.data import load_dataset, prepare  # noqa: E402
 from distill_train.loop import read_checkpoint  # noqa: E402
 from distill_train.losses import multi_resolution_stft_distance, multi_scale_mel_distance  # noqa: E402
 from distill_train.report import generated_vs_real_report  # noqa: E402
-from measures import WorldEar, flatness, frechet, self_similarity, window_stats  # noqa: E402
+from measures import WorldEar, excerpt_flatness, flatness, frechet, self_similarity, window_stats  # noqa: E402
 
 SAMPLES = Path("/usr/share/sonic-pi/samples")
 OPUS_KBPS = (6, 12, 24)
@@ -302,14 +305,18 @@ def worlds(model, dataset, world_seconds: float, settings: Sequence[Message] = (
                     counts[kind][source][1] += len(h[kind])
                 row[f"{kind}_{source}"] = rounded(float(np.mean(h[kind] == i)) if h is not None and len(h[kind])
                                                   else None)
-        recordings = np.concatenate(per_world(train, i))
+        files = per_world(train, i)
+        recordings = np.concatenate(files)
         g, r = flatness(generated, c.sample_rate), flatness(recordings, c.sample_rate)
         # the recordings through the codec: how much of the generated noise is the codec's, which no prior undoes
         coded = through_codec(model, recordings)
         through = flatness(coded, c.sample_rate) if len(coded) else None
+        # how near the world's own stretches of the same length land (what a stretch holds decides its flatness)
+        own = np.array(excerpt_flatness(files, c.sample_rate, world_seconds))
         # flatness spans decades (a low rumble ~1e-5, noise ~0.5): significant figures, not decimals
         row.update(flatness_generated=significant(g), flatness_real=significant(r),
                    flatness_ratio=rounded(g / r if g is not None and r else None),
+                   flatness_own_stretches_within=rounded(float(np.mean(np.abs(own - 1) <= 0.25)) if len(own) else None),
                    flatness_codec_ratio=rounded(through / r if through is not None and r else None))
         rows[world] = row
     # the ceiling: real audio heard by an ear that never heard it, over every file of the collection
@@ -331,6 +338,11 @@ def worlds(model, dataset, world_seconds: float, settings: Sequence[Message] = (
         done[f"by_{kind}_pass"] = ratio is not None and ratio >= need
     ratios = [row["flatness_ratio"] for row in rows.values()]
     done["flatness_pass"] = all(r is not None and abs(r - 1) <= 0.25 for r in ratios)
+    out["worlds_flatness_within_25pct"] = {
+        "generated": sum(1 for r in ratios if r is not None and abs(r - 1) <= 0.25),
+        # as many as the worlds' own stretches of `world_seconds` reach, on average: about the most a stretch can
+        "recordings_own_stretches": rounded(sum(row["flatness_own_stretches_within"] or 0 for row in rows.values())),
+    }
     out["per_world"] = rows
     out["done_when"] = done
     return out
@@ -404,7 +416,8 @@ def model_to_measure(args: argparse.Namespace) -> tuple[Path, Path, dict]:
 def main() -> None:
     p = model_arguments(__doc__, "runs/bench", "small", 20, 10)
     p.add_argument("--seconds", type=float, default=60, help="seconds of generated audio to compare")
-    p.add_argument("--world-seconds", type=float, default=10, help="seconds generated per world for world identity")
+    p.add_argument("--world-seconds", type=float, default=30,
+                   help="seconds generated per world for world identity and flatness (default 30)")
     p.add_argument("--set", action="append", default=[], metavar="CONTROL=VALUE",
                    help="play every render with this control set, e.g. --set temperature=0.8 (repeatable)")
     p.add_argument("--no-codec", action="store_true", help="leave out the codec's figures (no control changes them)")

@@ -14,7 +14,7 @@ import torch
 from distill_live.model.modelfile import load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from measures import WorldEar, blur, flatness, frechet, self_similarity, window_stats  # noqa: E402
+from measures import WorldEar, blur, excerpt_flatness, flatness, frechet, self_similarity, window_stats  # noqa: E402
 
 RATE = 16000
 
@@ -108,6 +108,21 @@ def test_flatness_tells_tones_from_noise():
     assert flatness(np.zeros(RATE, np.float32), RATE) is None
 
 
+def test_a_stretch_of_a_world_is_as_noisy_as_the_world_only_when_its_files_are_alike():
+    """A world of a held tone and a burst of noise: a stretch shorter than both holds mostly one of them, and
+    its flatness lands far from the world's; a stretch of a world of one steady sound lands on it."""
+    t = np.arange(3 * RATE) / RATE
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    noise = (0.1 * np.random.default_rng(0).standard_normal(3 * RATE)).astype(np.float32)
+    unlike = np.array(excerpt_flatness([tone, noise], RATE, seconds=1.0, trials=20))
+    assert len(unlike) == 20
+    assert (np.abs(unlike - 1) > 0.25).mean() >= 0.75  # most stretches are mostly tone or mostly noise
+    assert unlike.min() < 0.75 and unlike.max() > 1.25
+    alike = np.array(excerpt_flatness([noise[:RATE], noise[RATE:]], RATE, seconds=1.0, trials=20))
+    assert np.all(np.abs(alike - 1) <= 0.25)
+    # a world shorter than the stretch plays again to fill it
+    assert len(excerpt_flatness([noise[:RATE // 2]], RATE, seconds=2.0, trials=3)) == 3
+
 def test_blur_tells_partials_spread_from_hiss_added():
     """A codec that spreads a tone's partials lowers their peaks and keeps about as many deep bins;
     one that adds hiss raises the floor and leaves few deep bins; a perfect codec changes nothing."""
@@ -197,6 +212,9 @@ def test_quality_bench_reports_every_group_with_its_targets(trained_model):
     for row in worlds["per_world"].values():
         assert 0 < row["flatness_generated"] < 1 and 0 < row["flatness_real"] < 1 and row["flatness_ratio"] > 0
         assert row["flatness_codec_ratio"] > 0
+        assert 0 <= row["flatness_own_stretches_within"] <= 1
+    within = worlds["worlds_flatness_within_25pct"]
+    assert within["generated"] in (0, 1, 2) and 0 <= within["recordings_own_stretches"] <= 2
     assert set(worlds["done_when"]) == {"by_colour_pass", "by_colour_and_motion_pass", "flatness_pass"}
 
 
