@@ -160,17 +160,14 @@ class CodecStage(Stage):
 
 
 @torch.no_grad()
-def extract_codes(codec: Codec, clips, device: torch.device, offset: int = 0) -> list[torch.Tensor]:
-    """Codes [frames, levels] of each whole clip, in eval mode (these are the cues); from `offset` samples
-    in (the clip cut into frames from there: other codes of the same sound), for clips at least a frame
-    longer than that."""
+def extract_codes(codec: Codec, clips, device: torch.device) -> list[torch.Tensor]:
+    """Codes [frames, levels] of each whole clip, in eval mode (these are the cues)."""
     codec.eval()
     hop = codec.cfg.hop
     out = []
     for clip in clips:
-        audio = clip.audio[offset:]
-        n = (len(audio) // hop) * hop
-        out.append(codec.encode(torch.from_numpy(audio[:n]).to(device)[None])[0].cpu().long())
+        n = (len(clip.audio) // hop) * hop
+        out.append(codec.encode(torch.from_numpy(clip.audio[:n]).to(device)[None])[0].cpu().long())
     return out
 
 

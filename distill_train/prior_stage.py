@@ -26,15 +26,6 @@ world fader up. With only named moves, on one of twenty trainings of the steerin
 whatever the first frames had drawn, the descriptors never pulled the prior away from it
 (docs/benchmarks.md, "Steering").
 
-The prior also learns each training clip encoded from a quarter, a half and three quarters of a
-frame later (`SHIFTS`): the same sound cut into frames elsewhere, so other codes, as new audio would
-give. Four times the sequences of the same sounds: on Sonic Pi's samples (`small`, a codec of 20
-minutes, 2,875 prior steps) the held-out loss went below the untrained prior's for the first time
-(5.01 against 5.68; 9.89 with the clips as they are), the generated minute copied no 8-frame run of
-the training codes (3% before), and it held sounds as long as the collection on two seeds of three
-instead of one and was heard as its world more often (docs/benchmarks.md, "Encoded from a fraction of
-a frame later").
-
 Loss: cross-entropy per level. Held-out loss is measured on whole held-out sequences with world and
 descriptors given, and reported. By default the prior trains its whole budget and keeps its final
 weights. The held-out loss is a poor guide for an instrument: on a collection of one-off sounds a
@@ -58,7 +49,6 @@ weights are kept, with a warning.
 """
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +60,6 @@ from distill_live.model.descriptors import DescriptorStats, frame_descriptors, s
 from distill_live.model.prior import Controls, Prior
 
 from . import distributed
-from .codec_stage import extract_codes
 from .health import memorisation
 from .loop import Stage
 from .report import prior_report, write_wav
@@ -80,7 +69,6 @@ DESCRIPTOR_JITTER = 0.02
 SWITCH_SHARE = 0.4  # sequences that move to another world midway, with the condition
 UNNAMED_SWITCH_SHARE = 0.4  # of those, the ones where no world is named, only descriptors (see the top)
 DESCRIPTOR_SECONDS = 0.5  # a held descriptor means the sound's character over this long (see heard_descriptors)
-SHIFTS = (0.25, 0.5, 0.75)  # of a frame: the training clips are also encoded from this much later (see the top)
 VALID_MAX_FRAMES = 512
 PREVIEW_SECONDS = 10.0
 MEMORISATION_FRAMES = 1000
@@ -121,21 +109,6 @@ def heard_descriptors(codec, codes: list[torch.Tensor], clips) -> tuple[Descript
     return stats, [stats.normalise(r) for r in raw]
 
 
-def shifted_items(codec, clips, descriptors: list[np.ndarray], hop: int, device: torch.device) -> list[tuple]:
-    """The training clips encoded again from each of `SHIFTS` of a frame later, as training items (codes,
-    descriptors, world, "train"; each with its clip's descriptors: they moved by less than a frame).
-    See the top."""
-    train = [(clip, d) for clip, d in zip(clips, descriptors) if clip.split == "train"]
-    items = []
-    for shift in SHIFTS:
-        offset = round(shift * hop)
-        long_enough = [(clip, d) for clip, d in train if len(clip.audio) >= offset + hop]
-        if long_enough:
-            codes = extract_codes(codec, [clip for clip, _ in long_enough], device, offset)
-            items += [(code, align(d, len(code)), clip.world, "train") for code, (clip, d) in zip(codes, long_enough)]
-    return items
-
-
 def align(descriptors: np.ndarray, frames: int) -> np.ndarray:
     """Descriptor frames [n, 3] -> exactly `frames` rows (cut, or the last row repeated)."""
     d = np.asarray(descriptors, dtype=np.float32)[:frames]
@@ -161,19 +134,18 @@ class PriorStage(Stage):
         self.worlds = len(dataset.worlds)
         items = [(code, align(d, len(code)), clip.world, clip.split)
                  for code, d, clip in zip(codes, descriptors, dataset.clips)]
-        train = [i for i in items if i[3] == "train"]
-        self.train_items = train + shifted_items(codec, dataset.clips, descriptors, config.codec.hop, device)
+        self.train_items = [i for i in items if i[3] == "train"]
         valid = [i for i in items if i[3] == "valid"]
         self.valid_source = "held-out clips" if valid else "training clips (nothing could be held out)"
         self.early_stopping = early_stopping and bool(valid)
-        self.valid_items = valid or train
+        self.valid_items = valid or self.train_items
         self.all_items = list(range(len(self.train_items)))
         self.by_world: dict[int, list[int]] = {}
         for index, item in enumerate(self.train_items):
             self.by_world.setdefault(item[2], []).append(index)
         # worlds a sequence may move between: those of more than one clip (a clip then never needs
-        # followers from other worlds; its shifted encodings are the same clip)
-        self.switchable = sorted(w for w, clips in Counter(i[2] for i in train).items() if clips > 1)
+        # followers from other worlds)
+        self.switchable = sorted(w for w, items in self.by_world.items() if len(items) > 1)
         frames = np.array([len(i[0]) for i in self.train_items], dtype=np.float64)
         self.weights = frames / frames.sum()
         self.rng = np.random.default_rng(seed)
@@ -238,7 +210,7 @@ class PriorStage(Stage):
         code, d, world, _ = self.train_items[i]
         rng, t = self.rng, hi - lo
         start = int(rng.integers(0, max(1, len(code) - t + 1)))
-        followers = self.by_world[world] if world in self.switchable else self.all_items
+        followers = self.by_world[world] if len(self.by_world[world]) > 1 else self.all_items
         mixed = followers is self.all_items and len(code) - start < t
         filled = lo
         while True:

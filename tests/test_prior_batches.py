@@ -13,10 +13,8 @@ import torch
 
 from distill_live.model.config import preset
 from distill_live.model.descriptors import DescriptorStats
-from distill_live.model.modelfile import random_model
-from distill_train.codec_stage import extract_codes
 from distill_train.data import AudioClip, Dataset
-from distill_train.prior_stage import SHIFTS, SWITCH_SHARE, PriorStage
+from distill_train.prior_stage import SWITCH_SHARE, PriorStage
 
 LEVELS = 4
 
@@ -106,32 +104,3 @@ def test_a_share_of_examples_is_given_nothing_for_guidance_to_subtract(tmp_path)
     expected = p.unconditioned + (1 - p.unconditioned) * (1 - SWITCH_SHARE) * p.world_dropout * p.descriptor_dropout ** 3
     assert expected > 0.1
     assert abs(share - expected) < 0.03, (share, expected)
-
-
-def test_the_prior_also_learns_each_training_clip_encoded_from_a_fraction_of_a_frame_later(tmp_path):
-    """Each training clip is encoded again from a quarter, a half and three quarters of a frame in: the
-    same sound in other codes, as new audio would give (prior_stage.SHIFTS). Held-out clips are not, a
-    clip too short for a frame after the shift is left out, and a world of one clip still counts as one
-    (it borrows followers from every world, its example unconditioned)."""
-    model = random_model("tiny", worlds=["a", "b"])
-    config, hop = model.config, model.config.codec.hop
-    rng = np.random.default_rng(0)
-    tone = lambda n, f: (0.3 * np.sin(2 * np.pi * f * np.arange(n) / 16000) + 0.05 * rng.standard_normal(n)).astype(np.float32)
-    # (world, frames of audio, split): world 1 has one training clip; the last clip is shorter than a frame and a half
-    shapes = [(0, 20, "train"), (0, 12, "train"), (1, 16, "train"), (0, 10, "valid"), (0, 1.4, "train")]
-    clips = [AudioClip(f"{w}/{i}.wav", w, tone(int(frames * hop), 200 + 150 * i), np.full((int(frames), 3), 0.5, np.float32),
-                       split) for i, (w, frames, split) in enumerate(shapes)]
-    dataset = Dataset(str(tmp_path), 16000, hop, ["a", "b"], clips, [], DescriptorStats.fit([np.zeros((4, 3))]))
-    codes = extract_codes(model.codec, clips, torch.device("cpu"))
-    stage = PriorStage(config, model.codec, codes, [c.descriptors for c in clips], dataset, batch_size=8, seq_frames=16,
-                       seed=0, device=torch.device("cpu"), run_dir=tmp_path)
-
-    train = [i for i, (_, _, split) in enumerate(shapes) if split == "train"]
-    assert len(stage.train_items) == len(train) + 3 * 3 + 1  # the short clip: only from a quarter of a frame in
-    assert len(stage.valid_items) == 1  # held out as it is, never shifted
-    for k, shift in enumerate(SHIFTS):
-        again = extract_codes(model.codec, [clips[0]], torch.device("cpu"), round(shift * hop))[0]
-        assert any(torch.equal(item[0], again) for item in stage.train_items)
-        assert len(again) == 19 and not torch.equal(again, codes[0][:19])  # the same sound, other codes
-    assert [len(stage.by_world[w]) for w in (0, 1)] == [3 + 7, 1 + 3]
-    assert stage.switchable == [0]  # world 1 is one clip, however many encodings of it
