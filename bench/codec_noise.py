@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from distill_live.model.modelfile import load_model  # noqa: E402
 from distill_train.data import load_dataset  # noqa: E402
-from measures import blur, flatness  # noqa: E402
+from measures import blur, flatness, near  # noqa: E402
 from quality import LATENT, SAMPLES, collection, rounded, through_codec  # noqa: E402
 
 
@@ -60,7 +60,7 @@ def codec_noise(model_path: Path, data: Path, levels: int | str | None = None) -
     return {"model": str(model_path), "levels": model.config.codec.levels if levels is None else levels,
             "codec_steps": model.meta.get("history", {}).get("codec", {}).get("steps"),
             "median_flatness_ratio": ratios[len(ratios) // 2] if ratios else None,
-            "worlds_within_25_percent": sum(abs(r - 1) <= 0.25 for r in ratios), "worlds": worlds}
+            "worlds_within_25_percent": sum(near(r) for r in ratios), "worlds": worlds}
 
 
 def main() -> None:

@@ -199,6 +199,11 @@ def flatness(audio: np.ndarray, rate: int) -> float | None:
     return float(audible[:, 2].mean()) if len(audible) else None
 
 
+def near(ratio: float | None, tolerance: float = 0.25) -> bool:
+    """Whether a ratio of generated (or coded) to real is within `tolerance` of 1: the issue's "within 25%"."""
+    return ratio is not None and abs(ratio - 1) <= tolerance
+
+
 def excerpt_flatness(files: list[np.ndarray], rate: int, seconds: float, trials: int = 20, seed: int = 0
                      ) -> list[float]:
     """How near a stretch of a world's own recordings lands to the world's `flatness`: the ratio, to the

@@ -60,7 +60,7 @@ from distill_train.data import load_dataset, prepare  # noqa: E402
 from distill_train.loop import read_checkpoint  # noqa: E402
 from distill_train.losses import multi_resolution_stft_distance, multi_scale_mel_distance  # noqa: E402
 from distill_train.report import generated_vs_real_report  # noqa: E402
-from measures import WorldEar, excerpt_flatness, flatness, frechet, self_similarity, window_stats  # noqa: E402
+from measures import WorldEar, excerpt_flatness, flatness, frechet, near, self_similarity, window_stats  # noqa: E402
 
 SAMPLES = Path("/usr/share/sonic-pi/samples")
 OPUS_KBPS = (6, 12, 24)
@@ -270,7 +270,7 @@ def structure(model, dataset, seconds: float, image: Path | None, settings: Sequ
         lasting[f"{lag:g}s"] = {"generated": rounded(g), "real": rounded(r), "real_pairs": pairs,
                                 "ratio": rounded(ratio),
                                 "real_files_in_sequence": rounded(self_similarity(in_sequence, c.sample_rate, lag)[0])}
-        lasting_pass = lasting_pass and ratio is not None and abs(ratio - 1) <= 0.25
+        lasting_pass = lasting_pass and near(ratio)
     return {
         "generated_seconds": seconds,
         "frechet_1s_windows": distance,
@@ -312,11 +312,11 @@ def worlds(model, dataset, world_seconds: float, settings: Sequence[Message] = (
         coded = through_codec(model, recordings)
         through = flatness(coded, c.sample_rate) if len(coded) else None
         # how near the world's own stretches of the same length land (what a stretch holds decides its flatness)
-        own = np.array(excerpt_flatness(files, c.sample_rate, world_seconds))
+        own = excerpt_flatness(files, c.sample_rate, world_seconds)
         # flatness spans decades (a low rumble ~1e-5, noise ~0.5): significant figures, not decimals
         row.update(flatness_generated=significant(g), flatness_real=significant(r),
                    flatness_ratio=rounded(g / r if g is not None and r else None),
-                   flatness_own_stretches_within=rounded(float(np.mean(np.abs(own - 1) <= 0.25)) if len(own) else None),
+                   flatness_own_stretches_within=rounded(float(np.mean([near(x) for x in own])) if own else None),
                    flatness_codec_ratio=rounded(through / r if through is not None and r else None))
         rows[world] = row
     # the ceiling: real audio heard by an ear that never heard it, over every file of the collection
@@ -337,9 +337,9 @@ def worlds(model, dataset, world_seconds: float, settings: Sequence[Message] = (
                              "windows": {s: n for s, (_, n) in counts[kind].items()}, "ratio": rounded(ratio)}
         done[f"by_{kind}_pass"] = ratio is not None and ratio >= need
     ratios = [row["flatness_ratio"] for row in rows.values()]
-    done["flatness_pass"] = all(r is not None and abs(r - 1) <= 0.25 for r in ratios)
+    done["flatness_pass"] = all(near(r) for r in ratios)
     out["worlds_flatness_within_25pct"] = {
-        "generated": sum(1 for r in ratios if r is not None and abs(r - 1) <= 0.25),
+        "generated": sum(near(r) for r in ratios),
         # as many as the worlds' own stretches of `world_seconds` reach, on average: about the most a stretch can
         "recordings_own_stretches": rounded(sum(row["flatness_own_stretches_within"] or 0 for row in rows.values())),
     }
