@@ -267,3 +267,18 @@ def test_invalid_config(saved, tmp_path):
     def spoil(m):
         m["config"]["codec"]["wobble"] = 3
     refused(rewrite(saved[0], tmp_path / "config.distill", edit_meta=spoil))
+
+
+def test_loading_and_playing_a_model_leaves_torchs_compiler_unimported():
+    """torch._dynamo takes over a second to import (1.3 s of CPU here): every distill-live command would
+    pay it at start. It came in through einx (vector_quantize_pytorch's) and through tables and
+    initialisers run on the meta device, where a model file's shapes are checked."""
+    script = ("import sys; from distill_live.model.modelfile import load_model; "
+              "from distill_live.live.player import render; import torch\n"
+              "model = load_model(sys.argv[1]); render(model, 0.2, seed=1)\n"
+              "with torch.no_grad(): model.codec.encode(torch.zeros(1, model.config.codec.hop * 4))\n"
+              "print('torch._dynamo' in sys.modules)")
+    demo = Path(__file__).resolve().parent.parent / "distill_live" / "demo" / "demo.distill"
+    r = subprocess.run([sys.executable, "-c", script, str(demo)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "False", "loading a model imported torch._dynamo"

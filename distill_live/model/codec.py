@@ -19,12 +19,34 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from vector_quantize_pytorch import ResidualVQ
 
 from .compiled import CompiledFrameStep
 from .config import CodecConfig
 
+
+def _import_residual_vq():
+    """vector_quantize_pytorch's ResidualVQ, imported without torch's compiler. Its einx marks einx's
+    operations for `torch.compile` when it is first imported, and that imports torch._dynamo: about a
+    second more for every process that loads a model. distill never compiles with torch (its live
+    loops are numba's), so the marking is skipped."""
+    allow_in_graph = torch.compiler.allow_in_graph
+    torch.compiler.allow_in_graph = lambda fn: fn
+    try:
+        from vector_quantize_pytorch import ResidualVQ
+    finally:
+        torch.compiler.allow_in_graph = allow_in_graph
+    return ResidualVQ
+
+
+ResidualVQ = _import_residual_vq()
 log = logging.getLogger(__name__)
+
+
+def fixed_table(table: torch.Tensor) -> torch.Tensor:
+    """A table computed once on the CPU (a window, phase advances), placed on the device the module is
+    being built on. A model file is checked against modules built on the meta device, where torch
+    makes such tables by a Python path that imports its compiler (about a second)."""
+    return table.to(torch.get_default_device())
 
 STREAM_STEPS = 8  # inputs this short (a streamed frame: 1 step, or `upsample` after the decoder's upsampling)
 #                   take the fast path outside training
@@ -90,7 +112,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: CodecConfig):
         super().__init__()
         self.hop, self.n_fft = cfg.hop, cfg.enc_n_fft
-        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        self.register_buffer("window", fixed_table(torch.hann_window(self.n_fft, device="cpu")), persistent=False)
         self.proj = nn.Linear(self.n_fft // 2 + 1, cfg.enc_dim)
         self.blocks = nn.ModuleList(CausalBlock(cfg.enc_dim, cfg.kernel) for _ in range(cfg.enc_blocks))
         self.norm = nn.LayerNorm(cfg.enc_dim)
@@ -147,12 +169,12 @@ class ISTFTHead(nn.Module):
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
         self.out = nn.Linear(dim, n_fft + 2)
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.register_buffer("window", fixed_table(torch.hann_window(n_fft, device="cpu")), persistent=False)
         self.period = n_fft // math.gcd(n_fft, hop)
-        bins = torch.arange(n_fft // 2 + 1, dtype=torch.float64)
-        shift = (torch.arange(self.period, dtype=torch.float64)[:, None] * hop) % n_fft
+        bins = torch.arange(n_fft // 2 + 1, dtype=torch.float64, device="cpu")
+        shift = (torch.arange(self.period, dtype=torch.float64, device="cpu")[:, None] * hop) % n_fft
         advance = (2 * math.pi * bins[None] * shift / n_fft) % (2 * math.pi)
-        self.register_buffer("advance", advance.float(), persistent=False)  # [period, bins]
+        self.register_buffer("advance", fixed_table(advance.float()), persistent=False)  # [period, bins]
 
     def _phase_advance(self, steps: int, start: int) -> torch.Tensor:
         if steps == 1:
@@ -298,8 +320,8 @@ class Codec(nn.Module):
             quantize_dropout=True,
         )
         self.decoder = Decoder(cfg)
-        offsets = torch.arange(cfg.levels) * (cfg.codebook_size + 1) + 1  # see `latent_table`
-        self.register_buffer("_level_offsets", offsets, persistent=False)
+        offsets = torch.arange(cfg.levels, device="cpu") * (cfg.codebook_size + 1) + 1  # see `latent_table`
+        self.register_buffer("_level_offsets", fixed_table(offsets), persistent=False)
 
     def forward(self, audio: torch.Tensor, quantizer_dropout: bool = False):
         """Training pass: audio [B, n] -> (reconstruction [B, T*hop], codes [B, T, L], commitment loss)."""

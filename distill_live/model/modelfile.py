@@ -18,6 +18,7 @@ from typing import Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch.overrides import TorchFunctionMode
 
 from distill_live import atomic_write
 
@@ -255,10 +256,24 @@ def _read_header(path: Path) -> tuple[dict, dict]:
     return header, meta
 
 
+class _ShapesOnly(TorchFunctionMode):
+    """Modules built on the meta device hold shapes only, so their random initialisation is skipped:
+    torch draws `normal_` (the embeddings') on the meta device by a Python path that imports its
+    compiler, a second and more for every process that loads a model."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.nn.init.normal_, torch.Tensor.normal_):
+            tensor = args[0] if args else kwargs["tensor"]
+            if tensor.is_meta:
+                return tensor
+        return func(*args, **kwargs)
+
+
 def _modules(path: Path, config: ModelConfig, has_prior: bool, device: str | None):
     """Codec and prior for `config`; on the meta device when `device` is None (shapes only, no memory)."""
     try:
-        with torch.device(device or "meta"):
+        with torch.device(device or "meta"), _ShapesOnly():
             codec = Codec(config.codec)
             prior = Prior(config.prior, config.codec.levels, config.codec.codebook_size) if has_prior else None
     except Exception as e:  # a config that passed the type checks can still be inconsistent (hop, heads...)
