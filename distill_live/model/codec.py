@@ -23,6 +23,8 @@ from torch import nn
 from .compiled import CompiledFrameStep
 from .config import CodecConfig
 
+log = logging.getLogger(__name__)
+
 
 def _import_residual_vq():
     """vector_quantize_pytorch's ResidualVQ, imported without torch's compiler. Its einx marks einx's
@@ -39,7 +41,6 @@ def _import_residual_vq():
 
 
 ResidualVQ = _import_residual_vq()
-log = logging.getLogger(__name__)
 
 
 def fixed_table(table: torch.Tensor) -> torch.Tensor:
@@ -47,6 +48,7 @@ def fixed_table(table: torch.Tensor) -> torch.Tensor:
     being built on. A model file is checked against modules built on the meta device, where torch
     makes such tables by a Python path that imports its compiler (about a second)."""
     return table.to(torch.get_default_device())
+
 
 STREAM_STEPS = 8  # inputs this short (a streamed frame: 1 step, or `upsample` after the decoder's upsampling)
 #                   take the fast path outside training
